@@ -1,0 +1,34 @@
+"""ament_python package definition for oe_depth_ros (also installable with pip)."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "oe_depth_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config/model", glob("config/model/*.yaml")),
+        (f"share/{PACKAGE}/config/training", glob("config/training/*.yaml")),
+    ],
+    package_data={PACKAGE: ["py.typed"]},
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="oe_depth_ros maintainers",
+    maintainer_email="maintainers@oe-depth-ros.dev",
+    description="OE-Depth monocular depth: training, TensorRT deployment and a ROS 2 node.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            f"oe_depth_node = {PACKAGE}.node:main",
+            f"oe-depth = {PACKAGE}.cli:main",
+        ],
+    },
+)
