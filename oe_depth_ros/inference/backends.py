@@ -1,0 +1,187 @@
+"""One interface for every way of running the depth network, and the factory that picks one.
+
+``create_backend(name, model_path)`` returns a :class:`DepthBackend`; the pipeline, the
+evaluation, the bag tools and the node use nothing else. The model file's suffix says
+its format (``.engine``/``.plan`` TensorRT, ``.onnx`` ONNX, ``.pt``/``.pth``/``.ckpt``
+PyTorch checkpoint). This module imports neither torch, onnxruntime nor TensorRT;
+each backend module imports its own library when it is chosen.
+"""
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oe_depth_ros.inference.errors import BackendError
+
+LOG = logging.getLogger(__name__)
+
+BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
+#: suffix -> model format
+FORMATS = {
+    ".engine": "engine", ".plan": "engine",
+    ".onnx": "onnx",
+    ".pt": "checkpoint", ".pth": "checkpoint", ".ckpt": "checkpoint",
+}
+#: backend -> the format it runs
+BACKEND_FORMAT = {"tensorrt": "engine", "onnxruntime": "onnx", "torch": "checkpoint"}
+#: library each backend imports, and how to get it
+INSTALL_HINTS = {
+    "tensorrt": "install TensorRT 10 or 11 for your CUDA (pip install tensorrt, or JetPack on "
+                "Jetson) on a machine with an NVIDIA GPU",
+    "onnxruntime": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)",
+    "torch": "pip install torch (see requirements-torch.txt)",
+}
+FORMAT_HINTS = {
+    "engine": "build one with `oe-depth build-engine --onnx MODEL.onnx --out MODEL.engine`",
+    "onnx": "export one with `oe-depth export-onnx --model-config NAME --checkpoint CKPT "
+            "--height H --width W --out MODEL.onnx`",
+    "checkpoint": "train one (training checkpoints are .pt files) or pass an .onnx/.engine",
+}
+
+
+class DepthBackend(abc.ABC):
+    """A loaded depth network: scaled disparity from an image.
+
+    Attributes: ``name`` (the backend), ``input_size`` (H, W) of the network,
+    ``min_depth`` and ``max_depth`` (the disparity range the network was trained with).
+    """
+
+    name: str = ""
+    input_size: tuple[int, int]
+    min_depth: float
+    max_depth: float
+
+    @abc.abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [1, 3, H, W] in [0, 1] -> float32 [1, 1, H, W] scaled disparity."""
+
+    def predict(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB [h, w, 3] of any size -> float32 [H, W] scaled disparity at network size."""
+        from oe_depth_ros.imageops import to_network_input
+
+        return self.infer(to_network_input(image_rgb, self.input_size))[0, 0]
+
+    def close(self) -> None:
+        """Release the library's resources (sessions, engines, GPU buffers)."""
+
+    def check_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Validate an ``infer`` input and return it as contiguous float32."""
+        want = (1, 3, *self.input_size)
+        if tuple(batch.shape) != want:
+            raise ValueError(f"{self.name}: input must have shape {want}, got {tuple(batch.shape)}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(input_size={self.input_size}, "
+                f"min_depth={self.min_depth}, max_depth={self.max_depth})")
+
+
+def model_format(path: str | os.PathLike[str]) -> str:
+    """'engine', 'onnx' or 'checkpoint' from the file suffix; BackendError otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise BackendError(
+            f"cannot tell the model format of {path}: suffix {suffix!r} is not one of "
+            f"{', '.join(sorted(FORMATS))}"
+        )
+    return FORMATS[suffix]
+
+
+def tensorrt_usable() -> tuple[bool, str]:
+    """(usable, reason): TensorRT's runtime is importable and a CUDA GPU is visible.
+
+    The ``tensorrt-stubs`` package makes ``import tensorrt`` succeed without the real
+    library (a namespace package of type stubs), so the runtime class is checked too.
+    """
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "the tensorrt package is not installed"
+    trt = importlib.import_module("tensorrt")
+    if not hasattr(trt, "Runtime"):
+        return False, "only TensorRT type stubs are installed, not the TensorRT library"
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed (the TensorRT backend binds torch CUDA tensors)"
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU is visible to torch"
+    return True, f"TensorRT {getattr(trt, '__version__', '?')} with {torch.cuda.get_device_name()}"
+
+
+def _auto_choice(path: Path, fmt: str) -> tuple[str, Path]:
+    """The backend ``auto`` picks for a model file, and the file it will load."""
+    if fmt == "checkpoint":
+        return "torch", path
+    if fmt == "onnx":
+        return "onnxruntime", path
+    usable, reason = tensorrt_usable()
+    if usable:
+        return "tensorrt", path
+    # Fall back to the engine's ONNX source when the sidecar names one that still exists.
+    from oe_depth_ros.inference.engine_cache import read_sidecar
+
+    try:
+        onnx_path = Path(read_sidecar(path).onnx_path)
+    except BackendError:
+        onnx_path = path.with_suffix(".onnx")
+    if onnx_path.is_file():
+        LOG.warning("cannot run TensorRT engine %s (%s); using its ONNX %s with onnxruntime",
+                    path, reason, onnx_path)
+        return "onnxruntime", onnx_path
+    raise BackendError(
+        f"cannot run TensorRT engine {path}: {reason}; {INSTALL_HINTS['tensorrt']}, or pass "
+        f"the ONNX file instead ({FORMAT_HINTS['onnx']})"
+    )
+
+
+def _import_backend_module(name: str) -> Any:
+    modules = {"tensorrt": "tensorrt_backend", "onnxruntime": "onnxruntime_backend",
+               "torch": "torch_backend"}
+    library = name
+    if importlib.util.find_spec(library) is None:
+        raise BackendError(f"backend '{name}' needs the {library} package: {INSTALL_HINTS[name]}")
+    return importlib.import_module(f"oe_depth_ros.inference.{modules[name]}")
+
+
+def create_backend(name: str, model_path: str | os.PathLike[str], device: str = "auto",
+                   model_config: Any = None, **options: Any) -> DepthBackend:
+    """Load ``model_path`` with backend ``name`` (auto | tensorrt | onnxruntime | torch).
+
+    ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``model_config`` names the
+    architecture of a plain state_dict (torch backend only). ``options`` go to the
+    backend's constructor (e.g. ``threads`` for the CPU backends). ``auto`` runs an
+    engine with TensorRT where TensorRT and a GPU are present (else the engine's ONNX
+    with onnxruntime), an ONNX file with onnxruntime and a checkpoint with torch, and
+    logs its choice.
+    """
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    path = Path(model_path)
+    fmt = model_format(path)
+    if not path.is_file():
+        raise BackendError(f"model file not found: {path}; {FORMAT_HINTS[fmt]}")
+    if name == "auto":
+        name, path = _auto_choice(path, fmt)
+        LOG.info("backend auto: using %s for %s", name, path)
+        fmt = model_format(path)
+    if BACKEND_FORMAT[name] != fmt:
+        wanted = BACKEND_FORMAT[name]
+        raise BackendError(
+            f"backend '{name}' runs {wanted} files, but {path} is a {fmt} file; "
+            f"{FORMAT_HINTS[wanted]}"
+        )
+    module = _import_backend_module(name)
+    if name == "tensorrt":
+        backend: DepthBackend = module.TensorRTBackend(path, device=device, **options)
+    elif name == "onnxruntime":
+        backend = module.OnnxRuntimeBackend(path, device=device, **options)
+    else:
+        backend = module.TorchBackend(path, device=device, model_config=model_config, **options)
+    LOG.info("loaded %r from %s", backend, path)
+    return backend

@@ -1,0 +1,109 @@
+"""PyTorch backend: runs a checkpoint (or plain state_dict) on the CPU or a CUDA GPU.
+
+The reference for the exported backends: the same network and the same
+disparity scaling (``geometry.disp_to_depth``) as the ONNX graph.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oe_depth_ros.geometry import disp_to_depth
+from oe_depth_ros.inference.backends import DepthBackend
+from oe_depth_ros.inference.errors import BackendError
+from oe_depth_ros.inference.preprocess import TensorPreprocessor
+
+LOG = logging.getLogger(__name__)
+
+#: Input size when neither the caller nor the checkpoint gives one (the paper's 640x192).
+DEFAULT_INPUT_SIZE = (192, 640)
+
+
+def torch_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise BackendError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackendError(f"device {device!r} requested but torch sees no CUDA GPU; use cpu")
+    return dev
+
+
+def checkpoint_input_size(path: Path) -> tuple[int, int] | None:
+    """The ``input_size`` [H, W] a training checkpoint records, or None for a state_dict."""
+    try:
+        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except pickle.UnpicklingError:
+        # Training checkpoints may hold non-tensor state; load_depth_net already read it.
+        obj = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    size = obj.get("input_size") if isinstance(obj, dict) else None
+    if size is None:
+        return None
+    if len(size) != 2:
+        raise BackendError(f"{path}: input_size must be [H, W], got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+class TorchBackend(DepthBackend):
+    """A DepthNet in eval mode on one device."""
+
+    name = "torch"
+
+    def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
+                 model_config: Any = None, input_size: tuple[int, int] | None = None,
+                 threads: int | None = None) -> None:
+        from oe_depth_ros.model import load_depth_net
+
+        path = Path(model_path)
+        self.device = torch_device(device)
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        try:
+            net = load_depth_net(path, config=model_config, map_location="cpu")
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"cannot load {path} with the torch backend: {exc}") from exc
+        self.net = net.eval().to(self.device)
+        cfg = net.config
+        self.min_depth = float(cfg.min_depth)
+        self.max_depth = float(cfg.max_depth)
+        if input_size is None:
+            input_size = checkpoint_input_size(path)
+        if input_size is None:
+            LOG.warning("%s records no input size; using %dx%d (pass input_size= to change)",
+                        path, *DEFAULT_INPUT_SIZE)
+            input_size = DEFAULT_INPUT_SIZE
+        height, width = int(input_size[0]), int(input_size[1])
+        if height <= 0 or width <= 0 or height % 32 or width % 32:
+            raise BackendError(f"input size {height}x{width} must be positive multiples of 32")
+        self.input_size = (height, width)
+        self._preprocess = (TensorPreprocessor(self.input_size, self.device)
+                            if self.device.type == "cuda" else None)
+        LOG.info("torch %s on %s: %s %dx%d", torch.__version__, self.device, cfg.name,
+                 height, width)
+
+    @torch.inference_mode()
+    def infer_tensor(self, batch: torch.Tensor) -> torch.Tensor:
+        """[1,3,H,W] tensor -> [1,1,H,W] scaled disparity on the backend's device."""
+        disp = self.net(batch.to(self.device, torch.float32))[("disp", 0)]
+        scaled, _ = disp_to_depth(disp, self.min_depth, self.max_depth)
+        return scaled
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [1, 3, H, W] in [0, 1] -> float32 [1, 1, H, W] scaled disparity."""
+        tensor = torch.from_numpy(self.check_batch(batch))
+        return self.infer_tensor(tensor).cpu().numpy()
+
+    def predict(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB [h, w, 3] -> float32 [H, W] scaled disparity (GPU resizing on CUDA)."""
+        if self._preprocess is None:
+            return super().predict(image_rgb)
+        return self.infer_tensor(self._preprocess(image_rgb))[0, 0].cpu().numpy()

@@ -1,0 +1,1 @@
+"""KITTI raw data: a reader (``raw``) and a synthetic world in the same layout (``synthetic``)."""

@@ -1,0 +1,511 @@
+"""numpy <-> ROS 2 sensor messages (Image, CameraInfo, PointCloud2, Header).
+
+The converters work on any object with the ROS field names, so the message classes
+generated for rclpy and the dataclasses of ``rosbags`` both work; which classes are
+*built* is chosen by a :class:`MessageTypes` (``MessageTypes.rclpy()`` or
+``MessageTypes.rosbags(typestore)``). Nothing here imports rclpy at module level.
+
+Conventions:
+
+* ``image_to_numpy`` returns the raw layout of the encoding ([H, W] for one channel,
+  [H, W, C] otherwise) in native byte order. When the rows are unpadded and the byte
+  order is native the result is a view of the message's buffer (read-only for
+  ``bytes`` data): copy it before writing into it.
+* ``camera_info_to_intrinsics`` expects rectified images: it returns the left 3x3 of
+  the projection matrix P when P is set (non-zero), else K, adjusted for binning and
+  region of interest as ``image_geometry`` does.
+* ``make_pointcloud2`` writes the same bytes as ``sensor_msgs_py.point_cloud2.create_cloud``
+  for the same fields: one PointField per (non-padding) field of the structured dtype,
+  ``point_step`` = itemsize, ``row_step`` = point_step * width, data = the bytes of the
+  C-contiguous array in this machine's byte order.
+
+Every inconsistency raises :class:`MessageError` (a ``ValueError``) naming the field.
+"""
+from __future__ import annotations
+
+import array
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "MessageError",
+    "MessageTypes",
+    "ENCODINGS",
+    "image_to_numpy",
+    "image_to_rgb",
+    "numpy_to_image",
+    "camera_info_to_intrinsics",
+    "make_camera_info",
+    "make_pointcloud2",
+    "pointcloud2_to_numpy",
+    "make_header",
+    "stamp_to_ns",
+]
+
+_NATIVE_BIG = sys.byteorder == "big"
+_NS = 1_000_000_000
+_INT32_MIN, _INT32_MAX = -(2 ** 31), 2 ** 31 - 1
+_UINT32_MAX = 2 ** 32 - 1
+
+
+class MessageError(ValueError):
+    """A message is inconsistent or cannot be converted (the text names the field)."""
+
+
+# ----------------------------------------------------------------------------- types
+
+
+def _rclpy_uint8_sequence(buf: memoryview) -> array.array:
+    # Measured (bench/bench_postprocess.py): array('B').frombytes(memoryview) is one
+    # memcpy; assigning ``bytes`` to an rclpy field costs a per-element check when
+    # ROS_PYTHON_CHECK_FIELDS=1, and array('B', ndarray) iterates element by element.
+    out = array.array("B")
+    out.frombytes(buf)
+    return out
+
+
+def _rosbags_uint8_sequence(buf: memoryview) -> np.ndarray:
+    return np.frombuffer(buf, dtype=np.uint8).copy()
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    """The message classes to build and how their ``uint8[]`` fields are filled.
+
+    ``uint8_sequence`` turns a contiguous byte buffer into the value the class's
+    ``data`` field expects (``array.array('B')`` for rclpy, a uint8 ndarray for rosbags).
+    Use :meth:`rclpy` or :meth:`rosbags` rather than building one by hand.
+    """
+
+    Image: Any
+    CameraInfo: Any
+    PointCloud2: Any
+    PointField: Any
+    Header: Any
+    Time: Any
+    RegionOfInterest: Any
+    uint8_sequence: Callable[[memoryview], Any]
+    name: str
+
+    @classmethod
+    def rclpy(cls) -> "MessageTypes":
+        """The classes generated for rclpy (imports sensor_msgs/std_msgs lazily)."""
+        from builtin_interfaces.msg import Time
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
+        from std_msgs.msg import Header
+
+        return cls(Image, CameraInfo, PointCloud2, PointField, Header, Time, RegionOfInterest,
+                   _rclpy_uint8_sequence, "rclpy")
+
+    @classmethod
+    def rosbags(cls, typestore: Any) -> "MessageTypes":
+        """The dataclasses of a ``rosbags`` typestore (``get_typestore(Stores.ROS2_JAZZY)``)."""
+        t = typestore.types
+        try:
+            return cls(t["sensor_msgs/msg/Image"], t["sensor_msgs/msg/CameraInfo"],
+                       t["sensor_msgs/msg/PointCloud2"], t["sensor_msgs/msg/PointField"],
+                       t["std_msgs/msg/Header"], t["builtin_interfaces/msg/Time"],
+                       t["sensor_msgs/msg/RegionOfInterest"], _rosbags_uint8_sequence, "rosbags")
+        except KeyError as exc:
+            raise MessageError(f"typestore lacks message type {exc.args[0]}") from exc
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Any:
+    """A std_msgs/Header for an integer time in nanoseconds (may be negative)."""
+    stamp_ns = int(stamp_ns)
+    sec, nanosec = divmod(stamp_ns, _NS)
+    if not _INT32_MIN <= sec <= _INT32_MAX:
+        raise MessageError(f"stamp {stamp_ns} ns does not fit builtin_interfaces/Time (int32 sec)")
+    if not isinstance(frame_id, str):
+        raise MessageError(f"frame_id must be a string, got {type(frame_id).__name__}")
+    return types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (``sec``, ``nanosec``) -> integer nanoseconds."""
+    try:
+        sec, nanosec = int(stamp.sec), int(stamp.nanosec)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise MessageError(f"not a builtin_interfaces/Time: {stamp!r}") from exc
+    if not 0 <= nanosec < _NS:
+        raise MessageError(f"Time.nanosec must be in [0, 1e9), got {nanosec}")
+    return sec * _NS + nanosec
+
+
+# ---------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """Pixel layout of an Image encoding: element type, channels, colour order."""
+
+    dtype: np.dtype
+    channels: int
+    kind: str  # "rgb", "bgr", "rgba", "bgra", "mono", "bayer_xxxx", "data"
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.dtype.itemsize * self.channels
+
+
+def _enc(dtype: Any, channels: int, kind: str) -> Encoding:
+    return Encoding(np.dtype(dtype), channels, kind)
+
+
+#: Supported Image encodings (names as in sensor_msgs/image_encodings.hpp).
+ENCODINGS: dict[str, Encoding] = {
+    "rgb8": _enc(np.uint8, 3, "rgb"),
+    "bgr8": _enc(np.uint8, 3, "bgr"),
+    "rgba8": _enc(np.uint8, 4, "rgba"),
+    "bgra8": _enc(np.uint8, 4, "bgra"),
+    "rgb16": _enc(np.uint16, 3, "rgb"),
+    "bgr16": _enc(np.uint16, 3, "bgr"),
+    "mono8": _enc(np.uint8, 1, "mono"),
+    "mono16": _enc(np.uint16, 1, "mono"),
+    "8UC1": _enc(np.uint8, 1, "mono"),
+    "8UC3": _enc(np.uint8, 3, "data"),
+    "16UC1": _enc(np.uint16, 1, "mono"),
+    "16SC1": _enc(np.int16, 1, "data"),
+    "32SC1": _enc(np.int32, 1, "data"),
+    "32FC1": _enc(np.float32, 1, "data"),
+    "64FC1": _enc(np.float64, 1, "data"),
+    **{f"bayer_{p}8": _enc(np.uint8, 1, f"bayer_{p}") for p in ("rggb", "bggr", "gbrg", "grbg")},
+    **{f"bayer_{p}16": _enc(np.uint16, 1, f"bayer_{p}") for p in ("rggb", "bggr", "gbrg", "grbg")},
+}
+
+# ROS names the 2x2 pattern from the top-left pixel; OpenCV's Bayer codes name it from
+# the second row/column, hence the apparent swap (rggb <-> BayerBG).
+_BAYER_TO_CV = {"rggb": "COLOR_BayerBG2RGB", "bggr": "COLOR_BayerRG2RGB",
+                "gbrg": "COLOR_BayerGR2RGB", "grbg": "COLOR_BayerGB2RGB"}
+
+
+def _encoding(name: Any) -> Encoding:
+    enc = ENCODINGS.get(name) if isinstance(name, str) else None
+    if enc is None:
+        raise MessageError(
+            f"unsupported image encoding {name!r}; supported: {', '.join(sorted(ENCODINGS))}")
+    return enc
+
+
+def _data_bytes(data: Any, what: str) -> np.ndarray:
+    """The message's ``data`` field as a flat uint8 array (a view where possible)."""
+    if isinstance(data, np.ndarray):
+        if data.dtype != np.uint8:
+            raise MessageError(f"{what}.data must hold uint8, got dtype {data.dtype}")
+        return data.reshape(-1)
+    if isinstance(data, array.array):
+        if data.itemsize != 1:
+            raise MessageError(f"{what}.data array has typecode {data.typecode!r}, expected 'B'")
+        return np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return np.frombuffer(data, dtype=np.uint8) if len(data) else np.zeros(0, np.uint8)
+    if isinstance(data, (list, tuple)):
+        arr = np.asarray(data)
+        if arr.size and (arr.dtype.kind not in "iu" or arr.min() < 0 or arr.max() > 255):
+            raise MessageError(f"{what}.data must be a sequence of bytes (0..255)")
+        return arr.astype(np.uint8).reshape(-1)
+    raise MessageError(f"{what}.data has unsupported type {type(data).__name__}")
+
+
+def _uint(msg: Any, field: str, what: str, maximum: int = _UINT32_MAX) -> int:
+    try:
+        value = getattr(msg, field)
+    except AttributeError as exc:
+        raise MessageError(f"{what} has no field '{field}'") from exc
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise MessageError(f"{what}.{field} must be an integer, got {value!r}")
+    if not 0 <= int(value) <= maximum:
+        raise MessageError(f"{what}.{field} = {value} is out of range [0, {maximum}]")
+    return int(value)
+
+
+def _flag(msg: Any, field: str, what: str) -> bool:
+    value = getattr(msg, field, None)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return bool(_uint(msg, field, what, maximum=255))
+
+
+def _image_layout(msg: Any) -> tuple[Encoding, int, int, int, bool, np.ndarray]:
+    enc = _encoding(getattr(msg, "encoding", None))
+    height = _uint(msg, "height", "Image")
+    width = _uint(msg, "width", "Image")
+    step = _uint(msg, "step", "Image")
+    big = _flag(msg, "is_bigendian", "Image")
+    if height == 0 or width == 0:
+        raise MessageError(f"Image has zero size ({width}x{height})")
+    row = width * enc.pixel_bytes
+    if step < row:
+        raise MessageError(f"Image.step = {step} is less than width * pixel size = "
+                           f"{width} * {enc.pixel_bytes} = {row} for {msg.encoding}")
+    data = _data_bytes(getattr(msg, "data", None), "Image")
+    if data.size != step * height:
+        raise MessageError(f"Image.data has {data.size} bytes, expected step * height = "
+                           f"{step} * {height} = {step * height}")
+    return enc, height, width, step, big, data
+
+
+def image_to_numpy(msg: Any) -> np.ndarray:
+    """Image -> ndarray in the encoding's raw layout and native byte order.
+
+    Honours row padding (``step`` > width * pixel size) and ``is_bigendian``. Returns
+    [H, W] for one-channel encodings, else [H, W, C]; may share memory with ``msg``.
+    """
+    enc, height, width, step, big, data = _image_layout(msg)
+    row = width * enc.pixel_bytes
+    rows = data.reshape(height, step)[:, :row]
+    dtype = enc.dtype.newbyteorder(">" if big else "<") if enc.dtype.itemsize > 1 else enc.dtype
+    if step % enc.dtype.itemsize:
+        rows = np.ascontiguousarray(rows)  # odd step: realign rows before the typed view
+    arr = rows.view(dtype)
+    if dtype != enc.dtype:
+        arr = arr.astype(enc.dtype)
+    shape = (height, width) if enc.channels == 1 else (height, width, enc.channels)
+    return arr.reshape(shape)
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Image of any colour, mono or bayer encoding -> uint8 RGB [H, W, 3] (a new array).
+
+    Bayer is demosaiced with OpenCV (bilinear); mono is replicated to three channels;
+    16-bit values map to 8 bits as round(v * 255 / 65535). Depth/data encodings
+    (32FC1, 16SC1, ...) raise :class:`MessageError`.
+    """
+    enc = _encoding(getattr(msg, "encoding", None))
+    if enc.kind == "data":
+        raise MessageError(f"Image encoding {msg.encoding!r} is not a colour or mono encoding")
+    arr = image_to_numpy(msg)
+    if enc.kind.startswith("bayer_"):
+        import cv2
+
+        code = getattr(cv2, _BAYER_TO_CV[enc.kind[len("bayer_"):]])
+        arr = cv2.cvtColor(np.ascontiguousarray(arr), code)
+    elif enc.kind == "mono":
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    elif enc.kind in ("bgr", "bgra"):
+        arr = arr[..., 2::-1]
+    else:  # rgb, rgba
+        arr = arr[..., :3]
+    if arr.dtype == np.uint16:
+        return ((arr.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def numpy_to_image(array_: np.ndarray, encoding: str, header: Any, types: MessageTypes) -> Any:
+    """ndarray ([H, W] or [H, W, C]) -> Image with ``encoding``, unpadded rows, native order.
+
+    The dtype and channel count must match the encoding exactly (no silent casts).
+    """
+    enc = _encoding(encoding)
+    arr = np.asarray(array_)
+    if arr.ndim == 3 and enc.channels == 1 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    expected_ndim = 2 if enc.channels == 1 else 3
+    if arr.ndim != expected_ndim or (expected_ndim == 3 and arr.shape[2] != enc.channels):
+        want = "[H, W]" if enc.channels == 1 else f"[H, W, {enc.channels}]"
+        raise MessageError(f"encoding {encoding} needs an array {want}, got shape {arr.shape}")
+    if arr.dtype.newbyteorder("=") != enc.dtype:
+        raise MessageError(f"encoding {encoding} needs dtype {enc.dtype}, got {arr.dtype}")
+    height, width = arr.shape[:2]
+    if height == 0 or width == 0:
+        raise MessageError(f"cannot make an Image of zero size ({width}x{height})")
+    arr = np.ascontiguousarray(arr, dtype=enc.dtype)  # native order, C layout
+    return types.Image(
+        header=header, height=height, width=width, encoding=encoding,
+        is_bigendian=int(_NATIVE_BIG), step=width * enc.pixel_bytes,
+        data=types.uint8_sequence(arr.data.cast("B")),
+    )
+
+
+# ----------------------------------------------------------------------- camera info
+
+
+def _float_array(msg: Any, field: str, size: int) -> np.ndarray:
+    try:
+        arr = np.asarray(getattr(msg, field), dtype=np.float64).reshape(-1)
+    except AttributeError as exc:
+        raise MessageError(f"CameraInfo has no field '{field}'") from exc
+    except (TypeError, ValueError) as exc:
+        raise MessageError(f"CameraInfo.{field} is not numeric: {exc}") from exc
+    if arr.size != size:
+        raise MessageError(f"CameraInfo.{field} must have {size} values, got {arr.size}")
+    return arr
+
+
+def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
+    """CameraInfo -> 3x3 float64 intrinsics for the (rectified) image it describes.
+
+    Uses the left 3x3 of P when P is non-zero (the rectified camera), else K. Binning
+    divides the focal lengths and principal point, a region of interest shifts the
+    principal point (as image_geometry does). Raises :class:`MessageError` for zero,
+    non-finite or malformed intrinsics.
+    """
+    p = _float_array(msg, "p", 12).reshape(3, 4)
+    if np.any(p != 0):
+        k, source = p[:, :3].copy(), "P"
+    else:
+        k, source = _float_array(msg, "k", 9).reshape(3, 3), "K"
+    if not np.all(np.isfinite(k)):
+        raise MessageError(f"CameraInfo.{source.lower()} contains NaN or inf")
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise MessageError(f"CameraInfo.{source.lower()} has non-positive focal lengths "
+                           f"fx={k[0, 0]}, fy={k[1, 1]} (uncalibrated camera?)")
+    if not np.allclose(k[2], [0.0, 0.0, 1.0]) or k[1, 0] != 0:
+        raise MessageError(f"CameraInfo.{source.lower()} is not a pinhole matrix: rows "
+                           f"{k.tolist()}")
+    binning_x = _uint(msg, "binning_x", "CameraInfo") or 1
+    binning_y = _uint(msg, "binning_y", "CameraInfo") or 1
+    roi = getattr(msg, "roi", None)
+    if roi is not None:
+        k[0, 2] -= _uint(roi, "x_offset", "CameraInfo.roi")
+        k[1, 2] -= _uint(roi, "y_offset", "CameraInfo.roi")
+    k[0, :] /= binning_x
+    k[1, :] /= binning_y
+    return k
+
+
+def make_camera_info(k: np.ndarray, width: int, height: int, header: Any,
+                     types: MessageTypes) -> Any:
+    """CameraInfo of a rectified pinhole camera: K, P = [K|0], R = I, D = 0 (plumb_bob)."""
+    k_arr = np.asarray(k, dtype=np.float64)
+    if k_arr.shape != (3, 3):
+        raise MessageError(f"intrinsics must be 3x3, got shape {k_arr.shape}")
+    if not np.all(np.isfinite(k_arr)) or k_arr[0, 0] <= 0 or k_arr[1, 1] <= 0:
+        raise MessageError(f"invalid intrinsics {k_arr.tolist()}")
+    if int(width) <= 0 or int(height) <= 0:
+        raise MessageError(f"CameraInfo size must be positive, got {width}x{height}")
+    p = np.zeros((3, 4), dtype=np.float64)
+    p[:, :3] = k_arr
+    roi = types.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return types.CameraInfo(
+        header=header, height=int(height), width=int(width), distortion_model="plumb_bob",
+        d=np.zeros(5, dtype=np.float64), k=k_arr.reshape(-1).copy(),
+        r=np.eye(3, dtype=np.float64).reshape(-1), p=p.reshape(-1),
+        binning_x=0, binning_y=0, roi=roi,
+    )
+
+
+# ----------------------------------------------------------------------- point clouds
+
+# sensor_msgs/PointField datatype constants.
+_POINTFIELD_TO_DTYPE = {1: np.int8, 2: np.uint8, 3: np.int16, 4: np.uint16, 5: np.int32,
+                        6: np.uint32, 7: np.float32, 8: np.float64}
+_DTYPE_TO_POINTFIELD = {np.dtype(v): k for k, v in _POINTFIELD_TO_DTYPE.items()}
+
+
+def _point_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
+    """(name, offset, datatype, count) for each field of a structured dtype."""
+    if dtype.names is None or dtype.fields is None:
+        raise MessageError(f"points must be a structured array, got dtype {dtype}")
+    out = []
+    for name in dtype.names:
+        fdt, offset = dtype.fields[name][:2]
+        base, shape = (fdt.subdtype if fdt.subdtype is not None else (fdt, ()))
+        count = int(np.prod(shape)) if shape else 1
+        datatype = _DTYPE_TO_POINTFIELD.get(base.newbyteorder("="))
+        if datatype is None:
+            raise MessageError(f"point field '{name}' has dtype {base}, which PointField "
+                               f"cannot represent")
+        out.append((name, int(offset), datatype, count))
+    return out
+
+
+def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes) -> Any:
+    """Structured array [N] (unorganised) or [H, W] (organised) -> PointCloud2.
+
+    Fields must include x, y and z (float32). ``is_dense`` is True when every x, y, z
+    is finite. The bytes equal ``create_cloud``'s for the same fields and points.
+    """
+    pts = np.asarray(points)
+    fields = _point_fields(pts.dtype)
+    types_by_name = {name: np.dtype(_POINTFIELD_TO_DTYPE[d]) for name, _, d, c in fields
+                     if c == 1}
+    for axis in ("x", "y", "z"):
+        if types_by_name.get(axis) != np.float32:
+            raise MessageError(f"points need a float32 field '{axis}'; fields: {pts.dtype}")
+    if pts.ndim == 1:
+        height, width = 1, pts.shape[0]
+    elif pts.ndim == 2:
+        height, width = pts.shape
+    else:
+        raise MessageError(f"points must be [N] or [H, W], got shape {pts.shape}")
+    native = pts.dtype.newbyteorder("=")
+    pts = np.ascontiguousarray(pts.astype(native, copy=False))
+    is_dense = bool(all(np.isfinite(pts[a]).all() for a in ("x", "y", "z")))
+    point_fields = [types.PointField(name=n, offset=o, datatype=d, count=c)
+                    for n, o, d, c in fields]
+    return types.PointCloud2(
+        header=header, height=height, width=width, fields=point_fields,
+        is_bigendian=_NATIVE_BIG, point_step=pts.dtype.itemsize,
+        row_step=pts.dtype.itemsize * width,
+        data=types.uint8_sequence(pts.reshape(-1).view(np.uint8).data),
+        is_dense=is_dense,
+    )
+
+
+def _cloud_dtype(msg: Any, point_step: int, big: bool) -> np.dtype:
+    names, formats, offsets = [], [], []
+    spans: list[tuple[int, int, str]] = []
+    for i, f in enumerate(getattr(msg, "fields", None) or []):
+        name = getattr(f, "name", None)
+        if not isinstance(name, str) or not name:
+            raise MessageError(f"PointCloud2.fields[{i}] has no name")
+        if name in names:
+            raise MessageError(f"PointCloud2 has duplicate field '{name}'")
+        datatype = _uint(f, "datatype", f"PointCloud2 field '{name}'", maximum=255)
+        if datatype not in _POINTFIELD_TO_DTYPE:
+            raise MessageError(f"PointCloud2 field '{name}' has unknown datatype {datatype}")
+        offset = _uint(f, "offset", f"PointCloud2 field '{name}'")
+        count = _uint(f, "count", f"PointCloud2 field '{name}'")
+        if count == 0:
+            raise MessageError(f"PointCloud2 field '{name}' has count 0")
+        base = np.dtype(_POINTFIELD_TO_DTYPE[datatype]).newbyteorder(">" if big else "<")
+        end = offset + base.itemsize * count
+        if end > point_step:
+            raise MessageError(f"PointCloud2 field '{name}' (bytes {offset}..{end}) exceeds "
+                               f"point_step {point_step}")
+        for s, e, other in spans:
+            if offset < e and s < end:
+                raise MessageError(f"PointCloud2 fields '{other}' and '{name}' overlap")
+        spans.append((offset, end, name))
+        names.append(name)
+        formats.append(base if count == 1 else (base, (count,)))
+        offsets.append(offset)
+    if not names:
+        raise MessageError("PointCloud2 has no fields")
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets,
+                     "itemsize": point_step})
+
+
+def pointcloud2_to_numpy(msg: Any) -> np.ndarray:
+    """PointCloud2 -> structured array in native byte order: [W] if height is 1, else [H, W].
+
+    Honours row padding (``row_step`` > point_step * width) and ``is_bigendian``.
+    """
+    height = _uint(msg, "height", "PointCloud2")
+    width = _uint(msg, "width", "PointCloud2")
+    point_step = _uint(msg, "point_step", "PointCloud2")
+    row_step = _uint(msg, "row_step", "PointCloud2")
+    big = _flag(msg, "is_bigendian", "PointCloud2")
+    if point_step == 0:
+        raise MessageError("PointCloud2.point_step is 0")
+    dtype = _cloud_dtype(msg, point_step, big)
+    if row_step < point_step * width:
+        raise MessageError(f"PointCloud2.row_step = {row_step} is less than point_step * width "
+                           f"= {point_step} * {width}")
+    data = _data_bytes(getattr(msg, "data", None), "PointCloud2")
+    if data.size != row_step * height:
+        raise MessageError(f"PointCloud2.data has {data.size} bytes, expected row_step * height "
+                           f"= {row_step} * {height} = {row_step * height}")
+    rows = np.ascontiguousarray(data.reshape(height, row_step)[:, :point_step * width])
+    cloud = rows.view(dtype).reshape(height, width)
+    native = dtype.newbyteorder("=")
+    if native != dtype:
+        cloud = cloud.astype(native)
+    return cloud[0] if height == 1 else cloud

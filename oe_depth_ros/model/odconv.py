@@ -1,0 +1,176 @@
+"""Omni-dimensional dynamic convolution (ODConv, Li et al., ICLR 2022).
+
+Per sample ``b`` the layer computes
+
+    y_b = a_f[b] * conv(a_c[b] * x_b, sum_i a_w[b, i] * a_s[b] * W_i)
+
+with four attentions computed from the globally pooled input: ``a_c`` over the input
+channels, ``a_f`` over the output channels (filters), ``a_s`` over the k x k kernel
+positions and ``a_w`` (a softmax) over the ``kernel_num`` candidate kernels ``W_i``.
+Parameter names and shapes follow the reference implementation, so its state_dicts
+load unchanged.
+
+Batch handling: the per-sample kernels are computed batch-agnostically (a matmul over
+the candidate kernels). A batch of one, the case that is exported to ONNX, runs a
+single convolution whose weight is that computed kernel (``groups`` stays the layer's
+own). Larger batches in PyTorch run one grouped convolution with the batch folded
+into the groups, which is only ever traced when exporting with a batch above one.
+"""
+from __future__ import annotations
+
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Attn = Union[torch.Tensor, float]
+
+
+class ODConvAttention(nn.Module):
+    """The four attention branches of an ODConv layer (sub-module ``attention``).
+
+    A skipped branch (k == 1: spatial, kernel_num == 1: kernel, depthwise: filter)
+    has no parameters and yields the constant 1.0.
+    """
+
+    def __init__(
+        self,
+        in_planes: int,
+        out_planes: int,
+        kernel_size: int,
+        groups: int = 1,
+        reduction: float = 0.0625,
+        kernel_num: int = 4,
+        min_channel: int = 16,
+    ) -> None:
+        super().__init__()
+        hidden = max(int(in_planes * reduction), min_channel)
+        self.kernel_size = kernel_size
+        self.kernel_num = kernel_num
+        self.temperature = 1.0
+        self.fc = nn.Conv2d(in_planes, hidden, 1, bias=False)
+        self.bn = nn.BatchNorm2d(hidden)
+        self.channel_fc = nn.Conv2d(hidden, in_planes, 1, bias=True)
+        self.depthwise = in_planes == groups and in_planes == out_planes
+        self.filter_fc = None if self.depthwise else nn.Conv2d(hidden, out_planes, 1, bias=True)
+        self.spatial_fc = (
+            None if kernel_size == 1 else nn.Conv2d(hidden, kernel_size * kernel_size, 1, bias=True)
+        )
+        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1, bias=True)
+        self._initialize_weights()
+
+    def _initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def update_temperature(self, temperature: float) -> None:
+        """Set the softmax/sigmoid temperature T (1 unless annealed)."""
+        if temperature <= 0:
+            raise ValueError(f"ODConv temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> tuple[Attn, Attn, Attn, Attn]:
+        """Return (channel [B,in,1,1], filter [B,out,1,1], spatial [B,1,1,k,k],
+        kernel [B,kernel_num]) attentions; skipped ones are 1.0."""
+        batch = x.shape[0]
+        t = self.temperature
+        h = F.relu(self.bn(self.fc(F.adaptive_avg_pool2d(x, 1))))
+        channel = torch.sigmoid(self.channel_fc(h) / t)
+        filt: Attn = 1.0 if self.filter_fc is None else torch.sigmoid(self.filter_fc(h) / t)
+        spatial: Attn = 1.0
+        if self.spatial_fc is not None:
+            k = self.kernel_size
+            spatial = torch.sigmoid(self.spatial_fc(h).reshape(batch, 1, 1, k, k) / t)
+        kernel: Attn = 1.0
+        if self.kernel_fc is not None:
+            kernel = torch.softmax(self.kernel_fc(h).reshape(batch, self.kernel_num) / t, dim=1)
+        return channel, filt, spatial, kernel
+
+
+class ODConv2d(nn.Module):
+    """Omni-dimensional dynamic 2-D convolution (no bias), drop-in for ``nn.Conv2d``."""
+
+    def __init__(
+        self,
+        in_planes: int,
+        out_planes: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        dilation: int = 1,
+        groups: int = 1,
+        reduction: float = 0.0625,
+        kernel_num: int = 4,
+    ) -> None:
+        super().__init__()
+        if in_planes % groups or out_planes % groups:
+            raise ValueError(
+                f"ODConv2d: in_planes ({in_planes}) and out_planes ({out_planes}) "
+                f"must be divisible by groups ({groups})"
+            )
+        if kernel_num < 1:
+            raise ValueError(f"ODConv2d: kernel_num must be >= 1, got {kernel_num}")
+        self.in_planes = in_planes
+        self.out_planes = out_planes
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.dilation = dilation
+        self.groups = groups
+        self.kernel_num = kernel_num
+        self.attention = ODConvAttention(
+            in_planes, out_planes, kernel_size, groups=groups, reduction=reduction,
+            kernel_num=kernel_num,
+        )
+        self.weight = nn.Parameter(
+            torch.empty(kernel_num, out_planes, in_planes // groups, kernel_size, kernel_size)
+        )
+        for i in range(kernel_num):
+            nn.init.kaiming_normal_(self.weight[i], mode="fan_out", nonlinearity="relu")
+
+    def update_temperature(self, temperature: float) -> None:
+        """Set the attention temperature T."""
+        self.attention.update_temperature(temperature)
+
+    def aggregated_kernels(self, spatial: Attn, kernel: Attn, batch: int) -> torch.Tensor:
+        """Per-sample kernels ``sum_i a_w[b, i] * a_s[b] * W_i``: [B or 1, out, in/g, k, k]."""
+        weight = self.weight
+        if isinstance(kernel, torch.Tensor):
+            agg = torch.matmul(kernel, weight.reshape(self.kernel_num, -1))
+            agg = agg.reshape((batch,) + tuple(weight.shape[1:]))
+        else:
+            agg = weight[0].unsqueeze(0)
+        if isinstance(spatial, torch.Tensor):
+            agg = agg * spatial
+        return agg
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channel, filt, spatial, kernel = self.attention(x)
+        batch = x.shape[0]
+        x = x * channel
+        agg = self.aggregated_kernels(spatial, kernel, batch)
+        if batch == 1 or agg.shape[0] == 1:
+            out = F.conv2d(x, agg[0], None, self.stride, self.padding, self.dilation, self.groups)
+        else:
+            height, width = x.shape[-2:]
+            out = F.conv2d(
+                x.reshape(1, batch * self.in_planes, height, width),
+                agg.reshape((batch * self.out_planes,) + tuple(agg.shape[2:])),
+                None, self.stride, self.padding, self.dilation, self.groups * batch,
+            )
+            out = out.reshape((batch, self.out_planes) + tuple(out.shape[-2:]))
+        return out * filt
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_planes}, {self.out_planes}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+            f"groups={self.groups}, kernel_num={self.kernel_num}"
+        )

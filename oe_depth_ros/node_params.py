@@ -1,0 +1,370 @@
+# Copyright 2025 oe_depth_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The depth node's parameters and topics as data, with no ROS import.
+
+One table, three users: ``oe_depth_ros.node`` declares its ROS parameters from it
+(types, ranges, read-only flags, descriptions), ``config/oe_depth.yaml`` is checked
+against it by the tests, and the README's tables are generated from it
+(``python -m oe_depth_ros.node_params --markdown``), so none of them can drift.
+
+Names with dots (``points.decimation``) are nested keys in a ROS parameter file.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+#: Backend names accepted by ``oe_depth_ros.inference.backends.create_backend``.
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+PARAMS_FILE_KEY = "ros__parameters"
+
+
+class ParamError(ValueError):
+    """A parameter value is of the wrong type, out of range or not an allowed choice."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: name, default (whose Python type is the ROS type), limits, text.
+
+    ``limits`` is an inclusive (min, max) for int and float parameters (and for every
+    element of a float list); ``choices`` lists the allowed strings.
+    """
+
+    name: str
+    default: Any
+    description: str
+    unit: str = ""
+    limits: tuple[float, float] | None = None
+    choices: tuple[str, ...] = ()
+    read_only: bool = False
+    length: int | None = None  # required length of a list parameter
+
+    @property
+    def type_name(self) -> str:
+        """'bool', 'int', 'float', 'string' or 'float[]' (ROS parameter types)."""
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int):
+            return "int"
+        if isinstance(self.default, float):
+            return "float"
+        if isinstance(self.default, str):
+            return "string"
+        if isinstance(self.default, list) and all(isinstance(v, float) for v in self.default):
+            return "float[]"
+        raise TypeError(f"parameter {self.name}: unsupported default {self.default!r}")
+
+
+def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
+    return ParamSpec(name, default, description, **kw)
+
+
+#: Every parameter the node declares, in documentation order.
+PARAMS: tuple[ParamSpec, ...] = (
+    # --- model (fixed for the node's lifetime)
+    _p("backend", "auto", "Inference backend; auto picks TensorRT for engines on a GPU, "
+       "ONNX Runtime for .onnx, torch for checkpoints.", choices=BACKENDS, read_only=True),
+    _p("model_path", "", "Model file: TensorRT engine (.engine/.plan), ONNX (.onnx) or "
+       "checkpoint (.pt/.pth/.ckpt). Required.", read_only=True),
+    _p("model_config", "", "Architecture name or YAML for a plain state_dict (torch backend "
+       "only); empty = read it from the checkpoint.", read_only=True),
+    _p("device", "auto", "auto, cpu, cuda or cuda:N.", read_only=True),
+    _p("threads", 0, "Intra-op threads of the CPU backends; 0 = the library's default.",
+       limits=(0, 256), read_only=True),
+    # --- input
+    _p("qos_depth", 1, "History depth of the image and camera_info subscriptions "
+       "(best effort, keep last).", unit="messages", limits=(1, 100), read_only=True),
+    _p("camera_info.sync", "latest", "latest: use the newest valid CameraInfo; approximate: "
+       "use the one whose stamp is nearest the image's, within camera_info.slop.",
+       choices=("latest", "approximate")),
+    _p("camera_info.slop", 0.05, "Largest stamp difference accepted by approximate sync.",
+       unit="s", limits=(0.0, 10.0)),
+    _p("camera_info.use_fallback", True, "Without any CameraInfo, use "
+       "camera_info.fallback_intrinsics (with a warning) instead of dropping frames."),
+    _p("camera_info.fallback_intrinsics", [0.58, 1.92, 0.5, 0.5], "Normalised "
+       "[fx/W, fy/H, cx/W, cy/H] used without CameraInfo (default: KITTI's, as in training).",
+       limits=(0.0, 100.0), length=4),
+    # --- depth output
+    _p("output_resolution", "camera", "camera: depth at the input image size; network: at "
+       "the network's input size (cheaper).", choices=("camera", "network")),
+    _p("min_range", 0.1, "Depths below this are invalid (NaN).", unit="m",
+       limits=(0.0, 1000.0)),
+    _p("max_range", 80.0, "Depths above this are invalid (NaN).", unit="m",
+       limits=(0.01, 1000.0)),
+    # --- point cloud
+    _p("points.decimation", 1, "Keep every n-th row and column in the cloud.",
+       limits=(1, 64)),
+    _p("points.max_range", 0.0, "Drop points farther than this (z); 0 = max_range.",
+       unit="m", limits=(0.0, 1000.0)),
+    _p("points.organized", False, "Organised cloud (rows x columns with NaN holes) "
+       "instead of a list of valid points."),
+    _p("points.rgb_type", "float32", "Storage of the packed 0x00RRGGBB colour field "
+       "(RViz's RGB8 reads both).", choices=("float32", "uint32")),
+    # --- colourised depth
+    _p("colored.enabled", True, "Publish depth/colored (only computed while subscribed)."),
+    _p("colored.min_range", 0.0, "Depth shown in the nearest colour.", unit="m",
+       limits=(0.0, 1000.0)),
+    _p("colored.max_range", 80.0, "Depth shown in the farthest colour.", unit="m",
+       limits=(0.01, 1000.0)),
+    # --- metric scale
+    _p("scale.method", "fixed", "fixed: multiply by scale.factor; camera_height: fit the "
+       "ground plane and use the known mounting height.", choices=("fixed", "camera_height")),
+    _p("scale.factor", 1.0, "Fixed scale factor; for camera_height the scale used before "
+       "the first good fit.", limits=(1e-6, 1e6)),
+    _p("scale.camera_height", 1.65, "Camera height over the ground (KITTI: 1.65).", unit="m",
+       limits=(0.01, 100.0)),
+    _p("scale.window", 5, "Temporal median window of the camera_height scale.",
+       unit="frames", limits=(1, 1000)),
+    _p("scale.min_confidence", 0.5, "Ground fits with a lower inlier ratio keep the last "
+       "good scale.", limits=(0.0, 1.0)),
+    # --- runtime
+    _p("diagnostics_period", 1.0, "Period of the /diagnostics status.", unit="s",
+       limits=(0.1, 60.0), read_only=True),
+    _p("log_throttle", 10.0, "Least time between two periodic status log lines.", unit="s",
+       limits=(0.0, 3600.0)),
+)
+
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic of the node (names are relative: they follow the node's namespace)."""
+
+    name: str
+    msg_type: str
+    direction: str  # "sub" or "pub"
+    qos: str
+    description: str
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("image", "sensor_msgs/msg/Image", "sub", "sensor data, keep last qos_depth",
+              "Camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*)."),
+    TopicSpec("camera_info", "sensor_msgs/msg/CameraInfo", "sub",
+              "sensor data, keep last qos_depth",
+              "Calibration of the rectified image (P, else K)."),
+    TopicSpec("depth/image", "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+              "32FC1 depth in metres along the optical axis, NaN = invalid; input header."),
+    TopicSpec("depth/camera_info", "sensor_msgs/msg/CameraInfo", "pub", "reliable, keep last 1",
+              "Intrinsics of depth/image (scaled to its size); input header."),
+    TopicSpec("points", "sensor_msgs/msg/PointCloud2", "pub", "reliable, keep last 1",
+              "x, y, z float32 + rgb in the camera's optical frame (input frame_id)."),
+    TopicSpec("depth/colored", "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+              "rgb8 colourised depth on a fixed colored.min_range..max_range scale."),
+    TopicSpec("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub",
+              "reliable, keep last 10",
+              "Rate, latency p50/p99, per-stage times, dropped frames, backend, scale, "
+              "error counts; every diagnostics_period."),
+)
+
+
+def spec(name: str) -> ParamSpec:
+    """The spec of parameter ``name`` (ParamError if the node has no such parameter)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise ParamError(f"unknown parameter {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def defaults() -> dict[str, Any]:
+    """Parameter name -> default value (lists copied)."""
+    return {p.name: (list(p.default) if isinstance(p.default, list) else p.default)
+            for p in PARAMS}
+
+
+def _in_limits(p: ParamSpec, value: float) -> bool:
+    lo, hi = p.limits if p.limits is not None else (-math.inf, math.inf)
+    return math.isfinite(value) and lo <= value <= hi
+
+
+def validate(name: str, value: Any) -> Any:
+    """Check ``value`` for parameter ``name``; return it normalised, else raise ParamError.
+
+    Ints are accepted for float parameters (YAML ``80`` for ``80.0``), as ROS tools do not.
+    """
+    p = spec(name)
+    kind = p.type_name
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ParamError(f"parameter {name} must be a bool, got {value!r}")
+        return value
+    if kind == "string":
+        if not isinstance(value, str):
+            raise ParamError(f"parameter {name} must be a string, got {value!r}")
+        if p.choices and value not in p.choices:
+            raise ParamError(f"parameter {name} = {value!r} is not one of {', '.join(p.choices)}")
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"parameter {name} must be a number, got {value!r}")
+        if kind == "int" and not isinstance(value, int):
+            raise ParamError(f"parameter {name} must be an integer, got {value!r}")
+        if not _in_limits(p, float(value)):
+            raise ParamError(f"parameter {name} = {value} is out of range {_range_text(p)}")
+        return float(value) if kind == "float" else int(value)
+    # float[]
+    if not isinstance(value, (list, tuple)) or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        raise ParamError(f"parameter {name} must be a list of numbers, got {value!r}")
+    if p.length is not None and len(value) != p.length:
+        raise ParamError(f"parameter {name} needs {p.length} values, got {len(value)}")
+    bad = [v for v in value if not _in_limits(p, float(v))]
+    if bad:
+        raise ParamError(f"parameter {name}: values {bad} are out of range {_range_text(p)}")
+    return [float(v) for v in value]
+
+
+def validate_all(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a full name -> value mapping, including the checks that span parameters."""
+    out = {name: validate(name, value) for name, value in values.items()}
+    merged = {**defaults(), **out}
+    if not merged["min_range"] < merged["max_range"]:
+        raise ParamError(f"min_range ({merged['min_range']}) must be less than max_range "
+                         f"({merged['max_range']})")
+    if not merged["colored.min_range"] < merged["colored.max_range"]:
+        raise ParamError(f"colored.min_range ({merged['colored.min_range']}) must be less than "
+                         f"colored.max_range ({merged['colored.max_range']})")
+    fx, fy = merged["camera_info.fallback_intrinsics"][:2]
+    if not (fx > 0 and fy > 0):
+        raise ParamError("camera_info.fallback_intrinsics needs positive fx/W and fy/H, got "
+                         f"{merged['camera_info.fallback_intrinsics']}")
+    return out
+
+
+def pipeline_config(values: Mapping[str, Any]) -> Any:
+    """Build the ``PipelineConfig`` that the parameter values describe (defaults filled in)."""
+    from oe_depth_ros.pipeline import PipelineConfig
+    from oe_depth_ros.scale import ScaleConfig
+
+    v = {**defaults(), **validate_all(values)}
+    scale = ScaleConfig(method=v["scale.method"], factor=v["scale.factor"],
+                        camera_height=v["scale.camera_height"], window=v["scale.window"],
+                        min_confidence=v["scale.min_confidence"])
+    return PipelineConfig(
+        output_resolution=v["output_resolution"], min_range=v["min_range"],
+        max_range=v["max_range"], cloud=True, cloud_decimation=v["points.decimation"],
+        cloud_max_range=v["points.max_range"] or None, cloud_organised=v["points.organized"],
+        cloud_rgb_type=v["points.rgb_type"], colourise=v["colored.enabled"],
+        colour_min_range=v["colored.min_range"], colour_max_range=v["colored.max_range"],
+        scale=scale,
+    )
+
+
+def fallback_k(normalised: list[float], width: int, height: int) -> list[list[float]]:
+    """3x3 intrinsics in pixels from normalised [fx/W, fy/H, cx/W, cy/H]."""
+    fx, fy, cx, cy = normalised
+    return [[fx * width, 0.0, cx * width], [0.0, fy * height, cy * height], [0.0, 0.0, 1.0]]
+
+
+def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",
+                        source: str = "<params>") -> dict[str, Any]:
+    """A ROS parameter file's mapping -> dotted name -> value for ``node_name``.
+
+    Sections are ``/**``, the node name or its fully qualified name; later sections
+    override earlier ones, as in rcl. Nested keys join with dots.
+    """
+    out: dict[str, Any] = {}
+    for section, body in data.items():
+        key = str(section).rstrip("/")
+        if key not in ("/**", node_name, f"/{node_name}") and not key.endswith(f"/{node_name}"):
+            continue
+        if not isinstance(body, Mapping) or PARAMS_FILE_KEY not in body:
+            raise ParamError(f"{source}: section {section!r} needs a '{PARAMS_FILE_KEY}' mapping")
+
+        def walk(prefix: str, node: Any) -> None:
+            if isinstance(node, Mapping):
+                for k, v in node.items():
+                    walk(f"{prefix}.{k}" if prefix else str(k), v)
+            else:
+                out[prefix] = node
+
+        walk("", body[PARAMS_FILE_KEY])
+    return out
+
+
+def load_params_file(path: str | Path, node_name: str = "oe_depth_node") -> dict[str, Any]:
+    """Read and validate a ROS parameter YAML file for the node (ParamError names the file)."""
+    from oe_depth_ros.config import load_yaml
+
+    flat = flatten_params_file(load_yaml(path), node_name, str(path))
+    try:
+        return validate_all(flat)
+    except ParamError as exc:
+        raise ParamError(f"{path}: {exc}") from None
+
+
+def _range_text(p: ParamSpec) -> str:
+    if p.limits is None:
+        return ""
+    lo, hi = p.limits
+    return f"[{lo:g}, {hi:g}]"
+
+
+def _default_text(p: ParamSpec) -> str:
+    if isinstance(p.default, bool):
+        return "true" if p.default else "false"
+    if isinstance(p.default, str):
+        return f'`"{p.default}"`'
+    if isinstance(p.default, list):
+        return "`[" + ", ".join(f"{v:g}" for v in p.default) + "]`"
+    return f"`{p.default}`"
+
+
+def markdown_params() -> str:
+    """The parameter table in Markdown."""
+    rows = ["| parameter | type | default | unit | range / choices | read-only | description |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in PARAMS:
+        allowed = " \\| ".join(p.choices) if p.choices else _range_text(p)
+        rows.append(f"| `{p.name}` | {p.type_name} | {_default_text(p)} | {p.unit} | {allowed} "
+                    f"| {'yes' if p.read_only else ''} | {p.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def markdown_topics() -> str:
+    """The topic table in Markdown."""
+    rows = ["| topic | type | direction | QoS | content |", "| --- | --- | --- | --- | --- |"]
+    for t in TOPICS:
+        direction = "subscribed" if t.direction == "sub" else "published"
+        rows.append(f"| `{t.name}` | `{t.msg_type}` | {direction} | {t.qos} | {t.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the Markdown tables (``--markdown``) or check a parameter file (``--check``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--markdown", action="store_true", help="print topic and parameter tables")
+    parser.add_argument("--check", metavar="YAML", help="validate a ROS parameter file")
+    args = parser.parse_args(argv)
+    if args.check:
+        try:
+            values = load_params_file(args.check)
+        except (ParamError, ValueError) as exc:
+            sys.stderr.write(f"error: {exc}\n")
+            return 1
+        sys.stdout.write(f"{args.check}: {len(values)} parameters OK\n")
+    if args.markdown or not args.check:
+        sys.stdout.write(markdown_topics() + "\n" + markdown_params())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Depth map -> point cloud as a numpy structured array (x, y, z float32 + packed rgb).
+
+The layout matches what RViz's RGB8 colour transformer reads: ``rgb`` holds the bytes
+0x00RRGGBB, either as UINT32 or reinterpreted as FLOAT32 (the PCL convention that
+``sensor_msgs_py`` users usually follow). Points are in the camera's optical frame
+(x right, y down, z forward). Per-pixel rays are cached per (K, size), so the
+per-frame work is one multiply per coordinate.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Literal
+
+import numpy as np
+
+from oe_depth_ros.geometry import pixel_rays
+
+RgbType = Literal["float32", "uint32"]
+
+
+def cloud_dtype(rgb: bool = True, rgb_type: RgbType = "float32") -> np.dtype:
+    """The structured dtype of the clouds built here: x, y, z (+ rgb) at offsets 0, 4, 8 (12)."""
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
+    if rgb:
+        fields.append(("rgb", "<f4" if rgb_type == "float32" else "<u4"))
+    return np.dtype(fields).newbyteorder("=")
+
+
+def pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [..., 3] (R, G, B) -> uint32 [...] holding 0x00RRGGBB."""
+    if rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 [..., 3] colours, got {rgb.dtype} {rgb.shape}")
+    c = rgb.astype(np.uint32)
+    return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+
+
+def unpack_rgb(packed: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`pack_rgb`; accepts the uint32 or float32 form."""
+    bits = np.ascontiguousarray(packed).view(np.uint32)
+    return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=-1).astype(np.uint8)
+
+
+class RayCache:
+    """Pixel rays per (K, height, width), least recently used first out."""
+
+    def __init__(self, maxsize: int = 4) -> None:
+        self._maxsize = maxsize
+        self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def get(self, k: np.ndarray, height: int, width: int) -> np.ndarray:
+        """[H, W, 3] float32 rays (x/z, y/z, 1) for ``k`` at ``height`` x ``width``."""
+        k64 = np.ascontiguousarray(k, dtype=np.float64)
+        key = k64.tobytes() + np.array([height, width], np.int64).tobytes()
+        rays = self._cache.get(key)
+        if rays is None:
+            rays = pixel_rays(k64, height, width)
+            self._cache[key] = rays
+            if len(self._cache) > self._maxsize:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return rays
+
+
+def depth_to_cloud(depth: np.ndarray, rays: np.ndarray, rgb: np.ndarray | None = None,
+                   decimation: int = 1, max_range: float | None = None, organised: bool = False,
+                   rgb_type: RgbType = "float32") -> np.ndarray:
+    """Back-project depth [H, W] (metres along z, NaN = invalid) to a structured array.
+
+    ``decimation`` keeps every n-th row and column; ``max_range`` drops points whose
+    depth z exceeds it. Unorganised: [N] with only finite points, row-major order.
+    Organised: [ceil(H/n), ceil(W/n)] with NaN x, y, z where there is no point.
+    """
+    if depth.ndim != 2:
+        raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
+    if rays.shape != (*depth.shape, 3):
+        raise ValueError(f"rays shape {rays.shape} does not match depth {depth.shape}")
+    if rgb is not None and rgb.shape != (*depth.shape, 3):
+        raise ValueError(f"rgb shape {rgb.shape} does not match depth {depth.shape}")
+    if decimation < 1:
+        raise ValueError(f"decimation must be >= 1, got {decimation}")
+    d = decimation
+    z = depth[::d, ::d].astype(np.float32, copy=False)
+    r = rays[::d, ::d]
+    keep = np.isfinite(z)
+    if max_range is not None:
+        keep &= z <= max_range
+    dtype = cloud_dtype(rgb is not None, rgb_type)
+    if organised:
+        out = np.zeros(z.shape, dtype=dtype)
+        zk = np.where(keep, z, np.float32(np.nan))
+        out["x"] = r[..., 0] * zk
+        out["y"] = r[..., 1] * zk
+        out["z"] = zk
+        if rgb is not None:
+            out["rgb"] = pack_rgb(rgb[::d, ::d]).view(dtype["rgb"])
+        return out
+    # Gathers by flat index: much faster than boolean-masking [H, W, 3] arrays.
+    idx = np.flatnonzero(keep)
+    zk = z.reshape(-1).take(idx)
+    out = np.zeros(idx.shape[0], dtype=dtype)
+    out["x"] = r[..., 0].reshape(-1).take(idx) * zk
+    out["y"] = r[..., 1].reshape(-1).take(idx) * zk
+    out["z"] = zk
+    if rgb is not None:
+        colours = rgb[::d, ::d].reshape(-1, 3).take(idx, axis=0)
+        out["rgb"] = pack_rgb(colours).view(dtype["rgb"])
+    return out

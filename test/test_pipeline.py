@@ -1,0 +1,247 @@
+"""DepthPipeline's own maths: intrinsics scaling, disparity -> depth, validity, clouds.
+
+The backend here is ``KnownDisparityBackend``, a real ``DepthBackend`` subclass whose
+``infer`` returns a disparity map fixed by the test (a ground plane plus a far
+background), so every output has an independent closed-form or per-pixel-loop
+expectation. The trained networks are exercised by the inference tests.
+"""
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+import pytest
+
+from oe_depth_ros.config import ConfigError, from_dict
+from oe_depth_ros.inference.backends import DepthBackend
+from oe_depth_ros.messages import MessageTypes, camera_info_to_intrinsics, make_header
+from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+from oe_depth_ros.scale import FixedScale, ScaleConfig
+
+CAM_H, CAM_W = 375, 1242
+NET_H, NET_W = 96, 320
+K_CAM = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
+
+
+class KnownDisparityBackend(DepthBackend):
+    """A DepthBackend whose network is a fixed disparity map (records the inputs it saw)."""
+
+    name = "known"
+
+    def __init__(self, disparity: np.ndarray) -> None:
+        self.input_size = disparity.shape
+        self.min_depth, self.max_depth = 0.1, 100.0
+        self.disparity = disparity.astype(np.float32)
+        self.batches: list[np.ndarray] = []
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(self.check_batch(batch))
+        return self.disparity[None, None].copy()
+
+
+def net_k() -> np.ndarray:
+    """The camera K scaled to the network size, worked out by hand (pixel-centre rule)."""
+    sx, sy = NET_W / CAM_W, NET_H / CAM_H
+    return np.array([[K_CAM[0, 0] * sx, 0.0, (K_CAM[0, 2] + 0.5) * sx - 0.5],
+                     [0.0, K_CAM[1, 1] * sy, (K_CAM[1, 2] + 0.5) * sy - 0.5],
+                     [0.0, 0.0, 1.0]])
+
+
+def plane_disparity(height_unscaled: float = 1.0, far: float = 200.0) -> np.ndarray:
+    """Disparity of a flat ground (camera at ``height_unscaled``), ``far`` above the horizon."""
+    k = net_k()
+    v = np.arange(NET_H, dtype=np.float64)[:, None] * np.ones((1, NET_W))
+    ray_y = (v - k[1, 2]) / k[1, 1]
+    disp = np.where(ray_y > 0, ray_y / height_unscaled, 1.0 / far)
+    return np.maximum(disp, 1.0 / far).astype(np.float32)
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (CAM_H, CAM_W, 3), dtype=np.uint8)
+
+
+def make(config: dict | None = None, disparity: np.ndarray | None = None, scale=None):
+    cfg = from_dict(PipelineConfig, config or {})
+    backend = KnownDisparityBackend(plane_disparity() if disparity is None else disparity)
+    return DepthPipeline(backend, cfg, scale), backend
+
+
+def test_network_resolution_scales_k_exactly(image):
+    pipe, backend = make({"output_resolution": "network"}, scale=FixedScale(1.0))
+    res = pipe.process(image, K_CAM)
+    np.testing.assert_allclose(res.K, net_k(), rtol=1e-12, atol=1e-12)
+    assert res.depth.shape == (NET_H, NET_W) and res.depth.dtype == np.float32
+    assert res.colored.shape == (NET_H, NET_W, 3) and res.colored.dtype == np.uint8
+    # The backend saw the image resized with the training interpolation.
+    want = cv2.resize(image, (NET_W, NET_H), interpolation=cv2.INTER_AREA) / np.float32(255)
+    np.testing.assert_allclose(backend.batches[0][0].transpose(1, 2, 0), want, atol=1e-6)
+    # depth = 1 / disparity exactly at network resolution.
+    np.testing.assert_allclose(res.depth[res.valid], 1.0 / backend.disparity[res.valid],
+                               rtol=1e-6)
+    info = res.camera_info(make_header(0, "cam", MessageTypes.rclpy()), MessageTypes.rclpy())
+    assert (info.width, info.height) == (NET_W, NET_H)
+    np.testing.assert_allclose(camera_info_to_intrinsics(info), net_k(), rtol=1e-12)
+
+
+def test_camera_resolution_resizes_disparity_bilinearly(image):
+    """A disparity linear in v stays linear under bilinear resizing (pixel-centre mapping)."""
+    v = np.arange(NET_H, dtype=np.float32)[:, None] * np.ones((1, NET_W), np.float32)
+    disp = 0.01 + 0.002 * v
+    pipe, _ = make({"output_resolution": "camera", "max_range": 1000.0}, disp, FixedScale(2.0))
+    res = pipe.process(image, K_CAM)
+    assert res.depth.shape == (CAM_H, CAM_W)
+    np.testing.assert_array_equal(res.K, K_CAM)
+    vv = np.arange(CAM_H)
+    src_v = (vv + 0.5) * NET_H / CAM_H - 0.5
+    interior = (src_v >= 0) & (src_v <= NET_H - 1)
+    want = 2.0 / (0.01 + 0.002 * src_v[interior])
+    np.testing.assert_allclose(res.depth[interior, 600], want, rtol=2e-4)
+    info = res.camera_info(make_header(0, "cam", MessageTypes.rclpy()), MessageTypes.rclpy())
+    assert (info.width, info.height) == (CAM_W, CAM_H)
+
+
+def test_validity_mask_and_nan(image):
+    pipe, backend = make({"output_resolution": "network", "min_range": 2.0, "max_range": 30.0},
+                         scale=FixedScale(3.0))
+    res = pipe.process(image, K_CAM)
+    raw = 3.0 / backend.disparity.astype(np.float64)
+    want_valid = (raw >= 2.0) & (raw <= 30.0)
+    np.testing.assert_array_equal(res.valid, want_valid)
+    assert np.all(np.isnan(res.depth[~want_valid]))
+    assert np.all(res.depth[want_valid] >= 2.0) and want_valid.any() and (~want_valid).any()
+    assert np.all(res.colored[~want_valid] == 0)  # invalid pixels are black
+
+
+def cloud_loop(depth, rgb, k, step, max_range):
+    """Per-pixel back-projection and colour packing, the straightforward way."""
+    out = []
+    for v in range(0, depth.shape[0], step):
+        for u in range(0, depth.shape[1], step):
+            z = float(depth[v, u])
+            if not np.isfinite(z) or z > max_range:
+                continue
+            x = (u - k[0, 2]) / k[0, 0] * z
+            y = (v - k[1, 2]) / k[1, 1] * z
+            r, g, b = (int(c) for c in rgb[v, u])
+            out.append(struct.pack("<fffI", x, y, z, (r << 16) | (g << 8) | b))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("decimation, cloud_max", [(1, None), (3, 12.0), (4, 8.0)])
+def test_cloud_against_per_pixel_loop(image, decimation, cloud_max):
+    pipe, _ = make({"output_resolution": "network", "cloud_decimation": decimation,
+                    "cloud_max_range": cloud_max, "max_range": 60.0}, scale=FixedScale(1.65))
+    res = pipe.process(image, K_CAM)
+    rgb_net = cv2.resize(image, (NET_W, NET_H), interpolation=cv2.INTER_AREA)
+    want = cloud_loop(res.depth, rgb_net, net_k(), decimation,
+                      60.0 if cloud_max is None else cloud_max)
+    got = res.points
+    assert got.dtype.names == ("x", "y", "z", "rgb") and got.ndim == 1
+    assert len(got) * 16 == len(want) > 0
+    exp = np.frombuffer(want, dtype=got.dtype)
+    for axis in "xyz":
+        np.testing.assert_allclose(got[axis], exp[axis], rtol=1e-5, atol=1e-6)
+    assert got["rgb"].tobytes() == exp["rgb"].tobytes()
+
+
+def test_organised_cloud_camera_resolution(image):
+    pipe, _ = make({"cloud_organised": True, "cloud_decimation": 2, "cloud_max_range": 20.0,
+                    "cloud_rgb_type": "uint32"}, scale=FixedScale(1.0))
+    res = pipe.process(image, K_CAM)
+    pts = res.points
+    assert pts.shape == ((CAM_H + 1) // 2, (CAM_W + 1) // 2)
+    assert pts.dtype["rgb"] == np.uint32
+    for v, u in [(300, 600), (374, 0), (200, 1241), (10, 10)]:
+        p = pts[v // 2, u // 2]
+        z = res.depth[v - v % 2, u - u % 2]
+        if np.isfinite(z) and z <= 20.0:
+            vv, uu = v - v % 2, u - u % 2
+            assert p["z"] == z
+            assert p["x"] == pytest.approx((uu - K_CAM[0, 2]) / K_CAM[0, 0] * z, rel=1e-5)
+            assert p["y"] == pytest.approx((vv - K_CAM[1, 2]) / K_CAM[1, 1] * z, rel=1e-5)
+            r, g, b = image[vv, uu].astype(int)
+            assert p["rgb"] == (r << 16) | (g << 8) | b
+        else:
+            assert np.isnan(p["x"]) and np.isnan(p["z"])
+    assert np.isnan(pts["z"]).any() and np.isfinite(pts["z"]).any()
+
+
+def test_camera_height_scale_end_to_end(image):
+    """Unscaled ground at 0.5 'units': the pipeline recovers 1.65 / 0.5 = 3.3."""
+    cfg = {"output_resolution": "network",
+           "scale": {"method": "camera_height", "camera_height": 1.65, "window": 1}}
+    pipe, _ = make(cfg, plane_disparity(height_unscaled=0.5))
+    res = pipe.process(image, K_CAM)
+    assert res.scale_source == "camera_height"
+    assert res.scale == pytest.approx(3.3, rel=1e-4)
+    # Metric ground depth: 1.65 / ray_y below the horizon.
+    k = net_k()
+    v = 80
+    assert res.depth[v, 100] == pytest.approx(1.65 / ((v - k[1, 2]) / k[1, 1]), rel=1e-4)
+
+
+def test_lidar_scale_through_pipeline(image):
+    cfg = {"output_resolution": "network", "scale": {"method": "lidar", "window": 1}}
+    pipe, backend = make(cfg)
+    k = net_k()
+    pts = []
+    for v in range(50, NET_H, 4):
+        for u in range(0, NET_W, 8):
+            z = 2.5 / backend.disparity[v, u]
+            pts.append(((u - k[0, 2]) / k[0, 0] * z, (v - k[1, 2]) / k[1, 1] * z, z))
+    res = pipe.process(image, K_CAM, lidar_points=np.array(pts))
+    assert res.scale_source == "lidar" and res.scale == pytest.approx(2.5, rel=1e-5)
+
+
+def test_timings_and_result_fields(image):
+    pipe, _ = make()
+    res = pipe.process(image, K_CAM)
+    for key in ("preprocess", "inference", "postprocess", "scale", "cloud", "colour", "total"):
+        assert key in res.timings and res.timings[key] >= 0.0
+    stages = sum(v for k_, v in res.timings.items() if k_ != "total")
+    assert stages <= res.timings["total"] + 1e-6
+    assert res.scale_source == "fixed" and res.scale == 1.0
+    pipe.config.cloud = False
+    pipe.config.colourise = False
+    res = pipe.process(image, K_CAM)
+    assert res.points is None and res.colored is None and "cloud" not in res.timings
+
+
+def test_ray_cache_reused(image):
+    pipe, _ = make({"output_resolution": "network"})
+    pipe.process(image, K_CAM)
+    rays = pipe._rays.get(net_k(), NET_H, NET_W)
+    pipe.process(image, K_CAM)
+    assert pipe._rays.get(net_k(), NET_H, NET_W) is rays
+
+
+def test_bad_inputs_and_config(image):
+    pipe, _ = make()
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        pipe.process(image.astype(np.float32), K_CAM)
+    with pytest.raises(ValueError, match="focal"):
+        pipe.process(image, np.zeros((3, 3)))
+    with pytest.raises(ConfigError, match="output_resolution"):
+        from_dict(PipelineConfig, {"output_resolution": "full"})
+    with pytest.raises(ConfigError, match="min_range"):
+        from_dict(PipelineConfig, {"min_range": 50.0, "max_range": 10.0})
+    with pytest.raises(ConfigError, match="cloud_decimation"):
+        from_dict(PipelineConfig, {"cloud_decimation": 0})
+    with pytest.raises(ConfigError, match="scale"):
+        from_dict(PipelineConfig, {"scale": {"factor": -1.0}})
+    cfg = from_dict(PipelineConfig, {"scale": {"method": "fixed", "factor": 5.4}})
+    assert cfg.scale == ScaleConfig(method="fixed", factor=5.4)
+
+
+def test_colour_map_against_opencv():
+    from oe_depth_ros.colormap import colorize_depth
+
+    depth = np.array([[0.0, 10.0, 40.0, 80.0, 200.0, np.nan]], dtype=np.float32)
+    out = colorize_depth(depth, 0.0, 80.0)
+    idx = np.array([[255, 223, 128, 0, 0, 0]], dtype=np.uint8)  # round((80 - d) * 255 / 80)
+    want = cv2.applyColorMap(idx, cv2.COLORMAP_TURBO)[..., ::-1]
+    np.testing.assert_array_equal(out[0, :5], want[0, :5])
+    np.testing.assert_array_equal(out[0, 5], [0, 0, 0])

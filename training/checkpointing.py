@@ -1,0 +1,73 @@
+"""Training checkpoints: the docs/design.md format, written atomically, with RNG state.
+
+A checkpoint is a ``torch.save``d dict: ``format``, ``model_config``, ``depth``,
+``pose``, ``optimizer``, ``scheduler``, ``scaler``, ``step``, ``epoch``, ``rng``
+(python, numpy, torch CPU and every CUDA device), ``train_config`` and
+``input_size`` [H, W]. ``oe_depth_ros.model.load_depth_net`` reads it for inference.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oe_depth_ros.atomic import atomic_path
+from oe_depth_ros.model import CHECKPOINT_FORMAT, CheckpointError
+
+log = logging.getLogger(__name__)
+
+LAST_NAME = "last.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random generator's state (restored by :func:`set_rng_state`)."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the generators saved by :func:`rng_state`."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` (with ``format`` added) to ``path`` atomically; return the path."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, **state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    log.debug("wrote checkpoint %s (step %s)", path, state.get("step"))
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint; raises :class:`CheckpointError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # corrupt or foreign file
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
+    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(f"{path}: not an {CHECKPOINT_FORMAT} checkpoint (found {found!r})")
+    missing = [k for k in ("depth", "pose", "optimizer", "scheduler", "step", "epoch", "rng",
+                           "train_config") if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {missing}; cannot resume from it")
+    return obj

@@ -1,0 +1,79 @@
+"""Train OE-Depth: ``python -m training.train --config config/training/<name>.yaml [key=value ...]``.
+
+One GPU or CPU: run it directly. Several GPUs or nodes: launch the same command with
+``torchrun --nproc_per_node N -m training.train ...``; the per-process batch is
+``optim.batch_size`` and the global batch is that times the number of processes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from oe_depth_ros.config import ConfigError
+
+log = logging.getLogger("training.train")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.train",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None,
+                        help="training YAML, or a name in config/training/ (default: oe_depth)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. optim.batch_size=8 data.data_path=/kitti")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="checkpoint to continue from (exactly where it stopped)")
+    parser.add_argument("--out", type=Path, default=None, help="run directory (default: out_dir)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from training.distributed import init_distributed, shutdown_distributed
+    from training.train_config import load_train_config
+    from training.trainer import Trainer, TrainingDivergedError
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        log.error("%s", exc)
+        return 2
+    use_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    env = init_distributed(use_cuda)
+    if not env.is_main and not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, out_dir=args.out, env=env)
+        if args.resume is not None:
+            trainer.resume(args.resume)
+        trainer.fit()
+        log.info("done: step %d, checkpoints in %s", trainer.step, trainer.out_dir)
+        return 0
+    except TrainingDivergedError as exc:
+        log.error("%s", exc)
+        return 3
+    except KeyboardInterrupt:
+        where = trainer.out_dir if trainer is not None else cfg.out_dir
+        log.error("interrupted; continue with --resume %s/last.pt", where)
+        return 130
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        log.error("%s", exc)
+        return 1
+    finally:
+        if trainer is not None:
+            trainer.close()
+        shutdown_distributed(env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Training configuration: dataclasses loaded from ``config/training/*.yaml``.
+
+A YAML file may name another one with ``inherit: <file>`` (relative to itself); its
+keys are merged over the inherited ones (nested mappings merge key by key), so the
+ablation configs state only what differs from ``oe_depth.yaml``. Command-line
+overrides ``a.b=value`` apply last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
+from oe_depth_ros.paths import config_dir
+
+DEFAULT_CONFIG = "oe_depth"
+
+
+@dataclass
+class DataConfig:
+    """Where the KITTI raw data and split files are, and how samples are made."""
+
+    data_path: str = "data/kitti_raw"
+    train_split: str = "data/splits/eigen_zhou/train_files.txt"
+    val_split: Optional[str] = "data/splits/eigen_zhou/val_files.txt"
+    height: int = 192
+    width: int = 640
+    frame_ids: list[int] = field(default_factory=lambda: [0, -1, 1])
+    num_scales: int = 4
+    img_ext: str = "auto"
+    intrinsics: Literal["kitti_normalised", "calibration"] = "kitti_normalised"
+    flip_prob: float = 0.5
+    color_aug_prob: float = 0.5
+    num_workers: int = 4
+    val_crop: Optional[Literal["garg", "eigen"]] = "garg"
+    val_max_depth: float = 80.0
+
+    def __post_init__(self) -> None:
+        if self.height % 32 or self.width % 32:
+            raise ConfigError(f"data.height and data.width must be multiples of 32, "
+                              f"got {self.height}x{self.width}")
+        if self.frame_ids[:1] != [0] or len(set(self.frame_ids)) != len(self.frame_ids):
+            raise ConfigError(f"data.frame_ids must start with 0 and be distinct, got {self.frame_ids}")
+        if not 1 <= self.num_scales <= 4:
+            raise ConfigError(f"data.num_scales must be 1..4, got {self.num_scales}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class ModelConfig:
+    """Which networks to train (names or YAML paths of config/model) and their init weights."""
+
+    depth: str = "oe_depth"
+    pose: str = "resnet18"
+    depth_pretrained: Optional[str] = None
+    pose_pretrained: Optional[str] = None
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and switches (REFERENCE sections 2 and 4)."""
+
+    ssim_weight: float = 0.85
+    smoothness_weight: float = 1e-3
+    automask: bool = True
+    triplet_weight: float = 0.1
+    triplet_margin: float = 0.3
+    triplet_kernel: int = 5
+    triplet_min_pairs: int = 4
+    triplet_scales: list[int] = field(default_factory=lambda: [1, 2, 3])
+
+    def __post_init__(self) -> None:
+        if self.triplet_weight < 0:
+            raise ConfigError(f"loss.triplet_weight must be >= 0, got {self.triplet_weight}")
+        if any(s not in (1, 2, 3) for s in self.triplet_scales):
+            raise ConfigError(f"loss.triplet_scales must be within [1, 2, 3], got {self.triplet_scales}")
+
+    @property
+    def use_triplet(self) -> bool:
+        return self.triplet_weight > 0 and bool(self.triplet_scales)
+
+
+@dataclass
+class OptimConfig:
+    """Adam with a step schedule: lr until each milestone epoch, then times ``lr_gamma``."""
+
+    lr: float = 1e-4
+    epochs: int = 20
+    lr_milestones: list[int] = field(default_factory=lambda: [14])
+    lr_gamma: float = 0.1
+    batch_size: int = 16
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.epochs < 1:
+            raise ConfigError("optim.lr must be > 0, optim.batch_size and optim.epochs >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved inside every checkpoint."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    out_dir: str = "runs/oe_depth"
+    device: str = "auto"
+    amp: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    sync_bn: bool = False
+    checkpoint_every: int = 1000
+    keep_epoch_checkpoints: bool = True
+    log_every: int = 50
+    image_log_every: int = 500
+    validate: bool = True
+    max_steps: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every < 1 or self.log_every < 1 or self.image_log_every < 1:
+            raise ConfigError("checkpoint_every, log_every and image_log_every must be >= 1")
+        if self.max_steps is not None and self.max_steps < 0:
+            raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or a name in ``config/training/`` (``oe_depth`` -> oe_depth.yaml)."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return path
+    candidate = config_dir() / "training" / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        names = sorted(p.stem for p in (config_dir() / "training").glob("*.yaml"))
+        raise ConfigError(f"unknown training config {str(name_or_path)!r}; available: {names}")
+    return candidate
+
+
+def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a training YAML with its ``inherit`` chain resolved into one mapping."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: inherit cycle through {[str(p) for p in _seen]}")
+    data = load_yaml(path)
+    parent = data.pop("inherit", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: key 'inherit' must be a file name, got {parent!r}")
+    return _merge(load_config_dict(path.parent / parent, (*_seen, path)), data)
+
+
+def load_train_config(name_or_path: str | Path | None = None,
+                      overrides: list[str] | None = None) -> TrainConfig:
+    """Load a training config (default ``oe_depth``) with ``key=value`` overrides."""
+    path = resolve_config_path(name_or_path or DEFAULT_CONFIG)
+    data = apply_overrides(load_config_dict(path), overrides or [])
+    source = str(path) + (f" (with overrides {overrides})" if overrides else "")
+    return from_dict(TrainConfig, data, source)

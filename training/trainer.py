@@ -1,0 +1,460 @@
+"""The self-supervised training loop (Monodepth2 framework + the OE-Depth triplet term).
+
+One :class:`Trainer` serves one process of a job: on one device, or as one rank of a
+torchrun job with DistributedDataParallel. It owns the networks, the optimiser and
+schedule, the data, checkpoints (atomic; ``--resume`` continues exactly), TensorBoard
+logging, the non-finite-loss guard and the per-epoch validation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from oe_depth_ros.atomic import write_text_atomic
+from oe_depth_ros.config import to_dict
+from oe_depth_ros.geometry import disp_to_depth
+from oe_depth_ros.metrics import evaluate_depth_map
+from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
+from oe_depth_ros.model.checkpoint import load_state_dict_checked
+from training.checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
+                                    set_rng_state)
+from training.datasets import KittiRawMonoDataset, collate
+from training.distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
+from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
+                             semantic_triplet_loss, smoothness_loss, upsample_disp)
+from training.train_config import TrainConfig
+from training.triplet import neighbour_masks
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class StepResult:
+    """Scalars of one optimisation step (averaged over ranks)."""
+
+    step: int
+    terms: dict[str, float]
+    maps: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DDP) else model
+
+
+class Trainer:
+    """Train the depth and pose networks of ``config`` for one process of a job."""
+
+    def __init__(self, config: TrainConfig, out_dir: str | Path | None = None,
+                 env: DistEnv | None = None) -> None:
+        self.cfg = config
+        self.env = env or DistEnv()
+        self.out_dir = Path(out_dir or config.out_dir)
+        self.device = _resolve_device(config.device)
+        if self.env.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.env.local_rank)
+        on_gpu = self.device.type == "cuda"
+        self.use_amp = {"auto": on_gpu, "on": True, "off": False}[config.amp]
+        if self.use_amp and not on_gpu:
+            raise RuntimeError("amp=on needs a CUDA device; use amp=off or auto on the CPU")
+        self.channels_last = {"auto": on_gpu, "on": True, "off": False}[config.channels_last]
+        seed_everything(config.seed)
+
+        d = config.data
+        self.height, self.width = d.height, d.width
+        self.scales = list(range(d.num_scales))
+        self.source_ids = [f for f in d.frame_ids if f != 0]
+        self.train_set = KittiRawMonoDataset(
+            d.data_path, d.train_split, d.height, d.width, frame_ids=d.frame_ids,
+            num_scales=d.num_scales, is_train=True, img_ext=d.img_ext,
+            use_semantics=config.loss.use_triplet, intrinsics=d.intrinsics, seed=config.seed,
+            flip_prob=d.flip_prob, color_aug_prob=d.color_aug_prob)
+        self.val_set = None
+        if config.validate and d.val_split:
+            val = KittiRawMonoDataset(d.data_path, d.val_split, d.height, d.width, frame_ids=(0,),
+                                      num_scales=1, img_ext=d.img_ext, intrinsics=d.intrinsics,
+                                      load_gt=True)
+            self.val_set = val if val.has_gt else None
+        self.sampler = ShardedBatchSampler(len(self.train_set), config.optim.batch_size,
+                                           self.env.rank, self.env.world_size, config.seed)
+        self.steps_per_epoch = self.sampler.steps_per_epoch
+        self.total_steps = self.steps_per_epoch * config.optim.epochs
+        self.loader_generator = torch.Generator()
+        self.loader = DataLoader(
+            self.train_set, batch_sampler=self.sampler, num_workers=d.num_workers,
+            collate_fn=collate, pin_memory=on_gpu, generator=self.loader_generator)
+
+        self.depth_net = build_depth_net(config.model.depth, pretrained=config.model.depth_pretrained)
+        self.pose_net = build_pose_net(config.model.pose, pretrained=config.model.pose_pretrained)
+        self.min_depth = self.depth_net.config.min_depth
+        self.max_depth = self.depth_net.config.max_depth
+        if config.sync_bn and self.env.distributed:
+            self.depth_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
+            self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.depth_net.to(self.device, memory_format=memory_format)
+        self.pose_net.to(self.device, memory_format=memory_format)
+        params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        self.params = params
+        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr,
+                                          weight_decay=config.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=config.optim.lr_milestones, gamma=config.optim.lr_gamma)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.env.distributed:
+            ids = [self.device.index] if on_gpu else None
+            unused = len(self.scales) < 4
+            self.depth_model: nn.Module = DDP(self.depth_net, device_ids=ids,
+                                              find_unused_parameters=unused)
+            self.pose_model: nn.Module = DDP(self.pose_net, device_ids=ids)
+        else:
+            self.depth_model, self.pose_model = self.depth_net, self.pose_net
+
+        self.ssim = SSIM().to(self.device)
+        self.warper = ViewWarper(self.height, self.width).to(self.device)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.val_history: list[dict[str, float]] = []
+        self.writer: Any = None
+
+    # ---- state ---------------------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.step // self.steps_per_epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model_config": to_dict(self.depth_net.config),
+            "depth": _unwrap(self.depth_net).state_dict(),
+            "pose": _unwrap(self.pose_net).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "rng": rng_state(),
+            "train_config": to_dict(self.cfg),
+            "input_size": [self.height, self.width],
+        }
+
+    def save(self, name: str = LAST_NAME) -> Path | None:
+        """Write a checkpoint (main rank only); returns its path there."""
+        path = None
+        if self.env.is_main:
+            path = save_checkpoint(self.out_dir / name, self.state_dict())
+        barrier(self.env)
+        return path
+
+    def resume(self, path: str | Path) -> None:
+        """Load a checkpoint written by :meth:`save` and continue after its step."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        if list(ckpt.get("input_size", [])) != [self.height, self.width]:
+            log.warning("checkpoint %s was trained at %s; this run uses %dx%d", path,
+                        ckpt.get("input_size"), self.height, self.width)
+        load_state_dict_checked(self.depth_net, ckpt["depth"], f"{path} (depth)")
+        load_state_dict_checked(self.pose_net, ckpt["pose"], f"{path} (pose)")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if "scaler" in ckpt and self.use_amp:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    # ---- one step --------------------------------------------------------------------------
+    def _to_device(self, batch: dict[Any, Any]) -> dict[Any, Any]:
+        out = {}
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device, non_blocking=True)
+                if self.channels_last and value.dim() == 4 and key[0] == "color_aug":
+                    value = value.contiguous(memory_format=torch.channels_last)
+            out[key] = value
+        return out
+
+    def _autocast(self) -> Any:
+        if self.use_amp:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return nullcontext()
+
+    def forward(self, inputs: dict[Any, Any]) -> tuple[dict[Any, torch.Tensor], dict[int, torch.Tensor]]:
+        """Depth outputs (float32) and the target->source transforms of every source frame."""
+        with self._autocast():
+            raw = self.depth_model(inputs[("color_aug", 0, 0)])
+            poses = {}
+            for f in self.source_ids:
+                pair = [inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]]
+                if f > 0:
+                    pair.reverse()  # always temporal order
+                axisangle, translation = self.pose_model(torch.cat(pair, 1))
+                poses[f] = (axisangle[:, 0].float(), translation[:, 0].float(), f < 0)
+        outputs = {k: v.float() for k, v in raw.items()}
+        transforms = {f: transformation_from_parameters(a, t, invert=inv)
+                      for f, (a, t, inv) in poses.items()}
+        return outputs, transforms
+
+    def compute_losses(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
+                       transforms: dict[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                     dict[str, torch.Tensor]]:
+        """Total loss, named terms and visualisation maps (REFERENCE section 2)."""
+        lc = self.cfg.loss
+        ssim = self.ssim if lc.ssim_weight > 0 else None
+        target = inputs[("color", 0, 0)]
+        k, inv_k = inputs[("K", 0)], inputs[("inv_K", 0)]
+        identity = None
+        if lc.automask:
+            identity = [photometric_error(inputs[("color", f, 0)], target, ssim, lc.ssim_weight)
+                        for f in self.source_ids]
+        terms: dict[str, torch.Tensor] = {}
+        maps: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=self.device)
+        labels = inputs.get("semantics")
+        for s in self.scales:
+            disp = outputs[("disp", s)]
+            _, depth = disp_to_depth(upsample_disp(disp, (self.height, self.width)),
+                                     self.min_depth, self.max_depth)
+            errors = []
+            for f in self.source_ids:
+                warped, _ = self.warper(inputs[("color", f, 0)], depth, k, inv_k, transforms[f])
+                errors.append(photometric_error(warped, target, ssim, lc.ssim_weight))
+            reproj = min_reprojection_loss(errors, identity)
+            smooth = smoothness_loss(disp, inputs[("color", 0, s)])
+            loss_s = reproj.loss + lc.smoothness_weight * smooth / 2 ** s
+            terms[f"reprojection/{s}"] = reproj.loss
+            terms[f"smoothness/{s}"] = smooth
+            if lc.use_triplet and s in lc.triplet_scales:
+                feat = outputs[("feat", s)]
+                lab = F.interpolate(labels.float(), size=feat.shape[-2:], mode="nearest").long()
+                trip = semantic_triplet_loss(feat, lab, lc.triplet_kernel, lc.triplet_margin,
+                                             lc.triplet_min_pairs)
+                loss_s = loss_s + lc.triplet_weight * trip / 2 ** s
+                terms[f"triplet/{s}"] = trip
+                if s == min(lc.triplet_scales):
+                    maps["triplet_labels"] = lab[:1]
+                    maps["triplet_anchors"] = neighbour_masks(lab[:1], lc.triplet_kernel,
+                                                              lc.triplet_min_pairs)[2]
+            if s == 0:
+                maps["disp"] = disp[:1].detach()
+                maps["reprojection"] = reproj.min_error[:1].detach()
+                if reproj.automask is not None:
+                    maps["automask"] = reproj.automask[:1]
+            total = total + loss_s
+        total = total / len(self.scales)
+        terms["photometric"] = torch.stack([terms[f"reprojection/{s}"] for s in self.scales]).mean()
+        terms["total"] = total
+        return total, terms, maps
+
+    def _check_finite(self, values: dict[str, float], what: str) -> None:
+        bad = [f"{name} = {v}" for name, v in values.items() if not math.isfinite(v)]
+        if bad:
+            last = self.out_dir / LAST_NAME
+            keep = f"the last good checkpoint {last} is kept" if last.is_file() else \
+                "no checkpoint had been written"
+            raise TrainingDivergedError(
+                f"non-finite {what} at step {self.step + 1} (epoch {self.epoch}): "
+                f"{', '.join(bad)}; training stopped, {keep}")
+
+    def train_step(self, batch: dict[Any, Any]) -> StepResult:
+        """One optimisation step on ``batch``; raises :class:`TrainingDivergedError`."""
+        self.depth_model.train()
+        self.pose_model.train()
+        inputs = self._to_device(batch)
+        outputs, transforms = self.forward(inputs)
+        total, terms, maps = self.compute_losses(inputs, outputs, transforms)
+        names = list(terms)
+        stacked = all_reduce_mean(torch.stack([terms[n].detach() for n in names]), self.env)
+        values = dict(zip(names, stacked.tolist()))
+        self._check_finite(values, "loss")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        if not self.use_amp:  # the scaler skips non-finite gradient steps by itself
+            norm = torch.nn.utils.clip_grad_norm_(self.params, float("inf"))
+            self._check_finite({"gradient norm": float(norm)}, "gradient")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return StepResult(self.step, values, maps)
+
+    # ---- loop ------------------------------------------------------------------------------
+    def _open_writer(self) -> None:
+        if self.env.is_main and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def fit(self) -> list[dict[str, float]]:
+        """Train until the configured epochs (or ``max_steps``) are done; return the history."""
+        cfg = self.cfg
+        if self.env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            import yaml
+
+            write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self._open_writer()
+        stop_at = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
+        log.info("training %s: %d samples, %d steps/epoch (global batch %d on %d process(es)), "
+                 "%d steps to go on %s (amp %s, channels_last %s)", cfg.model.depth,
+                 len(self.train_set), self.steps_per_epoch, self.sampler.global_batch,
+                 self.env.world_size, stop_at - self.step, self.device, self.use_amp,
+                 self.channels_last)
+        bar = tqdm(total=stop_at, initial=self.step, unit="step", dynamic_ncols=True,
+                   disable=not (self.env.is_main and cfg.progress))
+        try:
+            while self.step < stop_at:
+                epoch = self.epoch
+                self.train_set.set_epoch(epoch)
+                self.sampler.set_epoch(epoch)
+                self.sampler.set_start(self.step - epoch * self.steps_per_epoch)
+                self.loader_generator.manual_seed(cfg.seed * 1_000_003 + epoch)
+                tic = time.perf_counter()
+                for batch in self.loader:
+                    result = self.train_step(batch)
+                    self.history.append({"step": result.step, **result.terms})
+                    self._log_step(result, time.perf_counter() - tic)
+                    tic = time.perf_counter()
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, loss=f"{result.terms['total']:.4f}")
+                    end_of_epoch = self.step % self.steps_per_epoch == 0
+                    if end_of_epoch:
+                        self._end_epoch(epoch)
+                    elif self.step % cfg.checkpoint_every == 0 or self.step == stop_at:
+                        self.save()
+                    if self.step >= stop_at:
+                        break
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.flush()
+        return self.history
+
+    def _end_epoch(self, epoch: int) -> None:
+        if self.val_set is not None:
+            metrics = self.validate()
+            self.val_history.append({"epoch": epoch, "step": self.step, **metrics})
+            if self.env.is_main:
+                log.info("epoch %d validation: %s", epoch,
+                         ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                for name, value in metrics.items():
+                    self.writer.add_scalar(f"val/{name}", value, self.step)
+                write_text_atomic(self.out_dir / "validation.json",
+                                  json.dumps(self.val_history, indent=1))
+        self.scheduler.step()
+        self.save()
+        if self.cfg.keep_epoch_checkpoints:
+            self.save(f"epoch_{epoch:03d}.pt")
+
+    def _log_step(self, result: StepResult, seconds: float) -> None:
+        if not self.env.is_main or self.writer is None:
+            return
+        if result.step % self.cfg.log_every == 0 or result.step == 1:
+            for name, value in result.terms.items():
+                self.writer.add_scalar(f"train/{name}", value, result.step)
+            self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], result.step)
+            self.writer.add_scalar("train/images_per_s", self.sampler.global_batch / max(seconds, 1e-9),
+                                   result.step)
+        if result.step % self.cfg.image_log_every == 0 or result.step == 1:
+            for name, image in _panels(result.maps).items():
+                self.writer.add_image(f"train/{name}", image, result.step, dataformats="HWC")
+
+    # ---- validation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_depth(self, images: torch.Tensor, gt_size: tuple[int, int]) -> np.ndarray:
+        """Depth [B, h, w] at ``gt_size`` from images [B, 3, H, W] (REFERENCE section 5)."""
+        net = _unwrap(self.depth_net)
+        net.eval()
+        with self._autocast():
+            disp = net(images.to(self.device))[("disp", 0)].float()
+        scaled, _ = disp_to_depth(disp, self.min_depth, self.max_depth)
+        scaled = F.interpolate(scaled, size=gt_size, mode="bilinear", align_corners=False)
+        return (1.0 / scaled[:, 0]).cpu().numpy()
+
+    def validate(self) -> dict[str, float]:
+        """Median-scaled depth errors on the validation split (main rank; others wait)."""
+        result: dict[str, float] = {}
+        if self.env.is_main and self.val_set is not None:
+            loader = DataLoader(self.val_set, batch_size=1, num_workers=0, collate_fn=collate)
+            sums: dict[str, float] = {}
+            count = 0
+            for batch in loader:
+                gt = batch["depth_gt"][0][0].numpy()
+                pred = self.predict_depth(batch[("color", 0, 0)], gt.shape)[0]
+                try:
+                    errors, _ = evaluate_depth_map(gt, pred, crop=self.cfg.data.val_crop,
+                                                   max_depth=self.cfg.data.val_max_depth)
+                except ValueError as exc:  # an image without valid ground truth
+                    log.debug("validation sample skipped: %s", exc)
+                    continue
+                for name, value in errors.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                count += 1
+            result = {name: value / count for name, value in sums.items()} if count else {}
+        barrier(self.env)
+        return result
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _colourise(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
+    import matplotlib
+
+    lo, hi = np.percentile(values, 1), np.percentile(values, 99)
+    norm = np.clip((values - lo) / max(hi - lo, 1e-12), 0, 1)
+    return (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
+
+
+def _panels(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """TensorBoard images (HWC uint8) of the first sample's disparity, error, masks, anchors."""
+    out = {}
+    if "disp" in maps:
+        out["disparity"] = _colourise(maps["disp"][0, 0].float().cpu().numpy())
+    if "reprojection" in maps:
+        out["reprojection_error"] = _colourise(maps["reprojection"][0, 0].float().cpu().numpy(),
+                                               "viridis")
+    if "automask" in maps:
+        mask = maps["automask"][0, 0].cpu().numpy().astype(np.uint8) * 255
+        out["automask"] = np.repeat(mask[..., None], 3, axis=2)
+    if "triplet_anchors" in maps:
+        anchors = maps["triplet_anchors"][0].cpu().numpy()
+        labels = maps["triplet_labels"][0, 0].cpu().numpy()
+        shade = np.where(labels == 255, 0, 60 + (labels * 37) % 140).astype(np.uint8)
+        panel = np.repeat(shade[..., None], 3, axis=2)
+        panel[anchors] = (255, 40, 40)
+        out["triplet_anchors"] = panel
+    return out

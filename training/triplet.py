@@ -1,0 +1,106 @@
+"""The semantic-boundary triplet loss of OE-Depth (paper eq. 5-8, min-distance negatives).
+
+For every pixel, its in-image neighbours in a k x k window (centre excluded) split into
+positives (same semantic label) and negatives (different label); label 255 is ignored
+both as anchor and as neighbour, and taps outside the image are neither. Anchors are
+pixels with at least ``min_pairs`` positives and ``min_pairs`` negatives. With unit
+feature vectors f and d(i, j) = ||f_i - f_j||^2 = 2 - 2 cos(f_i, f_j):
+
+    D+(i) = mean over positives of d(i, j),   D-(i) = min over negatives of d(i, j),
+    L = mean over anchors of D+(i) + max(0, margin - D-(i)).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_LABEL = 255
+_OUTSIDE = -1  # label of the padding around the image: neither positive nor negative
+_MAX_SQ_DIST = 4.0  # the largest squared distance between unit vectors
+
+
+def _check_inputs(features: torch.Tensor | None, labels: torch.Tensor,
+                  kernel_size: int) -> torch.Tensor:
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+    if labels.ndim == 4:
+        if labels.shape[1] != 1:
+            raise ValueError(f"labels must be [B, 1, h, w], got shape {tuple(labels.shape)}")
+        labels = labels[:, 0]
+    if labels.ndim != 3:
+        raise ValueError(f"labels must be [B, 1, h, w], got shape {tuple(labels.shape)}")
+    if features is not None:
+        if features.ndim != 4:
+            raise ValueError(f"features must be [B, C, h, w], got shape {tuple(features.shape)}")
+        b, _, h, w = features.shape
+        if labels.shape != (b, h, w):
+            raise ValueError(f"labels {tuple(labels.shape)} do not match features "
+                             f"{tuple(features.shape)}")
+    return labels.long()
+
+
+def _offsets(kernel_size: int) -> list[tuple[int, int]]:
+    r = kernel_size // 2
+    return [(dy, dx) for dy in range(kernel_size) for dx in range(kernel_size) if (dy, dx) != (r, r)]
+
+
+def neighbour_masks(labels: torch.Tensor, kernel_size: int = 5,
+                    min_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positive and negative neighbour masks [B, K, h, w] and the anchor mask [B, h, w].
+
+    K = kernel_size^2 - 1 window offsets (centre excluded), in :func:`_offsets` order.
+    Anchors depend on the labels only.
+    """
+    lab = _check_inputs(None, labels, kernel_size)
+    r = kernel_size // 2
+    h, w = lab.shape[-2:]
+    lab_pad = F.pad(lab, (r, r, r, r), value=_OUTSIDE)
+    neigh = torch.stack([lab_pad[:, dy:dy + h, dx:dx + w] for dy, dx in _offsets(kernel_size)], 1)
+    usable = (neigh != _OUTSIDE) & (neigh != IGNORE_LABEL)
+    pos = usable & (neigh == lab[:, None])
+    neg = usable & (neigh != lab[:, None])
+    anchors = (lab != IGNORE_LABEL) & (pos.sum(1) >= min_pairs) & (neg.sum(1) >= min_pairs)
+    return pos, neg, anchors
+
+
+def neighbour_distances(features: torch.Tensor, kernel_size: int = 5) -> torch.Tensor:
+    """Squared distances [B, K, h, w] between each pixel's unit feature and its neighbours'.
+
+    Features are L2-normalised over channels here, in float32; outside taps get 2.
+    """
+    if kernel_size < 3 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+    r = kernel_size // 2
+    f = F.normalize(features.float(), dim=1)
+    h, w = f.shape[-2:]
+    f_pad = F.pad(f, (r, r, r, r))
+    dists = [2.0 - 2.0 * (f * f_pad[:, :, dy:dy + h, dx:dx + w]).sum(1)
+             for dy, dx in _offsets(kernel_size)]
+    return torch.stack(dists, 1).clamp_min(0.0)
+
+
+def triplet_terms(features: torch.Tensor, labels: torch.Tensor, kernel_size: int = 5,
+                  margin: float = 0.3, min_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel loss D+ + relu(margin - D-) [B, h, w] and the anchor mask [B, h, w]."""
+    _check_inputs(features, labels, kernel_size)
+    pos, neg, anchors = neighbour_masks(labels, kernel_size, min_pairs)
+    dist = neighbour_distances(features, kernel_size)
+    zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
+    d_pos = torch.where(pos, dist, zero).sum(1) / pos.sum(1).clamp_min(1)
+    far = torch.full((), _MAX_SQ_DIST + margin, dtype=dist.dtype, device=dist.device)
+    d_neg = torch.where(neg, dist, far).amin(1)
+    per_pixel = d_pos + F.relu(margin - d_neg)
+    return per_pixel, anchors
+
+
+def semantic_triplet_loss(features: torch.Tensor, labels: torch.Tensor, kernel_size: int = 5,
+                          margin: float = 0.3, min_pairs: int = 4) -> torch.Tensor:
+    """Mean over all anchors of the batch of D+ + max(0, margin - D-); 0 without anchors.
+
+    ``features`` [B, C, h, w] (normalised here), ``labels`` [B, 1, h, w] integer trainIds
+    with 255 = ignored. The result stays connected to ``features`` even when it is 0.
+    The caller applies the loss weight and the per-scale 1/2^s.
+    """
+    per_pixel, anchors = triplet_terms(features, labels, kernel_size, margin, min_pairs)
+    total = torch.where(anchors, per_pixel, torch.zeros_like(per_pixel)).sum()
+    return total / anchors.sum().clamp_min(1).to(total.dtype)
