@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     flavours = {"rclpy": MessageTypes.rclpy(),
                 "rosbags": MessageTypes.rosbags(get_typestore(Stores.ROS2_JAZZY))}
     results: dict[str, Any] = {"frame": [CAM_H, CAM_W], "network": [NET_H, NET_W],
-                                  "cpu": platform.processor() or platform.machine(),
-                                  "python": platform.python_version()}
+                               "cpu": platform.processor() or platform.machine(),
+                               "python": platform.python_version()}
     fast: dict[str, dict[str, float]] = {}
     best: dict[str, float] = {}
     for flavour, types in flavours.items():

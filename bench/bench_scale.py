@@ -142,7 +142,8 @@ def scale_report(samples: Iterable[Sample], predict: Predictor,
                            "a1_oracle")}
     summary["scale_error"] = statistics.fmean(
         abs(float(r["scale"]) / float(r["oracle_scale"]) - 1.0) for r in rows)
-    summary["held_frames"] = sum(1 for r in rows if ":" in str(r["source"]))
+    summary["held_frames"] = sum(1 for r in rows if str(r["source"]).endswith(":held"))
+    summary["initial_frames"] = sum(1 for r in rows if str(r["source"]).endswith(":initial"))
     return {"frames": rows, "summary": summary}
 
 
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, help="run this model instead of a GT predictor")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--window", type=int, default=5, help="temporal median window")
+    parser.add_argument("--min-confidence", type=float, default=ScaleConfig.min_confidence,
+                        help="least inlier ratio of an accepted ground fit")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -184,24 +187,28 @@ def main(argv: list[str] | None = None) -> int:
             predict, name = gt_predictor(args.predictor == "gt-noisy"), args.predictor
         tables = {}
         for window in sorted({1, args.window}):
-            cfg = ScaleConfig(method="camera_height", window=window)
+            cfg = ScaleConfig(method="camera_height", window=window,
+                              min_confidence=args.min_confidence)
             tables[window] = scale_report(frames(drive_dirs), predict, cfg)
 
     first = tables[min(tables)]["frames"]
-    print(f"Scale recovery on {source}; predictor {name}; {len(first)} frames")
+    print(f"Scale recovery on {source}; predictor {name}; {len(first)} frames; "
+          f"min confidence {args.min_confidence}; scale before the first good fit "
+          f"{ScaleConfig.factor}")
     print(f"camera heights from the calibration: "
           f"{sorted({round(float(r['camera_height']), 4) for r in first})} m")
-    head = f"{'scale':<34}{'AbsRel':>9}{'d1':>8}{'|s/s_oracle - 1|':>18}{'held':>6}"
+    head = (f"{'scale':<34}{'AbsRel':>9}{'d1':>8}{'|s/s_oracle - 1|':>18}{'held':>6}"
+            f"{'initial':>9}")
     print(head)
     print("-" * len(head))
     base = tables[min(tables)]["summary"]
     print(f"{'oracle median (per image GT)':<34}{base['abs_rel_oracle']:>9.4f}"
-          f"{base['a1_oracle']:>8.3f}{0.0:>18.4f}{0:>6}")
+          f"{base['a1_oracle']:>8.3f}{0.0:>18.4f}{0:>6}{0:>9}")
     for window, rep in tables.items():
         s = rep["summary"]
         label = f"camera height, window {window}"
         print(f"{label:<34}{s['abs_rel_camera_height']:>9.4f}{s['a1_camera_height']:>8.3f}"
-              f"{s['scale_error']:>18.4f}{s['held_frames']:>6}")
+              f"{s['scale_error']:>18.4f}{s['held_frames']:>6}{s['initial_frames']:>9}")
     if args.json:
         payload = {"source": source, "predictor": name,
                    "windows": {str(w): rep for w, rep in tables.items()}}

@@ -69,10 +69,10 @@ class ScaleConfig:
     ground_cols: tuple[float, float] = (0.2, 0.8)
     max_tilt_deg: float = 15.0
     #: Inlier distance to the plane, relative to the fitted camera height.
-    inlier_threshold: float = 0.05
+    inlier_threshold: float = 0.1
     ransac_iterations: int = 100
     max_points: int = 2000
-    min_confidence: float = 0.5
+    min_confidence: float = 0.3
     #: Temporal median window (frames); 1 = no smoothing.
     window: int = 5
     lidar_min_points: int = 20
@@ -154,7 +154,7 @@ class PlaneFit:
 
 
 def fit_ground_plane(points: np.ndarray, rng: np.random.Generator, iterations: int = 100,
-                     inlier_threshold: float = 0.05, max_tilt_deg: float = 15.0
+                     inlier_threshold: float = 0.1, max_tilt_deg: float = 15.0
                      ) -> PlaneFit | None:
     """Robustly fit the ground plane below the camera to [N, 3] optical-frame points.
 

@@ -117,20 +117,30 @@ def test_flip_post_process_with_oracle(synth_world, oracle, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
+def small_model(tmp_path_factory):
+    """A random-weight diffnet_small training checkpoint and its ONNX export."""
     import torch
 
+    from oe_depth_ros.config import to_dict
     from oe_depth_ros.inference.export import export_onnx
+    from oe_depth_ros.model import build_depth_net
 
     torch.set_num_threads(2)
-    path = tmp_path_factory.mktemp("eval_model") / "small.onnx"
-    export_onnx("diffnet_small", path, *NET_SIZE)
-    return path
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("eval_model")
+    net = build_depth_net("diffnet_small")
+    ckpt = folder / "small.pt"
+    torch.save({"format": "oe_depth_ros.checkpoint/1", "model_config": to_dict(net.config),
+                "depth": net.state_dict(), "input_size": list(NET_SIZE)}, ckpt)
+    onnx_path = folder / "small.onnx"
+    export_onnx(None, onnx_path, *NET_SIZE, checkpoint=ckpt)
+    return ckpt, onnx_path
 
 
-def test_command_line_with_onnx_model(synth_world, onnx_model, tmp_path):
+def test_command_line_with_onnx_model(synth_world, small_model, tmp_path):
     import onnxruntime as ort
 
+    onnx_model = small_model[1]
     out = tmp_path / "eval"
     cache = tmp_path / "gt.npz"
     proc = subprocess.run(
@@ -191,22 +201,9 @@ def test_command_line_reports_bad_model(synth_world, tmp_path):
     assert "none.onnx" in proc.stderr
 
 
-def test_checkpoint_matches_its_onnx_export(synth_world, tmp_path):
+def test_checkpoint_matches_its_onnx_export(synth_world, small_model):
     """The torch backend on a training checkpoint and ONNX Runtime on its export agree."""
-    import torch
-
-    from oe_depth_ros.config import to_dict
-    from oe_depth_ros.inference.export import export_onnx
-    from oe_depth_ros.model import build_depth_net
-
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    net = build_depth_net("diffnet_small")
-    ckpt = tmp_path / "model.pt"
-    torch.save({"format": "oe_depth_ros.checkpoint/1", "model_config": to_dict(net.config),
-                "depth": net.state_dict(), "input_size": list(NET_SIZE)}, ckpt)
-    onnx_path = tmp_path / "model.onnx"
-    export_onnx(None, onnx_path, *NET_SIZE, checkpoint=ckpt)
+    ckpt, onnx_path = small_model
     from_ckpt = evaluate(_options(synth_world, model=str(ckpt), backend="torch", device="cpu"))
     from_onnx = evaluate(_options(synth_world, model=str(onnx_path), backend="onnxruntime",
                                   device="cpu"))

@@ -27,7 +27,7 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
     warper = ViewWarper(128, 416)
     ssim = SSIM()
     checked = 0
-    for index in range(0, len(ds), 3):
+    for index in range(0, len(ds), 2):
         sample = ds[index]
         entry = ds.entries[index]
         drive = KittiDrive(synth_world.root / entry.folder)
@@ -57,4 +57,4 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
         res = min_reprojection_loss(errors, identity, generator=torch.Generator().manual_seed(0))
         assert res.automask[valid].float().mean().item() > 0.6
         checked += 1
-    assert checked >= 3
+    assert checked >= 2

@@ -68,8 +68,27 @@ def test_odconv_exports_without_batch_in_groups(tmp_path, dynamo):
     assert relative_error(y, ref) <= 1e-5
 
 
+def calibrated(name: str) -> torch.nn.Module:
+    """A depth net whose BatchNorm statistics were estimated on random images.
+
+    With the default statistics (mean 0, variance 1) the untrained HRNet's activations
+    grow by orders of magnitude from stage to stage, which no trained network does and
+    which drowns any float32 comparison in rounding.
+    """
+    torch.manual_seed(0)
+    net = build_depth_net(name)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average over the calibration passes
+    net.train()
+    with torch.no_grad():
+        for _ in range(2):
+            net(torch.rand(2, 3, 128, 128))
+    return net.eval()
+
+
 def export_and_compare(tmp_path, name: str) -> None:
-    net = DispOutputs(build_depth_net(name)).eval()
+    net = DispOutputs(calibrated(name)).eval()
     x = torch.rand(1, 3, 192, 640, generator=torch.Generator().manual_seed(0))
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(net, (x,), str(path), input_names=["image"],

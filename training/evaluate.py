@@ -282,7 +282,7 @@ def _write_outputs(options: EvalOptions, results: dict[str, Any], rows: list[dic
             aligned, _ = align_prediction(gt, pred, mask, median_scaling, scale,
                                           options.min_depth, options.max_depth)
             name = f"{kind}_{rank:02d}_{row['index']:05d}.png"
-            title = f"{entry.line}  abs rel {row['abs_rel']:.3f}"
+            title = f"abs rel {row['abs_rel']:.3f}  {entry.line}"
             save_png(out / "panels" / name, make_panel(image, aligned, gt, mask, title))
             panels.append({"file": f"panels/{name}", "line": entry.line,
                            "abs_rel": row["abs_rel"], "kind": kind})

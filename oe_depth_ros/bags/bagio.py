@@ -262,7 +262,8 @@ class BagReader:
             reader.open()
         except _STORAGE_ERRORS as exc:
             raise BagError(f"cannot open bag {self.path} ({self.info.storage}): "
-                           f"{type(exc).__name__}: {exc}") from exc
+                           f"{type(exc).__name__}: {exc} (is the bag truncated, e.g. by an "
+                           f"interrupted recording, or corrupt?)") from exc
         self._reader = reader
         self.typestore = _typestore_with(typestore_for(self.info.distro), reader.connections)
         return self

@@ -127,7 +127,7 @@ class KittiCalib:
 
     @property
     def P_velo_to_cam2_image(self) -> np.ndarray:
-        """3x4 projection of Velodyne points to camera 2 pixels: P_rect_02 R_rect_00 T_velo_to_cam."""
+        """3x4 Velodyne -> camera 2 pixel projection: P_rect_02 @ R_rect_00 @ T_velo_to_cam."""
         return self.P_rect[2] @ self.R_rect_00 @ self.T_velo_to_cam
 
     def rect_intrinsics(self, cam: int) -> np.ndarray:
@@ -366,7 +366,7 @@ class KittiDrive:
         return self.drive_dir / f"image_{cam:02d}" / "data" / f"{idx:010d}.png"
 
     def image(self, cam: int, idx: int) -> np.ndarray:
-        """Camera ``cam``'s frame ``idx``: RGB uint8 [H, W, 3] for 2/3, grey uint8 [H, W] for 0/1."""
+        """Frame ``idx`` of camera ``cam``: RGB uint8 [H, W, 3] (2, 3), grey [H, W] (0, 1)."""
         path = self.image_path(cam, idx)
         if not path.is_file():
             raise FileNotFoundError(f"missing KITTI image: {path}")
@@ -408,5 +408,6 @@ class KittiDrive:
         if sensor not in SENSORS:
             raise ValueError(f"sensor must be one of {SENSORS}, got {sensor!r}")
         if sensor not in self._timestamps:
-            self._timestamps[sensor] = read_timestamps(self.drive_dir / sensor / "timestamps.txt")
+            path = self.drive_dir / sensor / "timestamps.txt"
+            self._timestamps[sensor] = read_timestamps(path)
         return self._timestamps[sensor]

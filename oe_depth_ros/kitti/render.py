@@ -94,7 +94,8 @@ def _project_boxes(lo: np.ndarray, hi: np.ndarray, pose: np.ndarray
     u = pts[..., 0] / zz
     v = pts[..., 1] / zz
     inf = np.inf
-    return (ok.any(axis=1), np.where(ok, u, inf).min(axis=1), np.where(ok, u, -inf).max(axis=1),
+    return (np.asarray(ok.any(axis=1)),
+            np.where(ok, u, inf).min(axis=1), np.where(ok, u, -inf).max(axis=1),
             np.where(ok, v, inf).min(axis=1), np.where(ok, v, -inf).max(axis=1))
 
 
@@ -105,15 +106,15 @@ def _box_distance(lo: np.ndarray, hi: np.ndarray, point: np.ndarray) -> np.ndarr
 
 
 class _Buffers:
-    """Per-ray data of one cast: float32 planes of directions and their inverses, z-buffer."""
+    """Per-ray data of one cast: planes of directions and their inverses, the z-buffer."""
 
     def __init__(self, dirs: np.ndarray, far: float) -> None:
-        self.d = [np.ascontiguousarray(dirs[..., k], dtype=np.float32) for k in range(3)]
+        self.d = [np.ascontiguousarray(dirs[..., k]) for k in range(3)]
         with np.errstate(divide="ignore"):
-            self.inv = [np.float32(1.0) / c for c in self.d]
-        self.t_far = (far / np.sqrt((dirs * dirs).sum(axis=-1))).astype(np.float32)
+            self.inv = [1.0 / c for c in self.d]
+        self.t_far = far / np.sqrt((dirs * dirs).sum(axis=-1))
         shape = self.t_far.shape
-        self.best = np.full(shape, np.inf, dtype=np.float32)
+        self.best = np.full(shape, np.inf)
         self.prim = np.full(shape, NOTHING, dtype=np.int32)
         self.axis = np.full(shape, 2, dtype=np.int8)
 
@@ -127,7 +128,7 @@ def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
     dirs = np.einsum("hwk,jk->hwj", grid.dirs, rot)                        # sensor -> world
     buf = _Buffers(dirs, far)
     with np.errstate(divide="ignore", invalid="ignore"):
-        tg = np.float32(-origin[2]) * buf.inv[2]
+        tg = -origin[2] * buf.inv[2]
     ground = (buf.d[2] < 0) & (tg < buf.t_far)
     buf.best[ground] = tg[ground]
     buf.prim[ground] = GROUND
@@ -139,8 +140,8 @@ def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
     r0 = np.searchsorted(grid.row_vhi, vmin, side="left")
     r1 = np.searchsorted(grid.row_vlo, vmax, side="right")
     area = np.where(visible, (r1 - r0).clip(0) * (c1 - c0).clip(0), 0)
-    rel_lo = (world.lo - origin).astype(np.float32)
-    rel_hi = (world.hi - origin).astype(np.float32)
+    rel_lo = world.lo - origin
+    rel_hi = world.hi - origin
     for i in np.nonzero(area >= _BLOCK_AREA)[0]:
         block = (slice(r0[i], r1[i]), slice(c0[i], c1[i]))
         if world.is_sphere[i]:
@@ -162,12 +163,12 @@ def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
         sel = small[start:stop]
         _cast_pairs(world, origin, rel_lo, rel_hi, buf, sel, r0[sel], r1[sel], c0[sel], c1[sel])
         start = stop
-    t = np.where(buf.prim == NOTHING, np.inf, buf.best.astype(np.float64))
+    t = np.where(buf.prim == NOTHING, np.inf, buf.best)
     return Hits(t, buf.prim, buf.axis, dirs, origin)
 
 
-def _box_hits(inv: list[np.ndarray], lo: np.ndarray, hi: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+def _box_hits(inv: list[np.ndarray], lo: np.ndarray | list[np.ndarray],
+              hi: np.ndarray | list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Slab test: entry distance (inf for a miss) and the entry face's axis."""
     with np.errstate(invalid="ignore"):
         ta = [lo[k] * inv[k] for k in range(3)]
@@ -178,18 +179,23 @@ def _box_hits(inv: list[np.ndarray], lo: np.ndarray, hi: np.ndarray
                     np.maximum(ta[2], tb[2]))
     ok = (tn <= tf) & (tn > NEAR)
     axis = np.where(tmin[0] == tn, 0, np.where(tmin[1] == tn, 1, 2)).astype(np.int8)
-    return np.where(ok, tn, np.float32(np.inf)), axis
+    return np.where(ok, tn, np.inf), axis
 
 
-def _sphere_hits(d: list[np.ndarray], oc: np.ndarray, radius: float) -> np.ndarray:
-    """Entry distance into a sphere (inf for a miss); ``oc`` = origin - centre."""
+def _sphere_hits(d: list[np.ndarray], oc: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
+    """Entry distance into a sphere (inf for a miss); ``oc`` = origin - centre.
+
+    Uses the distance of closest approach (not b^2 - ac), which stays accurate for
+    spheres far away relative to their radius.
+    """
     a = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-    b = d[0] * np.float32(oc[0]) + d[1] * np.float32(oc[1]) + d[2] * np.float32(oc[2])
-    c = np.float32(oc @ oc - radius * radius)
-    disc = b * b - a * c
+    b = (d[0] * oc[..., 0] + d[1] * oc[..., 1] + d[2] * oc[..., 2]) / a
+    h = [oc[..., k] - b * d[k] for k in range(3)]
+    closest = h[0] * h[0] + h[1] * h[1] + h[2] * h[2]
+    disc = (radius * radius - closest) / a
     with np.errstate(invalid="ignore"):
-        t = (-b - np.sqrt(disc)) / a
-    return np.where((disc >= 0) & (t > NEAR), t, np.float32(np.inf))
+        t = -b - np.sqrt(disc)
+    return np.where((disc >= 0) & (t > NEAR), t, np.inf)
 
 
 def _cast_pairs(world: World, origin: np.ndarray, rel_lo: np.ndarray, rel_hi: np.ndarray,
@@ -204,7 +210,7 @@ def _cast_pairs(world: World, origin: np.ndarray, rel_lo: np.ndarray, rel_hi: np
     off = np.arange(int(area.sum())) - np.repeat(starts, area)
     ww = np.repeat(w, area)
     ray = (np.repeat(r0, area) + off // ww) * cols + np.repeat(c0, area) + off % ww
-    t_hit = np.empty(ray.shape, dtype=np.float32)
+    t_hit = np.empty(ray.shape)
     ax = np.full(ray.shape, 3, dtype=np.int8)
     sphere = world.is_sphere[pid]
     bx = np.nonzero(~sphere)[0]
@@ -218,15 +224,8 @@ def _cast_pairs(world: World, origin: np.ndarray, rel_lo: np.ndarray, rel_hi: np
     sp = np.nonzero(sphere)[0]
     if sp.size:
         rs, ps = ray[sp], pid[sp]
-        d = [c.reshape(-1)[rs] for c in buf.d]
-        oc = (origin - world.centre[ps]).astype(np.float32)
-        a = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        b = d[0] * oc[:, 0] + d[1] * oc[:, 1] + d[2] * oc[:, 2]
-        c = (oc * oc).sum(axis=1) - (world.radius[ps] ** 2).astype(np.float32)
-        disc = b * b - a * c
-        with np.errstate(invalid="ignore"):
-            ts = (-b - np.sqrt(disc)) / a
-        t_hit[sp] = np.where((disc >= 0) & (ts > NEAR), ts, np.float32(np.inf))
+        t_hit[sp] = _sphere_hits([c.reshape(-1)[rs] for c in buf.d], origin - world.centre[ps],
+                                 world.radius[ps])
     best = buf.best.reshape(-1)
     good = t_hit < np.minimum(buf.t_far.reshape(-1)[ray], best[ray])
     ray, t_hit, pid, ax = ray[good], t_hit[good], pid[good], ax[good]

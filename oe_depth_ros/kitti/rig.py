@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing
 
 from oe_depth_ros.kitti.raw import EARTH_RADIUS, OxtsPacket, mercator, rotation_rpy
 
@@ -43,7 +44,7 @@ def _rot(axis: int, angle: float) -> np.ndarray:
     return out
 
 
-def _fmt(values: np.ndarray) -> str:
+def _fmt(values: np.typing.ArrayLike) -> str:
     return " ".join(f"{v:.12e}" for v in np.asarray(values, dtype=np.float64).ravel())
 
 

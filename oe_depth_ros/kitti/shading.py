@@ -41,7 +41,7 @@ class Surface:
 
     def noise(self, wavelength: float, octaves: int, salt: int = 0) -> np.ndarray:
         """Surface noise: on box faces in face coordinates, on spheres tri-planar."""
-        seed = self.world.seed[self.pid] + np.uint32(salt) if self.pid.size else np.uint32(salt)
+        seed = self.world.seed[self.pid] + np.uint32(salt)
         sphere = self.axis == 3
         a, b = self.face_coords()
         out = fbm(a, b, self.fp, wavelength, octaves, seed)
@@ -63,9 +63,9 @@ def _ground(s: Surface, world: World) -> np.ndarray:
     x, y, fp = s.x, s.y, s.fp
     ay = np.abs(y)
     on_road = ay <= road.road_half
-    grain = fbm(x, y, fp, 1.2, 8, seed)
-    patches = fbm(x, y, fp, 9.0, 3, seed + np.uint32(1))
-    g = 0.31 + 0.45 * grain + 0.22 * patches
+    grain = fbm(x, y, fp, 0.4, 7, seed, gain=0.75)
+    patches = fbm(x, y, fp, 6.0, 4, seed + np.uint32(1))
+    g = 0.31 + 0.5 * grain + 0.15 * patches
     asphalt = g[:, None] * np.array([1.0, 1.0, 1.05], dtype=np.float32)
     paint = coverage(ay - road.lane_edge, 0.07, fp)
     if road.lanes_per_direction == 1:
@@ -92,8 +92,8 @@ def _sidewalk(s: Surface, world: World) -> np.ndarray:
     fine = s.noise(0.6, 6)
     slab = 0.6
     tint = cell_random(x / slab, y / slab, s.world.seed[s.pid]) - 0.5
-    joints = np.maximum(coverage(periodic(x, slab), 0.012, fp), coverage(periodic(y, slab), 0.012,
-                                                                          fp))
+    joints = np.maximum(coverage(periodic(x, slab), 0.012, fp),
+                        coverage(periodic(y, slab), 0.012, fp))
     kerbstone = top & (np.abs(y) < road.road_half + 0.25)
     g = 0.60 + 0.35 * fine + 0.12 * tint - 0.22 * joints * ~kerbstone
     g = np.where(kerbstone | ~top, 0.70 + 0.35 * fine
@@ -109,7 +109,7 @@ def _building(s: Surface, world: World) -> np.ndarray:
     along, z = s.face_coords()
     start = np.where(s.axis == 0, lo[:, 1], lo[:, 0])
     length = np.where(s.axis == 0, hi[:, 1] - lo[:, 1], hi[:, 0] - lo[:, 0])
-    wall = colour * (1.0 + 0.55 * s.noise(2.5, 8))[:, None]
+    wall = colour * (1.0 + 0.5 * s.noise(2.5, 5) + 0.3 * s.noise(0.25, 4, 11))[:, None]
     course = coverage(periodic(z, 0.3), 0.01, fp) * 0.08
     band = coverage(periodic(z, floor_h, 0.0), 0.12, fp) * (z > 1.0)
     wall = wall * (1.0 - course - 0.25 * band)[:, None]
@@ -128,8 +128,8 @@ def _building(s: Surface, world: World) -> np.ndarray:
                     )[:, None] * np.array([0.8, 0.9, 1.0], dtype=np.float32))
     rgb = mix(wall, np.array([0.85, 0.85, 0.82], dtype=np.float32), frame - glass)
     rgb = mix(rgb, glass_rgb, glass)
-    door = (storey < 1) & (s.axis != 2) & (coverage(periodic(along - start, 7.0, 3.5), 0.6, fp)
-                                          * coverage(z - 1.1, 1.1, fp) > 0)
+    door_cov = coverage(periodic(along - start, 7.0, 3.5), 0.6, fp) * coverage(z - 1.1, 1.1, fp)
+    door = (storey < 1) & (s.axis != 2) & (door_cov > 0)
     rgb = np.where(door[:, None], np.array([0.25, 0.18, 0.12], dtype=np.float32)
                    * (1.0 + s.noise(0.4, 4, 9))[:, None], rgb)
     plinth = coverage(z - 0.25, 0.25, fp) * (s.axis != 2)
@@ -189,10 +189,10 @@ def _cabin(s: Surface, world: World) -> np.ndarray:
     glass = coverage(a - centre, half - 0.07, fp) * coverage(z - zc, zh - 0.06, fp) * (axis != 2)
     pillar = coverage(a - centre, 0.05, fp) * (axis == 1)
     glass = glass * (1.0 - pillar)
+    sheen = (0.15 * np.clip((z - zc) / np.maximum(zh, 0.1), -1, 1) + 0.1
+             + 0.3 * s.noise(0.7, 3, 2))
     glass_rgb = (np.array([0.07, 0.09, 0.12], dtype=np.float32)
-                 + (0.15 * np.clip((z - zc) / np.maximum(zh, 0.1), -1, 1) + 0.1
-                    + 0.3 * s.noise(0.7, 3, 2))[:, None] * np.array([0.6, 0.7, 0.8],
-                                                                       dtype=np.float32))
+                 + sheen[:, None] * np.array([0.6, 0.7, 0.8], dtype=np.float32))
     return mix(world.colour[pid], glass_rgb, glass)
 
 

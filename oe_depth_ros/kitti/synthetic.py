@@ -133,7 +133,8 @@ def split_lines(drives: int, frames: int, date: str = DATE) -> dict[str, list[st
     for index in pool:
         eligible = list(range(1, frames - 1))
         n_val = max(1, len(eligible) // 10) if len(eligible) >= 2 else 0
-        picks = {eligible[int(round(i))] for i in np.linspace(0, len(eligible) - 1, n_val + 2)[1:-1]}
+        spots = np.linspace(0, len(eligible) - 1, n_val + 2)[1:-1]
+        picks = {eligible[int(round(i))] for i in spots}
         for f in eligible:
             (val if f in picks else train).append(writer.split_line(date, drive_name(index), f))
     test = [writer.split_line(date, drive_name(drives), f) for f in range(frames)]

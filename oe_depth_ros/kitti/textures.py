@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: A texture seed: one per point (uint32 array) or shared.
+Seed = np.ndarray | int | np.integer
+
 _M1 = np.uint32(0x8DA6B343)
 _M2 = np.uint32(0xD8163841)
 _M3 = np.uint32(0xCB1AB31F)
@@ -22,7 +25,7 @@ def _u32(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int64).astype(np.uint32)
 
 
-def hash2(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
+def hash2(ix: np.ndarray, iy: np.ndarray, seed: Seed) -> np.ndarray:
     """Hash integer lattice points (uint32 inputs) to float32 uniform in [0, 1)."""
     h = ix * _M1 + iy * _M2 + np.asarray(seed, dtype=np.uint32) * _M3
     h ^= h >> np.uint32(15)
@@ -33,12 +36,12 @@ def hash2(ix: np.ndarray, iy: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
     return h.astype(np.float32) * _INV32
 
 
-def cell_random(a: np.ndarray, b: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
+def cell_random(a: np.ndarray, b: np.ndarray, seed: Seed) -> np.ndarray:
     """A uniform [0, 1) value per integer cell (floor of a, floor of b)."""
     return hash2(_u32(np.floor(a)), _u32(np.floor(b)), seed)
 
 
-def value_noise(x: np.ndarray, y: np.ndarray, seed: np.ndarray | int) -> np.ndarray:
+def value_noise(x: np.ndarray, y: np.ndarray, seed: Seed) -> np.ndarray:
     """Smooth 2-D value noise in [0, 1) (C1 smoothstep interpolation of a hashed lattice)."""
     fx = np.floor(x)
     fy = np.floor(y)
@@ -59,7 +62,7 @@ def value_noise(x: np.ndarray, y: np.ndarray, seed: np.ndarray | int) -> np.ndar
 
 
 def fbm(x: np.ndarray, y: np.ndarray, footprint: np.ndarray, wavelength: float,
-        octaves: int, seed: np.ndarray | int, gain: float = 0.55) -> np.ndarray:
+        octaves: int, seed: Seed, gain: float = 0.55) -> np.ndarray:
     """Fractal value noise, zero mean, roughly in [-0.5, 0.5].
 
     Octave k has wavelength ``wavelength / 2**k``; it fades out as the wavelength

@@ -1,0 +1,322 @@
+"""process-bag over a kitti2bag bag of the synthetic drive, with a real exported ONNX model.
+
+The outputs are read back and compared with the drive's files and with the pipeline run
+directly on the PNGs; the LiDAR metrics are recomputed here with a per-point loop from
+the calibration text; a backend that serves the renderer's dense depth checks that the
+bag's TF tree and the LiDAR projection agree with the rendered geometry.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from PIL import Image
+
+from oe_depth_ros.bags.bagio import BagError, BagReader
+from oe_depth_ros.bags.kitti2bag import convert
+from oe_depth_ros.bags.process_bag import ProcessOptions, default_metrics_path, process_bag
+from oe_depth_ros.cli import main as cli_main
+from oe_depth_ros.inference.backends import DepthBackend, create_backend
+from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
+from oe_depth_ros.metrics import METRIC_NAMES
+from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+
+FRAMES = 8
+IMAGE = "/kitti/camera_color_left/image_raw"
+NS = "/oe_depth"
+
+
+def _calib_text(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(":")
+        try:
+            out[key.strip()] = np.array([float(v) for v in value.split()])
+        except ValueError:
+            pass
+    return out
+
+
+def _png(drive: Path, idx: int) -> np.ndarray:
+    return np.asarray(Image.open(drive / "image_02" / "data" / f"{idx:010d}.png").convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def drive(synth_world) -> Path:
+    return synth_world.drive_dirs[0]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("process_bag")
+
+
+@pytest.fixture(scope="module")
+def onnx_model(work: Path) -> Path:
+    import torch
+
+    from oe_depth_ros.inference.export import export_onnx
+
+    torch.set_num_threads(2)
+    return export_onnx("diffnet_small", work / "diffnet_small.onnx", 64, 192, verify=False).path
+
+
+@pytest.fixture(scope="module")
+def in_bag(drive: Path, work: Path) -> Path:
+    convert(drive, work / "input", "mcap", "jazzy", progress=False)
+    return work / "input"
+
+
+@pytest.fixture(scope="module")
+def config(onnx_model: Path, drive: Path) -> PipelineConfig:
+    """Range limits at the first frame's median depth, so about half the pixels are NaN."""
+    backend = create_backend("onnxruntime", onnx_model)
+    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6))
+    depth = probe.process(_png(drive, 0), _k(drive)).depth
+    return PipelineConfig(min_range=0.5, max_range=float(np.nanmedian(depth)))
+
+
+def _k(drive: Path) -> np.ndarray:
+    return _calib_text(drive.parent / "calib_cam_to_cam.txt")["P_rect_02"].reshape(3, 4)[:, :3]
+
+
+@pytest.fixture(scope="module")
+def processed(in_bag: Path, work: Path, onnx_model: Path, config: PipelineConfig):
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), config)
+    summary = process_bag(in_bag, work / "output", pipeline,
+                          ProcessOptions(copy_input=True, progress=False))
+    return work / "output", summary
+
+
+def _by_topic(bag: Path) -> dict[str, list]:
+    out: dict[str, list] = {}
+    with BagReader(bag) as reader:
+        for conn, stamp, raw in reader.messages():
+            out.setdefault(conn.topic, []).append((stamp, reader.deserialize(raw, conn, stamp)))
+    return out
+
+
+def test_outputs_keep_the_input_headers_and_match_the_pipeline(processed, in_bag, drive,
+                                                              onnx_model, config) -> None:
+    out, summary = processed
+    assert summary.frames == FRAMES and summary.skipped_no_info == 0
+    got, given = _by_topic(out), _by_topic(in_bag)
+    for topic in (f"{NS}/depth/image", f"{NS}/depth/camera_info", f"{NS}/points",
+                  f"{NS}/depth/colored"):
+        assert len(got[topic]) == FRAMES, topic
+    reference = DepthPipeline(create_backend("onnxruntime", onnx_model), config)
+    k = _k(drive)
+    nan_total = 0
+    for idx in range(FRAMES):
+        t_in, image = given[IMAGE][idx]
+        t_depth, depth_msg = got[f"{NS}/depth/image"][idx]
+        _, info = got[f"{NS}/depth/camera_info"][idx]
+        _, cloud = got[f"{NS}/points"][idx]
+        _, colored = got[f"{NS}/depth/colored"][idx]
+        for msg in (depth_msg, info, cloud, colored):
+            assert msg.header == image.header
+        assert t_depth == t_in
+        assert depth_msg.encoding == "32FC1" and colored.encoding == "rgb8"
+        size = (image.height, image.width)
+        assert (depth_msg.height, depth_msg.width) == size == (colored.height, colored.width)
+        assert (info.height, info.width) == size
+        np.testing.assert_array_equal(np.reshape(info.k, (3, 3)), k)
+        depth = image_to_numpy(depth_msg)
+        expected = reference.process(_png(drive, idx), k).depth
+        np.testing.assert_array_equal(np.isnan(depth), np.isnan(expected))
+        np.testing.assert_allclose(depth[~np.isnan(depth)], expected[~np.isnan(expected)],
+                                   rtol=1e-6)
+        finite = depth[np.isfinite(depth)]
+        assert finite.min() >= config.min_range and finite.max() <= config.max_range
+        nan_total += int(np.isnan(depth).sum())
+        points = pointcloud2_to_numpy(cloud)
+        assert points.dtype.names == ("x", "y", "z", "rgb")
+        np.testing.assert_allclose(np.sort(points["z"]), np.sort(finite), rtol=1e-6)
+    assert 0.2 < nan_total / (FRAMES * depth.size) < 0.8
+
+
+def test_output_reads_with_the_mcap_library(processed) -> None:
+    out, _ = processed
+    with (out / "output.mcap").open("rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        depth = [(m.log_time, d) for _, c, m, d in reader.iter_decoded_messages(
+            topics=[f"{NS}/depth/image"])]
+    assert len(depth) == FRAMES
+    log_time, msg = depth[0]
+    assert log_time == msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+    values = np.frombuffer(msg.data, dtype="<f4").reshape(msg.height, msg.width)
+    assert np.isnan(values).any() and np.isfinite(values).any()
+
+
+def test_copy_input_copies_every_message(processed, in_bag) -> None:
+    out, _ = processed
+    with BagReader(in_bag) as a, BagReader(out) as b:
+        original = sorted((c.topic, t, bytes(raw)) for c, t, raw in a.messages())
+        copied = sorted((c.topic, t, bytes(raw)) for c, t, raw in b.messages(a.topics()))
+        assert {t: ty for t, ty in b.topics().items() if t in a.topics()} == a.topics()
+    assert copied == original
+
+
+def _naive_lidar_depth(drive: Path, idx: int, size: tuple[int, int]) -> np.ndarray:
+    """Velodyne scan -> camera 2 depth with the devkit matrices, one point at a time."""
+    cam = _calib_text(drive.parent / "calib_cam_to_cam.txt")
+    velo = _calib_text(drive.parent / "calib_velo_to_cam.txt")
+    r_rect, t_velo = np.eye(4), np.eye(4)
+    r_rect[:3, :3] = cam["R_rect_00"].reshape(3, 3)
+    t_velo[:3, :3], t_velo[:3, 3] = velo["R"].reshape(3, 3), velo["T"]
+    proj = cam["P_rect_02"].reshape(3, 4) @ r_rect @ t_velo
+    scan = np.fromfile(drive / "velodyne_points" / "data" / f"{idx:010d}.bin", "<f4")
+    gt = np.zeros(size)
+    for x, y, z, _ in scan.reshape(-1, 4):
+        u, v, w = proj @ np.array([x, y, z, 1.0])
+        if w <= 0.1:
+            continue
+        col, row = int(np.rint(u / w)), int(np.rint(v / w))
+        if 0 <= row < size[0] and 0 <= col < size[1] and (gt[row, col] == 0 or w < gt[row, col]):
+            gt[row, col] = w  # w is z in the rectified camera 2 frame
+    return gt
+
+
+def _naive_abs_rel(gt: np.ndarray, pred: np.ndarray, median_scaling: bool) -> float:
+    h, w = gt.shape
+    num = total = 0.0
+    rows = range(int(0.40810811 * h), int(0.99189189 * h))
+    cols = range(int(0.03594771 * w), int(0.96405229 * w))
+    pairs = [(gt[r, c], pred[r, c]) for r in rows for c in cols
+             if 1e-3 < gt[r, c] < 80 and np.isfinite(pred[r, c])]
+    ratio = 1.0
+    if median_scaling:
+        ratio = np.median([g for g, _ in pairs]) / np.median([p for _, p in pairs])
+    for g, p in pairs:
+        p = min(max(p * ratio, 1e-3), 80.0)
+        num += abs(g - p) / g
+        total += 1
+    return num / total
+
+
+def test_lidar_metrics_match_a_per_point_recomputation(processed, drive) -> None:
+    out, summary = processed
+    path = default_metrics_path(out)
+    assert summary.metrics_path == path and path.name == "output_metrics.json"
+    report = json.loads(path.read_text())
+    overall = report["overall"]
+    assert overall["frames_evaluated"] == FRAMES and overall["frames_skipped"] == 0
+    for key in ("median_scaled", "metric"):
+        assert set(overall[key]) == set(METRIC_NAMES)
+        assert all(np.isfinite(v) for v in overall[key].values())
+    assert [f["index"] for f in report["per_frame"]] == list(range(FRAMES))
+    depth_msgs = _by_topic(out)[f"{NS}/depth/image"]
+    for idx in (0, FRAMES - 1):
+        pred = image_to_numpy(depth_msgs[idx][1])
+        gt = _naive_lidar_depth(drive, idx, pred.shape)
+        frame = report["per_frame"][idx]
+        assert frame["median_scaled"]["abs_rel"] == pytest.approx(
+            _naive_abs_rel(gt, pred, True), rel=1e-6)
+        assert frame["metric"]["abs_rel"] == pytest.approx(
+            _naive_abs_rel(gt, pred, False), rel=1e-6)
+    assert overall["metric"]["abs_rel"] == pytest.approx(
+        np.mean([f["metric"]["abs_rel"] for f in report["per_frame"]]))
+
+
+class RenderedDepthBackend(DepthBackend):
+    """Serves the renderer's dense depth (as disparity) for each of the drive's images."""
+
+    name = "rendered"
+
+    def __init__(self, drive: Path) -> None:
+        self._table = {}
+        for idx in range(FRAMES):
+            image = _png(drive, idx)
+            gt = np.asarray(Image.open(drive / "proj_depth" / "groundtruth" / "image_02"
+                                       / f"{idx:010d}.png"), dtype=np.float32) / 256.0
+            disp = np.where(gt > 0, 1.0 / np.maximum(gt, 1e-6), 0.0).astype(np.float32)
+            self._table[hashlib.sha1(image.tobytes()).hexdigest()] = disp
+        self.input_size = image.shape[:2]
+        self.min_depth, self.max_depth = 0.1, 100.0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        image = np.rint(self.check_batch(batch)[0].transpose(1, 2, 0) * 255).astype(np.uint8)
+        return self._table[hashlib.sha1(image.tobytes()).hexdigest()][None, None]
+
+
+def test_rendered_depth_agrees_with_the_bag_lidar(in_bag, drive, work) -> None:
+    pipeline = DepthPipeline(RenderedDepthBackend(drive), PipelineConfig(max_range=200.0))
+    summary = process_bag(in_bag, work / "rendered", pipeline, ProcessOptions(progress=False))
+    ev = summary.evaluation
+    assert ev["frames_evaluated"] == FRAMES
+    # A one-pixel shift of the projection (KITTI's 1-based devkit offset) gives about 0.05.
+    assert ev["metric"]["abs_rel"] < 0.025
+    assert ev["metric"]["a1"] > 0.97
+    assert ev["median_ratio"]["median"] == pytest.approx(1.0, abs=0.02)
+
+
+def test_sqlite_humble_input_gives_sqlite_humble_output(drive, work, onnx_model) -> None:
+    convert(drive, work / "humble_in", "sqlite3", "humble", max_frames=3, progress=False)
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    summary = process_bag(work / "humble_in", work / "humble_out", pipeline,
+                          ProcessOptions(progress=False, lidar_topic=None, namespace="/ns"))
+    assert summary.evaluation is None and summary.metrics_path is None
+    meta = yaml.safe_load((work / "humble_out" / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    assert (info["version"], info["storage_identifier"]) == (8, "sqlite3")
+    assert {t["topic_metadata"]["name"]: t["message_count"]
+            for t in info["topics_with_message_count"]} == {
+        "/ns/depth/image": 3, "/ns/depth/camera_info": 3, "/ns/points": 3,
+        "/ns/depth/colored": 3}
+    assert not default_metrics_path(work / "humble_out").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_bag_gives_a_clear_error(in_bag, tmp_path, config, onnx_model, damage) -> None:
+    bag = tmp_path / "damaged"
+    shutil.copytree(in_bag, bag)
+    storage = bag / "input.mcap"
+    size = storage.stat().st_size
+    if damage == "truncate":
+        os.truncate(storage, size // 2)
+    else:
+        with storage.open("r+b") as f:
+            f.seek(size // 3)
+            f.write(os.urandom(4096))
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), config)
+    with pytest.raises(BagError, match=rf"bag {bag}\b.*(truncated|corrupt|damaged)"):
+        process_bag(bag, tmp_path / "out", pipeline, ProcessOptions(progress=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]
+
+
+def test_input_problems_are_named(in_bag, tmp_path, onnx_model) -> None:
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    with pytest.raises(BagError, match=r"no topic /camera/image_raw; sensor_msgs/msg/Image "
+                                       r"topics: /kitti/camera_color_left/image_raw"):
+        process_bag(in_bag, tmp_path / "o", pipeline,
+                    ProcessOptions(image_topic="/camera/image_raw", progress=False))
+    with pytest.raises(BagError, match="not a rosbag2 directory"):
+        process_bag(tmp_path, tmp_path / "o", pipeline, ProcessOptions(progress=False))
+    with pytest.raises(BagError, match="choose another --namespace"):
+        process_bag(in_bag, tmp_path / "o", pipeline,
+                    ProcessOptions(namespace="/kitti/camera_color_left", copy_input=True,
+                                   progress=False))
+    assert not (tmp_path / "o").exists()
+
+
+def test_command_line(in_bag, tmp_path, onnx_model) -> None:
+    out = tmp_path / "cli_out"
+    args = ["process-bag", str(in_bag), str(out), "--model", str(onnx_model), "--backend",
+            "onnxruntime", "--max-frames", "2", "--set", "max_range=50", "--no-progress",
+            "--metrics", str(tmp_path / "report.json")]
+    assert cli_main(args) == 0
+    with BagReader(out) as reader:
+        assert reader.message_count(f"{NS}/depth/image") == 2
+    assert json.loads((tmp_path / "report.json").read_text())["overall"]["frames_evaluated"] == 2
+    assert cli_main(args) == 1  # OUT exists
+    bad = args[:]
+    bad[bad.index("max_range=50")] = "no_such_key=1"
+    assert cli_main(bad + ["--overwrite"]) == 1

@@ -1,0 +1,604 @@
+# Copyright 2025 oe_depth_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""oe_depth_node in its own process over real DDS (rclpy Jazzy wheels, Fast DDS).
+
+Two node processes are started once for the module with a small exported ONNX model:
+``/a`` (the shipped parameter file, fixed scale 2.5) and ``/b`` (approximate CameraInfo
+sync). The test process has its own rclpy context, publishes Image and CameraInfo and
+decodes the outputs by hand; depth, CameraInfo, cloud and colours are compared with
+an offline ``DepthPipeline`` run on the same frame in this process.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("onnxruntime")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
+from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
+from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[1]
+DOMAIN = 20 + (os.getpid() * 7 + 3) % 180  # this module's own DDS domain
+SCALE = 2.5
+K_320 = np.array([[210.0, 0.0, 161.5], [0.0, 205.0, 47.0], [0.0, 0.0, 1.0]])
+NATIVE_ORDER = "<" if sys.byteorder == "little" else ">"
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """diffnet_small exported at 64x192 (random weights: the values need not mean anything)."""
+    import torch
+
+    from oe_depth_ros.inference.export import export_onnx
+
+    torch.set_num_threads(2)
+    path = tmp_path_factory.mktemp("model") / "diffnet_small_64x192.onnx"
+    export_onnx("diffnet_small", path, 64, 192)
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def node_command(*ros_args: str) -> list[str]:
+    return [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", *ros_args]
+
+
+class NodeProcess:
+    """A node subprocess with its log in a file."""
+
+    def __init__(self, log: Path, *ros_args: str) -> None:
+        self.log_path = log
+        self._log = open(log, "w")
+        self.proc = subprocess.Popen(node_command(*ros_args), stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def nodes(model: Path, tmp_path_factory: pytest.TempPathFactory):
+    logs = tmp_path_factory.mktemp("node_logs")
+    a = NodeProcess(logs / "a.log", "--params-file", str(REPO / "config" / "oe_depth.yaml"),
+                    "-r", "__ns:=/a", "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
+                    "-p", f"scale.factor:={SCALE}", "-p", "threads:=1")
+    b = NodeProcess(logs / "b.log", "-r", "__ns:=/b", "-p", f"model_path:={model}",
+                    "-p", "backend:=onnxruntime", "-p", "camera_info.sync:=approximate",
+                    "-p", "camera_info.slop:=0.05", "-p", "threads:=1")
+    procs = {"a": a, "b": b}
+    yield procs
+    for p in procs.values():
+        p.stop(signal.SIGKILL)
+
+
+class Probe:
+    """The test's own rclpy context and node: publishers, recording subscriptions, clients."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node("oe_depth_test_probe", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.messages: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        self.subs: dict[str, Any] = {}
+        self.pubs: dict[str, Any] = {}
+
+    def subscribe(self, topic: str, msg_type: Any) -> None:
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs[topic] = self.node.create_subscription(
+            msg_type, topic, lambda m, t=topic: self.messages[t].append((time.monotonic(), m)),
+            qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.node.destroy_subscription(self.subs.pop(topic))
+
+    def publish(self, topic: str, msg: Any) -> None:
+        """Publish; a new publisher first waits (up to 10 s) until the node's input matches."""
+        if topic not in self.pubs:
+            pub = self.node.create_publisher(type(msg), topic, 10)
+            self.spin_until(lambda: pub.get_subscription_count() > 0, 10)
+            self.pubs[topic] = pub
+        self.pubs[topic].publish(msg)
+
+    def spin_until(self, predicate: Callable[[], Any], timeout: float) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            result = predicate()
+            if result:
+                return result
+            self.executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def find(self, topic: str, stamp: tuple[int, int]) -> Any:
+        for _, msg in self.messages[topic]:
+            if (msg.header.stamp.sec, msg.header.stamp.nanosec) == stamp:
+                return msg
+        return None
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope="module")
+def probe(nodes):
+    p = Probe()
+    for ns in ("a",):
+        for topic, t in OUTPUTS.items():
+            p.subscribe(f"/{ns}/{topic}", t)
+    p.subscribe("/diagnostics", DiagnosticArray)
+    # Wait for both nodes: their input subscriptions appear in the graph.
+    ready = p.spin_until(lambda: all(p.node.count_subscribers(f"/{ns}/image") > 0
+                                     for ns in ("a", "b")), timeout=60)
+    if not ready:
+        pytest.fail("nodes did not come up:\n" + "\n".join(n.log() for n in nodes.values()))
+    yield p
+    p.close()
+
+
+OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,
+           "depth/colored": Image}
+
+
+@pytest.fixture(scope="module")
+def offline(model: Path):
+    """The offline pipeline with the configuration node /a runs (shipped defaults, scale 2.5)."""
+    from oe_depth_ros.inference.backends import create_backend
+    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+    from oe_depth_ros.scale import ScaleConfig
+
+    backend = create_backend("onnxruntime", model, threads=1)
+
+    def make(**overrides: Any) -> Any:
+        cfg = dict(output_resolution="camera", min_range=0.1, max_range=80.0, cloud=True,
+                   cloud_decimation=1, cloud_max_range=None, cloud_organised=False,
+                   cloud_rgb_type="float32", colourise=True, colour_min_range=0.0,
+                   colour_max_range=80.0, scale=ScaleConfig(method="fixed", factor=SCALE))
+        cfg.update(overrides)
+        return DepthPipeline(backend, PipelineConfig(**cfg))
+
+    return make
+
+
+# ------------------------------------------------------------------ messages by hand
+
+
+def make_image(height: int, width: int, seed: int) -> np.ndarray:
+    """A smooth RGB test image with some texture."""
+    rng = np.random.default_rng(seed)
+    v, u = np.mgrid[0:height, 0:width]
+    base = np.stack([u * 255.0 / width, v * 255.0 / height, (u + v) * 127.0 / (width + height)],
+                    axis=-1)
+    return np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+
+
+def stamp_of(t: float) -> tuple[int, int]:
+    sec = int(t)
+    return sec, int(round((t - sec) * 1e9))
+
+
+def image_msg(rgb: np.ndarray, stamp: tuple[int, int], encoding: str = "bgr8",
+              pad: int = 0, frame: str = "camera_color_left") -> Image:
+    """rgb8/bgr8 Image with ``pad`` bytes of padding after every row."""
+    h, w = rgb.shape[:2]
+    pixels = rgb[..., ::-1] if encoding == "bgr8" else rgb
+    rows = np.zeros((h, w * 3 + pad), np.uint8)
+    rows[:, :w * 3] = pixels.reshape(h, w * 3)
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * 3 + pad,
+                data=rows.tobytes())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame
+    return msg
+
+
+def info_msg(k: np.ndarray, width: int, height: int, stamp: tuple[int, int],
+             frame: str = "camera_color_left") -> CameraInfo:
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    msg.k = [float(v) for v in np.asarray(k).reshape(-1)]
+    p = np.zeros((3, 4))
+    p[:, :3] = k
+    msg.p = [float(v) for v in p.reshape(-1)]
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame
+    return msg
+
+
+def decode_depth(msg: Image) -> np.ndarray:
+    assert msg.encoding == "32FC1"
+    assert msg.step == msg.width * 4
+    order = ">" if msg.is_bigendian else "<"
+    return np.frombuffer(bytes(msg.data), dtype=f"{order}f4").reshape(msg.height, msg.width)
+
+
+def decode_cloud(msg: PointCloud2) -> np.ndarray:
+    """PointCloud2 -> structured array with rgb read as uint32 bits (by its fields)."""
+    kinds = {7: "f4", 6: "u4"}
+    order = ">" if msg.is_bigendian else "<"
+    names = [f.name for f in msg.fields]
+    assert names == ["x", "y", "z", "rgb"], names
+    formats = [order + kinds[f.datatype] for f in msg.fields]
+    formats[3] = order + "u4"
+    dtype = np.dtype({"names": names, "formats": formats,
+                      "offsets": [f.offset for f in msg.fields], "itemsize": msg.point_step})
+    assert msg.row_step == msg.point_step * msg.width
+    return np.frombuffer(bytes(msg.data), dtype=dtype).reshape(msg.height, msg.width)
+
+
+def diag_values(probe: Probe, ns: str, after: float, timeout: float = 8.0) -> dict[str, str]:
+    """Key/values of node ``ns``'s newest diagnostics status received after ``after``."""
+    name = f"/{ns}/oe_depth_node: depth"
+
+    def newest() -> dict[str, str] | None:
+        for t, msg in reversed(probe.messages["/diagnostics"]):
+            if t <= after:
+                return None
+            for status in msg.status:
+                if status.name == name:
+                    values = {kv.key: kv.value for kv in status.values}
+                    values["_level"] = str(status.level[0])
+                    values["_message"] = status.message
+                    values["_hardware_id"] = status.hardware_id
+                    return values
+        return None
+
+    values = probe.spin_until(newest, timeout)
+    assert values, f"no diagnostics from {name} within {timeout} s"
+    return values
+
+
+def count(values: dict[str, str], key: str) -> int:
+    return int(values.get(key, "0"))
+
+
+def send_until_outputs(probe: Probe, ns: str, frame: Image, info: CameraInfo | None,
+                       topics: list[str], timeout: float = 20.0) -> dict[str, Any]:
+    """Publish (info, image) until every topic in ``topics`` carries the frame's stamp."""
+    stamp = (frame.header.stamp.sec, frame.header.stamp.nanosec)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if info is not None:
+            probe.publish(f"/{ns}/camera_info", info)
+            probe.spin_for(0.05)
+        probe.publish(f"/{ns}/image", frame)
+        got = probe.spin_until(
+            lambda: all(probe.find(f"/{ns}/{t}", stamp) for t in topics), timeout=1.0)
+        if got:
+            return {t: probe.find(f"/{ns}/{t}", stamp) for t in topics}
+    pytest.fail(f"no {topics} for stamp {stamp} from /{ns} within {timeout} s")
+
+
+def assert_same_depth(actual: np.ndarray, expected: np.ndarray, limits=(0.1, 80.0)) -> None:
+    assert actual.shape == expected.shape
+    both = np.isfinite(actual) & np.isfinite(expected)
+    np.testing.assert_allclose(actual[both], expected[both], rtol=2e-4, atol=1e-5)
+    differ = np.isfinite(actual) != np.isfinite(expected)
+    # A NaN mask may differ only where the value sits on a range limit within tolerance.
+    near = np.zeros_like(differ)
+    for lim in limits:
+        near |= np.isclose(np.where(np.isfinite(expected), expected, actual), lim, rtol=1e-3)
+    assert not np.any(differ & ~near), f"{int(differ.sum())} validity differences"
+    assert both.sum() > 0.3 * actual.size  # most of the image is valid depth
+
+
+def assert_same_cloud(actual: np.ndarray, expected: np.ndarray) -> None:
+    expected = expected.reshape(actual.shape) if expected.size == actual.size else expected
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    for axis in "xyz":
+        np.testing.assert_allclose(actual[axis], expected[axis], rtol=2e-4, atol=1e-5)
+    np.testing.assert_array_equal(actual["rgb"], np.ascontiguousarray(expected["rgb"]).view("u4"))
+
+
+def set_parameters(probe: Probe, ns: str, **values: Any) -> list[Any]:
+    client = probe.node.create_client(SetParameters, f"/{ns}/oe_depth_node/set_parameters")
+    assert probe.spin_until(lambda: client.service_is_ready(), 20), "no parameter service"
+    params = []
+    for name, value in values.items():
+        pv = ParameterValue()
+        if isinstance(value, bool):
+            pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, int):
+            pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
+        elif isinstance(value, float):
+            pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, value
+        else:
+            pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
+        params.append(ParameterMsg(name=name.replace("__", "."), value=pv))
+    future = client.call_async(SetParameters.Request(parameters=params))
+    assert probe.spin_until(future.done, 20), "parameter service did not answer"
+    probe.node.destroy_client(client)
+    return list(future.result().results)
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_outputs_equal_the_offline_pipeline(probe: Probe, offline) -> None:
+    rgb = make_image(96, 320, seed=1)
+    stamp = stamp_of(1000.25)
+    frame = image_msg(rgb, stamp, "bgr8", pad=8)
+    out = send_until_outputs(probe, "a", frame, info_msg(K_320, 320, 96, stamp), list(OUTPUTS))
+    ref = offline().process(rgb, K_320)
+
+    depth_msg, info, cloud_msg, colored = (out[t] for t in OUTPUTS)
+    for msg in out.values():
+        assert msg.header.frame_id == "camera_color_left"
+        assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == stamp
+    assert (depth_msg.height, depth_msg.width) == (96, 320)
+    assert_same_depth(decode_depth(depth_msg), ref.depth)
+
+    assert (info.width, info.height) == (320, 96)
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), K_320)
+    np.testing.assert_allclose(np.reshape(info.p, (3, 4))[:, :3], K_320)
+
+    assert cloud_msg.height == 1 and cloud_msg.width == ref.points.shape[0]
+    assert [f.datatype for f in cloud_msg.fields] == [7, 7, 7, 7]
+    assert cloud_msg.is_dense
+    assert_same_cloud(decode_cloud(cloud_msg)[0], ref.points)
+
+    assert colored.encoding == "rgb8" and colored.step == 320 * 3
+    col = np.frombuffer(bytes(colored.data), np.uint8).reshape(96, 320, 3)
+    mismatch = np.any(col != ref.colored, axis=-1).mean()
+    assert mismatch < 1e-3
+
+
+def test_resolution_change_at_run_time(probe: Probe, offline) -> None:
+    rgb = make_image(48, 160, seed=2)
+    k_160 = np.array([[105.0, 0.0, 80.25], [0.0, 102.5, 23.25], [0.0, 0.0, 1.0]])
+    stamp = stamp_of(1001.5)
+    info = info_msg(k_160, 160, 48, stamp)
+    for _ in range(3):  # the new calibration first, as a camera switching modes would
+        probe.publish("/a/camera_info", info)
+        probe.spin_for(0.05)
+    frame = image_msg(rgb, stamp, "rgb8")
+    out = send_until_outputs(probe, "a", frame, info, ["depth/image", "depth/camera_info",
+                                                       "points"])
+    ref = offline().process(rgb, k_160)
+    assert (out["depth/image"].height, out["depth/image"].width) == (48, 160)
+    assert_same_depth(decode_depth(out["depth/image"]), ref.depth)
+    np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), k_160)
+    assert_same_cloud(decode_cloud(out["points"])[0], ref.points)
+
+
+def test_malformed_input_is_counted_and_the_next_good_frame_is_processed(
+        probe: Probe, offline) -> None:
+    before = diag_values(probe, "a", time.monotonic())
+    rgb = make_image(96, 320, seed=3)
+    good_info = info_msg(K_320, 320, 96, stamp_of(1002.0))
+    for _ in range(3):
+        probe.publish("/a/camera_info", good_info)
+        probe.spin_for(0.05)
+
+    bad_images = []
+    weird = image_msg(rgb, stamp_of(1002.1), "rgb8")
+    weird.encoding = "weird8"
+    bad_images.append(weird)
+    depth32 = Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16))
+    bad_images.append(depth32)
+    short_step = image_msg(rgb, stamp_of(1002.2), "rgb8")
+    short_step.step = 320 * 3 - 3  # less than width * 3
+    bad_images.append(short_step)
+    empty = Image(height=0, width=0, encoding="rgb8", step=0, data=b"")
+    bad_images.append(empty)
+    for msg in bad_images:
+        probe.publish("/a/image", msg)
+        probe.spin_for(0.15)
+
+    zero_k = CameraInfo(width=320, height=96)  # K and P all zeros
+    nan_k = info_msg(K_320 * np.nan, 320, 96, stamp_of(1002.3))
+    for msg in (zero_k, nan_k):
+        probe.publish("/a/camera_info", msg)
+        probe.spin_for(0.15)
+
+    # The next good image is processed, with the last *valid* calibration.
+    stamp = stamp_of(1002.5)
+    out = send_until_outputs(probe, "a", image_msg(rgb, stamp, "rgb8"), None,
+                             ["depth/image", "depth/camera_info"])
+    np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), K_320)
+    assert_same_depth(decode_depth(out["depth/image"]), offline().process(rgb, K_320).depth)
+
+    after = diag_values(probe, "a", time.monotonic())
+    for key, sent in (("errors.unsupported_encoding", 2), ("errors.malformed_image", 2),
+                      ("errors.camera_info_invalid", 2)):
+        assert count(after, key) - count(before, key) == sent, (key, before, after)
+    assert count(after, "frames_processed") > count(before, "frames_processed")
+    assert after["_hardware_id"] == "onnxruntime" and after["backend"] == "onnxruntime"
+    assert after["scale_source"] == "fixed" and float(after["scale"]) == SCALE
+    assert float(after["latency_p50_ms"]) > 0 and float(after["latency_p99_ms"]) >= float(
+        after["latency_p50_ms"])
+    assert float(after["stage_p50_ms.inference"]) > 0
+    assert nodes_alive(probe)
+
+
+def nodes_alive(probe: Probe) -> bool:
+    return probe.node.count_subscribers("/a/image") > 0
+
+
+def test_newest_frame_wins_and_drops_are_counted(probe: Probe) -> None:
+    before = diag_values(probe, "a", time.monotonic())
+    rgb = make_image(96, 320, seed=4)
+    stamps = [stamp_of(1003.0 + 0.01 * i) for i in range(20)]
+    for stamp in stamps:  # a burst, faster than the node can process
+        probe.publish("/a/image", image_msg(rgb, stamp, "rgb8"))
+    assert probe.spin_until(lambda: probe.find("/a/depth/image", stamps[-1]), 20), \
+        "the newest frame of the burst was not processed"
+    probe.spin_for(0.5)
+    after = diag_values(probe, "a", time.monotonic())
+    received = count(after, "frames_received") - count(before, "frames_received")
+    processed = count(after, "frames_processed") - count(before, "frames_processed")
+    dropped = count(after, "frames_dropped") - count(before, "frames_dropped")
+    published = sum(probe.find("/a/depth/image", s) is not None for s in stamps)
+    assert published <= processed  # a reliable keep-last-1 writer may replace a sample
+    assert 1 <= processed < len(stamps)
+    # What reached the node was either processed or dropped from the one-slot mailbox;
+    # the rest was replaced in the keep-last-1 subscription queue before it was taken.
+    assert received == processed + dropped
+    assert received <= len(stamps)
+
+
+def test_parameter_changes_are_checked(probe: Probe, offline) -> None:
+    results = set_parameters(probe, "a", max_range=5000.0)
+    assert not results[0].successful and "out of range" in results[0].reason
+    results = set_parameters(probe, "a", min_range=90.0)
+    assert not results[0].successful and "less than max_range" in results[0].reason
+    results = set_parameters(probe, "a", backend="torch")
+    assert not results[0].successful and "read-only" in results[0].reason
+    results = set_parameters(probe, "a", output_resolution="sideways")
+    assert not results[0].successful and "not one of" in results[0].reason
+    results = set_parameters(probe, "a", points__decimation=0)
+    assert not results[0].successful
+
+    # An accepted change takes effect on the next frame.
+    results = set_parameters(probe, "a", points__decimation=4, max_range=30.0)
+    assert [r.successful for r in results] == [True, True]
+    rgb = make_image(96, 320, seed=5)
+    stamp = stamp_of(1004.0)
+    out = send_until_outputs(probe, "a", image_msg(rgb, stamp, "rgb8"),
+                             info_msg(K_320, 320, 96, stamp), ["depth/image", "points"])
+    ref = offline(cloud_decimation=4, max_range=30.0).process(rgb, K_320)
+    assert_same_depth(decode_depth(out["depth/image"]), ref.depth, limits=(0.1, 30.0))
+    assert np.nanmax(decode_depth(out["depth/image"])) <= 30.0
+    assert_same_cloud(decode_cloud(out["points"])[0], ref.points)
+    results = set_parameters(probe, "a", points__decimation=1, max_range=80.0)
+    assert all(r.successful for r in results)
+
+
+def test_no_subscribers_no_work_then_fallback_and_approximate_sync(probe: Probe) -> None:
+    from oe_depth_ros.node_params import fallback_k
+
+    rgb = make_image(96, 320, seed=6)
+    # Nobody listens to /b's outputs: frames are counted as skipped, not processed.
+    t0 = time.monotonic()
+    for i in range(3):
+        probe.publish("/b/image", image_msg(rgb, stamp_of(2000.0 + i), "rgb8"))
+        probe.spin_for(0.1)
+    values = diag_values(probe, "b", t0 + 0.5)
+    assert count(values, "frames_skipped_no_subscribers") >= 1
+    assert count(values, "frames_processed") == 0
+
+    for topic in ("depth/image", "depth/camera_info"):
+        probe.subscribe(f"/b/{topic}", OUTPUTS[topic])
+    # No CameraInfo at all: the fallback intrinsics, scaled to this image.
+    stamp = stamp_of(2010.0)
+    out = send_until_outputs(probe, "b", image_msg(rgb, stamp, "rgb8"), None,
+                             ["depth/camera_info"])
+    np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)),
+                               np.array(fallback_k([0.58, 1.92, 0.5, 0.5], 320, 96)))
+    values = diag_values(probe, "b", time.monotonic())
+    assert count(values, "errors.no_camera_info") >= 1
+    assert values["intrinsics"] == "fallback" and values["_level"] == "1"
+
+    # Approximate sync: a CameraInfo 0.5 s away is not used; one 10 ms away is.
+    info_stamp = stamp_of(2020.0)
+    for _ in range(3):
+        probe.publish("/b/camera_info", info_msg(K_320, 320, 96, info_stamp))
+        probe.spin_for(0.05)
+    far = stamp_of(2020.5)
+    probe.publish("/b/image", image_msg(rgb, far, "rgb8"))
+    probe.spin_for(1.0)
+    assert probe.find("/b/depth/image", far) is None
+    near = stamp_of(2020.01)
+    out = send_until_outputs(probe, "b", image_msg(rgb, near, "rgb8"), None,
+                             ["depth/camera_info"])
+    np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)), K_320)
+    values = diag_values(probe, "b", time.monotonic())
+    assert count(values, "errors.camera_info_unsynced") >= 1
+    assert values["intrinsics"] == "camera_info"
+
+
+def test_sigint_and_sigterm_end_the_nodes_cleanly(probe: Probe, nodes) -> None:
+    start = time.monotonic()
+    rc_a = nodes["a"].stop(signal.SIGINT, timeout=10)
+    rc_b = nodes["b"].stop(signal.SIGTERM, timeout=10)
+    elapsed = time.monotonic() - start
+    log = nodes["a"].log() + nodes["b"].log()
+    assert rc_a == 0 and rc_b == 0, log
+    assert elapsed < 8.0
+    assert "Traceback" not in log
+    # Each error kind was logged once, not per frame.
+    assert nodes["a"].log().count("malformed_image:") == 1
+
+
+# ------------------------------------------------------------------ start-up failures
+
+
+def run_node(*ros_args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(node_command(*ros_args), capture_output=True, text=True,
+                          env=_env(), cwd=REPO, timeout=timeout)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["-p", "model_path:=/nonexistent/model.onnx"], "model file not found: /nonexistent/model"),
+    ([], "model_path is empty"),
+    (["-p", "model_path:=/tmp/model.txt"], "cannot tell the model format"),
+    (["-p", "model_path:=/tmp/m.onnx", "-p", "max_range:=5000.0"], "max_range"),
+    (["-p", "model_path:=/tmp/m.onnx", "-p", "backend:=cuda"], "backend"),
+])
+def test_startup_failures_exit_non_zero_with_a_message(args, fragment) -> None:
+    result = run_node(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert fragment in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_onnx_file_that_is_not_a_model_fails_at_startup(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not an ONNX graph")
+    result = run_node("-p", f"model_path:={bad}", "-p", "backend:=onnxruntime")
+    assert result.returncode == 1
+    assert "cannot start backend 'onnxruntime'" in result.stderr + result.stdout
