@@ -4,7 +4,7 @@
 
 Render rows time one camera (ray casting + texturing + lighting) and one whole time
 step (four cameras + the 64-beam LiDAR) at 1242x375 and 640x192, plus the LiDAR
-scan alone; ratios are against the 1242x375 camera render. Reader rows time
+scan alone; ratios (of CPU time) are against the 1242x375 camera render. Reader rows time
 ``KittiDrive`` on a freshly written 1242x375 drive; ratios are against the plain
 ``cv2.imread`` / ``np.fromfile`` of the same files (the reader's overhead).
 """
@@ -28,20 +28,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
 from oe_depth_ros.kitti.raw import KittiDrive  # noqa: E402
-from oe_depth_ros.kitti.synthetic import generate_dataset, plan_drive, write_calibration  # noqa: E402
 from oe_depth_ros.kitti.sensors import SensorRig  # noqa: E402
+from oe_depth_ros.kitti.synthetic import (  # noqa: E402
+    generate_dataset,
+    plan_drive,
+    write_calibration,
+)
 
 
-def seconds_per_call(fn: Callable[[int], Any], count: int, repeats: int) -> float:
-    """Median over ``repeats`` passes of the mean seconds per ``fn(i)``, i < count."""
+def seconds_per_call(fn: Callable[[int], Any], count: int, repeats: int) -> tuple[float, float]:
+    """Median over ``repeats`` passes of the mean (wall, CPU) seconds per ``fn(i)``, i < count.
+
+    CPU time is this process's; on a busy machine it is the steadier figure.
+    """
     fn(0)  # warm-up
-    passes = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(count):
             fn(i)
-        passes.append((time.perf_counter() - t0) / count)
-    return statistics.median(passes)
+        walls.append((time.perf_counter() - t0) / count)
+        cpus.append((time.process_time() - c0) / count)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def _row(name: str, timing: tuple[float, float]) -> dict[str, Any]:
+    return {"name": name, "seconds": timing[0], "cpu_seconds": timing[1]}
 
 
 def render_rows(frames: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
@@ -55,13 +67,13 @@ def render_rows(frames: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         cam = seconds_per_call(lambda i: rig.render_camera(plan.world, poses[i], 2), frames,
                                repeats)
         step = seconds_per_call(lambda i: rig.render(plan.world, poses[i]), frames, repeats)
-        rows.append({"name": f"render camera 2 {width}x{height}", "seconds": cam})
-        rows.append({"name": f"render 4 cameras + LiDAR {width}x{height}", "seconds": step})
+        rows.append(_row(f"render camera 2 {width}x{height}", cam))
+        rows.append(_row(f"render 4 cameras + LiDAR {width}x{height}", step))
         if width == 640:
             scan = seconds_per_call(
                 lambda i: rig.lidar.scan(plan.world, poses[i] @ rig.velo_from_imu), frames,
                 repeats)
-            rows.append({"name": f"LiDAR scan ({rig.lidar.num_rays} rays)", "seconds": scan})
+            rows.append(_row(f"LiDAR scan ({rig.lidar.num_rays} rays)", scan))
     return rows
 
 
@@ -80,7 +92,7 @@ def reader_rows(frames: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
         ("KittiDrive.velodyne", lambda i: drive.velodyne(i)),
         ("KittiDrive.oxts", lambda i: drive.oxts(i)),
     ):
-        rows.append({"name": name, "seconds": seconds_per_call(fn, frames, repeats)})
+        rows.append(_row(name, seconds_per_call(fn, frames, repeats)))
     return rows
 
 
@@ -94,20 +106,19 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         render = render_rows(args.frames, args.repeats, tmp)
         reader = reader_rows(args.frames, args.repeats, tmp)
-    base = render[0]["seconds"]
-    for row in render:
-        row["ratio"] = row["seconds"] / base
-    for group in (reader[:3], reader[3:]):
+    for group in (render, reader[:3], reader[3:]):   # ratios of CPU time to the group's first
         for row in group:
-            row["ratio"] = row["seconds"] / group[0]["seconds"]
+            row["ratio"] = row["cpu_seconds"] / group[0]["cpu_seconds"]
     width = max(len(r["name"]) for r in render + reader)
     print(f"synthetic world and reader, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, {args.frames} frames x {args.repeats} passes")
-    print(f"{'what'.ljust(width)} | {'ms/frame':>9} | {'frames/s':>9} | {'ratio':>6}")
-    print(f"{'-' * width}-|-{'-' * 9}-|-{'-' * 9}-|-{'-' * 6}")
+    print(f"{'what'.ljust(width)} | {'ms/frame':>9} | {'frames/s':>9} | {'cpu ms':>9} | "
+          f"{'cpu ratio':>9}")
+    print(f"{'-' * width}-|-{'-' * 9}-|-{'-' * 9}-|-{'-' * 9}-|-{'-' * 9}")
     for row in render + reader:
         print(f"{row['name'].ljust(width)} | {row['seconds'] * 1e3:9.2f} | "
-              f"{1.0 / row['seconds']:9.2f} | {row['ratio']:6.2f}")
+              f"{1.0 / row['seconds']:9.2f} | {row['cpu_seconds'] * 1e3:9.2f} | "
+              f"{row['ratio']:9.2f}")
     if args.json:
         write_text_atomic(args.json, json.dumps({
             "frames": args.frames, "repeats": args.repeats, "cpu_count": os.cpu_count(),

@@ -33,6 +33,7 @@ and SIGTERM end it cleanly with exit code 0.
 from __future__ import annotations
 
 import array
+import functools
 import logging
 import sys
 import threading
@@ -210,6 +211,54 @@ class _RosLogHandler(logging.Handler):
             self._ros.debug(text)
 
 
+class CallbackGate:
+    """Counts callbacks in flight; once closed, callbacks skip their work.
+
+    rclpy's executor shutdown does not wait for callbacks running on its thread pool, so
+    the node closes this gate and waits for it before destroying publishers (a publish
+    on a destroyed publisher can crash the process).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._active = 0
+        self._closed = False
+
+    def enter(self) -> bool:
+        """Register a running callback; False (nothing registered) once closed."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        """A callback registered by :meth:`enter` has finished."""
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Refuse new callbacks and wait for running ones; False on timeout."""
+        with self._cond:
+            self._closed = True
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
+
+
+def _gated(method: Any) -> Any:
+    """Run a node callback only while the node's gate is open."""
+    @functools.wraps(method)
+    def wrapper(self: "DepthNode", *args: Any) -> None:
+        if not self._gate.enter():
+            return
+        try:
+            method(self, *args)
+        finally:
+            self._gate.leave()
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------- node
 
 
@@ -221,6 +270,7 @@ class DepthNode(Node):
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("oe_depth_ros").addHandler(self._log_handler)
         logging.getLogger("oe_depth_ros").setLevel(logging.INFO)
+        self._gate = CallbackGate()
         self._values = self._declare_parameters()
         self._types = MessageTypes.rclpy()
         self._stats = NodeStats()
@@ -342,11 +392,13 @@ class DepthNode(Node):
 
     # -- callbacks
 
+    @_gated
     def _on_image(self, msg: Image) -> None:
         self._stats.frame_received()
         self._mailbox.put((msg, time.perf_counter()))
         self._frame_ready.trigger()
 
+    @_gated
     def _on_camera_info(self, msg: CameraInfo) -> None:
         try:
             self._intrinsics.add(camera_model_from_msg(msg))
@@ -363,6 +415,7 @@ class DepthNode(Node):
                 text += "\n" + traceback.format_exc()
             self.get_logger().warning(text)
 
+    @_gated
     def _on_frame_ready(self) -> None:
         item = self._mailbox.take()
         if item is None:
@@ -442,6 +495,7 @@ class DepthNode(Node):
 
     # -- diagnostics
 
+    @_gated
     def _publish_diagnostics(self) -> None:
         report = self._stats.report(self._mailbox.dropped)
         status = DiagnosticStatus(
@@ -457,8 +511,13 @@ class DepthNode(Node):
             self.get_logger().info(f"{report.message}; dropped {self._mailbox.dropped}",
                                    throttle_duration_sec=throttle)
 
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop taking callbacks and wait for running ones (a frame in inference)."""
+        return self._gate.close(timeout)
+
     def destroy_node(self) -> None:
         """Detach the logging bridge, release the backend, destroy the ROS entities."""
+        self.stop()
         logging.getLogger("oe_depth_ros").removeHandler(self._log_handler)
         close = getattr(getattr(self, "_backend", None), "close", None)
         if callable(close):
@@ -483,7 +542,10 @@ def main(args: Sequence[str] | None = None) -> int:
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         finally:
-            executor.shutdown(timeout_sec=2.0)
+            if not node.stop(timeout=5.0):
+                rclpy.logging.get_logger(NODE_NAME).warning("a callback did not finish "
+                                                            "within 5 s of shutdown")
+            executor.shutdown(timeout_sec=0.0)
         return 0
     except KeyboardInterrupt:  # SIGINT while loading the model
         return 0

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+import zstandard
 from mcap.reader import make_reader
 from mcap.records import Schema
 from mcap_ros2.decoder import DecoderFactory
@@ -63,43 +64,49 @@ def _rigid(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _decoded(schema_name: str, definition: str, data: bytes, cache: dict) -> Any:
-    if schema_name not in cache:
-        schema = Schema(id=len(cache) + 1, name=schema_name, encoding="ros2msg",
-                        data=definition.encode())
-        cache[schema_name] = DecoderFactory().decoder_for("cdr", schema)
-    return cache[schema_name](data)
+def raw_records(bag: Path) -> tuple[list[tuple[str, str, int, bytes]], dict, dict]:
+    """[(topic, type, log time, CDR bytes)] in storage order, type -> definition, topic -> QoS.
 
-
-def read_independently(bag: Path) -> tuple[list[tuple[str, str, int, Any]], dict[str, str]]:
-    """[(topic, type, log time, decoded message)] in storage order, and topic -> QoS text."""
+    MCAP through the ``mcap`` library (which undoes chunk compression), sqlite3 through
+    ``sqlite3`` plus ``zstandard`` for message-compressed bags.
+    """
     meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     (name,) = meta["relative_file_paths"]
     path = bag / name
-    out, qos = [], {}
+    records, defs, qos = [], {}, {}
     if meta["storage_identifier"] == "mcap":
         with path.open("rb") as f:
-            reader = make_reader(f, decoder_factories=[DecoderFactory()])
-            for schema, channel, message, decoded in reader.iter_decoded_messages(
-                    log_time_order=False):
-                out.append((channel.topic, schema.name, message.log_time, decoded))
+            for schema, channel, message in make_reader(f).iter_messages(log_time_order=False):
+                records.append((channel.topic, schema.name, message.log_time, message.data))
+                defs[schema.name] = schema.data.decode()
                 qos[channel.topic] = channel.metadata["offered_qos_profiles"]
-        return out, qos
+        return records, defs, qos
+    unpack = (zstandard.ZstdDecompressor().decompress
+              if meta["compression_mode"] == "message" else bytes)
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         defs = dict(con.execute("SELECT topic_type, encoded_message_definition "
                                 "FROM message_definitions WHERE encoding = 'ros2msg'"))
         topics = {i: (n, t, q) for i, n, t, q in con.execute(
             "SELECT id, name, type, offered_qos_profiles FROM topics")}
-        cache: dict = {}
         for topic_id, stamp, data in con.execute(
                 "SELECT topic_id, timestamp, data FROM messages ORDER BY id"):
             topic, msgtype, q = topics[topic_id]
-            out.append((topic, msgtype, stamp, _decoded(msgtype, defs[msgtype], data, cache)))
+            records.append((topic, msgtype, stamp, unpack(data)))
             qos[topic] = q
     finally:
         con.close()
-    return out, qos
+    return records, defs, qos
+
+
+def read_independently(bag: Path) -> tuple[list[tuple[str, str, int, Any]], dict[str, str]]:
+    """[(topic, type, log time, decoded message)] in storage order, and topic -> QoS text."""
+    records, defs, qos = raw_records(bag)
+    decoders = {}
+    for i, (msgtype, definition) in enumerate(sorted(defs.items()), start=1):
+        schema = Schema(id=i, name=msgtype, encoding="ros2msg", data=definition.encode())
+        decoders[msgtype] = DecoderFactory().decoder_for("cdr", schema)
+    return [(t, ty, stamp, decoders[ty](data)) for t, ty, stamp, data in records], qos
 
 
 def _header_ns(msg: Any) -> int:
@@ -143,8 +150,8 @@ def test_metadata_topics_counts_and_order(bags, drive, storage, version, cameras
                 "/kitti/oxts/gps/fix": ("sensor_msgs/msg/NavSatFix", FRAMES)}
     for cam in cameras:
         expected[f"/kitti/{CAMERA_NAMES[cam]}/image_raw"] = ("sensor_msgs/msg/Image", FRAMES)
-        expected[f"/kitti/{CAMERA_NAMES[cam]}/camera_info"] = ("sensor_msgs/msg/CameraInfo",
-                                                              FRAMES)
+        info_type = "sensor_msgs/msg/CameraInfo"
+        expected[f"/kitti/{CAMERA_NAMES[cam]}/camera_info"] = (info_type, FRAMES)
     messages, _ = read_independently(bag)
     got: dict[str, list] = {}
     for topic, msgtype, _, _ in messages:
@@ -210,8 +217,8 @@ def test_sensor_messages_match_the_drive_files(bags, drive, storage, version, ca
     oxts_stamps = _stamps(drive, "oxts")
     packets = [np.array([float(v) for v in (drive / "oxts" / "data" / f"{i:010d}.txt")
                          .read_text().split()]) for i in range(FRAMES)]
-    for idx, ((t_imu, imu), (t_fix, fix)) in enumerate(zip(by_topic["/kitti/oxts/imu"],
-                                                          by_topic["/kitti/oxts/gps/fix"])):
+    oxts_msgs = zip(by_topic["/kitti/oxts/imu"], by_topic["/kitti/oxts/gps/fix"])
+    for idx, ((t_imu, imu), (t_fix, fix)) in enumerate(oxts_msgs):
         pk = packets[idx]
         assert t_imu == t_fix == _header_ns(imu) == _header_ns(fix) == oxts_stamps[idx]
         assert imu.header.frame_id == fix.header.frame_id == "imu_link"
@@ -296,6 +303,26 @@ def test_transforms_equal_the_calibration_and_oxts_poses(bags, drive, storage, v
         assert (t.header.frame_id, t.child_frame_id) == ("world", "base_link")
         assert log_time == _header_ns(t) == oxts_stamps[idx]
         np.testing.assert_allclose(_transform(t), poses[idx], atol=1e-6)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_compressed_bag_holds_the_same_messages(drive, tmp_path, storage) -> None:
+    plain = convert(drive, tmp_path / "plain", storage, max_frames=2, progress=False)
+    packed = convert(drive, tmp_path / "packed", storage, max_frames=2, compress=True,
+                     progress=False)
+    assert packed.size_bytes < 0.9 * plain.size_bytes
+    meta = yaml.safe_load((tmp_path / "packed" / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    if storage == "mcap":  # compressed chunks inside the MCAP file, as ros2 bag writes them
+        assert (info["compression_mode"], info["compression_format"]) == ("", "")
+        with (tmp_path / "packed" / "packed.mcap").open("rb") as f:
+            chunks = make_reader(f).get_summary().chunk_indexes
+        assert chunks and {c.compression for c in chunks} == {"zstd"}
+    else:
+        assert (info["compression_mode"], info["compression_format"]) == ("message", "zstd")
+    assert raw_records(tmp_path / "packed")[0] == raw_records(tmp_path / "plain")[0]
+    with BagReader(tmp_path / "packed") as reader:
+        assert sum(1 for _ in reader.messages()) == info["message_count"]
 
 
 # ------------------------------------------------------------------ failure modes

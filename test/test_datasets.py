@@ -40,7 +40,8 @@ def make_layout(root: Path, frames: int = 5, ext: str = ".png") -> Path:
         gt = (rng.random((ORIG_H, ORIG_W)) * 50 * 256).astype(np.uint16)
         cv2.imwrite(str(gt_dir / f"{i:010d}.png"), gt)
     p = " ".join(f"{v:.6e}" for v in P_RECT_02.ravel())
-    (root / DATE / "calib_cam_to_cam.txt").write_text(f"calib_time: 09-Jan-2012 13:57:47\nP_rect_02: {p}\n")
+    calib = f"calib_time: 09-Jan-2012 13:57:47\nP_rect_02: {p}\n"
+    (root / DATE / "calib_cam_to_cam.txt").write_text(calib)
     split = root / "split.txt"
     split.write_text("".join(f"{DRIVE} {i} l\n" for i in range(1, frames - 1)))
     return split

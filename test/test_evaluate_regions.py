@@ -60,6 +60,27 @@ def test_near_is_a_euclidean_disk():
     assert not near(np.zeros((3, 3), bool), 5).any()
 
 
+def test_near_and_discontinuities_match_naive_definitions():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((30, 40)) < 0.01
+    for radius in (0.0, 1.5, 4.0):
+        np.testing.assert_array_equal(near(mask, radius),
+                                      ndimage.distance_transform_edt(~mask) <= radius)
+    gt = np.where(rng.random((20, 25)) < 0.4, rng.uniform(5, 12, (20, 25)), 0.0)
+    naive = np.zeros(gt.shape, dtype=bool)
+    for r in range(gt.shape[0]):
+        for c in range(gt.shape[1]):
+            if gt[r, c] <= 0:
+                continue
+            win = gt[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2]
+            win = win[win > 0]
+            naive[r, c] = win.max() / win.min() > 1.15
+    assert 0 < naive.sum() < naive.size
+    np.testing.assert_array_equal(depth_discontinuities(gt, 0.15, 1), naive)
+
+
 def test_semantic_boundaries_and_void():
     label_ids = np.array([[7, 7, 26, 0],
                           [7, 7, 26, 26],

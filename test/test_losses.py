@@ -140,7 +140,8 @@ def test_photometric_error_weights() -> None:
     x = torch.from_numpy(rng.random((1, 3, 5, 6)))
     y = torch.from_numpy(rng.random((1, 3, 5, 6)))
     pe = photometric_error(x, y, SSIM())
-    expected = 0.85 * SSIM()(x, y).mean(1, keepdim=True) + 0.15 * (x - y).abs().mean(1, keepdim=True)
+    l1 = (x - y).abs().mean(1, keepdim=True)
+    expected = 0.85 * SSIM()(x, y).mean(1, keepdim=True) + 0.15 * l1
     assert pe.shape == (1, 1, 5, 6)
     torch.testing.assert_close(pe, expected)
     torch.testing.assert_close(photometric_error(x, y, None), (x - y).abs().mean(1, keepdim=True))
@@ -212,7 +213,7 @@ def test_warp_plane_translation_closed_form() -> None:
     assert grid.shape == (1, h, w, 2)
 
 
-# ---- minimum reprojection and auto-masking --------------------------------------------------------
+# ---- minimum reprojection and auto-masking ----------------------------------------------
 def test_automask_on_static_pair() -> None:
     # A static camera: both sources equal the target, so identity errors are ~0 and a
     # (wrong) warped source cannot beat them: the mask is off and the loss is ~0.

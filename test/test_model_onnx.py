@@ -73,7 +73,9 @@ def calibrated(name: str) -> torch.nn.Module:
 
     With the default statistics (mean 0, variance 1) the untrained HRNet's activations
     grow by orders of magnitude from stage to stage, which no trained network does and
-    which drowns any float32 comparison in rounding.
+    which drowns any float32 comparison in rounding. ODConv attention BatchNorms keep
+    their statistics: over a few similar random images their batch variance is
+    near zero, which would saturate the attentions in eval mode.
     """
     torch.manual_seed(0)
     net = build_depth_net(name)
@@ -81,6 +83,8 @@ def calibrated(name: str) -> torch.nn.Module:
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.momentum = None  # cumulative average over the calibration passes
     net.train()
+    for m in net.odconv_layers():
+        m.attention.bn.eval()
     with torch.no_grad():
         for _ in range(2):
             net(torch.rand(2, 3, 128, 128))

@@ -72,7 +72,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1")
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     return env
 
@@ -188,8 +188,30 @@ def probe(nodes):
                                      for ns in ("a", "b")), timeout=60)
     if not ready:
         pytest.fail("nodes did not come up:\n" + "\n".join(n.log() for n in nodes.values()))
+    warm_up(p, "a", nodes["a"])
     yield p
     p.close()
+
+
+def warm_up(probe: Probe, ns: str, node: NodeProcess, timeout: float = 30.0) -> None:
+    """Feed frames until the node answers one with the published calibration.
+
+    Until its first CameraInfo arrives the node uses the fallback intrinsics; discovery
+    may lose the very first samples, so keep sending until the calibration is in use.
+    """
+    rgb = make_image(96, 320, seed=0)
+    end = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < end:
+        attempt += 1
+        stamp = (999, attempt * 1000)
+        probe.publish(f"/{ns}/camera_info", info_msg(K_320, 320, 96, stamp))
+        probe.spin_for(0.05)
+        probe.publish(f"/{ns}/image", image_msg(rgb, stamp, "rgb8"))
+        info = probe.spin_until(lambda: probe.find(f"/{ns}/depth/camera_info", stamp), 2.0)
+        if info is not None and np.allclose(np.reshape(info.k, (3, 3)), K_320):
+            return
+    pytest.fail(f"/{ns} never used the published CameraInfo:\n{node.log()}")
 
 
 OUTPUTS = {"depth/image": Image, "depth/camera_info": CameraInfo, "points": PointCloud2,

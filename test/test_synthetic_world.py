@@ -113,24 +113,34 @@ def test_rig_geometry(drive) -> None:
 
 
 def test_lidar_agrees_with_dense_depth_through_the_written_calibration(drive) -> None:
+    """Pixel centres are at integer coordinates: nearest pixel = round(u), no -1."""
     h, w = 128, 416
-    diffs = []
+    nearest, interpolated = [], []
     for idx in (0, 4, 7):
         pts = drive.velodyne(idx).astype(np.float64)
         assert pts.shape[1] == 4 and np.all((pts[:, 3] >= 0) & (pts[:, 3] < 1))
         proj = (drive.calib.P_velo_to_cam2_image @ np.c_[pts[:, :3], np.ones(len(pts))].T).T
-        front = proj[:, 2] > 0.5
-        u = np.round(proj[front, 0] / proj[front, 2]).astype(int)
-        v = np.round(proj[front, 1] / proj[front, 2]).astype(int)
-        z = proj[front, 2]
-        inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-        gt = _gt_depth(drive, idx)[v[inside], u[inside]]
+        proj = proj[proj[:, 2] > 0.5]
+        uf, vf, z = proj[:, 0] / proj[:, 2], proj[:, 1] / proj[:, 2], proj[:, 2]
+        keep = (uf >= 0) & (uf < w - 1) & (vf >= 0) & (vf < h - 1)
+        uf, vf, z = uf[keep], vf[keep], z[keep]
+        depth = _gt_depth(drive, idx)
+        gt = depth[np.round(vf).astype(int), np.round(uf).astype(int)]
         ok = gt > 0
         assert ok.sum() > 500
-        diffs.append(np.abs(gt[ok] - z[inside][ok]) / gt[ok])
-    diff = np.concatenate(diffs)
-    assert np.median(diff) < 0.01
-    assert np.mean(diff < 0.05) > 0.8
+        nearest.append(np.abs(gt[ok] - z[ok]) / gt[ok])
+        # Bilinear GT at the exact projection, where all four neighbours have depth.
+        u0, v0 = np.floor(uf).astype(int), np.floor(vf).astype(int)
+        a, b = uf - u0, vf - v0
+        q = [depth[v0, u0], depth[v0, u0 + 1], depth[v0 + 1, u0], depth[v0 + 1, u0 + 1]]
+        both = np.all([c > 0 for c in q], axis=0)
+        gt_bi = (1 - a) * (1 - b) * q[0] + a * (1 - b) * q[1] + (1 - a) * b * q[2] + a * b * q[3]
+        interpolated.append((np.abs(gt_bi - z) / gt_bi)[both])
+    near, inter = np.concatenate(nearest), np.concatenate(interpolated)
+    assert np.median(near) < 0.01
+    # Exact data: a 2 cm offset or a missing R_rect_00 gives medians above 1% here.
+    assert np.median(inter) < 0.001
+    assert np.mean(inter < 0.01) > 0.9
 
 
 def _naive_depth(world, origin: np.ndarray, direction: np.ndarray, far: float) -> float:

@@ -84,11 +84,13 @@ def read_split_file(path: str | os.PathLike[str]) -> list[SplitEntry]:
             continue
         parts = line.split()
         if len(parts) != 3 or parts[2] not in SIDE_TO_CAMERA:
-            raise ValueError(f"{path}:{lineno}: expected '<date>/<drive> <frame> l|r', got {line!r}")
+            raise ValueError(f"{path}:{lineno}: expected '<date>/<drive> <frame> l|r', "
+                             f"got {line!r}")
         try:
             frame = int(parts[1])
         except ValueError:
-            raise ValueError(f"{path}:{lineno}: frame index {parts[1]!r} is not an integer") from None
+            raise ValueError(f"{path}:{lineno}: frame index {parts[1]!r} is not an "
+                             "integer") from None
         if frame < 0:
             raise ValueError(f"{path}:{lineno}: negative frame index {frame}")
         entries.append(SplitEntry(parts[0], frame, parts[2]))
@@ -178,7 +180,8 @@ class KittiRawMonoDataset(Dataset):
             [max(0.0, 1 - brightness), 1 + brightness], [max(0.0, 1 - contrast), 1 + contrast],
             [max(0.0, 1 - saturation), 1 + saturation], [-hue, hue],
         )
-        self.semantics_root = Path(semantics_root) if semantics_root else self.data_path / "segmentation"
+        self.semantics_root = (Path(semantics_root) if semantics_root
+                               else self.data_path / "segmentation")
         self.img_ext = self._resolve_ext(img_ext)
         self._k_cache: dict[tuple[str, int, int, int], np.ndarray] = {}
         self._check_files()
@@ -192,7 +195,8 @@ class KittiRawMonoDataset(Dataset):
                 / f"{frame:010d}{self.img_ext}")
 
     def label_path(self, entry: SplitEntry) -> Path:
-        return self.semantics_root / entry.folder / f"image_0{entry.camera}" / f"{entry.frame:010d}.png"
+        return (self.semantics_root / entry.folder / f"image_0{entry.camera}"
+                / f"{entry.frame:010d}.png")
 
     def gt_path(self, entry: SplitEntry) -> Path:
         return (self.data_path / entry.folder / "proj_depth" / "groundtruth"
@@ -204,7 +208,8 @@ class KittiRawMonoDataset(Dataset):
     def _resolve_ext(self, img_ext: str) -> str:
         if img_ext != "auto":
             if img_ext not in IMAGE_EXTENSIONS:
-                raise ValueError(f"img_ext must be 'auto' or one of {IMAGE_EXTENSIONS}, got {img_ext!r}")
+                raise ValueError(f"img_ext must be 'auto' or one of {IMAGE_EXTENSIONS}, "
+                                 f"got {img_ext!r}")
             return img_ext
         first = self.entries[0]
         for ext in IMAGE_EXTENSIONS:

@@ -194,6 +194,21 @@ def _ground_truth(options: EvalOptions, entries: Sequence[SplitEntry]) -> Ground
     return source
 
 
+def _align(options: EvalOptions, entry: SplitEntry, gt: np.ndarray,
+           pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """(valid mask, scaled and clamped prediction, ratio); None without valid ground truth."""
+    median_scaling, scale = options.scaling()
+    mask = valid_mask(gt, options.crop, options.min_depth, options.max_depth)
+    if not mask.any():
+        return None
+    try:
+        aligned, ratio = align_prediction(gt, pred, mask, median_scaling, scale,
+                                          options.min_depth, options.max_depth)
+    except ValueError as exc:
+        raise ValueError(f"{entry.line}: {exc}") from exc
+    return mask, aligned, ratio
+
+
 def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, Any]:
     """Run the evaluation; write the outputs when ``options.out`` is set; return the results."""
     from tqdm import tqdm
@@ -217,13 +232,12 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
                                   gt.shape)
         t1 = time.perf_counter()
-        mask = valid_mask(gt, options.crop, options.min_depth, options.max_depth)
-        if not mask.any():
+        scored = _align(options, entry, gt, pred)
+        if scored is None:
             LOG.warning("%s: no valid ground-truth pixel; skipped", entry.line)
             skipped.append(entry.line)
             continue
-        aligned, ratio = align_prediction(gt, pred, mask, median_scaling, scale,
-                                          options.min_depth, options.max_depth)
+        mask, aligned, ratio = scored
         errors = compute_errors(gt[mask], aligned[mask])
         report.add(gt, aligned, mask, load_train_ids(sem_root, entry, gt.shape))
         t_metrics += time.perf_counter() - t1
@@ -265,7 +279,6 @@ def _write_outputs(options: EvalOptions, results: dict[str, Any], rows: list[dic
                    backend: Backend) -> None:
     out = Path(options.out)  # type: ignore[arg-type]
     out.mkdir(parents=True, exist_ok=True)
-    median_scaling, scale = options.scaling()
     panels = []
     if options.save_panels > 0:
         ranked = sorted(rows, key=lambda r: r["abs_rel"])
@@ -278,9 +291,7 @@ def _write_outputs(options: EvalOptions, results: dict[str, Any], rows: list[dic
             image = images.get(entry)
             pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
                                       gt.shape)
-            mask = valid_mask(gt, options.crop, options.min_depth, options.max_depth)
-            aligned, _ = align_prediction(gt, pred, mask, median_scaling, scale,
-                                          options.min_depth, options.max_depth)
+            mask, aligned, _ = _align(options, entry, gt, pred)  # type: ignore[misc]
             name = f"{kind}_{rank:02d}_{row['index']:05d}.png"
             title = f"abs rel {row['abs_rel']:.3f}  {entry.line}"
             save_png(out / "panels" / name, make_panel(image, aligned, gt, mask, title))

@@ -112,21 +112,19 @@ def project_velodyne(points: np.ndarray, velo_to_image: np.ndarray,
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise ValueError(f"velodyne points must be [N, 3 or 4], got shape {pts.shape}")
     pts = pts[pts[:, 0] >= 0, :3].astype(np.float64)
-    homogeneous = np.concatenate([pts, np.ones((len(pts), 1))], axis=1)
-    uvw = homogeneous @ np.asarray(velo_to_image, dtype=np.float64).T
+    m = np.asarray(velo_to_image, dtype=np.float64).reshape(3, 4)
+    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+    # Elementwise rather than a matrix product (no BLAS threads for a 3x4 transform).
+    u, v, w = (m[i, 0] * x + m[i, 1] * y + m[i, 2] * z + m[i, 3] for i in range(3))
     with np.errstate(divide="ignore", invalid="ignore"):
-        col = np.round(uvw[:, 0] / uvw[:, 2]) - 1
-        row = np.round(uvw[:, 1] / uvw[:, 2]) - 1
+        col = np.round(u / w) - 1
+        row = np.round(v / w) - 1
     inside = (col >= 0) & (row >= 0) & (col < width) & (row < height)  # NaN compares False
-    depth_values = pts[inside, 0]
     flat = row[inside].astype(np.int64) * width + col[inside].astype(np.int64)
-    # Nearest point per pixel: sort by (pixel, depth) and keep each pixel's first entry.
-    order = np.lexsort((depth_values, flat))
-    flat, depth_values = flat[order], depth_values[order]
-    first = np.ones(len(flat), dtype=bool)
-    first[1:] = flat[1:] != flat[:-1]
-    depth = np.zeros(height * width, dtype=np.float32)
-    depth[flat[first]] = depth_values[first]
+    # Nearest point per pixel (unbuffered minimum handles repeated pixels).
+    nearest = np.full(height * width, np.inf)
+    np.minimum.at(nearest, flat, x[inside])
+    depth = np.where(np.isfinite(nearest), nearest, 0.0).astype(np.float32)
     return depth.reshape(height, width)
 
 

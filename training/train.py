@@ -1,4 +1,4 @@
-"""Train OE-Depth: ``python -m training.train --config config/training/<name>.yaml [key=value ...]``.
+"""Train OE-Depth: ``python -m training.train --config <config.yaml> [key=value ...]``.
 
 One GPU or CPU: run it directly. Several GPUs or nodes: launch the same command with
 ``torchrun --nproc_per_node N -m training.train ...``; the per-process batch is

@@ -41,7 +41,8 @@ class DataConfig:
             raise ConfigError(f"data.height and data.width must be multiples of 32, "
                               f"got {self.height}x{self.width}")
         if self.frame_ids[:1] != [0] or len(set(self.frame_ids)) != len(self.frame_ids):
-            raise ConfigError(f"data.frame_ids must start with 0 and be distinct, got {self.frame_ids}")
+            raise ConfigError(f"data.frame_ids must start with 0 and be distinct, "
+                              f"got {self.frame_ids}")
         if not 1 <= self.num_scales <= 4:
             raise ConfigError(f"data.num_scales must be 1..4, got {self.num_scales}")
         if self.num_workers < 0:
@@ -75,7 +76,8 @@ class LossConfig:
         if self.triplet_weight < 0:
             raise ConfigError(f"loss.triplet_weight must be >= 0, got {self.triplet_weight}")
         if any(s not in (1, 2, 3) for s in self.triplet_scales):
-            raise ConfigError(f"loss.triplet_scales must be within [1, 2, 3], got {self.triplet_scales}")
+            raise ConfigError(f"loss.triplet_scales must be within [1, 2, 3], "
+                              f"got {self.triplet_scales}")
 
     @property
     def use_triplet(self) -> bool:
@@ -109,9 +111,11 @@ class TrainConfig:
     seed: int = 0
     out_dir: str = "runs/oe_depth"
     device: str = "auto"
+    cpu_threads: Optional[int] = None
     amp: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     sync_bn: bool = False
+    freeze_bn: bool = False
     checkpoint_every: int = 1000
     keep_epoch_checkpoints: bool = True
     log_every: int = 50

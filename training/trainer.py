@@ -42,6 +42,10 @@ from training.triplet import neighbour_masks
 
 log = logging.getLogger(__name__)
 
+TensorMap = dict[str, torch.Tensor]
+HISTORY_NAME = "history.json"
+VALIDATION_NAME = "validation.json"
+
 
 class TrainingDivergedError(RuntimeError):
     """A loss term became NaN or infinite; the last good checkpoint is kept."""
@@ -92,6 +96,8 @@ class Trainer:
         if self.use_amp and not on_gpu:
             raise RuntimeError("amp=on needs a CUDA device; use amp=off or auto on the CPU")
         self.channels_last = {"auto": on_gpu, "on": True, "off": False}[config.channels_last]
+        if config.cpu_threads:
+            torch.set_num_threads(config.cpu_threads)
         seed_everything(config.seed)
 
         d = config.data
@@ -118,11 +124,15 @@ class Trainer:
             self.train_set, batch_sampler=self.sampler, num_workers=d.num_workers,
             collate_fn=collate, pin_memory=on_gpu, generator=self.loader_generator)
 
-        self.depth_net = build_depth_net(config.model.depth, pretrained=config.model.depth_pretrained)
+        self.depth_net = build_depth_net(config.model.depth,
+                                         pretrained=config.model.depth_pretrained)
         self.pose_net = build_pose_net(config.model.pose, pretrained=config.model.pose_pretrained)
         self.min_depth = self.depth_net.config.min_depth
         self.max_depth = self.depth_net.config.max_depth
         if config.sync_bn and self.env.distributed:
+            if not on_gpu:
+                raise RuntimeError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no "
+                                   "CPU implementation); use sync_bn=false")
             self.depth_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
             self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -172,10 +182,11 @@ class Trainer:
         }
 
     def save(self, name: str = LAST_NAME) -> Path | None:
-        """Write a checkpoint (main rank only); returns its path there."""
+        """Write a checkpoint and the scalar history (main rank only); returns its path there."""
         path = None
         if self.env.is_main:
             path = save_checkpoint(self.out_dir / name, self.state_dict())
+            write_text_atomic(self.out_dir / HISTORY_NAME, json.dumps(self.history))
         barrier(self.env)
         return path
 
@@ -193,9 +204,24 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         set_rng_state(ckpt["rng"])
+        history = Path(path).parent / HISTORY_NAME
+        if history.is_file():
+            self.history = [h for h in json.loads(history.read_text()) if h["step"] <= self.step]
+        validation = Path(path).parent / VALIDATION_NAME
+        if validation.is_file():
+            self.val_history = [v for v in json.loads(validation.read_text())
+                                if v["step"] <= self.step]
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ---- one step --------------------------------------------------------------------------
+    def _train_mode(self) -> None:
+        self.depth_model.train()
+        self.pose_model.train()
+        if self.cfg.freeze_bn:  # normalise with the running statistics, leave them unchanged
+            for module in list(self.depth_net.modules()) + list(self.pose_net.modules()):
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def _to_device(self, batch: dict[Any, Any]) -> dict[Any, Any]:
         out = {}
         for key, value in batch.items():
@@ -211,7 +237,8 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return nullcontext()
 
-    def forward(self, inputs: dict[Any, Any]) -> tuple[dict[Any, torch.Tensor], dict[int, torch.Tensor]]:
+    def forward(self, inputs: dict[Any, Any]) -> tuple[dict[Any, torch.Tensor],
+                                                       dict[int, torch.Tensor]]:
         """Depth outputs (float32) and the target->source transforms of every source frame."""
         with self._autocast():
             raw = self.depth_model(inputs[("color_aug", 0, 0)])
@@ -228,8 +255,8 @@ class Trainer:
         return outputs, transforms
 
     def compute_losses(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
-                       transforms: dict[int, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor],
-                                                                     dict[str, torch.Tensor]]:
+                       transforms: dict[int, torch.Tensor]) -> tuple[torch.Tensor, TensorMap,
+                                                                     TensorMap]:
         """Total loss, named terms and visualisation maps (REFERENCE section 2)."""
         lc = self.cfg.loss
         ssim = self.ssim if lc.ssim_weight > 0 else None
@@ -290,8 +317,7 @@ class Trainer:
 
     def train_step(self, batch: dict[Any, Any]) -> StepResult:
         """One optimisation step on ``batch``; raises :class:`TrainingDivergedError`."""
-        self.depth_model.train()
-        self.pose_model.train()
+        self._train_mode()
         inputs = self._to_device(batch)
         outputs, transforms = self.forward(inputs)
         total, terms, maps = self.compute_losses(inputs, outputs, transforms)
@@ -323,9 +349,12 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             import yaml
 
-            write_text_atomic(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            write_text_atomic(self.out_dir / "config.yaml",
+                              yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self._open_writer()
-        stop_at = self.total_steps if cfg.max_steps is None else min(cfg.max_steps, self.total_steps)
+        stop_at = self.total_steps
+        if cfg.max_steps is not None:
+            stop_at = min(cfg.max_steps, stop_at)
         log.info("training %s: %d samples, %d steps/epoch (global batch %d on %d process(es)), "
                  "%d steps to go on %s (amp %s, channels_last %s)", cfg.model.depth,
                  len(self.train_set), self.steps_per_epoch, self.sampler.global_batch,
@@ -343,7 +372,8 @@ class Trainer:
                 tic = time.perf_counter()
                 for batch in self.loader:
                     result = self.train_step(batch)
-                    self.history.append({"step": result.step, **result.terms})
+                    if result.step % cfg.log_every == 0 or result.step == 1:
+                        self.history.append({"step": result.step, **result.terms})
                     self._log_step(result, time.perf_counter() - tic)
                     tic = time.perf_counter()
                     bar.update(1)
@@ -370,7 +400,7 @@ class Trainer:
                          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                 for name, value in metrics.items():
                     self.writer.add_scalar(f"val/{name}", value, self.step)
-                write_text_atomic(self.out_dir / "validation.json",
+                write_text_atomic(self.out_dir / VALIDATION_NAME,
                                   json.dumps(self.val_history, indent=1))
         self.scheduler.step()
         self.save()
@@ -384,8 +414,8 @@ class Trainer:
             for name, value in result.terms.items():
                 self.writer.add_scalar(f"train/{name}", value, result.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], result.step)
-            self.writer.add_scalar("train/images_per_s", self.sampler.global_batch / max(seconds, 1e-9),
-                                   result.step)
+            self.writer.add_scalar("train/images_per_s",
+                                   self.sampler.global_batch / max(seconds, 1e-9), result.step)
         if result.step % self.cfg.image_log_every == 0 or result.step == 1:
             for name, image in _panels(result.maps).items():
                 self.writer.add_image(f"train/{name}", image, result.step, dataformats="HWC")

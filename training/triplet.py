@@ -41,7 +41,8 @@ def _check_inputs(features: torch.Tensor | None, labels: torch.Tensor,
 
 def _offsets(kernel_size: int) -> list[tuple[int, int]]:
     r = kernel_size // 2
-    return [(dy, dx) for dy in range(kernel_size) for dx in range(kernel_size) if (dy, dx) != (r, r)]
+    return [(dy, dx) for dy in range(kernel_size) for dx in range(kernel_size)
+            if (dy, dx) != (r, r)]
 
 
 def neighbour_masks(labels: torch.Tensor, kernel_size: int = 5,

@@ -67,8 +67,8 @@ class ViewWarper(nn.Module):
         self.project = Project3D(height, width)
 
     def forward(self, source: torch.Tensor, depth: torch.Tensor, k: torch.Tensor,
-                inv_k: torch.Tensor, t_target_to_source: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                 torch.Tensor]:
+                inv_k: torch.Tensor,
+                t_target_to_source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (warped source [B, C, H, W], sampling grid [B, H, W, 2])."""
         points = self.backproject(depth, inv_k)
         grid = self.project(points, k, t_target_to_source)

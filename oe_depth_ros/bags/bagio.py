@@ -29,7 +29,15 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2 import (
+    CompressionFormat,
+    CompressionMode,
+    Reader,
+    ReaderError,
+    StoragePlugin,
+    Writer,
+    WriterError,
+)
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
 from oe_depth_ros.atomic import atomic_path
@@ -130,17 +138,25 @@ def atomic_bag(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 class BagWriter:
     """Serialise messages into a new rosbag2 (use as a context manager).
 
+    ``compress`` writes zstd-compressed MCAP chunks (mcap) or messages (sqlite3), both
+    readable by ``ros2 bag`` on Humble and Jazzy.
+
     Connections are created on first use of a topic; their QoS profile lands in
     the bag's ``offered_qos_profiles`` (metadata.yaml and, for MCAP, channel metadata).
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap", distro: str = "jazzy") -> None:
+    def __init__(self, path: str | Path, storage: str = "mcap", distro: str = "jazzy",
+                 compress: bool = False) -> None:
         self.path = Path(path)
         self.storage = _check_choice(storage, STORAGES, "storage plugin")
         self.distro = _check_choice(distro, DISTROS, "ROS distro")
         self.typestore = typestore_for(distro)
         self._writer = Writer(self.path, version=DISTROS[distro].version,  # type: ignore[arg-type]
                               storage_plugin=STORAGES[storage])
+        if compress:
+            # zstd as ros2 bag does it: MCAP compresses its chunks, sqlite3 each message.
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self._writer.set_compression(mode, CompressionFormat.ZSTD)
         self._connections: dict[str, Connection] = {}
         self.counts: dict[str, int] = {}
 

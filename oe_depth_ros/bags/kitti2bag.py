@@ -228,11 +228,13 @@ def _oxts_stream(packets: list[OxtsPacket], stamps: np.ndarray, typestore: Any,
 
 def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distro: str = "jazzy",
             cameras: Sequence[int] = (2,), max_frames: int | None = None,
-            overwrite: bool = False, progress: bool = True) -> ConversionSummary:
+            overwrite: bool = False, compress: bool = False,
+            progress: bool = True) -> ConversionSummary:
     """Write the KITTI raw drive ``drive_dir`` as the rosbag2 directory ``out``.
 
     ``storage`` is ``mcap`` or ``sqlite3``; ``distro`` ``humble`` (metadata version 8)
-    or ``jazzy`` (version 9). ``out`` appears only when the bag is complete.
+    or ``jazzy`` (version 9); ``compress`` uses zstd. ``out`` appears only when the bag
+    is complete.
     """
     cameras = sorted(set(int(c) for c in cameras))
     if not cameras or any(c not in tf.CAMERA_FRAMES for c in cameras):
@@ -246,7 +248,8 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
     packets = [drive.oxts(i) for i in range(frames)]
     start = time.perf_counter()
     out = Path(out)
-    with atomic_bag(out, overwrite) as tmp, BagWriter(tmp, storage, distro) as bag:
+    with atomic_bag(out, overwrite) as tmp, \
+            BagWriter(tmp, storage, distro, compress) as bag:
         typestore = bag.typestore
         types = MessageTypes.rosbags(typestore)
         t0 = int(min(s[0] for s in stamps.values()))

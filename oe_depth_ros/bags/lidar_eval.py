@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from oe_depth_ros.bags.tf import TransformTree
-from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map
+from oe_depth_ros.metrics import METRIC_NAMES, CropName, evaluate_depth_map
 
 __all__ = ["project_to_depth", "LidarEvaluator", "EvalSettings"]
 
@@ -59,7 +59,7 @@ class EvalSettings:
     """How frames are paired and evaluated."""
 
     max_dt_s: float = 0.05
-    crop: str | None = "garg"
+    crop: CropName | None = "garg"
     min_depth: float = 1e-3
     max_depth: float = 80.0
 

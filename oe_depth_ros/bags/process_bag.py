@@ -68,6 +68,7 @@ class ProcessOptions:
     #: None: the input bag's storage plugin and distro.
     storage: str | None = None
     distro: str | None = None
+    compress: bool = False
     max_frames: int | None = None
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     #: None: ``<OUT>_metrics.json`` next to the output bag.
@@ -155,7 +156,7 @@ class _Run:
         self.skipped = 0
         self.timings: dict[str, list[float]] = {}
         self.latest_cloud: tuple[str, np.ndarray] | None = None
-        self.lidar_scale = getattr(getattr(pipeline.config, "scale", None), "method", "") == "lidar"
+        self.lidar_scale = _uses_lidar_scale(pipeline)
 
     def on_cloud(self, msg: Any, where: str) -> None:
         try:
@@ -234,6 +235,26 @@ def _lidar_plan(src: BagReader, options: ProcessOptions, tree: TransformTree) ->
     return True
 
 
+def _uses_lidar_scale(pipeline: Any) -> bool:
+    """Whether the pipeline's scale strategy wants LiDAR points with each image."""
+    return getattr(getattr(pipeline.config, "scale", None), "method", "") == "lidar"
+
+
+def _topics_to_read(src: BagReader, options: ProcessOptions, lidar: bool) -> set[str]:
+    """Image and CameraInfo, the LiDAR topic when used, and everything for ``copy_input``."""
+    topics = src.topics()
+    read = {options.image_topic, options.info_topic()}
+    if lidar and options.lidar_topic and topics.get(options.lidar_topic) == CLOUD_TYPE:
+        read.add(options.lidar_topic)
+    if options.copy_input:
+        clash = sorted(set(options.output_topics().values()) & set(topics))
+        if clash:
+            raise BagError(f"bag {src.path} already has {', '.join(clash)}; choose another "
+                           "--namespace to copy the input next to the results")
+        read |= set(topics)
+    return read
+
+
 def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
                 options: ProcessOptions | None = None) -> ProcessSummary:
     """Run ``pipeline`` (a :class:`oe_depth_ros.pipeline.DepthPipeline`) over ``in_bag``.
@@ -249,23 +270,14 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
         tree = read_static_tree(src)
         evaluate = _lidar_plan(src, options, tree)
         evaluator = LidarEvaluator(tree, options.evaluation) if evaluate else None
-        read = {options.image_topic, options.info_topic()}
-        if evaluate or getattr(getattr(pipeline.config, "scale", None), "method", "") == "lidar":
-            if topics.get(options.lidar_topic or "") == CLOUD_TYPE:
-                read.add(options.lidar_topic)  # type: ignore[arg-type]
-        if options.copy_input:
-            clash = sorted(set(options.output_topics().values()) & set(topics))
-            if clash:
-                raise BagError(f"bag {src.path} already has {', '.join(clash)}; choose another "
-                               "--namespace to copy the input next to the results")
-            read |= set(topics)
+        read = _topics_to_read(src, options, evaluate or _uses_lidar_scale(pipeline))
         n_images = src.message_count(options.image_topic)
         if options.max_frames is not None:
             n_images = min(n_images, options.max_frames)
         storage = options.storage or src.info.storage
         distro = options.distro or src.info.distro
         with atomic_bag(out_bag, options.overwrite) as tmp, \
-                BagWriter(tmp, storage, distro) as dst:
+                BagWriter(tmp, storage, distro, options.compress) as dst:
             copies = ({c.id: dst.add_raw_topic(c) for c in src.connections}
                       if options.copy_input else {})
             run = _Run(src, dst, pipeline, options, evaluator, tree)

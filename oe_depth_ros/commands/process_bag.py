@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output storage (default: the input's)")
     parser.add_argument("--distro", choices=("humble", "jazzy"), default=None,
                         help="output metadata flavour (default: the input's)")
+    parser.add_argument("--compress", action="store_true",
+                        help="zstd: compressed MCAP chunks, or per-message for sqlite3")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
     options = ProcessOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
         namespace=args.namespace, copy_input=args.copy_input, lidar_topic=lidar,
-        storage=args.storage, distro=args.distro, max_frames=args.max_frames,
+        storage=args.storage, distro=args.distro, compress=args.compress,
+        max_frames=args.max_frames,
         evaluation=EvalSettings(max_dt_s=args.max_dt,
                                 crop=None if args.eval_crop == "none" else args.eval_crop,
                                 max_depth=args.eval_max_depth),

@@ -143,9 +143,13 @@ def _auto_choice(path: Path, fmt: str) -> tuple[str, Path]:
 def _import_backend_module(name: str) -> Any:
     modules = {"tensorrt": "tensorrt_backend", "onnxruntime": "onnxruntime_backend",
                "torch": "torch_backend"}
-    library = name
-    if importlib.util.find_spec(library) is None:
-        raise BackendError(f"backend '{name}' needs the {library} package: {INSTALL_HINTS[name]}")
+    if importlib.util.find_spec(name) is None:
+        raise BackendError(f"backend '{name}' needs the {name} package: {INSTALL_HINTS[name]}")
+    if name == "tensorrt":
+        usable, reason = tensorrt_usable()
+        if not usable:
+            raise BackendError(f"backend 'tensorrt' cannot run here: {reason}; "
+                               f"{INSTALL_HINTS['tensorrt']}")
     return importlib.import_module(f"oe_depth_ros.inference.{modules[name]}")
 
 

@@ -43,6 +43,8 @@ DEFAULT_OPSET = 18
 #: fp32: both run the same float32 graph. fp16: the float16 graph against the float32
 #: network, a bound on what half precision costs at any disparity.
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+#: Seed of the random weights exported without a checkpoint (reproducible test files).
+RANDOM_SEED = 0
 
 
 class ExportError(RuntimeError):
@@ -103,9 +105,11 @@ def load_network(model_config: Any, checkpoint: str | os.PathLike[str] | None) -
     if checkpoint is None:
         if model_config is None:
             raise ValueError("give --model-config (and --checkpoint for trained weights)")
-        LOG.warning("no checkpoint given: exporting RANDOM weights of %s (for testing only)",
-                    model_config)
-        return model_pkg.build_depth_net(model_config)
+        LOG.warning("no checkpoint given: exporting RANDOM weights (seed %d) of %s, for "
+                    "testing only", RANDOM_SEED, model_config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return model_pkg.build_depth_net(model_config)
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -248,9 +252,12 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         error = max_relative_error(_run_onnxruntime(tmp, image), reference) if verify else 0.0
         tolerance = TOLERANCE[precision]
         if error > tolerance:
+            hint = (" (random weights leave the activations unnormalised, so the sigmoid "
+                    "saturates and the output is ill-conditioned: export a trained checkpoint, "
+                    "or pass --no-verify for a timing-only file)" if checkpoint is None else "")
             raise ExportError(
                 f"ONNX Runtime and PyTorch disagree: max relative error {error:.3g} > "
-                f"{tolerance:g}; {out} was not written"
+                f"{tolerance:g}; {out} was not written{hint}"
             )
     LOG.info("exported %s (%dx%d, %s, opset %d, %d nodes) to %s in %.1f s; ONNX Runtime vs "
              "PyTorch max relative error %.2e (limit %g)", info.model_name, height, width,

@@ -94,7 +94,11 @@ class TensorRTBackend(DepthBackend):
             raise BackendError(f"TensorRT could not deserialise {path}; rebuild it with "
                                "`oe-depth build-engine`")
         self._engine = engine
-        self._context = engine.create_execution_context()
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendError(f"TensorRT could not create an execution context for {path} "
+                               "(out of GPU memory?)")
+        self._context = context
         self._buffers = self._bind(path)
         self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         self._preprocess = TensorPreprocessor(self.input_size, self.device)

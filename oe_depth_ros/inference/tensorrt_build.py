@@ -26,7 +26,8 @@ from oe_depth_ros.inference.engine_cache import (
     BuildKey, EngineSidecar, cache_status, file_sha256, read_sidecar, write_sidecar,
 )
 from oe_depth_ros.inference.errors import BackendError
-from oe_depth_ros.inference.metadata import PRECISIONS, ModelInfo
+from oe_depth_ros.inference.metadata import ModelInfo
+from oe_depth_ros.inference.precision import plan_precision
 
 LOG = logging.getLogger(__name__)
 
@@ -80,50 +81,29 @@ def onnx_model_info(onnx_path: Path) -> ModelInfo:
     return ModelInfo.from_metadata(meta, str(onnx_path))
 
 
-def network_flags(precision: str, onnx_precision: str) -> tuple[int, bool]:
-    """(create_network flags, use the FP16 builder flag) for a precision request."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if onnx_precision == "fp16" and precision == "fp32":
-        raise ValueError("this ONNX runs in float16 inside; build it with --precision fp16, or "
-                         "export a float32 ONNX for an fp32 engine")
-    weak = has_weak_typing()
-    if precision == "fp16" and onnx_precision == "fp32":
-        if not weak:
-            raise ValueError(
-                f"TensorRT {trt.__version__} builds strongly typed networks only (no FP16 "
-                "flag): export a float16 ONNX with `oe-depth export-onnx --precision fp16` "
-                "and build that"
-            )
-        return 0, True
-    if weak and onnx_precision == "fp16":
-        # TensorRT 10: keep the ONNX's float16 types instead of re-choosing precisions.
-        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED), False
-    return 0, False
-
-
 def build_serialized_engine(onnx_path: Path, precision: str, onnx_precision: str,
                             workspace_mb: int, timing_cache: Path | None) -> bytes:
     """Parse ``onnx_path`` and build a serialized engine; updates ``timing_cache``."""
     logger = _TrtLogger()
     builder = trt.Builder(logger)
-    flags, fp16_flag = network_flags(precision, onnx_precision)
+    plan = plan_precision(precision, onnx_precision, has_weak_typing())
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    if fp16_flag:
+    if plan.fp16_flag:
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+    if not plan.allow_tf32 and hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)
     cache_bytes = timing_cache.read_bytes() if timing_cache and timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
     config.set_timing_cache(cache, ignore_mismatch=False)
     LOG.info("building %s engine from %s (TensorRT %s, workspace %d MiB%s)", precision, onnx_path,
-             trt.__version__, workspace_mb, ", strongly typed" if flags else "")
+             trt.__version__, workspace_mb, ", strongly typed" if plan.strongly_typed else "")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise BackendError(f"TensorRT failed to build an engine from {onnx_path}; "

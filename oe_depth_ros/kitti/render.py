@@ -1,8 +1,9 @@
 """Exact ray casting of the street (boxes, spheres and the ground plane), vectorised.
 
 Every primitive's bounding box is clipped to the sensor's near plane and projected;
-only the rays inside that projected rectangle are tested against it, all
-(ray, primitive) pairs of a batch at once. A z-buffer keeps the nearest hit.
+only the rays inside that projected rectangle are tested against it: large
+primitives on a slice of the ray grid each, small ones together as flat batches of
+(ray, primitive) pairs. A z-buffer keeps the nearest hit.
 """
 from __future__ import annotations
 

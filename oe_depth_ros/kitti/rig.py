@@ -85,8 +85,10 @@ def calibration_texts(width: int, height: int) -> dict[str, str]:
 class Trajectory:
     """Vehicle motion in the road frame: gentle weaving in a lane, 5-15 m/s.
 
-    x(t) = v0 t + a t^2 / 2; y = lane + A sin(2 pi x / wavelength + phase); yaw follows
-    the path's tangent; small pitch and roll oscillations mimic the suspension.
+    The vehicle's centre line (the Velodyne's lateral position) follows
+    y = lane + A sin(2 pi x / wavelength + phase) with x(t) = v0 t + a t^2 / 2; yaw
+    follows the path's tangent; small pitch and roll oscillations mimic the
+    suspension. Poses are those of the IMU, 0.32 m left of the centre line.
     """
 
     v0: float
@@ -106,13 +108,13 @@ class Trajectory:
         accel = float(rng.uniform(-0.8, 0.8))
         if duration > 0:
             accel = float(np.clip(accel, (5.0 - v0) / duration, (15.0 - v0) / duration))
-        return cls(v0, accel, lane_y, float(rng.uniform(0.3, 0.8)),
+        return cls(v0, accel, lane_y, float(rng.uniform(0.2, 0.6)),
                    float(rng.uniform(50.0, 110.0)), float(rng.uniform(0, 2 * np.pi)),
                    float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.001, 0.004)),
                    float(rng.uniform(1.2, 2.5)))
 
     def lateral_range(self) -> tuple[float, float]:
-        """Range of the vehicle's lateral position (metres)."""
+        """Range of the vehicle centre line's lateral position (metres)."""
         return self.lane_y - self.amplitude, self.lane_y + self.amplitude
 
     def x_at(self, t: float) -> float:
@@ -130,7 +132,9 @@ class Trajectory:
         roll = self.roll_amp * math.sin(0.7 * s + 1.0)
         out = np.eye(4)
         out[:3, :3] = rotation_rpy(roll, pitch, yaw)
-        out[:3, 3] = (x, y, IMU_HEIGHT)
+        # The IMU sits left of the centre line by -VELO_IN_IMU[1] in the vehicle frame.
+        out[:3, 3] = np.array([x, y, IMU_HEIGHT]) + out[:3, :3] @ np.array([0.0, -VELO_IN_IMU[1],
+                                                                            0.0])
         return out
 
 

@@ -64,8 +64,8 @@ def _ground(s: Surface, world: World) -> np.ndarray:
     ay = np.abs(y)
     on_road = ay <= road.road_half
     grain = fbm(x, y, fp, 0.4, 7, seed, gain=0.75)
-    patches = fbm(x, y, fp, 6.0, 4, seed + np.uint32(1))
-    g = 0.31 + 0.5 * grain + 0.15 * patches
+    patches = fbm(x, y, fp, 8.0, 3, seed + np.uint32(1))
+    g = 0.31 + 0.55 * grain + 0.1 * patches
     asphalt = g[:, None] * np.array([1.0, 1.0, 1.05], dtype=np.float32)
     paint = coverage(ay - road.lane_edge, 0.07, fp)
     if road.lanes_per_direction == 1:
@@ -156,7 +156,8 @@ def _foliage(s: Surface, world: World) -> np.ndarray:
 def _car(s: Surface, world: World) -> np.ndarray:
     pid, fp, axis = s.pid, s.fp, s.axis
     lo, hi = world.lo[pid], world.hi[pid]
-    colour = world.colour[pid] * (1.0 + 0.15 * s.noise(1.0, 5))[:, None]
+    colour = world.colour[pid] * (1.0 + 0.15 * s.noise(1.0, 5) + 0.12 * s.noise(0.12, 3, 4)
+                                  )[:, None] + 0.04 * s.noise(0.4, 3, 6)[:, None]
     a, z = s.face_coords()
     side = axis == 1
     ends = axis == 0
@@ -299,8 +300,9 @@ def camera_image(world: World, hits: Hits, albedo: np.ndarray, normal: np.ndarra
     vertical = np.abs(normal[..., 2]) < 0.5
     occlusion = np.where(vertical, 0.8 + 0.2 * np.clip(points[..., 2] / 1.2, 0.0, 1.0), 1.0)
     rgb = albedo * (light * occlusion)[..., None]
-    sky = sky_colour(hits.world_dirs)
     dist = hits.t * np.sqrt((hits.world_dirs ** 2).sum(axis=-1))
     haze = np.clip((dist - 0.4 * far) / (0.6 * far), 0.0, 1.0)
     haze = np.where(np.isfinite(dist), haze * haze * (3.0 - 2.0 * haze), 1.0).astype(np.float32)
-    return np.clip(mix(rgb, sky, haze), 0.0, 1.0)
+    hazy = haze > 0
+    rgb[hazy] = mix(rgb[hazy], sky_colour(hits.world_dirs[hazy]), haze[hazy])
+    return np.clip(rgb, 0.0, 1.0)

@@ -70,21 +70,26 @@ def fbm(x: np.ndarray, y: np.ndarray, footprint: np.ndarray, wavelength: float,
     """
     total = np.zeros(np.shape(x), dtype=np.float32)
     norm = sum(gain ** k for k in range(octaves))
-    amp = 1.0
     seed = np.broadcast_to(np.asarray(seed, dtype=np.uint32), total.shape)
     inv_fp = 1.0 / np.maximum(footprint, 1e-6)
+    idx = None   # the points still resolving the octave (None: all of them)
+    amp = 1.0
     for k in range(octaves):
         lam = wavelength / (2.0 ** k)
         weight = np.clip((lam * inv_fp - 2.0) * 0.5, 0.0, 1.0)
-        idx = np.flatnonzero(weight > 0)
-        if idx.size == total.size:
-            n = value_noise(x / lam, y / lam, seed + np.uint32(7919 * (k + 1)))
-            total += (amp * weight) * (n - np.float32(0.5))
-        elif idx.size:
-            n = value_noise(x[idx] / lam, y[idx] / lam, seed[idx] + np.uint32(7919 * (k + 1)))
-            total[idx] += (amp * weight[idx]) * (n - np.float32(0.5))
-        else:
+        live = weight > 0
+        if not live.all():   # finer octaves only matter where this one does: shrink the set
+            keep = np.flatnonzero(live)
+            idx = keep if idx is None else idx[keep]
+            x, y, seed, inv_fp, weight = x[keep], y[keep], seed[keep], inv_fp[keep], weight[keep]
+        if x.size == 0:
             break
+        n = value_noise(x / lam, y / lam, seed + np.uint32(7919 * (k + 1)))
+        contribution = (amp * weight) * (n - np.float32(0.5))
+        if idx is None:
+            total += contribution
+        else:
+            total[idx] += contribution
         amp *= gain
     return total / np.float32(norm)
 

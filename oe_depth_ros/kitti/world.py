@@ -13,6 +13,7 @@ import numpy as np
 
 LANE_WIDTH = 3.5
 PARKING_WIDTH = 2.3
+VEHICLE_HALF_WIDTH = 0.9
 
 
 class Material(IntEnum):
@@ -208,7 +209,7 @@ def _street_furniture(b: _Builder, side: int, x0: float, x1: float, road: RoadSp
 
 def _parked_cars(b: _Builder, side: int, x0: float, x1: float, road: RoadSpec) -> None:
     rng = b.rng
-    yc = side * (road.lane_edge + 0.5 * PARKING_WIDTH)
+    yc = side * (road.lane_edge + 0.5 * PARKING_WIDTH + 0.05)
     x = x0 + rng.uniform(0, 6)
     while x < x1:
         if rng.random() < 0.25:
@@ -216,7 +217,7 @@ def _parked_cars(b: _Builder, side: int, x0: float, x1: float, road: RoadSpec) -
             continue
         length = rng.uniform(3.8, 4.9)
         width = rng.uniform(1.68, 1.9)
-        y = yc + rng.uniform(-0.15, 0.15)
+        y = yc + rng.uniform(-0.1, 0.1)
         colour = _jitter(rng, _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))], 0.04)
         heading = 1.0 if side < 0 else -1.0     # parked in the direction of its lane
         body_top = rng.uniform(0.95, 1.1)
@@ -239,8 +240,8 @@ def build_world(rng: np.random.Generator, x_min: float, x_max: float, lanes: int
                 corridor_y: tuple[float, float]) -> World:
     """Generate a street with ``lanes`` lanes per direction over road-frame x in [x_min, x_max].
 
-    ``corridor_y`` is the (min, max) lateral range the vehicle drives in: nothing but
-    the ground is placed where the sensors pass.
+    ``corridor_y`` is the (min, max) lateral range of the vehicle's centre line: nothing
+    but the ground is placed within the vehicle's half width (plus clearance) of it.
     """
     lane_edge = lanes * LANE_WIDTH
     road = RoadSpec(lanes, lane_edge, lane_edge + PARKING_WIDTH, float(rng.uniform(2.2, 4.5)),
@@ -260,7 +261,8 @@ def build_world(rng: np.random.Generator, x_min: float, x_max: float, lanes: int
     hi = np.array([it[1] for it in items])
     # Keep the sensors' corridor free: drop anything (but the ground level) reaching into it.
     ya, yb = corridor_y
-    blocked = (lo[:, 1] < yb + 0.5) & (hi[:, 1] > ya - 0.5) & (hi[:, 2] > 0.2) & (lo[:, 2] < 2.6)
+    half = VEHICLE_HALF_WIDTH + 0.2
+    blocked = (lo[:, 1] < yb + half) & (hi[:, 1] > ya - half) & (hi[:, 2] > 0.2) & (lo[:, 2] < 2.6)
     keep = ~blocked
     sel = [it for it, k in zip(items, keep) if k]
     azimuth = rng.uniform(0, 2 * np.pi)

@@ -1,0 +1,344 @@
+# Copyright 2025 oe_depth_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""oe_depth_node end to end over real DDS, and the cost of PointCloud2 from Python.
+
+Part 1 starts the node (its own process, ONNX Runtime, diffnet_small exported with
+random weights) for each configuration, publishes KITTI-sized frames one at a time and
+measures the time from publishing an Image to receiving the PointCloud2 with its stamp
+(and, where subscribed, the other outputs). The per-stage split is the node's own
+median per stage from /diagnostics. Baseline in the same run: the offline
+``DepthPipeline.process`` on the same frame in this process (no ROS).
+
+Part 2 measures, in this process, building a PointCloud2 from the pipeline's cloud
+(``messages.make_pointcloud2``) and ``publisher.publish`` (rclpy's conversion to the C
+message + serialisation) with a subscriber in another context, for a full cloud and
+decimated ones; ratios are against the full cloud.
+
+Usage: .venv/bin/python bench/bench_node.py [--frames 30] [--height 192 --width 640]
+       [--camera 375x1242] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
+
+K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
+DOMAIN = 30 + os.getpid() % 150
+#: (label, points.decimation, outputs the bench subscribes to)
+CONFIGS = (
+    ("points, full cloud", 1, ("points",)),
+    ("points, decimation 4", 4, ("points",)),
+    ("all outputs, decimation 4", 4, ("points", "depth/image", "depth/camera_info",
+                                      "depth/colored")),
+)
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
+            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()), "n": int(arr.size)}
+
+
+def kitti_like_image(height: int, width: int) -> np.ndarray:
+    """A textured RGB frame of the camera size (the content does not change the cost)."""
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[0:height, 0:width]
+    base = np.stack([u * 255.0 / width, v * 255.0 / height, (u + v) % 255], axis=-1)
+    return np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+class Probe:
+    """This process's rclpy context: publishes frames, records arrival times."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=DOMAIN)
+        self.node = rclpy.create_node("oe_depth_bench", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.arrivals: dict[tuple[str, tuple[int, int]], float] = {}
+        self.diagnostics: list[Any] = []
+        self.subs: list[Any] = []
+
+    def subscribe(self, topic: str, msg_type: Any) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        def record(msg: Any, topic: str = topic) -> None:
+            stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+            self.arrivals.setdefault((topic, stamp), time.perf_counter())
+
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.subs.append(self.node.create_subscription(msg_type, topic, record, qos))
+
+    def spin_until(self, predicate: Any, timeout: float) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            result = predicate()
+            if result:
+                return result
+            self.executor.spin_once(timeout_sec=0.002)
+        return predicate()
+
+    def close(self) -> None:
+        for sub in self.subs:
+            self.node.destroy_subscription(sub)
+        self.subs.clear()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.context)
+
+
+def start_node(model: Path, ns: str, decimation: int, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
+               PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", f"__ns:=/{ns}",
+           "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
+           "-p", f"points.decimation:={decimation}", "-p", "log_throttle:=0.0"]
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def stage_medians(diag_msgs: list[Any], ns: str) -> dict[str, float]:
+    name = f"/{ns}/oe_depth_node: depth"
+    for msg in reversed(diag_msgs):
+        for status in msg.status:
+            if status.name == name:
+                values = {kv.key: kv.value for kv in status.values}
+                return {k.split(".", 1)[1]: float(v) for k, v in values.items()
+                        if k.startswith("stage_p50_ms.")}
+    return {}
+
+
+def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Path,
+                       ) -> list[dict[str, Any]]:
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+    types = {"points": PointCloud2, "depth/image": Image, "depth/camera_info": CameraInfo,
+             "depth/colored": Image}
+    h, w = image.shape[:2]
+    results = []
+    for index, (label, decimation, outputs) in enumerate(CONFIGS):
+        ns = f"bench{index}"
+        proc = start_node(model, ns, decimation, workdir / f"{ns}.log")
+        probe = Probe()
+        try:
+            for topic in outputs:
+                probe.subscribe(f"/{ns}/{topic}", types[topic])
+            diag: list[Any] = []
+            probe.subs.append(probe.node.create_subscription(
+                DiagnosticArray, "/diagnostics", diag.append, 10))
+            pub_img = probe.node.create_publisher(Image, f"/{ns}/image", 1)
+            pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info", 1)
+            if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0
+                                    and pub_info.get_subscription_count() > 0, 60):
+                raise RuntimeError(f"node {ns} did not start:\n"
+                                   + (workdir / f"{ns}.log").read_text())
+            info = CameraInfo(width=w, height=h)
+            info.k = [float(v) for v in K_KITTI.reshape(-1)]
+            info.header.frame_id = "camera_color_left"
+            data = image.tobytes()
+            latencies: dict[str, list[float]] = {t: [] for t in outputs}
+            for i in range(frames + 3):  # 3 warm-up frames
+                stamp = (100 + i, 0)
+                info.header.stamp.sec = stamp[0]
+                pub_info.publish(info)
+                probe.spin_until(lambda: False, 0.05)
+                msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=data)
+                msg.header.stamp.sec = stamp[0]
+                msg.header.frame_id = "camera_color_left"
+                t0 = time.perf_counter()
+                pub_img.publish(msg)
+                keys = [(f"/{ns}/{t}", stamp) for t in outputs]
+                if not probe.spin_until(lambda: all(k in probe.arrivals for k in keys), 30):
+                    continue  # lost (best effort); not counted
+                if i >= 3:
+                    for t, k in zip(outputs, keys):
+                        latencies[t].append((probe.arrivals[k] - t0) * 1e3)
+            probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
+            stages = stage_medians(diag, ns)
+            results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
+                            "latency_ms": {t: percentiles(v) for t, v in latencies.items() if v},
+                            "node_stage_p50_ms": stages})
+        finally:
+            probe.close()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(15)
+    return results
+
+
+def measure_offline(model: Path, image: np.ndarray, frames: int) -> dict[str, Any]:
+    from oe_depth_ros.inference.backends import create_backend
+    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+
+    pipeline = DepthPipeline(create_backend("onnxruntime", model), PipelineConfig())
+    for _ in range(3):
+        pipeline.process(image, K_KITTI)
+    totals, stages = [], {}
+    for _ in range(frames):
+        result = pipeline.process(image, K_KITTI)
+        totals.append(result.timings["total"])
+        for k, v in result.timings.items():
+            stages.setdefault(k, []).append(v)
+    return {"total_ms": percentiles(totals),
+            "stage_p50_ms": {k: float(np.median(v)) for k, v in stages.items() if k != "total"}}
+
+
+def measure_cloud_publish(model: Path, image: np.ndarray, reps: int) -> list[dict[str, Any]]:
+    """make_pointcloud2 + publish for decimation 1, 2, 4, 8 of one frame's cloud."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    from oe_depth_ros.inference.backends import create_backend
+    from oe_depth_ros.messages import MessageTypes, make_header, make_pointcloud2
+    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+
+    backend = create_backend("onnxruntime", model)
+    types = MessageTypes.rclpy()
+    header = make_header(0, "camera_color_left", types)
+    pub_ctx, sub_ctx = rclpy.Context(), rclpy.Context()
+    rclpy.init(context=pub_ctx, domain_id=DOMAIN)
+    rclpy.init(context=sub_ctx, domain_id=DOMAIN)
+    pub_node = rclpy.create_node("cloud_pub", context=pub_ctx)
+    sub_node = rclpy.create_node("cloud_sub", context=sub_ctx)
+    received: list[int] = []
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    sub_node.create_subscription(PointCloud2, "/bench_cloud", lambda m: received.append(1), qos)
+    pub = pub_node.create_publisher(PointCloud2, "/bench_cloud", qos)
+    from rclpy.executors import SingleThreadedExecutor
+
+    sub_exec = SingleThreadedExecutor(context=sub_ctx)
+    sub_exec.add_node(sub_node)
+    end = time.monotonic() + 20
+    while pub.get_subscription_count() == 0 and time.monotonic() < end:
+        sub_exec.spin_once(timeout_sec=0.01)
+    rows = []
+    try:
+        for decimation in (1, 2, 4, 8):
+            cloud = DepthPipeline(backend, PipelineConfig(cloud_decimation=decimation)).process(
+                image, K_KITTI).points
+            make, publish = [], []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                msg = make_pointcloud2(cloud, header, types)
+                t1 = time.perf_counter()
+                pub.publish(msg)
+                t2 = time.perf_counter()
+                make.append((t1 - t0) * 1e3)
+                publish.append((t2 - t1) * 1e3)
+                sub_exec.spin_once(timeout_sec=0.05)  # let the subscriber take it
+            rows.append({"decimation": decimation, "points": int(cloud.size),
+                         "bytes": int(cloud.nbytes), "make_ms": float(np.median(make)),
+                         "publish_ms": float(np.median(publish)),
+                         "total_ms": float(np.median(np.add(make, publish)))})
+    finally:
+        sub_exec.shutdown()
+        pub_node.destroy_node()
+        sub_node.destroy_node()
+        rclpy.shutdown(context=pub_ctx)
+        rclpy.shutdown(context=sub_ctx)
+    full = rows[0]["total_ms"]
+    for row in rows:
+        row["ratio_vs_full"] = row["total_ms"] / full
+    return rows
+
+
+def print_tables(report: dict[str, Any]) -> None:
+    offline = report["offline_pipeline"]["total_ms"]["p50"]
+    print(f"\nEnd to end over DDS (camera {report['camera']}, network {report['network']}, "
+          f"{report['frames']} frames; offline DepthPipeline p50 = {offline:.1f} ms)")
+    print(f"{'configuration':<28}{'output':<20}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+          f"{'x offline':>11}")
+    for res in report["end_to_end"]:
+        for topic, st in res["latency_ms"].items():
+            print(f"{res['label']:<28}{topic:<20}{st['p50']:>9.1f}{st['p90']:>9.1f}"
+                  f"{st['p99']:>9.1f}{st['p50'] / offline:>11.2f}")
+    stage_names = sorted({k for r in report["end_to_end"] for k in r["node_stage_p50_ms"]})
+    print("\nNode stages, median ms (from /diagnostics) | offline pipeline")
+    header = f"{'stage':<16}" + "".join(f"{r['label'][:26]:>28}" for r in report["end_to_end"])
+    print(header + f"{'offline':>10}")
+    for stage in stage_names:
+        cells = "".join(f"{r['node_stage_p50_ms'].get(stage, float('nan')):>28.2f}"
+                        for r in report["end_to_end"])
+        off = report["offline_pipeline"]["stage_p50_ms"].get(stage, float("nan"))
+        print(f"{stage:<16}{cells}{off:>10.2f}")
+    print("\nPointCloud2 from Python (make_pointcloud2 + rclpy publish, median ms)")
+    print(f"{'decimation':>10}{'points':>10}{'MB':>8}{'make':>9}{'publish':>9}{'total':>9}"
+          f"{'x full':>8}")
+    for row in report["cloud_publish"]:
+        print(f"{row['decimation']:>10}{row['points']:>10}{row['bytes'] / 1e6:>8.2f}"
+              f"{row['make_ms']:>9.2f}{row['publish_ms']:>9.2f}{row['total_ms']:>9.2f}"
+              f"{row['ratio_vs_full']:>8.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--height", type=int, default=192, help="network input height")
+    parser.add_argument("--width", type=int, default=640, help="network input width")
+    parser.add_argument("--camera", default="375x1242", help="camera image HxW")
+    parser.add_argument("--reps", type=int, default=15, help="repetitions of the cloud test")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    cam_h, cam_w = (int(v) for v in args.camera.lower().split("x"))
+
+    import torch
+
+    from oe_depth_ros.inference.export import export_onnx
+
+    torch.set_num_threads(2)
+    image = kitti_like_image(cam_h, cam_w)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model = work / "diffnet_small.onnx"
+        export_onnx("diffnet_small", model, args.height, args.width)
+        report = {
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                        "python": platform.python_version()},
+            "camera": f"{cam_w}x{cam_h}", "network": f"{args.width}x{args.height}",
+            "model": "diffnet_small (random weights), ONNX Runtime CPU",
+            "frames": args.frames,
+            "offline_pipeline": measure_offline(model, image, args.frames),
+            "end_to_end": measure_end_to_end(model, image, args.frames, work),
+            "cloud_publish": measure_cloud_publish(model, image, args.reps),
+        }
+    print_tables(report)
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2))
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

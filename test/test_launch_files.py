@@ -1,0 +1,340 @@
+# Copyright 2025 oe_depth_ros maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Launch files, the RViz configuration and the bag-replay QoS override.
+
+``launch`` and ``launch_ros`` cannot be installed here, so the launch files are checked
+by parsing and compiling them and by running ``generate_launch_description()`` (and
+the OpaqueFunction inside it) against small stand-in modules that record what would
+be launched. Where the real ``launch`` is importable (a ROS 2 machine, the ROS CI
+workflow), the same descriptions are also built with it.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import os
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from oe_depth_ros import node_params
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_DIR = REPO / "launch"
+LAUNCH_FILES = sorted(LAUNCH_DIR.glob("*.launch.py"))
+NAMESPACE = "oe_depth"
+KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
+KITTI_INFO = "/kitti/camera_color_left/camera_info"
+
+
+# ----------------------------------------------------------------- stand-ins
+
+
+class StandInContext:
+    """What the stand-in substitutions read: launch configurations and the share dir."""
+
+    def __init__(self, configurations: dict[str, str]) -> None:
+        self.launch_configurations = dict(configurations)
+
+
+def perform(value: Any, context: StandInContext) -> Any:
+    """Evaluate stand-in substitutions (recursively in lists) to strings."""
+    if hasattr(value, "perform"):
+        return value.perform(context)
+    if isinstance(value, list):
+        return [perform(v, context) for v in value]
+    return value
+
+
+class Recorded:
+    """Base of the stand-in actions: keeps the constructor's arguments."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+
+def make_stand_ins() -> dict[str, types.ModuleType]:
+    """Modules named like launch/launch_ros with the few classes the launch files use."""
+
+    class LaunchDescription:
+        def __init__(self, entities=()):
+            self.entities = list(entities)
+
+    class DeclareLaunchArgument(Recorded):
+        def __init__(self, name, default_value=None, description="", **kwargs):
+            super().__init__(name, default_value=default_value, description=description,
+                             **kwargs)
+            self.name, self.default_value, self.description = name, default_value, description
+
+    class OpaqueFunction(Recorded):
+        def __init__(self, function, **kwargs):
+            super().__init__(function=function, **kwargs)
+            self.function = function
+
+    class ExecuteProcess(Recorded):
+        pass
+
+    class IfCondition(Recorded):
+        def __init__(self, predicate):
+            super().__init__(predicate)
+            self.predicate = predicate
+
+    class LaunchConfiguration:
+        def __init__(self, variable_name, default=None):
+            self.variable_name = variable_name
+
+        def perform(self, context):
+            return context.launch_configurations[self.variable_name]
+
+    class PathJoinSubstitution:
+        def __init__(self, parts):
+            self.parts = list(parts)
+
+        def perform(self, context):
+            return os.path.join(*[str(perform(p, context)) for p in self.parts])
+
+    class Node(Recorded):
+        pass
+
+    class FindPackageShare:
+        def __init__(self, package):
+            self.package = package
+
+        def perform(self, context):
+            assert self.package == "oe_depth_ros"
+            return str(REPO)  # a source checkout is laid out like the installed share
+
+    def module(name: str, **members: Any) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__dict__.update(members)
+        return mod
+
+    return {
+        "launch": module("launch", LaunchDescription=LaunchDescription),
+        "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
+                                 OpaqueFunction=OpaqueFunction, ExecuteProcess=ExecuteProcess),
+        "launch.conditions": module("launch.conditions", IfCondition=IfCondition),
+        "launch.substitutions": module("launch.substitutions",
+                                       LaunchConfiguration=LaunchConfiguration,
+                                       PathJoinSubstitution=PathJoinSubstitution),
+        "launch_ros": module("launch_ros"),
+        "launch_ros.actions": module("launch_ros.actions", Node=Node),
+        "launch_ros.substitutions": module("launch_ros.substitutions",
+                                           FindPackageShare=FindPackageShare),
+    }
+
+
+def load_launch_file(path: Path) -> types.ModuleType:
+    name = "launch_file_" + path.name.replace(".", "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def stand_ins(monkeypatch: pytest.MonkeyPatch) -> dict[str, types.ModuleType]:
+    mods = make_stand_ins()
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    return mods
+
+
+def describe(path: Path, **given: str) -> tuple[dict[str, Any], list[Any]]:
+    """(declared arguments by name, entities the OpaqueFunction returns for ``given``)."""
+    ld = load_launch_file(path).generate_launch_description()
+    declared = {e.name: e for e in ld.entities if type(e).__name__ == "DeclareLaunchArgument"}
+    opaque = [e for e in ld.entities if type(e).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    defaults = {name: perform(arg.default_value, StandInContext({}))
+                for name, arg in declared.items() if arg.default_value is not None}
+    missing = set(declared) - set(defaults) - set(given)
+    assert not missing, f"required launch arguments not given: {missing}"
+    context = StandInContext({**defaults, **given})
+    return declared, opaque[0].function(context)
+
+
+# ----------------------------------------------------------------- checks
+
+
+@pytest.mark.parametrize("path", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_files_parse_and_compile(path: Path) -> None:
+    source = path.read_text()
+    tree = ast.parse(source, filename=str(path))
+    compile(tree, str(path), "exec")
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    imported = {alias.name.split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, (ast.Import, ast.ImportFrom))
+                for alias in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module)])}
+    assert imported <= {"launch", "launch_ros"}, imported
+
+
+def test_both_launch_files_exist_and_are_installed() -> None:
+    assert {p.name for p in LAUNCH_FILES} >= {"oe_depth.launch.py", "kitti_replay.launch.py"}
+    setup = (REPO / "setup.py").read_text()
+    assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
+    assert 'glob("config/*.rviz")' in setup
+    assert "oe_depth_node = {PACKAGE}.node:main" in setup
+
+
+def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
+    path = LAUNCH_DIR / "oe_depth.launch.py"
+    declared, entities = describe(path, model_path="/models/m.onnx",
+                                  image_topic="/cam/image_raw", use_rviz="true")
+    assert set(declared) == {"params_file", "backend", "model_path", "image_topic",
+                             "camera_info_topic", "namespace", "use_sim_time", "use_rviz",
+                             "log_level"}
+    assert declared["namespace"].default_value == NAMESPACE
+    assert all(arg.description for arg in declared.values())
+    params_file = Path(perform(declared["params_file"].default_value, StandInContext({})))
+    assert params_file == REPO / "config" / "oe_depth.yaml" and params_file.is_file()
+
+    node, rviz = entities
+    kw = node.kwargs
+    assert (kw["package"], kw["executable"], kw["namespace"]) == (
+        "oe_depth_ros", "oe_depth_node", NAMESPACE)
+    assert ("image", "/cam/image_raw") in kw["remappings"]
+    assert ("camera_info", "/camera/camera_info") in kw["remappings"]
+    assert Path(kw["parameters"][0]) == params_file
+    # Only the arguments that were given override the parameter file.
+    assert kw["parameters"][1] == {"use_sim_time": False, "model_path": "/models/m.onnx"}
+    assert kw["arguments"] == ["--ros-args", "--log-level", "info"]
+    for name in kw["parameters"][1]:
+        if name != "use_sim_time":
+            node_params.spec(name)  # a parameter the node declares
+
+    assert rviz.kwargs["package"] == "rviz2"
+    flag, rviz_file = rviz.kwargs["arguments"]
+    assert flag == "-d" and Path(perform(rviz_file, StandInContext({}))) == \
+        REPO / "config" / "oe_depth.rviz"
+    assert rviz.kwargs["condition"].predicate.variable_name == "use_rviz"
+
+
+def test_oe_depth_launch_passes_backend_and_sim_time(stand_ins) -> None:
+    _, (node, _) = describe(LAUNCH_DIR / "oe_depth.launch.py", backend="tensorrt",
+                            use_sim_time="true", namespace="cam0", log_level="debug")
+    kw = node.kwargs
+    assert kw["parameters"][1] == {"use_sim_time": True, "backend": "tensorrt"}
+    assert kw["namespace"] == "cam0"
+    assert kw["arguments"][-1] == "debug"
+
+
+def test_kitti_replay_plays_the_bag_with_sim_time_and_tf_static_override(stand_ins) -> None:
+    path = LAUNCH_DIR / "kitti_replay.launch.py"
+    declared, entities = describe(path, bag="/data/drive_0001_bag", model_path="/m.onnx")
+    assert declared["bag"].default_value is None  # required
+    assert {"bag", "model_path", "backend", "use_rviz", "rate", "loop"} <= set(declared)
+    play, node, rviz = entities
+
+    cmd = [str(perform(c, StandInContext({}))) for c in play.kwargs["cmd"]]
+    assert cmd[:4] == ["ros2", "bag", "play", "/data/drive_0001_bag"]
+    assert "--clock" in cmd and "--loop" not in cmd
+    overrides = Path(cmd[cmd.index("--qos-profile-overrides-path") + 1])
+    assert overrides == REPO / "config" / "tf_static_qos.yaml"
+    qos = yaml.safe_load(overrides.read_text())
+    assert qos["/tf_static"]["durability"] == "transient_local"
+    assert qos["/tf_static"]["reliability"] == "reliable"
+
+    kw = node.kwargs
+    assert (kw["package"], kw["executable"], kw["namespace"]) == (
+        "oe_depth_ros", "oe_depth_node", NAMESPACE)
+    assert dict(kw["remappings"]) == {"image": KITTI_IMAGE, "camera_info": KITTI_INFO}
+    assert kw["parameters"][1] == {"use_sim_time": True, "model_path": "/m.onnx"}
+    assert Path(perform(kw["parameters"][0], StandInContext({}))) == \
+        REPO / "config" / "oe_depth.yaml"
+    assert rviz.kwargs["parameters"] == [{"use_sim_time": True}]
+
+    _, (play, _, _) = describe(path, bag="/b", loop="true", rate="0.5")
+    cmd = [str(perform(c, StandInContext({}))) for c in play.kwargs["cmd"]]
+    assert "--loop" in cmd and cmd[cmd.index("--rate") + 1] == "0.5"
+
+
+def test_kitti_topics_match_the_converter() -> None:
+    kitti2bag = pytest.importorskip("oe_depth_ros.bags.kitti2bag")
+    assert kitti2bag.image_topic(2) == KITTI_IMAGE
+    assert kitti2bag.camera_info_topic(2) == KITTI_INFO
+
+
+def _displays() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    data = yaml.safe_load((REPO / "config" / "oe_depth.rviz").read_text())
+    return data, {d["Name"]: d for d in data["Visualization Manager"]["Displays"]}
+
+
+def _topic(display: dict[str, Any]) -> str:
+    topic = display["Topic"]
+    return topic["Value"] if isinstance(topic, dict) else topic
+
+
+def test_rviz_config_shows_the_node_outputs() -> None:
+    data, displays = _displays()
+    by_class: dict[str, list[dict[str, Any]]] = {}
+    for d in displays.values():
+        by_class.setdefault(d["Class"], []).append(d)
+    out = {t.name: f"/{NAMESPACE}/{t.name}" for t in node_params.TOPICS if t.direction == "pub"}
+
+    images = {_topic(d): d for d in by_class["rviz_default_plugins/Image"]}
+    assert KITTI_IMAGE in images
+    depth = images[out["depth/image"]]
+    assert depth["Normalize Range"] is False
+    assert (depth["Min Value"], depth["Max Value"]) == (0, 80)
+
+    (cloud,) = by_class["rviz_default_plugins/PointCloud2"]
+    assert _topic(cloud) == out["points"] and cloud["Color Transformer"] == "RGB8"
+
+    (depth_cloud,) = by_class["rviz_default_plugins/DepthCloud"]
+    assert depth_cloud["Depth Map Topic"] == out["depth/image"]
+    assert depth_cloud["CameraInfo Topic"] == out["depth/camera_info"]
+    assert depth_cloud["Color Image Topic"] == KITTI_IMAGE
+
+    assert "rviz_default_plugins/TF" in by_class
+    fixed = data["Visualization Manager"]["Global Options"]["Fixed Frame"]
+    tf = pytest.importorskip("oe_depth_ros.bags.tf")
+    assert fixed in {tf.WORLD_FRAME, tf.BASE_FRAME, tf.VELO_FRAME, *tf.CAMERA_FRAMES.values()}
+
+
+# ----------------------------------------------------------------- real launch (ROS)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("launch") is None
+                    or importlib.util.find_spec("launch_ros") is None,
+                    reason="launch/launch_ros are not installed (only on a ROS 2 machine)")
+def test_with_the_real_launch_api() -> None:
+    from launch import LaunchContext, LaunchDescription
+    from launch.actions import ExecuteProcess
+    from launch_ros.actions import Node
+
+    for path, given in ((LAUNCH_DIR / "oe_depth.launch.py", {"model_path": "/m.onnx"}),
+                        (LAUNCH_DIR / "kitti_replay.launch.py", {"bag": "/b"})):
+        ld = load_launch_file(path).generate_launch_description()
+        assert isinstance(ld, LaunchDescription)
+        context = LaunchContext()
+        for arg in ld.get_launch_arguments():
+            if arg.default_value is not None:
+                context.launch_configurations[arg.name] = "".join(
+                    s.perform(context) for s in arg.default_value)
+        context.launch_configurations.update(given)
+        opaque = [e for e in ld.entities if type(e).__name__ == "OpaqueFunction"][0]
+        entities = opaque.execute(context)
+        nodes = [e for e in entities if isinstance(e, Node)]
+        assert any(n.node_package == "oe_depth_ros" and n.node_executable == "oe_depth_node"
+                   for n in nodes)
+        if "kitti" in path.name:
+            assert any(isinstance(e, ExecuteProcess) for e in entities)

@@ -1,0 +1,132 @@
+"""Trainer: configs, exact resume, the non-finite guard, checkpoints and the CLI."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from oe_depth_ros.config import ConfigError
+from oe_depth_ros.model import load_depth_net
+from training.checkpointing import load_checkpoint
+from training.train import main as train_main
+from training.train_config import load_train_config
+from training.trainer import Trainer, TrainingDivergedError
+
+torch.set_num_threads(1)
+
+
+def tiny_overrides(world, **extra: object) -> list[str]:
+    """oe_depth_small at 64x192, batch 2, on the session's synthetic world."""
+    values = {
+        "data.data_path": world.root, "data.train_split": world.split_files["train"],
+        "data.val_split": world.split_files["val"], "data.height": 64, "data.width": 192,
+        "data.num_workers": 0, "data.intrinsics": "calibration", "model.depth": "oe_depth_small",
+        "optim.batch_size": 2, "optim.epochs": 3, "optim.lr_milestones": [1],
+        "checkpoint_every": 1, "keep_epoch_checkpoints": False, "log_every": 1,
+        "image_log_every": 1, "progress": False, "cpu_threads": 1,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def test_shipped_configs_are_the_table3_rows() -> None:
+    names = ("baseline", "odconv_only", "triplet_only", "oe_depth", "oe_depth_1024x320",
+             "synth_small")
+    rows = {name: load_train_config(name) for name in names}
+    table3 = {name: (rows[name].model.depth, rows[name].loss.use_triplet) for name in names[:4]}
+    assert table3 == {"baseline": ("diffnet", False), "odconv_only": ("oe_depth", False),
+                      "triplet_only": ("diffnet", True), "oe_depth": ("oe_depth", True)}
+    paper = rows["oe_depth"]
+    assert (paper.loss.triplet_weight, paper.loss.triplet_margin) == (0.1, 0.3)
+    assert (paper.data.height, paper.data.width, paper.optim.batch_size) == (192, 640, 16)
+    assert (paper.optim.lr, paper.optim.epochs, paper.optim.lr_milestones) == (1e-4, 20, [14])
+    high = rows["oe_depth_1024x320"]
+    assert (high.data.height, high.data.width, high.model.depth) == (320, 1024, "oe_depth")
+    assert load_train_config(None) == paper  # the default is the paper's model
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="optim.*unknown key.*'lr_rate'"):
+        load_train_config("oe_depth", ["optim.lr_rate=1"])
+    with pytest.raises(ConfigError, match="multiples of 32"):
+        load_train_config("oe_depth", ["data.height=100"])
+    cyc = tmp_path / "a.yaml"
+    cyc.write_text("inherit: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherit cycle"):
+        load_train_config(cyc)
+    with pytest.raises(ConfigError, match="unknown training config"):
+        load_train_config("no_such_config")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_resume_equals_uninterrupted(synth_world, tmp_path: Path) -> None:
+    # 5 training samples at batch 2: 2 steps per epoch; 3 steps cross an epoch end
+    # (validation + learning-rate drop). Interrupt after step 1, resume to step 3.
+    straight = Trainer(load_train_config("oe_depth", tiny_overrides(synth_world, max_steps=3)),
+                       out_dir=tmp_path / "straight")
+    assert straight.steps_per_epoch == 2
+    history = straight.fit()
+    straight.close()
+    assert [h["step"] for h in history] == [1, 2, 3]
+    assert straight.val_history and straight.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+    assert train_main(["--config", "oe_depth", *tiny_overrides(synth_world, max_steps=1),
+                       "--out", str(tmp_path / "split")]) == 0
+    first = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert first["step"] == 1 and first["epoch"] == 0
+    assert train_main(["--config", "oe_depth", *tiny_overrides(synth_world, max_steps=3),
+                       "--out", str(tmp_path / "split"),
+                       "--resume", str(tmp_path / "split" / "last.pt")]) == 0
+    a = load_checkpoint(tmp_path / "straight" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert a["step"] == b["step"] == 3 and a["epoch"] == b["epoch"] == 1
+    for part in ("depth", "pose"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), f"{part}.{key} differs after resume"
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"])
+        assert torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
+    assert a["scheduler"] == b["scheduler"]
+    import json
+    hist_b = json.loads((tmp_path / "split" / "history.json").read_text())
+    assert [h["step"] for h in hist_b] == [1, 2, 3]
+    for ha, hb in zip(history, hist_b):
+        assert ha == pytest.approx(hb, rel=1e-6, abs=1e-9)
+    # the checkpoint is what inference loads
+    net = load_depth_net(tmp_path / "split" / "last.pt")
+    assert net.config.name == "oe_depth_small" and not net.training
+    assert (tmp_path / "split" / "tensorboard").is_dir()
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(synth_world, tmp_path: Path) -> None:
+    cfg = load_train_config("oe_depth", tiny_overrides(
+        synth_world, max_steps=1, validate=False,
+        **{"loss.triplet_weight": 0.0, "model.depth": "diffnet_small"}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    trainer.fit()
+    last = tmp_path / "last.pt"
+    digest = _sha(last)
+    with torch.no_grad():  # weights gone bad (e.g. an exploding update)
+        next(trainer.depth_net.decoder.parameters()).fill_(float("nan"))
+    trainer.cfg.max_steps = 3
+    expected = r"non-finite loss at step 2 .*smoothness/0 = nan.*total = nan"
+    with pytest.raises(TrainingDivergedError, match=expected):
+        trainer.fit()
+    trainer.close()
+    assert _sha(last) == digest and load_checkpoint(last)["step"] == 1
+
+
+def test_missing_data_is_reported_before_training(synth_world, tmp_path: Path) -> None:
+    split = tmp_path / "split.txt"
+    split.write_text("2020_06_01/2020_06_01_drive_0001_sync 99 l\n")
+    with pytest.raises(FileNotFoundError, match=r"^4 file\(s\) needed by split"):
+        Trainer(load_train_config("oe_depth", tiny_overrides(
+            synth_world, **{"data.train_split": split})), out_dir=tmp_path / "run")
+    assert train_main(["--config", "oe_depth", *tiny_overrides(
+        synth_world, **{"data.train_split": split}), "--out", str(tmp_path / "run")]) == 1
+    assert train_main(["--config", "oe_depth", "optim.bogus=1"]) == 2
