@@ -18,14 +18,16 @@ random weights) for each configuration, publishes KITTI-sized frames one at a ti
 measures the time from publishing an Image to receiving the PointCloud2 with its stamp
 (and, where subscribed, the other outputs). The per-stage split is the node's own
 median per stage from /diagnostics. Baseline in the same run: the offline
-``DepthPipeline.process`` on the same frame in this process (no ROS).
+``DepthPipeline.process`` on the same frame in this process (no ROS). The inputs are
+subscribed reliably in the timed configurations; the last one uses the default best
+effort and shows how many 1.4 MB frames arrive over a localhost-only (UDP) transport.
 
 Part 2 measures, in this process, building a PointCloud2 from the pipeline's cloud
 (``messages.make_pointcloud2``) and ``publisher.publish`` (rclpy's conversion to the C
 message + serialisation) with a subscriber in another context, for a full cloud and
 decimated ones; ratios are against the full cloud.
 
-Usage: .venv/bin/python bench/bench_node.py [--frames 30] [--height 192 --width 640]
+Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 640]
        [--camera 375x1242] [--json OUT]
 """
 from __future__ import annotations
@@ -51,13 +53,16 @@ from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
 
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
-#: (label, points.decimation, outputs the bench subscribes to)
+ALL_OUTPUTS = ("points", "depth/image", "depth/camera_info", "depth/colored")
+#: (label, points.decimation, outputs the bench subscribes to, qos_reliability of the inputs)
 CONFIGS = (
-    ("points, full cloud", 1, ("points",)),
-    ("points, decimation 4", 4, ("points",)),
-    ("all outputs, decimation 4", 4, ("points", "depth/image", "depth/camera_info",
-                                      "depth/colored")),
+    ("points, full cloud", 1, ("points",), "reliable"),
+    ("points, decimation 4", 4, ("points",), "reliable"),
+    ("all outputs, decimation 4", 4, ALL_OUTPUTS, "reliable"),
+    ("points, dec. 4, best effort", 4, ("points",), "best_effort"),
 )
+#: How long to wait for a frame's outputs before counting it as lost.
+FRAME_TIMEOUT_S = 5.0
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -119,12 +124,14 @@ class Probe:
         self.rclpy.shutdown(context=self.context)
 
 
-def start_node(model: Path, ns: str, decimation: int, log: Path) -> subprocess.Popen:
+def start_node(model: Path, ns: str, decimation: int, log: Path,
+               reliability: str = "reliable") -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", f"__ns:=/{ns}",
            "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
-           "-p", f"points.decimation:={decimation}", "-p", "log_throttle:=0.0"]
+           "-p", f"points.decimation:={decimation}", "-p", "log_throttle:=0.0",
+           "-p", f"qos_reliability:={reliability}"]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -148,9 +155,9 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
              "depth/colored": Image}
     h, w = image.shape[:2]
     results = []
-    for index, (label, decimation, outputs) in enumerate(CONFIGS):
+    for index, (label, decimation, outputs, reliability) in enumerate(CONFIGS):
         ns = f"bench{index}"
-        proc = start_node(model, ns, decimation, workdir / f"{ns}.log")
+        proc = start_node(model, ns, decimation, workdir / f"{ns}.log", reliability)
         probe = Probe()
         try:
             for topic in outputs:
@@ -169,6 +176,7 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
             info.header.frame_id = "camera_color_left"
             data = image.tobytes()
             latencies: dict[str, list[float]] = {t: [] for t in outputs}
+            delivered = 0
             for i in range(frames + 3):  # 3 warm-up frames
                 stamp = (100 + i, 0)
                 info.header.stamp.sec = stamp[0]
@@ -180,14 +188,18 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
                 t0 = time.perf_counter()
                 pub_img.publish(msg)
                 keys = [(f"/{ns}/{t}", stamp) for t in outputs]
-                if not probe.spin_until(lambda: all(k in probe.arrivals for k in keys), 30):
-                    continue  # lost (best effort); not counted
+                if not probe.spin_until(lambda: all(k in probe.arrivals for k in keys),
+                                        FRAME_TIMEOUT_S):
+                    continue  # the image (or an output) was lost on the way
                 if i >= 3:
+                    delivered += 1
                     for t, k in zip(outputs, keys):
                         latencies[t].append((probe.arrivals[k] - t0) * 1e3)
             probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
             stages = stage_medians(diag, ns)
             results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
+                            "qos_reliability": reliability, "frames": frames,
+                            "delivered": delivered,
                             "latency_ms": {t: percentiles(v) for t, v in latencies.items() if v},
                             "node_stage_p50_ms": stages})
         finally:
@@ -278,18 +290,21 @@ def print_tables(report: dict[str, Any]) -> None:
     offline = report["offline_pipeline"]["total_ms"]["p50"]
     print(f"\nEnd to end over DDS (camera {report['camera']}, network {report['network']}, "
           f"{report['frames']} frames; offline DepthPipeline p50 = {offline:.1f} ms)")
-    print(f"{'configuration':<28}{'output':<20}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
-          f"{'x offline':>11}")
+    print(f"{'configuration':<30}{'output':<20}{'delivered':>10}{'p50 ms':>9}{'p90 ms':>9}"
+          f"{'p99 ms':>9}{'x offline':>11}")
     for res in report["end_to_end"]:
+        got = f"{res['delivered']}/{res['frames']}"
+        if not res["latency_ms"]:
+            print(f"{res['label']:<30}{'-':<20}{got:>10}")
         for topic, st in res["latency_ms"].items():
-            print(f"{res['label']:<28}{topic:<20}{st['p50']:>9.1f}{st['p90']:>9.1f}"
+            print(f"{res['label']:<30}{topic:<20}{got:>10}{st['p50']:>9.1f}{st['p90']:>9.1f}"
                   f"{st['p99']:>9.1f}{st['p50'] / offline:>11.2f}")
     stage_names = sorted({k for r in report["end_to_end"] for k in r["node_stage_p50_ms"]})
     print("\nNode stages, median ms (from /diagnostics) | offline pipeline")
-    header = f"{'stage':<16}" + "".join(f"{r['label'][:26]:>28}" for r in report["end_to_end"])
+    header = f"{'stage':<16}" + "".join(f"{r['label'][:27]:>29}" for r in report["end_to_end"])
     print(header + f"{'offline':>10}")
     for stage in stage_names:
-        cells = "".join(f"{r['node_stage_p50_ms'].get(stage, float('nan')):>28.2f}"
+        cells = "".join(f"{r['node_stage_p50_ms'].get(stage, float('nan')):>29.2f}"
                         for r in report["end_to_end"])
         off = report["offline_pipeline"]["stage_p50_ms"].get(stage, float("nan"))
         print(f"{stage:<16}{cells}{off:>10.2f}")
@@ -304,7 +319,7 @@ def print_tables(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--frames", type=int, default=20, help="frames per configuration")
     parser.add_argument("--height", type=int, default=192, help="network input height")
     parser.add_argument("--width", type=int, default=640, help="network input width")
     parser.add_argument("--camera", default="375x1242", help="camera image HxW")

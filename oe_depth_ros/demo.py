@@ -52,6 +52,7 @@ class DemoSettings:
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small"
     train_steps: int = 600
+    train_batch: int = 4
     net_size: tuple[int, int] = (96, 320)
     backend: str = "auto"
     #: metric scale of the published depth: camera_height (1.65 m mount), fixed or lidar
@@ -61,8 +62,8 @@ class DemoSettings:
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
         """The quickest configuration that still runs every stage (used by the tests)."""
-        return cls(out=out, drives=2, frames=6, render_size=(96, 320), train_steps=3,
-                   net_size=(64, 192))
+        return cls(out=out, drives=2, frames=8, render_size=(96, 320), train_steps=3,
+                   train_batch=2, net_size=(64, 192))
 
 
 @dataclass
@@ -109,6 +110,7 @@ def _train(settings: DemoSettings, world: Any) -> Path:
            f"data.train_split={world.split_files['train']}",
            f"data.val_split={world.split_files['val']}",
            f"data.height={h}", f"data.width={w}",
+           f"optim.batch_size={settings.train_batch}",
            f"max_steps={settings.train_steps}", f"seed={settings.seed}"]
     LOG.info("no --model given: training one on the synthetic drives (%d steps at %dx%d)",
              settings.train_steps, w, h)
@@ -118,7 +120,7 @@ def _train(settings: DemoSettings, world: Any) -> Path:
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"training failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    checkpoint = run_dir / "checkpoints" / "last.pt"
+    checkpoint = run_dir / "last.pt"
     if not checkpoint.is_file():
         raise RuntimeError(f"training finished but wrote no checkpoint at {checkpoint}")
     return checkpoint

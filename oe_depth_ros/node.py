@@ -287,8 +287,10 @@ class DepthNode(Node):
         self._stats.set_info("scale_method", self._values["scale.method"])
         self._stats.set_info("intrinsics", "waiting")
 
+        reliability = (ReliabilityPolicy.RELIABLE if self._values["qos_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
         qos_in = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["qos_depth"],
-                            reliability=ReliabilityPolicy.BEST_EFFORT)
+                            reliability=reliability)
         input_group = MutuallyExclusiveCallbackGroup()
         self._inference_group = MutuallyExclusiveCallbackGroup()
         diag_group = MutuallyExclusiveCallbackGroup()

@@ -90,7 +90,10 @@ PARAMS: tuple[ParamSpec, ...] = (
        limits=(0, 256), read_only=True),
     # --- input
     _p("qos_depth", 1, "History depth of the image and camera_info subscriptions "
-       "(best effort, keep last).", unit="messages", limits=(1, 100), read_only=True),
+       "(keep last).", unit="messages", limits=(1, 100), read_only=True),
+    _p("qos_reliability", "best_effort", "Reliability of the image and camera_info "
+       "subscriptions; reliable retransmits lost fragments of large images (UDP transport).",
+       choices=("best_effort", "reliable"), read_only=True),
     _p("camera_info.sync", "latest", "latest: use the newest valid CameraInfo; approximate: "
        "use the one whose stamp is nearest the image's, within camera_info.slop.",
        choices=("latest", "approximate")),
@@ -156,10 +159,10 @@ class TopicSpec:
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("image", "sensor_msgs/msg/Image", "sub", "sensor data, keep last qos_depth",
+    TopicSpec("image", "sensor_msgs/msg/Image", "sub", "qos_reliability, keep last qos_depth",
               "Camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*)."),
     TopicSpec("camera_info", "sensor_msgs/msg/CameraInfo", "sub",
-              "sensor data, keep last qos_depth",
+              "qos_reliability, keep last qos_depth",
               "Calibration of the rectified image (P, else K)."),
     TopicSpec("depth/image", "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
               "32FC1 depth in metres along the optical axis, NaN = invalid; input header."),

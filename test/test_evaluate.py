@@ -211,3 +211,17 @@ def test_checkpoint_matches_its_onnx_export(synth_world, small_model):
     assert from_ckpt["input_size"] == list(NET_SIZE)
     for name in METRIC_NAMES:
         assert from_ckpt["errors"][name] == pytest.approx(from_onnx["errors"][name], rel=1e-3)
+
+
+class _NanBackend:
+    name = "nan"
+    input_size = NET_SIZE
+
+    def predict(self, image_rgb):
+        return np.full(NET_SIZE, np.nan, np.float32)
+
+
+def test_bad_prediction_names_the_split_line(synth_world):
+    first = read_split_file(synth_world.split_files["test"])[0].line
+    with pytest.raises(ValueError, match=f"{first}: prediction contains NaN"):
+        evaluate(_options(synth_world), _NanBackend())

@@ -1,6 +1,8 @@
 """ONNX export of ODConv and of the depth networks, checked in ONNX Runtime."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -68,32 +70,36 @@ def test_odconv_exports_without_batch_in_groups(tmp_path, dynamo):
     assert relative_error(y, ref) <= 1e-5
 
 
-def calibrated(name: str) -> torch.nn.Module:
-    """A depth net whose BatchNorm statistics were estimated on random images.
+def calibrated(name: str, x: torch.Tensor, temperature: float = 1.0) -> torch.nn.Module:
+    """A depth net whose BatchNorm statistics are those of its inputs on ``x``.
 
-    With the default statistics (mean 0, variance 1) the untrained HRNet's activations
-    grow by orders of magnitude from stage to stage, which no trained network does and
-    which drowns any float32 comparison in rounding. ODConv attention BatchNorms keep
-    their statistics: over a few similar random images their batch variance is
-    near zero, which would saturate the attentions in eval mode.
+    With the default statistics (mean 0, variance 1) an untrained HRNet's activations
+    grow from stage to stage until the disparities saturate at 0 or 1, and a float32
+    comparison of saturated outputs proves nothing. Each BatchNorm (outside the ODConv
+    attention branches) gets the mean and variance of its eval-mode input, in forward
+    order, as a trained network's activations would be: unit scale.
     """
     torch.manual_seed(0)
-    net = build_depth_net(name)
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = None  # cumulative average over the calibration passes
-    net.train()
-    for m in net.odconv_layers():
-        m.attention.bn.eval()
+    net = build_depth_net(name).eval()
+    net.update_temperature(temperature)
+    attention = {id(m.attention.bn) for m in net.odconv_layers()}
+
+    def set_stats(bn: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        bn.running_mean.copy_(inputs[0].mean(dim=(0, 2, 3)))
+        bn.running_var.copy_(inputs[0].var(dim=(0, 2, 3), unbiased=False))
+
+    hooks = [m.register_forward_pre_hook(set_stats) for m in net.modules()
+             if isinstance(m, torch.nn.BatchNorm2d) and id(m) not in attention]
     with torch.no_grad():
-        for _ in range(2):
-            net(torch.rand(2, 3, 128, 128))
-    return net.eval()
+        net(x)
+    for h in hooks:
+        h.remove()
+    return net
 
 
-def export_and_compare(tmp_path, name: str) -> None:
-    net = DispOutputs(calibrated(name)).eval()
+def export_and_compare(tmp_path, name: str, temperature: float = 1.0) -> None:
     x = torch.rand(1, 3, 192, 640, generator=torch.Generator().manual_seed(0))
+    net = DispOutputs(calibrated(name, x, temperature)).eval()
     path = tmp_path / f"{name}.onnx"
     torch.onnx.export(net, (x,), str(path), input_names=["image"],
                       output_names=[f"disp{s}" for s in SCALES], dynamo=True)
@@ -101,10 +107,15 @@ def export_and_compare(tmp_path, name: str) -> None:
     assert set(conv_groups(model)) == {1}  # every HRNet/DIFFNet conv is dense
     outputs = run_ort(path, x.numpy())
     with torch.no_grad():
-        refs = net(x)
-    for s, (y, ref) in enumerate(zip(outputs, refs)):
+        refs = [r.numpy() for r in net(x)]
+        exact = [r.numpy() for r in copy.deepcopy(net).double()(x.double())]
+    for s, (y, ref, ref64) in enumerate(zip(outputs, refs, exact)):
         assert y.shape == (1, 1, 192 >> s, 640 >> s)
-        assert relative_error(y, ref.numpy()) <= 1e-4, s
+        # The comparison means something: outputs are not saturated and float32
+        # PyTorch itself is close to float64 (the network is well conditioned).
+        assert ref.max() - ref.min() > 0.01 and 0.0 < ref.min() and ref.max() < 1.0
+        assert relative_error(ref, ref64) <= 1e-5, s
+        assert relative_error(y, ref) <= 1e-4, s
 
 
 def test_small_odconv_depth_net_exports(tmp_path):
@@ -112,6 +123,13 @@ def test_small_odconv_depth_net_exports(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["diffnet", "oe_depth", "diffnet_small"])
-def test_full_depth_nets_export(tmp_path, name):
-    export_and_compare(tmp_path, name)
+def test_diffnet_exports(tmp_path):
+    export_and_compare(tmp_path, "diffnet")
+
+
+@pytest.mark.slow
+def test_oe_depth_exports(tmp_path):
+    # Untrained and at temperature 1, the full ODConv HRNet is chaotic in eval mode
+    # (float32 and float64 PyTorch disagree by ~0.5), so no float32 comparison can
+    # hold; temperature 4, a step of the usual annealing schedule, tames it.
+    export_and_compare(tmp_path, "oe_depth", temperature=4.0)

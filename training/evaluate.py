@@ -270,38 +270,42 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         "options": {k: v for k, v in asdict(options).items() if k != "edges"},
     }
     if options.out:
-        _write_outputs(options, results, rows, entries, gt_source, images, backend)
+        out = Path(options.out)
+        out.mkdir(parents=True, exist_ok=True)
+        results["panels"] = _save_panels(options, out, rows, entries, gt_source, images,
+                                         backend)
+        write_per_image_csv(out / "per_image.csv", rows)
+        write_json(out / "metrics.json", results)
+        LOG.info("wrote %s, %s and %d panels", out / "metrics.json", out / "per_image.csv",
+                 len(results["panels"]))
     return results
 
 
-def _write_outputs(options: EvalOptions, results: dict[str, Any], rows: list[dict[str, Any]],
-                   entries: Sequence[SplitEntry], gt_source: GroundTruth, images: _Images,
-                   backend: Backend) -> None:
-    out = Path(options.out)  # type: ignore[arg-type]
-    out.mkdir(parents=True, exist_ok=True)
+def _save_panels(options: EvalOptions, out: Path, rows: list[dict[str, Any]],
+                 entries: Sequence[SplitEntry], gt_source: GroundTruth, images: _Images,
+                 backend: Backend) -> list[dict[str, Any]]:
+    """Panels of the ``save_panels`` best and worst images by Abs Rel (predicted again)."""
+    ranked = sorted(rows, key=lambda r: r["abs_rel"])
+    n = min(options.save_panels, len(ranked))
+    chosen = [("best", k, r) for k, r in enumerate(ranked[:n], 1)]
+    chosen += [("worst", k, r) for k, r in enumerate(ranked[::-1][:n], 1)]
     panels = []
-    if options.save_panels > 0:
-        ranked = sorted(rows, key=lambda r: r["abs_rel"])
-        n = min(options.save_panels, len(ranked))
-        chosen = [("best", k, r) for k, r in enumerate(ranked[:n], 1)]
-        chosen += [("worst", k, r) for k, r in enumerate(ranked[::-1][:n], 1)]
-        for kind, rank, row in chosen:
-            entry = entries[row["index"]]
-            gt = np.asarray(gt_source.get(row["index"], entry), dtype=np.float32)
-            image = images.get(entry)
-            pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
-                                      gt.shape)
-            mask, aligned, _ = _align(options, entry, gt, pred)  # type: ignore[misc]
-            name = f"{kind}_{rank:02d}_{row['index']:05d}.png"
-            title = f"abs rel {row['abs_rel']:.3f}  {entry.line}"
-            save_png(out / "panels" / name, make_panel(image, aligned, gt, mask, title))
-            panels.append({"file": f"panels/{name}", "line": entry.line,
-                           "abs_rel": row["abs_rel"], "kind": kind})
-    results["panels"] = panels
-    write_per_image_csv(out / "per_image.csv", rows)
-    write_json(out / "metrics.json", results)
-    LOG.info("wrote %s, %s and %d panels", out / "metrics.json", out / "per_image.csv",
-             len(panels))
+    for kind, rank, row in chosen:
+        entry = entries[row["index"]]
+        gt = np.asarray(gt_source.get(row["index"], entry), dtype=np.float32)
+        image = images.get(entry)
+        pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
+                                  gt.shape)
+        scored = _align(options, entry, gt, pred)
+        if scored is None:  # only scored images are ranked
+            continue
+        mask, aligned, _ = scored
+        name = f"{kind}_{rank:02d}_{row['index']:05d}.png"
+        title = f"abs rel {row['abs_rel']:.3f}  {entry.line}"
+        save_png(out / "panels" / name, make_panel(image, aligned, gt, mask, title))
+        panels.append({"file": f"panels/{name}", "line": entry.line, "abs_rel": row["abs_rel"],
+                       "kind": kind})
+    return panels
 
 
 def summary_text(results: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -290,6 +291,11 @@ def iter_ground_truth(source: GroundTruth, entries: Sequence[SplitEntry],
         yield source.get(i, entry)
 
 
+def _write_member(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None:
+    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, array, allow_pickle=False)
+
+
 def export_gt_cache(source: GroundTruth, entries: Sequence[SplitEntry], out: str | Path,
                     progress: bool = True) -> Path:
     """Write the ground truth of ``entries`` to ``out`` (compressed npz, no pickle), atomically.
@@ -300,17 +306,17 @@ def export_gt_cache(source: GroundTruth, entries: Sequence[SplitEntry], out: str
     out = Path(out)
     if out.suffix != ".npz":
         raise ValueError(f"the ground-truth cache must end in .npz, got {out}")
-    arrays: dict[str, Any] = {}
     sizes = np.zeros((len(entries), 2), dtype=np.int32)
-    for i, depth in enumerate(iter_ground_truth(source, entries, progress)):
-        arrays[f"gt_{i:05d}"] = np.asarray(depth, dtype=np.float32)
-        sizes[i] = depth.shape[:2]
-    arrays["format"] = np.array(CACHE_FORMAT)
-    arrays["source"] = np.array(source.description)
-    arrays["lines"] = np.array([e.line for e in entries])
-    arrays["sizes"] = sizes
-    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    # Written member by member (the .npz layout of np.savez_compressed), so that only one
+    # map is in memory at a time: 697 full-size maps would take 1.3 GB.
+    with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i, depth in enumerate(iter_ground_truth(source, entries, progress)):
+            _write_member(archive, f"gt_{i:05d}", np.asarray(depth, dtype=np.float32))
+            sizes[i] = depth.shape[:2]
+        _write_member(archive, "format", np.array(CACHE_FORMAT))
+        _write_member(archive, "source", np.array(source.description))
+        _write_member(archive, "lines", np.array([e.line for e in entries]))
+        _write_member(archive, "sizes", sizes)
     LOG.info("wrote ground truth of %d images (%s) to %s", len(entries), source.description, out)
     return out
 

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, required=True, help="folder for data, runs, summary")
     parser.add_argument("--config", default="synth_small",
                         help="training config (default synth_small)")
-    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--drives", type=int, default=4, help="training drives (default 4)")
     parser.add_argument("--frames", type=int, default=40, help="frames per drive (default 40)")
     parser.add_argument("--seed", type=int, default=0, help="training world seed (default 0)")

@@ -203,6 +203,10 @@ class Trainer:
         if "scaler" in ckpt and self.use_amp:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
+        if int(ckpt["epoch"]) != self.epoch:
+            log.warning("checkpoint %s is at epoch %s but step %d falls in epoch %d with this "
+                        "split and global batch; the run continues, but not exactly as the "
+                        "interrupted one would have", path, ckpt["epoch"], self.step, self.epoch)
         set_rng_state(ckpt["rng"])
         history = Path(path).parent / HISTORY_NAME
         if history.is_file():
