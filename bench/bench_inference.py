@@ -4,8 +4,10 @@ fp16/fp32 when a GPU is present).
 
 Runners are timed round-robin (one call each per round), so load from other processes
 hits them alike; the ratio column is eager's p50 over the runner's p50 (higher = faster).
+Idle threads do not busy-wait (OMP_WAIT_POLICY=PASSIVE for torch, no spinning for ONNX
+Runtime), or one runner's spinning workers would steal the cores from the next one.
 Weights are random (seeded) with BatchNorm statistics calibrated on synthetic images so
-that activations stay in range; denormals are flushed to zero in every runner.
+that activations stay in range; denormals are flushed to zero.
 
     .venv/bin/python bench/bench_inference.py --json /tmp/bench_inference.json
 """
@@ -25,8 +27,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-import torch
+# Must be set before torch (and its OpenMP runtime) is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -107,20 +112,19 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def cpu_runners(net: torch.nn.Module, onnx_path: Path, batch: np.ndarray, args: argparse.Namespace,
-                notes: dict[str, str]) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
-    """eager, compiled and onnxruntime runners on the CPU, and one output of each."""
+def torch_runners(net: torch.nn.Module, batch: np.ndarray, args: argparse.Namespace,
+                  notes: dict[str, str]) -> tuple[dict[str, Runner], dict[str, np.ndarray]]:
+    """eager and compiled runners on the CPU, and one output of each."""
     cfg = net.config
     wrapper = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth).eval()
     x = torch.from_numpy(batch)
-    outputs: dict[str, np.ndarray] = {}
 
     def eager() -> torch.Tensor:
         with torch.inference_mode():
             return wrapper(x)
 
     runners: dict[str, Runner] = {"torch eager": eager}
-    outputs["torch eager"] = eager().numpy()
+    outputs = {"torch eager": eager().numpy()}
     if args.compile:
         try:
             compiled = torch.compile(wrapper)
@@ -137,9 +141,6 @@ def cpu_runners(net: torch.nn.Module, onnx_path: Path, batch: np.ndarray, args: 
         except Exception as exc:  # any compiler failure is reported, not fatal
             notes["torch.compile"] = f"skipped: {type(exc).__name__}: {str(exc)[:120]}"
             torch._dynamo.reset()
-    backend = create_backend("onnxruntime", onnx_path, device="cpu", threads=args.threads)
-    runners["onnxruntime"] = lambda: backend.infer(batch)
-    outputs["onnxruntime"] = backend.infer(batch)
     return runners, outputs
 
 
@@ -201,43 +202,56 @@ def bench_one(config: str, size: tuple[int, int], args: argparse.Namespace,
     export_onnx(config, onnx_path, height, width, checkpoint=ckpt, verify=False)
     batch = verification_image(height, width, seed=1)
     notes: dict[str, str] = {}
-    runners, outputs = cpu_runners(net, onnx_path, batch, args, notes)
-    for name, out in outputs.items():
-        if name != "torch eager":
-            err = max_relative_error(out, outputs["torch eager"])
-            notes[name] = (notes.get(name, "") + f" max rel err vs eager {err:.1e}").strip()
-    stats = time_round_robin(runners, args.iters, args.warmup)
+    torch.set_num_threads(args.threads[0])
+    runners, outputs = torch_runners(net, batch, args, notes)
+    rows: list[dict[str, Any]] = []
+
+    errors: dict[str, str] = {}
+
+    def add_rows(stats: dict[str, dict[str, float]], device: str, threads: int | None,
+                 base: float) -> None:
+        for name, st in stats.items():
+            note = "; ".join(n for n in (notes.get(name), errors.get(name)) if n)
+            rows.append({"model": config, "size": f"{width}x{height}", "runner": name,
+                         "device": device, "threads": threads, **st,
+                         "speedup_vs_eager": base / st["p50_ms"], "note": note})
+
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        backend = create_backend("onnxruntime", onnx_path, device="cpu", threads=threads,
+                                 spinning=False)
+        outputs["onnxruntime"] = backend.infer(batch)
+        cpu = dict(runners, onnxruntime=lambda b=backend: b.infer(batch))
+        errors = {name: f"max rel err {max_relative_error(out, outputs['torch eager']):.1e}"
+                  for name, out in outputs.items() if name != "torch eager"}
+        stats = time_round_robin(cpu, args.iters, args.warmup)
+        add_rows(stats, "cpu", threads, stats["torch eager"]["p50_ms"])
     if torch.cuda.is_available() and not args.cpu_only:
         gpu = gpu_runners(net, workdir, stem, onnx_path, size, batch, notes)
-        stats.update({k: dict(v, device="cuda") for k, v in time_round_robin(
-            gpu, args.gpu_iters, 10, sync=torch.cuda.synchronize).items()})
-    base = stats["torch eager"]["p50_ms"]
-    rows = []
-    for name, st in stats.items():
-        timing = {k: v for k, v in st.items() if k != "device"}
-        rows.append({"model": config, "size": f"{width}x{height}", "runner": name,
-                     "device": st.get("device", "cpu"), **timing,
-                     "speedup_vs_eager": base / st["p50_ms"], "note": notes.get(name, "")})
+        errors = {}
+        stats = time_round_robin(gpu, args.gpu_iters, 10, sync=torch.cuda.synchronize)
+        add_rows(stats, "cuda", None, stats["torch fp16 + CUDA graph"]["p50_ms"])
     for name, note in notes.items():
-        if name not in stats:
+        if not any(r["runner"] == name for r in rows):
             rows.append({"model": config, "size": f"{width}x{height}", "runner": name,
                          "note": note})
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = (f"{'model':<14} {'size':<9} {'runner':<24} {'p50 ms':>9} {'p90 ms':>9} "
-            f"{'p99 ms':>9} {'FPS':>7} {'x eager':>8}  note")
+    """Rows side by side; 'x base' is the speedup over torch eager (CPU) or torch fp16 (GPU)."""
+    head = (f"{'model':<14} {'size':<9} {'dev':<4} {'thr':>3} {'runner':<24} {'p50 ms':>8} "
+            f"{'p90 ms':>8} {'p99 ms':>8} {'FPS':>7} {'x base':>6}  note")
     print(head)
     print("-" * len(head))
     for r in rows:
+        lead = f"{r['model']:<14} {r['size']:<9} {r.get('device', '-'):<4} " \
+               f"{r.get('threads') or '-':>3} {r['runner']:<24}"
         if "p50_ms" not in r:
-            print(f"{r['model']:<14} {r['size']:<9} {r['runner']:<24} {'-':>9} {'-':>9} "
-                  f"{'-':>9} {'-':>7} {'-':>8}  {r['note']}")
+            print(f"{lead} {'-':>8} {'-':>8} {'-':>8} {'-':>7} {'-':>6}  {r['note']}")
             continue
-        print(f"{r['model']:<14} {r['size']:<9} {r['runner']:<24} {r['p50_ms']:>9.1f} "
-              f"{r['p90_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['fps']:>7.2f} "
-              f"{r['speedup_vs_eager']:>8.2f}  {r['note']}")
+        print(f"{lead} {r['p50_ms']:>8.1f} {r['p90_ms']:>8.1f} {r['p99_ms']:>8.1f} "
+              f"{r['fps']:>7.2f} {r['speedup_vs_eager']:>6.2f}  {r['note']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", nargs="+", default=["diffnet", "oe_depth"])
     parser.add_argument("--sizes", nargs="+", type=parse_size,
                         default=[(192, 640), (320, 1024)], help="W x H, e.g. 640x192")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch and ORT)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="CPU intra-op thread counts to compare (torch and ORT alike)")
     parser.add_argument("--iters", type=int, default=10, help="timed rounds on the CPU")
     parser.add_argument("--gpu-iters", type=int, default=200, help="timed rounds on the GPU")
     parser.add_argument("--warmup", type=int, default=2)
@@ -257,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []
@@ -270,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "onnxruntime": onnxruntime.__version__, "cpu": platform.processor() or "?",
            "cpu_count": os.cpu_count(), "threads": args.threads,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
            "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
     print(f"\n{env}\n")

@@ -112,7 +112,7 @@ class Probe:
             result = predicate()
             if result:
                 return result
-            self.executor.spin_once(timeout_sec=0.002)
+            self.executor.spin_once(timeout_sec=0.05)  # returns as soon as data arrives
         return predicate()
 
     def close(self) -> None:
@@ -147,6 +147,7 @@ def stage_medians(diag_msgs: list[Any], ns: str) -> dict[str, float]:
 
 
 def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Path,
+                       configs: list[tuple[str, int, tuple[str, ...], str]],
                        ) -> list[dict[str, Any]]:
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -155,7 +156,7 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
              "depth/colored": Image}
     h, w = image.shape[:2]
     results = []
-    for index, (label, decimation, outputs, reliability) in enumerate(CONFIGS):
+    for index, (label, decimation, outputs, reliability) in enumerate(configs):
         ns = f"bench{index}"
         proc = start_node(model, ns, decimation, workdir / f"{ns}.log", reliability)
         probe = Probe()
@@ -324,9 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=640, help="network input width")
     parser.add_argument("--camera", default="375x1242", help="camera image HxW")
     parser.add_argument("--reps", type=int, default=15, help="repetitions of the cloud test")
+    parser.add_argument("--configs", default="",
+                        help="comma-separated indices of the end-to-end configurations "
+                             f"to run (default: all {len(CONFIGS)})")
+    parser.add_argument("--fastdds-profile", type=Path,
+                        help="Fast DDS XML profile for the node and this process "
+                             "(FASTRTPS_DEFAULT_PROFILES_FILE), e.g. config/fastdds_shm.xml")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     cam_h, cam_w = (int(v) for v in args.camera.lower().split("x"))
+    configs = [CONFIGS[int(i)] for i in args.configs.split(",") if i.strip()] or list(CONFIGS)
+    if args.fastdds_profile:
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
 
     import torch
 
@@ -340,15 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx("diffnet_small", model, args.height, args.width)
         report = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "python": platform.python_version()},
+                        "python": platform.python_version(),
+                        "loadavg_at_start": list(os.getloadavg())},
             "camera": f"{cam_w}x{cam_h}", "network": f"{args.width}x{args.height}",
             "model": "diffnet_small (random weights), ONNX Runtime CPU",
             "frames": args.frames,
             "offline_pipeline": measure_offline(model, image, args.frames),
-            "end_to_end": measure_end_to_end(model, image, args.frames, work),
+            "fastdds_profile": str(args.fastdds_profile or ""),
+            "end_to_end": measure_end_to_end(model, image, args.frames, work, configs),
             "cloud_publish": measure_cloud_publish(model, image, args.reps),
         }
+    report["machine"]["loadavg_at_end"] = list(os.getloadavg())
     print_tables(report)
+    print(f"\nload average (1, 5, 15 min) at start {report['machine']['loadavg_at_start']}, "
+          f"at end {report['machine']['loadavg_at_end']} on {os.cpu_count()} CPUs")
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2))
         print(f"\nwrote {args.json}")

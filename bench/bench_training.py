@@ -6,7 +6,8 @@
 Renders a small synthetic world (KITTI raw layout) into a temporary folder, then for
 each case times full training steps (forward of the depth and pose networks, every
 loss, backward, Adam) on one fixed batch after a warm-up step, and the DataLoader
-delivering batches with N worker processes. The loader-to-step ratio says whether
+delivering one epoch of batches with N worker processes (steady rate, after the first
+batch). The loader-to-step ratio says whether
 data loading keeps up (>1) with the optimiser at that setting. Cases on the CPU:
 the small synthetic config (oe_depth_small 64x192 batch 4), its DIFFNet counterpart
 (diffnet_small, the ratio baseline), and the full OE-Depth at 640x192 batch 2. With a
@@ -34,7 +35,7 @@ from training.trainer import Trainer  # noqa: E402
 
 
 def make_trainer(world: Any, out: Path, depth: str, size: tuple[int, int], batch: int,
-                 workers: int = 0, **extra: object) -> Trainer:
+                 workers: int, extra: dict[str, object]) -> Trainer:
     values: dict[str, object] = {
         "data.data_path": world.root, "data.train_split": world.split_files["train"],
         "data.val_split": "null", "data.height": size[0], "data.width": size[1],
@@ -63,22 +64,23 @@ def time_steps(trainer: Trainer, steps: int) -> list[float]:
     return times
 
 
-def loader_rate(trainer: Trainer, batches: int) -> float:
-    """Images per second the DataLoader delivers (worker start-up included once)."""
+def loader_rate(trainer: Trainer) -> float:
+    """Steady images per second of the DataLoader over one epoch (after its first batch)."""
     trainer.train_set.set_epoch(0)
     trainer.sampler.set_epoch(0)
     n = 0
-    tic = time.perf_counter()
+    tic = 0.0
     for i, batch in enumerate(trainer.loader):
+        if i == 0:  # worker start-up and the first decode are not the steady rate
+            tic = time.perf_counter()
+            continue
         n += batch[("color", 0, 0)].shape[0]
-        if i + 1 >= batches:
-            break
     return n / (time.perf_counter() - tic)
 
 
 def run_case(name: str, world: Any, tmp: Path, depth: str, size: tuple[int, int], batch: int,
              steps: int, workers: list[int], **extra: object) -> dict[str, Any]:
-    trainer = make_trainer(world, tmp / name, depth, size, batch, **extra)
+    trainer = make_trainer(world, tmp / name, depth, size, batch, 0, extra)
     times = time_steps(trainer, steps)
     step_s = statistics.median(times)
     row: dict[str, Any] = {"case": name, "model": depth, "size": f"{size[0]}x{size[1]}",
@@ -88,8 +90,8 @@ def run_case(name: str, world: Any, tmp: Path, depth: str, size: tuple[int, int]
                            "step_images_per_s": batch / step_s, "loader": {}}
     trainer.close()
     for n in workers:
-        loader = make_trainer(world, tmp / f"{name}_w{n}", depth, size, batch, workers=n, **extra)
-        rate = loader_rate(loader, batches=max(4, 2 * n + 2))
+        loader = make_trainer(world, tmp / f"{name}_w{n}", depth, size, batch, n, extra)
+        rate = loader_rate(loader)
         row["loader"][n] = {"images_per_s": rate, "ratio_to_step": rate / row["step_images_per_s"]}
         loader.close()
     print_row(row)
@@ -122,7 +124,7 @@ def main() -> int:
         cpu_name = platform.processor() or platform.machine()
         print(f"rendering the synthetic world ... (torch {torch.__version__}, "
               f"{args.threads} thread(s), {cpu_name})", flush=True)
-        world = generate_dataset(tmp / "world", drives=2, frames=12, seed=3, width=640, height=192)
+        world = generate_dataset(tmp / "world", drives=2, frames=40, seed=3, width=640, height=192)
         print(f"{'case':28s} {'size':>8s} {'batch':5s} {'step':>13s} {'per image':>12s}   "
               f"data loading (ratio to the step rate)")
         cpu = {"device": "cpu", "cpu_threads": args.threads}

@@ -15,10 +15,11 @@
 
 The only module of the package that imports rclpy. Frame flow:
 
-* ``image`` and ``camera_info`` arrive with sensor-data QoS (best effort, keep last
-  ``qos_depth``) in the *input* callback group. The image callback only stores the
-  message in a one-slot :class:`~oe_depth_ros.diagnostics.FrameMailbox` (an unprocessed
-  older frame is dropped and counted) and triggers a guard condition.
+* ``image`` and ``camera_info`` arrive with sensor-data QoS (best effort unless
+  ``qos_reliability`` says reliable, keep last ``qos_depth``) in the *input* callback
+  group. The image callback only stores the message in a one-slot
+  :class:`~oe_depth_ros.diagnostics.FrameMailbox` (an unprocessed older frame is
+  dropped and counted) and triggers a guard condition.
 * The guard condition's callback runs in its own mutually exclusive *inference*
   callback group under a :class:`MultiThreadedExecutor`: it takes the newest frame,
   converts it, runs :class:`~oe_depth_ros.pipeline.DepthPipeline` and publishes only

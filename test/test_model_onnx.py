@@ -114,7 +114,7 @@ def export_and_compare(tmp_path, name: str, temperature: float = 1.0) -> None:
         # The comparison means something: outputs are not saturated and float32
         # PyTorch itself is close to float64 (the network is well conditioned).
         assert ref.max() - ref.min() > 0.01 and 0.0 < ref.min() and ref.max() < 1.0
-        assert relative_error(ref, ref64) <= 1e-5, s
+        assert relative_error(ref, ref64) <= 3e-5, s
         assert relative_error(y, ref) <= 1e-4, s
 
 

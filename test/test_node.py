@@ -15,8 +15,8 @@
 
 Two node processes are started once for the module with a small exported ONNX model:
 ``/a`` (the shipped parameter file, fixed scale 2.5) and ``/b`` (approximate CameraInfo
-sync). The test process has its own rclpy context, publishes Image and CameraInfo and
-decodes the outputs by hand; depth, CameraInfo, cloud and colours are compared with
+sync, reliable inputs). The test process has its own rclpy context, publishes Image and
+CameraInfo and decodes the outputs by hand; depth, CameraInfo, cloud and colours are compared with
 an offline ``DepthPipeline`` run on the same frame in this process.
 """
 from __future__ import annotations
@@ -115,7 +115,8 @@ def nodes(model: Path, tmp_path_factory: pytest.TempPathFactory):
                     "-p", f"scale.factor:={SCALE}", "-p", "threads:=1")
     b = NodeProcess(logs / "b.log", "-r", "__ns:=/b", "-p", f"model_path:={model}",
                     "-p", "backend:=onnxruntime", "-p", "camera_info.sync:=approximate",
-                    "-p", "camera_info.slop:=0.05", "-p", "threads:=1")
+                    "-p", "camera_info.slop:=0.05", "-p", "threads:=1",
+                    "-p", "qos_reliability:=reliable")
     procs = {"a": a, "b": b}
     yield procs
     for p in procs.values():

@@ -101,6 +101,7 @@ def test_resume_equals_uninterrupted(synth_world, tmp_path: Path) -> None:
     net = load_depth_net(tmp_path / "split" / "last.pt")
     assert net.config.name == "oe_depth_small" and not net.training
     assert (tmp_path / "split" / "tensorboard").is_dir()
+    assert load_checkpoint(tmp_path / "split" / "best.pt")["step"] == 2  # the one validation
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(synth_world, tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_gloo_processes_with_batchnorm_and_triplet(tmp_path: Path) -> None:
     # Training-mode BatchNorm normalises each process's half batch and the triplet term
-    # averages each process's anchors, so the trajectories agree only approximately.
+    # averages each process's anchors, so the trajectories agree only approximately
+    # (measured: 0.07 % apart over the first two steps).
     root = tmp_path / "data"
     split = make_layout(root, frames=10)
     ddp = run_torchrun(overrides(root, split, 2), tmp_path / "ddp")
@@ -99,4 +100,4 @@ def test_two_gloo_processes_with_batchnorm_and_triplet(tmp_path: Path) -> None:
     ref = single.fit()
     single.close()
     for a, b in zip(ddp, ref):
-        assert a["total"] == pytest.approx(b["total"], rel=0.05)
+        assert a["total"] == pytest.approx(b["total"], rel=0.01)

@@ -31,6 +31,7 @@ from torchvision.transforms import ColorJitter
 from oe_depth_ros.geometry import KITTI_NORMALISED_K, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file
+from training.edge_metrics import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_TRAIN_ID
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,9 @@ SIDE_TO_CAMERA = {"l": 2, "r": 3}
 IMAGE_EXTENSIONS = (".png", ".jpg")
 MAX_LISTED_MISSING = 10
 
-#: Cityscapes labelId -> trainId (19 classes); every other id is void (255).
-_CITYSCAPES_TRAIN_IDS = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}
-LABEL_TO_TRAIN_ID = np.full(256, 255, dtype=np.uint8)
-for _label_id, _train_id in _CITYSCAPES_TRAIN_IDS.items():
+#: Cityscapes labelId -> trainId lookup (19 classes); every other id is void (255).
+LABEL_TO_TRAIN_ID = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
+for _label_id, _train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
     LABEL_TO_TRAIN_ID[_label_id] = _train_id
 
 
@@ -102,12 +99,13 @@ def read_split_file(path: str | os.PathLike[str]) -> list[SplitEntry]:
 def read_calibration_p_rect(calib_file: str | os.PathLike[str], camera: int) -> np.ndarray:
     """Return the 3x3 left block of ``P_rect_0<camera>`` from a KITTI calib_cam_to_cam.txt."""
     key = f"P_rect_0{camera}"
-    entries = read_calib_file(calib_file)
+    path = Path(calib_file)
+    entries = read_calib_file(path)
     if key not in entries:
-        raise KittiFormatError(calib_file, f"missing key {key!r}")
+        raise KittiFormatError(path, f"missing key {key!r}")
     values, lineno = entries[key]
     if values.size != 12:
-        raise KittiFormatError(calib_file, f"{key!r} needs 12 values, got {values.size}", lineno)
+        raise KittiFormatError(path, f"{key!r} needs 12 values, got {values.size}", lineno)
     return values.reshape(3, 4)[:, :3]
 
 

@@ -119,6 +119,8 @@ def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
             import cv2
 
             raw = cv2.imread(str(dataset.label_path(dataset.entries[i])), cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                raise FileNotFoundError(f"no label image {dataset.label_path(dataset.entries[i])}")
             scaled = np.clip(pred * ratio, 1e-3, max_depth)
             report.add(gt, scaled, mask, labels_to_train_ids(raw))
     out: dict[str, Any] = {name: value / len(dataset) for name, value in sums.items()}

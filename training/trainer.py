@@ -43,6 +43,7 @@ from training.triplet import neighbour_masks
 log = logging.getLogger(__name__)
 
 TensorMap = dict[str, torch.Tensor]
+BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 VALIDATION_NAME = "validation.json"
 
@@ -135,9 +136,11 @@ class Trainer:
                                    "CPU implementation); use sync_bn=false")
             self.depth_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
             self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.depth_net.to(self.device, memory_format=memory_format)
-        self.pose_net.to(self.device, memory_format=memory_format)
+        self.depth_net.to(self.device)
+        self.pose_net.to(self.device)
+        if self.channels_last:
+            self.depth_net.to(memory_format=torch.channels_last)
+            self.pose_net.to(memory_format=torch.channels_last)
         params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
         self.params = params
         self.optimizer = torch.optim.Adam(params, lr=config.optim.lr,
@@ -274,6 +277,8 @@ class Trainer:
         maps: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
         labels = inputs.get("semantics")
+        if lc.use_triplet and labels is None:
+            raise ValueError("the triplet loss is on but the batch has no semantic labels")
         for s in self.scales:
             disp = outputs[("disp", s)]
             _, depth = disp_to_depth(upsample_disp(disp, (self.height, self.width)),
@@ -289,6 +294,7 @@ class Trainer:
             terms[f"smoothness/{s}"] = smooth
             if lc.use_triplet and s in lc.triplet_scales:
                 feat = outputs[("feat", s)]
+                assert labels is not None  # checked above
                 lab = F.interpolate(labels.float(), size=feat.shape[-2:], mode="nearest").long()
                 trip = semantic_triplet_loss(feat, lab, lc.triplet_kernel, lc.triplet_margin,
                                              lc.triplet_min_pairs)
@@ -396,8 +402,11 @@ class Trainer:
         return self.history
 
     def _end_epoch(self, epoch: int) -> None:
+        is_best = False
         if self.val_set is not None:
             metrics = self.validate()
+            earlier = [v["abs_rel"] for v in self.val_history if "abs_rel" in v]
+            is_best = "abs_rel" in metrics and all(metrics["abs_rel"] < e for e in earlier)
             self.val_history.append({"epoch": epoch, "step": self.step, **metrics})
             if self.env.is_main:
                 log.info("epoch %d validation: %s", epoch,
@@ -408,6 +417,8 @@ class Trainer:
                                   json.dumps(self.val_history, indent=1))
         self.scheduler.step()
         self.save()
+        if is_best and self.env.is_main:  # the lowest validation Abs Rel so far
+            save_checkpoint(self.out_dir / BEST_NAME, self.state_dict())
         if self.cfg.keep_epoch_checkpoints:
             self.save(f"epoch_{epoch:03d}.pt")
 

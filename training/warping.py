@@ -22,6 +22,7 @@ class BackprojectDepth(nn.Module):
         v, u = torch.meshgrid(torch.arange(height, dtype=torch.float32),
                               torch.arange(width, dtype=torch.float32), indexing="ij")
         pix = torch.stack([u.reshape(-1), v.reshape(-1), torch.ones(height * width)], 0)
+        self.pix_coords: torch.Tensor
         self.register_buffer("pix_coords", pix, persistent=False)  # [3, H*W]
 
     def forward(self, depth: torch.Tensor, inv_k: torch.Tensor) -> torch.Tensor:
