@@ -130,9 +130,18 @@ def summary(ms: list[float]) -> dict[str, float]:
             "repeats": len(ms)}
 
 
-def cpu_latency(net: DepthNet, x: torch.Tensor, repeats: int, warmup: int) -> dict[str, float]:
+def cpu_latency(nets: dict[str, DepthNet], x: torch.Tensor, repeats: int,
+                warmup: int) -> dict[str, dict[str, float]]:
+    """Per-config latency; the configs take turns so that load from other processes
+    on a shared machine hits them alike."""
+    times: dict[str, list[float]] = {name: [] for name in nets}
     with torch.inference_mode():
-        return summary(time_it(lambda: net(x), repeats, warmup))
+        for name, net in nets.items():
+            time_it(lambda: net(x), 0, warmup)
+        for _ in range(repeats):
+            for name, net in nets.items():
+                times[name] += time_it(lambda: net(x), 1, 0)
+    return {name: summary(ms) for name, ms in times.items()}
 
 
 def gpu_latency(net: DepthNet, size: tuple[int, int], batches: list[int],
@@ -183,10 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         "input": [1, 3, h, w], "threads": args.threads, "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "configs": {},
     }
-    for name in args.configs:
-        net = build_depth_net(name).eval()
-        entry = {"cost": cost_table(net, x),
-                 "cpu_latency": cpu_latency(net, x, args.repeats, args.warmup)}
+    nets = {name: build_depth_net(name).eval() for name in args.configs}
+    latency = cpu_latency(nets, x, args.repeats, args.warmup)
+    for name, net in nets.items():
+        entry = {"cost": cost_table(net, x), "cpu_latency": latency[name]}
         if torch.cuda.is_available() and not args.no_gpu:
             entry["gpu"] = gpu_latency(net, (h, w), args.gpu_batches, args.repeats * 5)
             report["gpu_name"] = torch.cuda.get_device_name()
@@ -202,18 +211,20 @@ def print_report(report: dict[str, Any], names: list[str]) -> None:
     configs = report["configs"]
     base = names[0]
     h, w = report["input"][2:]
-    print(f"CPU forward latency, batch 1, {w}x{h}, {report['threads']} threads "
-          f"(median of {configs[base]['cpu_latency']['repeats']})")
-    base_ms = configs[base]["cpu_latency"]["median_ms"]
+    print(f"CPU forward latency, batch 1, {w}x{h}, {report['threads']} threads, "
+          f"{configs[base]['cpu_latency']['repeats']} runs each (ratios of the minimum)")
+    print(f"  {'config':<16}{'min ms':>10}{'median ms':>11}  ratio")
+    base_ms = configs[base]["cpu_latency"]["min_ms"]
     for name in names:
-        ms = configs[name]["cpu_latency"]["median_ms"]
-        print(f"  {name:<16} {ms:9.1f} ms   x{ms / base_ms:.2f} vs {base}")
+        lat = configs[name]["cpu_latency"]
+        print(f"  {name:<16}{lat['min_ms']:>10.1f}{lat['median_ms']:>11.1f}  "
+              f"x{lat['min_ms'] / base_ms:.2f} vs {base}")
     print()
-    header = "".join(f"{n + ' params':>22}{n + ' GMAC':>18}" for n in names)
+    header = "".join(f"{n + ' params':>24}{n + ' GMAC':>22}" for n in names)
     print(f"{'module':<26}{header}")
     for row in configs[base]["cost"]:
-        cells = "".join(f"{configs[n]['cost'][row]['params']:>22,}"
-                        f"{configs[n]['cost'][row]['macs'] / 1e9:>18.3f}" for n in names)
+        cells = "".join(f"{configs[n]['cost'][row]['params']:>24,}"
+                        f"{configs[n]['cost'][row]['macs'] / 1e9:>22.3f}" for n in names)
         print(f"{row:<26}{cells}")
     if any("gpu" in configs[n] for n in names):
         print(f"\nGPU ({report.get('gpu_name')}): median ms (fps)")

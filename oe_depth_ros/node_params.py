@@ -135,7 +135,7 @@ PARAMS: tuple[ParamSpec, ...] = (
        limits=(0.01, 100.0)),
     _p("scale.window", 5, "Temporal median window of the camera_height scale.",
        unit="frames", limits=(1, 1000)),
-    _p("scale.min_confidence", 0.5, "Ground fits with a lower inlier ratio keep the last "
+    _p("scale.min_confidence", 0.3, "Ground fits with a lower inlier ratio keep the last "
        "good scale.", limits=(0.0, 1.0)),
     # --- runtime
     _p("diagnostics_period", 1.0, "Period of the /diagnostics status.", unit="s",

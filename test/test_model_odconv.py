@@ -243,3 +243,18 @@ def test_every_parameter_gets_a_gradient():
 def test_rejects_bad_groups():
     with pytest.raises(ValueError, match="divisible by groups"):
         ODConv2d(6, 8, 3, groups=4)
+
+
+def test_channels_last_and_dtype_conversions():
+    m = ODConv2d(8, 12, 3, padding=1, kernel_num=4)
+    randomise(m, seed=15)
+    m.eval()
+    x = torch.randn(3, 8, 10, 10, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        ref = reference(m, x)
+        m.to(memory_format=torch.channels_last)  # plain Module.to rejects 5-D weights
+        assert m.weight.shape == (4, 12, 8, 3, 3)
+        y = m(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        m.double()
+        assert m.weight.dtype == torch.float64 and m.attention.fc.weight.dtype == torch.float64

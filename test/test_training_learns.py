@@ -1,4 +1,4 @@
-"""The learning proof: a short CPU run on synthetic data beats the untrained net and any constant."""
+"""The learning proof: a short CPU run on synthetic data beats the untrained net and constants."""
 from __future__ import annotations
 
 import json

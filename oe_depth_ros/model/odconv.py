@@ -18,7 +18,7 @@ into the groups, which is only ever traced when exporting with a batch above one
 """
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -138,6 +138,16 @@ class ODConv2d(nn.Module):
     def update_temperature(self, temperature: float) -> None:
         """Set the attention temperature T."""
         self.attention.update_temperature(temperature)
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+        # ``Module.to(memory_format=torch.channels_last)`` rejects 5-D tensors; present the
+        # candidate kernels to conversions as one 4-D [kernel_num * out, in/g, k, k] stack.
+        def convert(t: torch.Tensor) -> torch.Tensor:
+            if t.dim() == 5:
+                return fn(t.reshape((-1,) + tuple(t.shape[2:]))).reshape(t.shape)
+            return fn(t)
+
+        return super()._apply(convert, recurse)
 
     def aggregated_kernels(self, spatial: Attn, kernel: Attn, batch: int) -> torch.Tensor:
         """Per-sample kernels ``sum_i a_w[b, i] * a_s[b] * W_i``: [B or 1, out, in/g, k, k]."""
