@@ -45,15 +45,15 @@ class DemoSettings:
     model: Path | None = None
     kitti: Path | None = None
     #: synthetic world: drives (the last is held out), frames per drive, render size
-    drives: int = 3
-    frames: int = 24
-    render_size: tuple[int, int] = (188, 621)
+    drives: int = 5
+    frames: int = 30
+    render_size: tuple[int, int] = (128, 416)
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small"
-    train_steps: int = 600
+    train_steps: int = 300
     train_batch: int = 4
-    net_size: tuple[int, int] = (96, 320)
+    net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"
     #: metric scale of the published depth: camera_height (1.65 m mount), fixed or lidar
     scale_method: str = "camera_height"

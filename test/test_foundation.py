@@ -122,3 +122,14 @@ def test_cli_lists_every_subcommand():
                          capture_output=True, text=True, check=True).stdout
     for name in ("synth", "export-onnx", "build-engine", "kitti2bag", "process-bag", "demo"):
         assert name in out
+
+
+def test_package_import_is_light():
+    """Importing the package, its pipeline and messages needs no torch, onnxruntime or rclpy."""
+    code = ("import sys, oe_depth_ros, oe_depth_ros.pipeline, oe_depth_ros.messages, "
+            "oe_depth_ros.inference.backends;"
+            "heavy = [m for m in ('torch', 'onnxruntime', 'tensorrt', 'rclpy', 'training') "
+            "if m in sys.modules]; print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""

@@ -123,9 +123,9 @@ def test_params_file_sections_and_errors(tmp_path):
 
 
 def test_readme_tables_are_the_generated_ones():
-    text = (REPO / "docs" / "readme" / "node.md").read_text()
+    text = (REPO / "docs" / "node.md").read_text()
     for table in (node_params.markdown_topics(), node_params.markdown_params()):
-        assert table.strip() in text, "docs/readme/node.md is stale: regenerate with " \
+        assert table.strip() in text, "docs/node.md is stale: regenerate with " \
             "python -m oe_depth_ros.node_params --markdown"
     # Every parameter row carries its default.
     for p in PARAMS:

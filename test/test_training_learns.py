@@ -25,7 +25,7 @@ def test_best_constant_is_the_abs_rel_minimiser() -> None:
 
 @pytest.mark.slow
 def test_short_cpu_run_learns(tmp_path: Path) -> None:
-    # The documented run (docs/readme/training.md): about 15 minutes on 2 shared cores.
+    # The documented run (docs/training.md): about 15 minutes on 2 shared cores.
     assert main(["--work", str(tmp_path), "cpu_threads=1", "progress=false"]) == 0
     run = json.loads((tmp_path / "summary.json").read_text())["main"]
     before, after = run["before"], run["after"]

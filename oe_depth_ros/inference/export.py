@@ -75,7 +75,8 @@ class ScaledDisparityNet(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ExportReport:
-    """What ``export_onnx`` produced and how well it verified."""
+    """What ``export_onnx`` produced and how well it verified (``max_rel_error`` is NaN
+    when the check was skipped)."""
 
     path: Path
     info: ModelInfo
@@ -249,8 +250,9 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         _trace_to_onnx(wrapper, torch.from_numpy(image), tmp, opset)
         num_nodes = _finalise(tmp, info, opset)
         export_seconds = time.perf_counter() - start
-        error = max_relative_error(_run_onnxruntime(tmp, image), reference) if verify else 0.0
         tolerance = TOLERANCE[precision]
+        error = (max_relative_error(_run_onnxruntime(tmp, image), reference) if verify
+                 else float("nan"))
         if error > tolerance:
             hint = (" (random weights leave the activations unnormalised, so the sigmoid "
                     "saturates and the output is ill-conditioned: export a trained checkpoint, "
@@ -259,8 +261,10 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
                 f"ONNX Runtime and PyTorch disagree: max relative error {error:.3g} > "
                 f"{tolerance:g}; {out} was not written{hint}"
             )
-    LOG.info("exported %s (%dx%d, %s, opset %d, %d nodes) to %s in %.1f s; ONNX Runtime vs "
-             "PyTorch max relative error %.2e (limit %g)", info.model_name, height, width,
-             precision, opset, num_nodes, out, export_seconds, error, tolerance)
+    check = (f"ONNX Runtime vs PyTorch max relative error {error:.2e} (limit {tolerance:g})"
+             if verify else "NOT verified (--no-verify)")
+    LOG.info("exported %s (%dx%d, %s, opset %d, %d nodes) to %s in %.1f s; %s",
+             info.model_name, height, width, precision, opset, num_nodes, out, export_seconds,
+             check)
     return ExportReport(out, info, opset, num_nodes, error, tolerance, export_seconds,
                         checkpoint is None)

@@ -24,19 +24,14 @@ from oe_depth_ros.inference.engine_cache import (
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.inference.metadata import INPUT_NAME, OUTPUT_NAME
 from oe_depth_ros.inference.preprocess import TensorPreprocessor
+from oe_depth_ros.inference.tensorrt_build import TRT_LOGGER
 
 LOG = logging.getLogger(__name__)
 
 
 def torch_dtype(dtype: trt.DataType) -> torch.dtype:
-    """The torch dtype of a TensorRT I/O tensor type."""
-    table = {
-        trt.DataType.FLOAT: torch.float32,
-        trt.DataType.HALF: torch.float16,
-        trt.DataType.INT32: torch.int32,
-        trt.DataType.INT8: torch.int8,
-        trt.DataType.BOOL: torch.bool,
-    }
+    """The torch dtype of a TensorRT I/O tensor type (the exported graphs use float32)."""
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
     if dtype not in table:
         raise BackendError(f"unsupported TensorRT I/O type {dtype}")
     return table[dtype]
@@ -51,19 +46,6 @@ def cuda_device(device: str) -> torch.device:
         return torch.device("cuda", dev.index if dev.index is not None else 0)
     raise BackendError(f"the tensorrt backend runs on a CUDA device, not {device!r}; "
                        "use the onnxruntime or torch backend on the CPU")
-
-
-class _TrtLogger(trt.ILogger):
-    """Forward TensorRT's runtime messages to Python logging."""
-
-    def __init__(self) -> None:
-        trt.ILogger.__init__(self)
-
-    def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-        if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-            LOG.error("TensorRT: %s", msg)
-        elif severity == trt.ILogger.Severity.WARNING:
-            LOG.warning("TensorRT: %s", msg)
 
 
 class TensorRTBackend(DepthBackend):
@@ -87,8 +69,7 @@ class TensorRTBackend(DepthBackend):
         self.input_size = info.input_size
         self.min_depth = info.min_depth
         self.max_depth = info.max_depth
-        self._logger = _TrtLogger()
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(TRT_LOGGER)
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BackendError(f"TensorRT could not deserialise {path}; rebuild it with "
@@ -100,6 +81,7 @@ class TensorRTBackend(DepthBackend):
                                "(out of GPU memory?)")
         self._context = context
         self._buffers = self._bind(path)
+        self._host: dict[tuple[str, tuple[int, ...], torch.dtype], torch.Tensor] = {}
         self.stream = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         self._preprocess = TensorPreprocessor(self.input_size, self.device)
         LOG.info("TensorRT %s engine %s on %s: %s %dx%d (%s)", trt.__version__, path,
@@ -155,18 +137,35 @@ class TensorRTBackend(DepthBackend):
         out.record_stream(caller)
         return out
 
+    def _staging(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """A page-locked host buffer reused across calls (asynchronous copies need one)."""
+        key = (name, shape, dtype)
+        if key not in self._host:
+            self._host[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
+        return self._host[key]
+
+    def _download(self, out: torch.Tensor) -> np.ndarray:
+        host = self._staging("out", tuple(out.shape), out.dtype)
+        host.copy_(out, non_blocking=True)
+        torch.cuda.current_stream(self.device).synchronize()
+        return host.numpy().copy()
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 [1, 3, H, W] in [0, 1] -> float32 [1, 1, H, W] scaled disparity."""
-        tensor = torch.from_numpy(self.check_batch(batch)).pin_memory()
-        return self.infer_tensor(tensor.to(self.device, non_blocking=True)).cpu().numpy()
+        host = self._staging("in", (1, 3, *self.input_size), torch.float32)
+        host.numpy()[...] = self.check_batch(batch)
+        return self._download(self.infer_tensor(host.to(self.device, non_blocking=True)))
 
     def predict(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB [h, w, 3] -> float32 [H, W] scaled disparity; resizing runs on the GPU."""
-        batch = self._preprocess(torch.from_numpy(np.ascontiguousarray(image_rgb)).pin_memory())
-        return self.infer_tensor(batch)[0, 0].cpu().numpy()
+        image = torch.from_numpy(np.ascontiguousarray(image_rgb))
+        host = self._staging("image", tuple(image.shape), image.dtype)
+        host.copy_(image)
+        return self._download(self.infer_tensor(self._preprocess(host))[0, 0])
 
     def close(self) -> None:
         """Drop the context, engine and buffers (frees GPU memory)."""
         torch.cuda.synchronize(self.device)
         self._buffers.clear()
+        self._host.clear()
         del self._context, self._engine

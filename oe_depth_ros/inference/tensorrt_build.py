@@ -35,7 +35,8 @@ DEFAULT_WORKSPACE_MB = 2048
 
 
 class _TrtLogger(trt.ILogger):
-    """Forward TensorRT's messages to Python logging."""
+    """Forward TensorRT's messages to Python logging (one per process: TensorRT keeps the
+    first logger it is given and ignores later ones)."""
 
     def __init__(self) -> None:
         trt.ILogger.__init__(self)
@@ -47,6 +48,9 @@ class _TrtLogger(trt.ILogger):
             LOG.warning("TensorRT: %s", msg)
         else:
             LOG.debug("TensorRT: %s", msg)
+
+
+TRT_LOGGER = _TrtLogger()
 
 
 def tensorrt_version() -> str:
@@ -84,12 +88,11 @@ def onnx_model_info(onnx_path: Path) -> ModelInfo:
 def build_serialized_engine(onnx_path: Path, precision: str, onnx_precision: str,
                             workspace_mb: int, timing_cache: Path | None) -> bytes:
     """Parse ``onnx_path`` and build a serialized engine; updates ``timing_cache``."""
-    logger = _TrtLogger()
-    builder = trt.Builder(logger)
+    builder = trt.Builder(TRT_LOGGER)
     plan = plan_precision(precision, onnx_precision, has_weak_typing())
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, TRT_LOGGER)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
         raise BackendError(f"TensorRT cannot parse {onnx_path}: {errors}")
