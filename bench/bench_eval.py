@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oe_depth_ros.kitti.splits import SplitEntry  # noqa: E402
 from oe_depth_ros.metrics import align_prediction, compute_errors, valid_mask  # noqa: E402
 from training.edge_metrics import RegionReport  # noqa: E402
 from training.evaluate import (  # noqa: E402
@@ -35,7 +36,7 @@ from training.evaluate import (  # noqa: E402
     load_train_ids,
     predict_disparity,
 )
-from training.gt_depth import SplitEntry, VelodyneGroundTruth  # noqa: E402
+from training.gt_depth import VelodyneGroundTruth  # noqa: E402
 
 
 def parse_size(text: str) -> tuple[int, int]:

@@ -126,12 +126,15 @@ def _train(settings: DemoSettings, world: Any) -> Path:
     return checkpoint
 
 
-def _export(settings: DemoSettings, checkpoint: Path) -> Path:
+def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Path:
+    """Export the checkpoint, verified on a real frame of the drive."""
     from oe_depth_ros.inference.export import export_onnx
+    from oe_depth_ros.kitti.raw import KittiDrive
 
     h, w = settings.net_size
     out = settings.out / "model.onnx"
-    export_onnx(None, out, h, w, checkpoint=checkpoint)
+    export_onnx(None, out, h, w, checkpoint=checkpoint,
+                verify_image=KittiDrive(drive_dir).image(2, 0))
     return out
 
 
@@ -278,7 +281,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         if world is None:
             raise ValueError("--kitti needs --model: the demo trains only on synthetic drives")
         checkpoint = stages.run("train", lambda: _train(settings, world))
-        model_path = stages.run("export", lambda: _export(settings, checkpoint))
+        model_path = stages.run("export", lambda: _export(settings, checkpoint, drive_dir))
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
                       f"at {settings.net_size[1]}x{settings.net_size[0]}")
     in_bag = settings.out / "input.bag"

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator, project_to_depth
+from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import Edge, TransformTree
+from oe_depth_ros.lidar_projection import project_to_depth
 
 K = np.array([[50.0, 0.0, 31.5], [0.0, 50.0, 15.5], [0.0, 0.0, 1.0]])
 SIZE = (32, 64)

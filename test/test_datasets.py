@@ -10,8 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from oe_depth_ros.geometry import KITTI_NORMALISED_K
-from training.datasets import (KittiRawMonoDataset, collate, labels_to_train_ids,
-                               read_split_file)
+from training.datasets import KittiRawMonoDataset, collate, labels_to_train_ids
 
 torch.set_num_threads(2)
 
@@ -50,16 +49,6 @@ def make_layout(root: Path, frames: int = 5, ext: str = ".png") -> Path:
 @pytest.fixture()
 def layout(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path, make_layout(tmp_path)
-
-
-def test_split_parse_errors_name_file_and_line(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.txt"
-    bad.write_text(f"{DRIVE} 1 l\n{DRIVE} one l\n")
-    with pytest.raises(ValueError, match=r"bad.txt:2: frame index 'one'"):
-        read_split_file(bad)
-    bad.write_text(f"{DRIVE} 1 x\n")
-    with pytest.raises(ValueError, match=r"bad.txt:1: expected"):
-        read_split_file(bad)
 
 
 def test_missing_files_listed_at_construction(layout: tuple[Path, Path]) -> None:

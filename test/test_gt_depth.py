@@ -1,4 +1,4 @@
-"""Ground-truth projection, the improved-GT reader, split files and the pickle-free cache."""
+"""Ground-truth projection, the improved-GT reader and the pickle-free cache."""
 from __future__ import annotations
 
 import subprocess
@@ -10,18 +10,16 @@ import cv2
 import numpy as np
 import pytest
 
+from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
+from oe_depth_ros.lidar_projection import project_velodyne
 from training.gt_depth import (
     CACHE_FORMAT,
     CachedGroundTruth,
     ImprovedGroundTruth,
-    SplitEntry,
     VelodyneGroundTruth,
     export_gt_cache,
     improved_gt_path,
-    parse_split_line,
-    project_velodyne,
     read_depth_png,
-    read_split_file,
     velodyne_to_image_matrix,
 )
 
@@ -109,23 +107,6 @@ def test_synthetic_lidar_agrees_with_dense_gt(synth_world):
     assert both.sum() > 50
     rel = np.abs(velo[both] - dense[both]) / dense[both]
     assert np.median(rel) < 0.05
-
-
-def test_parse_split_lines_and_errors(tmp_path):
-    entry = parse_split_line("2011_09_26/2011_09_26_drive_0002_sync 69 l")
-    assert entry == SplitEntry("2011_09_26/2011_09_26_drive_0002_sync", 69, "l")
-    assert entry.camera == 2 and entry.line.endswith(" 0000000069 l")
-    assert parse_split_line("a/b 0000000005 r").camera == 3
-    split = tmp_path / "split.txt"
-    split.write_text("a/b 1 l\n\na/b 2 x\n")
-    with pytest.raises(ValueError, match=r"split\.txt:3: side must be"):
-        read_split_file(split)
-    with pytest.raises(ValueError, match="integer"):
-        parse_split_line("a/b five l")
-    with pytest.raises(ValueError, match="<date>/<drive>"):
-        parse_split_line("drive 5 l")
-    with pytest.raises(FileNotFoundError):
-        read_split_file(tmp_path / "missing.txt")
 
 
 def test_read_depth_png(tmp_path):

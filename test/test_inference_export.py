@@ -131,7 +131,8 @@ def test_failed_verification_keeps_previous_file(tmp_path: Path, monkeypatch:
     """A disagreement beyond the tolerance raises and leaves the old file untouched."""
     out = tmp_path / "model.onnx"
     out.write_bytes(b"previous")
-    monkeypatch.setitem(export.TOLERANCE, "fp32", 0.0)
+    real = export._run_onnxruntime
+    monkeypatch.setattr(export, "_run_onnxruntime", lambda p, img: real(p, img) * 1.001)
     with pytest.raises(export.ExportError, match="disagree"):
         export.export_onnx(CONFIG, out, HEIGHT, WIDTH)
     assert out.read_bytes() == b"previous"
@@ -166,3 +167,48 @@ def test_fp16_export_close_to_fp32_network(tmp_path: Path, checkpoint: Path) -> 
     want = reference_scaled_disparity(checkpoint, image)
     assert report.max_rel_error <= export.TOLERANCE["fp16"]
     assert np.max(np.abs(got - want) / want) <= export.TOLERANCE["fp16"]
+
+
+def test_verify_image_of_any_size(tmp_path: Path, checkpoint: Path) -> None:
+    """A real-looking uint8 frame of another size is resized and used for the check."""
+    rng = np.random.default_rng(3)
+    frame = np.repeat(np.linspace(0, 255, 97, dtype=np.uint8)[None, :, None], 41, 0)
+    frame = np.repeat(frame, 3, 2) // 2 + rng.integers(0, 100, (41, 97, 3), dtype=np.uint8)
+    report = export.export_onnx(None, tmp_path / "m.onnx", HEIGHT, WIDTH,
+                                checkpoint=checkpoint, verify_image=frame)
+    assert report.max_rel_error <= 1e-4
+
+
+def test_wrong_graph_fails_even_with_float64_fallback(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph that computes something else is rejected: the float64 judgement only
+    helps when float32 PyTorch itself strays further than ONNX Runtime."""
+    real = export._run_onnxruntime
+    monkeypatch.setattr(export, "_run_onnxruntime", lambda p, img: real(p, img) * 1.01)
+    with pytest.raises(export.ExportError, match="disagree"):
+        export.export_onnx(CONFIG, tmp_path / "m.onnx", HEIGHT, WIDTH)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("ort64, torch64, accepted", [
+    (0.1, 300.0, True),     # float32 torch is chaotic, ONNX Runtime closer to float64
+    (0.5, 0.2, False),      # ONNX Runtime further from float64 than float32 torch
+    (0.01, 5e-5, False),    # float32 torch is accurate: no excuse for the graph
+])
+def test_float64_judgement_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                ort64: float, torch64: float, accepted: bool) -> None:
+    """When float32 PyTorch and ONNX Runtime disagree, the export is accepted only if
+    float32 PyTorch itself strays beyond the tolerance from the float64 network and
+    ONNX Runtime is at least as close to float64 as it is (trained ODConv networks can
+    be chaotic in float32 on inputs unlike their training data)."""
+    real = export._run_onnxruntime
+    monkeypatch.setattr(export, "_run_onnxruntime", lambda p, img: real(p, img) * 1.01)
+    monkeypatch.setattr(export, "_float64_check", lambda net, img, out: (ort64, torch64))
+    out = tmp_path / "m.onnx"
+    if accepted:
+        report = export.export_onnx(CONFIG, out, HEIGHT, WIDTH)
+        assert out.exists() and report.max_rel_error == ort64 and report.tolerance == torch64
+    else:
+        with pytest.raises(export.ExportError, match="disagree"):
+            export.export_onnx(CONFIG, out, HEIGHT, WIDTH)
+        assert not out.exists()

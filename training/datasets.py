@@ -31,12 +31,12 @@ from torchvision.transforms import ColorJitter
 from oe_depth_ros.geometry import KITTI_NORMALISED_K, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file
+from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from training.edge_metrics import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_TRAIN_ID
 
 log = logging.getLogger(__name__)
 
 IntrinsicsSource = Literal["kitti_normalised", "calibration"]
-SIDE_TO_CAMERA = {"l": 2, "r": 3}
 IMAGE_EXTENSIONS = (".png", ".jpg")
 MAX_LISTED_MISSING = 10
 
@@ -44,19 +44,6 @@ MAX_LISTED_MISSING = 10
 LABEL_TO_TRAIN_ID = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
 for _label_id, _train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
     LABEL_TO_TRAIN_ID[_label_id] = _train_id
-
-
-@dataclass(frozen=True)
-class SplitEntry:
-    """One line of an Eigen-format split file: ``<date>/<drive> <frame> l|r``."""
-
-    folder: str
-    frame: int
-    side: str
-
-    @property
-    def camera(self) -> int:
-        return SIDE_TO_CAMERA[self.side]
 
 
 @dataclass(frozen=True)
@@ -68,32 +55,6 @@ class JitterParams:
     contrast: float
     saturation: float
     hue: float
-
-
-def read_split_file(path: str | os.PathLike[str]) -> list[SplitEntry]:
-    """Parse an Eigen-format split file; errors name the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    entries = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 3 or parts[2] not in SIDE_TO_CAMERA:
-            raise ValueError(f"{path}:{lineno}: expected '<date>/<drive> <frame> l|r', "
-                             f"got {line!r}")
-        try:
-            frame = int(parts[1])
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: frame index {parts[1]!r} is not an "
-                             "integer") from None
-        if frame < 0:
-            raise ValueError(f"{path}:{lineno}: negative frame index {frame}")
-        entries.append(SplitEntry(parts[0], frame, parts[2]))
-    if not entries:
-        raise ValueError(f"split file {path} has no entries")
-    return entries
 
 
 def read_calibration_p_rect(calib_file: str | os.PathLike[str], camera: int) -> np.ndarray:
@@ -201,7 +162,7 @@ class KittiRawMonoDataset(Dataset):
                 / f"image_0{entry.camera}" / f"{entry.frame:010d}.png")
 
     def calib_path(self, entry: SplitEntry) -> Path:
-        return self.data_path / entry.folder.split("/")[0] / "calib_cam_to_cam.txt"
+        return self.data_path / entry.date / "calib_cam_to_cam.txt"
 
     def _resolve_ext(self, img_ext: str) -> str:
         if img_ext != "auto":
@@ -273,7 +234,7 @@ class KittiRawMonoDataset(Dataset):
                 k[1, :] *= h
                 out.append(k)
             return out
-        key = (entry.folder.split("/")[0], entry.camera, *orig_size)
+        key = (entry.date, entry.camera, *orig_size)
         if key not in self._k_cache:
             self._k_cache[key] = read_calibration_p_rect(self.calib_path(entry), entry.camera)
         k_orig = self._k_cache[key]

@@ -1,8 +1,8 @@
 """Evaluate a depth model on a KITTI split with the Eigen protocol, plus edge-aware errors.
 
     python -m training.evaluate --model MODEL --data-path ROOT --split-file FILE \
-        [--gt velodyne|improved|CACHE.npz] [--mode mono|stereo|metric] [--post-process] \
-        [--out DIR] [--save-panels N]
+        [--gt velodyne|improved|CACHE.npz] [--velodyne-pixel-offset -1|0] \
+        [--mode mono|stereo|metric] [--post-process] [--out DIR] [--save-panels N]
 
 MODEL is a training checkpoint, a plain depth state dict (with --model-config), an
 ONNX file or a TensorRT engine. The network predicts at its input size; the scaled
@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from oe_depth_ros.imageops import resize_depth, to_network_input
+from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.metrics import (
     METRIC_NAMES,
     CropName,
@@ -43,10 +44,9 @@ from training.eval_report import (
 from training.gt_depth import (
     CachedGroundTruth,
     GroundTruth,
-    SplitEntry,
+    add_pixel_offset_argument,
     export_gt_cache,
     open_ground_truth,
-    read_split_file,
 )
 
 LOG = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class EvalOptions:
     data_path: str
     split_file: str
     gt: str = "velodyne"
+    velodyne_pixel_offset: int = -1
     backend: str = "auto"
     device: str = "auto"
     model_config: str | None = None
@@ -185,7 +186,8 @@ def _open_backend(options: EvalOptions) -> Backend:
 
 
 def _ground_truth(options: EvalOptions, entries: Sequence[SplitEntry]) -> GroundTruth:
-    source = open_ground_truth(options.gt, options.data_path, entries)
+    source = open_ground_truth(options.gt, options.data_path, entries,
+                               options.velodyne_pixel_offset)
     if options.export_gt:
         if isinstance(source, CachedGroundTruth):
             raise ValueError("--export-gt needs --gt velodyne or improved, not a cache")
@@ -349,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-file", required=True, help="split file ('<date>/<drive> <frame> l')")
     p.add_argument("--gt", default="velodyne",
                    help="velodyne (project the scans), improved (proj_depth PNGs) or CACHE.npz")
+    add_pixel_offset_argument(p)
     p.add_argument("--export-gt", default=None, metavar="CACHE.npz",
                    help="first export the --gt source into this cache, then evaluate from it")
     p.add_argument("--mode", choices=MODES, default="mono",
@@ -381,6 +384,7 @@ def options_from_args(args: argparse.Namespace) -> EvalOptions:
         raise ValueError(f"--save-panels must be >= 0, got {args.save_panels}")
     return EvalOptions(
         model=args.model, data_path=args.data_path, split_file=args.split_file, gt=args.gt,
+        velodyne_pixel_offset=args.velodyne_pixel_offset,
         backend=args.backend, device=args.device, model_config=args.model_config,
         input_size=args.input_size,
         mode=args.mode, scale=args.scale, post_process=args.post_process,

@@ -5,7 +5,10 @@ Two sources:
 * velodyne: LiDAR points projected into the camera with
   ``P_rect @ R_rect_00 @ [R|T]_velo_to_cam``; points with velodyne x < 0 are dropped,
   depth is the velodyne forward (x) coordinate, the pixel is (round(u) - 1, round(v) - 1),
-  and where several points land on one pixel the nearest is kept.
+  and where several points land on one pixel the nearest is kept
+  (``oe_depth_ros.lidar_projection``). ``--velodyne-pixel-offset 0`` takes
+  (round(u), round(v)) instead, for cameras with pixel centres at integer coordinates
+  such as the synthetic world's.
 * improved: the annotated maps ``<drive>/proj_depth/groundtruth/image_0X/%010d.png``
   (uint16, metres x 256, 0 = no data).
 
@@ -20,71 +23,18 @@ import argparse
 import logging
 import sys
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from oe_depth_ros.atomic import atomic_path
+from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
+from oe_depth_ros.lidar_projection import PIXEL_OFFSETS, project_velodyne
 
 LOG = logging.getLogger(__name__)
 
 CACHE_FORMAT = "oe_depth_ros.gt_cache/1"
-SIDE_TO_CAMERA = {"l": 2, "r": 3}
-
-
-@dataclass(frozen=True)
-class SplitEntry:
-    """One line of an Eigen-format split file: ``<date>/<drive> <frame> l|r``."""
-
-    folder: str
-    frame: int
-    side: str
-
-    @property
-    def camera(self) -> int:
-        """KITTI camera index of the side (l -> 2, r -> 3)."""
-        return SIDE_TO_CAMERA[self.side]
-
-    @property
-    def line(self) -> str:
-        """The canonical split-file line of this entry."""
-        return f"{self.folder} {self.frame:010d} {self.side}"
-
-
-def parse_split_line(text: str, where: str = "<string>") -> SplitEntry:
-    """Parse ``<date>/<drive> <frame> [l|r]`` (side defaults to l); ``where`` names the source."""
-    parts = text.split()
-    if len(parts) not in (2, 3):
-        raise ValueError(f"{where}: expected '<date>/<drive> <frame> l|r', got {text!r}")
-    folder, frame_text = parts[0], parts[1]
-    side = parts[2] if len(parts) == 3 else "l"
-    if side not in SIDE_TO_CAMERA:
-        raise ValueError(f"{where}: side must be 'l' or 'r', got {side!r}")
-    if folder.count("/") != 1 or folder.startswith("/") or ".." in folder.split("/"):
-        raise ValueError(f"{where}: folder must be '<date>/<drive>', got {folder!r}")
-    try:
-        frame = int(frame_text)
-    except ValueError:
-        raise ValueError(f"{where}: frame index must be an integer, got {frame_text!r}") from None
-    if frame < 0:
-        raise ValueError(f"{where}: frame index must be non-negative, got {frame}")
-    return SplitEntry(folder, frame, side)
-
-
-def read_split_file(path: str | Path) -> list[SplitEntry]:
-    """Read an Eigen-format split file (blank lines are skipped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
-    entries = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if text.strip():
-            entries.append(parse_split_line(text, f"{path}:{number}"))
-    if not entries:
-        raise ValueError(f"split file {path} has no entries")
-    return entries
 
 
 def velodyne_to_image_matrix(p_rect: np.ndarray, r_rect: np.ndarray,
@@ -99,34 +49,6 @@ def velodyne_to_image_matrix(p_rect: np.ndarray, r_rect: np.ndarray,
     t4 = np.eye(4)
     t4[:3, :] = np.asarray(velo_to_cam, dtype=np.float64).reshape(-1, 4)[:3]
     return p @ r4 @ t4
-
-
-def project_velodyne(points: np.ndarray, velo_to_image: np.ndarray,
-                     image_size: tuple[int, int]) -> np.ndarray:
-    """Sparse [H, W] float32 depth (0 = no point) from velodyne ``points`` [N, >=3].
-
-    ``velo_to_image`` is the 3x4 matrix of :func:`velodyne_to_image_matrix` and
-    ``image_size`` is (height, width).
-    """
-    height, width = image_size
-    pts = np.asarray(points)
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise ValueError(f"velodyne points must be [N, 3 or 4], got shape {pts.shape}")
-    pts = pts[pts[:, 0] >= 0, :3].astype(np.float64)
-    m = np.asarray(velo_to_image, dtype=np.float64).reshape(3, 4)
-    x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-    # Elementwise rather than a matrix product (no BLAS threads for a 3x4 transform).
-    u, v, w = (m[i, 0] * x + m[i, 1] * y + m[i, 2] * z + m[i, 3] for i in range(3))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        col = np.round(u / w) - 1
-        row = np.round(v / w) - 1
-    inside = (col >= 0) & (row >= 0) & (col < width) & (row < height)  # NaN compares False
-    flat = row[inside].astype(np.int64) * width + col[inside].astype(np.int64)
-    # Nearest point per pixel (unbuffered minimum handles repeated pixels).
-    nearest = np.full(height * width, np.inf)
-    np.minimum.at(nearest, flat, x[inside])
-    depth = np.where(np.isfinite(nearest), nearest, 0.0).astype(np.float32)
-    return depth.reshape(height, width)
 
 
 class _Drive(Protocol):
@@ -151,10 +73,16 @@ def drive_image_size(drive: _Drive, camera: int = 2) -> tuple[int, int]:
 
 
 def velodyne_gt_depth(drive: _Drive, frame: int, camera: int = 2,
-                      image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Project one frame's scan into camera 2 (or 3), by default at the S_rect image size."""
+                      image_size: tuple[int, int] | None = None,
+                      pixel_offset: int = -1) -> np.ndarray:
+    """Project one frame's scan into camera 2 (or 3), by default at the S_rect image size.
+
+    ``pixel_offset`` -1 is the KITTI protocol; 0 suits cameras whose pixel centres sit
+    at integer coordinates (the synthetic world, docs/synthetic.md).
+    """
     size = drive_image_size(drive, camera) if image_size is None else image_size
-    return project_velodyne(drive.velodyne(frame), drive_velodyne_to_image(drive, camera), size)
+    return project_velodyne(drive.velodyne(frame), drive_velodyne_to_image(drive, camera), size,
+                            pixel_offset)
 
 
 def improved_gt_path(data_path: str | Path, entry: SplitEntry) -> Path:
@@ -188,11 +116,16 @@ class GroundTruth(Protocol):
 
 
 class VelodyneGroundTruth:
-    """Project the scans on demand (no cache)."""
+    """Project the scans on demand (no cache), with the given pixel offset (KITTI: -1)."""
 
-    def __init__(self, data_path: str | Path) -> None:
+    def __init__(self, data_path: str | Path, pixel_offset: int = -1) -> None:
+        if pixel_offset not in PIXEL_OFFSETS:
+            raise ValueError(f"the velodyne pixel offset must be one of {PIXEL_OFFSETS}, "
+                             f"got {pixel_offset!r}")
         self.data_path = Path(data_path)
-        self.description = "velodyne"
+        self.pixel_offset = pixel_offset
+        self.description = ("velodyne" if pixel_offset == -1
+                            else f"velodyne (pixel offset {pixel_offset:+d})")
         self._drives: dict[str, _Drive] = {}
 
     def drive(self, folder: str) -> _Drive:
@@ -205,7 +138,8 @@ class VelodyneGroundTruth:
 
     def get(self, index: int, entry: SplitEntry) -> np.ndarray:
         """Velodyne depth of ``entry`` at its image's size."""
-        return velodyne_gt_depth(self.drive(entry.folder), entry.frame, entry.camera)
+        return velodyne_gt_depth(self.drive(entry.folder), entry.frame, entry.camera,
+                                 pixel_offset=self.pixel_offset)
 
 
 class ImprovedGroundTruth:
@@ -269,11 +203,11 @@ class CachedGroundTruth:
         return self.depth(index)
 
 
-def open_ground_truth(spec: str, data_path: str | Path,
-                      entries: Sequence[SplitEntry]) -> GroundTruth:
+def open_ground_truth(spec: str, data_path: str | Path, entries: Sequence[SplitEntry],
+                      velodyne_pixel_offset: int = -1) -> GroundTruth:
     """``velodyne``, ``improved`` or the path of an exported ``.npz`` cache."""
     if spec == "velodyne":
-        return VelodyneGroundTruth(data_path)
+        return VelodyneGroundTruth(data_path, velodyne_pixel_offset)
     if spec == "improved":
         return ImprovedGroundTruth(data_path)
     if spec.endswith(".npz"):
@@ -321,6 +255,15 @@ def export_gt_cache(source: GroundTruth, entries: Sequence[SplitEntry], out: str
     return out
 
 
+def add_pixel_offset_argument(parser: argparse.ArgumentParser) -> None:
+    """``--velodyne-pixel-offset {-1,0}`` (shared by training.gt_depth and training.evaluate)."""
+    parser.add_argument(
+        "--velodyne-pixel-offset", type=int, choices=PIXEL_OFFSETS, default=-1,
+        help="pixel = round(u) + OFFSET when projecting the Velodyne scans: -1 is the KITTI "
+             "protocol (default, for real KITTI); the synthetic world puts pixel centres at "
+             "integer coordinates and wants 0 (see docs/synthetic.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m training.gt_depth``."""
     parser = argparse.ArgumentParser(
@@ -332,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="cache file to write (.npz)")
     parser.add_argument("--source", choices=("velodyne", "improved"), default="velodyne",
                         help="project the LiDAR scans or read the annotated proj_depth maps")
+    add_pixel_offset_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -342,7 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         entries = read_split_file(args.split_file)
-        source = open_ground_truth(args.source, args.data_path, entries)
+        source = open_ground_truth(args.source, args.data_path, entries,
+                                   args.velodyne_pixel_offset)
         export_gt_cache(source, entries, args.out, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as exc:
         LOG.error("%s", exc)

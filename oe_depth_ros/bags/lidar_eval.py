@@ -21,37 +21,12 @@ from typing import Any
 import numpy as np
 
 from oe_depth_ros.bags.tf import TransformTree
+from oe_depth_ros.lidar_projection import project_to_depth
 from oe_depth_ros.metrics import METRIC_NAMES, CropName, evaluate_depth_map
 
 __all__ = ["project_to_depth", "LidarEvaluator", "EvalSettings"]
 
 LOG = logging.getLogger(__name__)
-
-
-def project_to_depth(points_cam: np.ndarray, k: np.ndarray, size: tuple[int, int],
-                     min_z: float = 0.1) -> np.ndarray:
-    """Sparse float32 depth [H, W] (0 = no point) of points [N, 3+] in the optical frame.
-
-    Pixel = (round(u), round(v)) of the pinhole projection; the nearest point wins.
-    """
-    height, width = size
-    pts = np.asarray(points_cam, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise ValueError(f"points must be [N, 3+], got shape {pts.shape}")
-    pts = pts[np.isfinite(pts[:, :3]).all(axis=1) & (pts[:, 2] > min_z), :3]
-    z = pts[:, 2]
-    proj = pts @ np.asarray(k, dtype=np.float64).T
-    u = np.rint(proj[:, 0] / z).astype(np.int64)
-    v = np.rint(proj[:, 1] / z).astype(np.int64)
-    inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
-    flat, z = v[inside] * width + u[inside], z[inside]
-    order = np.lexsort((z, flat))  # by pixel, then nearest first
-    flat, z = flat[order], z[order]
-    first = np.ones(flat.shape, dtype=bool)
-    first[1:] = flat[1:] != flat[:-1]
-    depth = np.zeros(height * width, dtype=np.float32)
-    depth[flat[first]] = z[first]
-    return depth.reshape(height, width)
 
 
 @dataclass

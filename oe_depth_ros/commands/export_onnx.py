@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from oe_depth_ros.inference.metadata import PRECISIONS
 
@@ -26,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and output): needed for fp16 engines on TensorRT 11")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the ONNX Runtime vs PyTorch check")
+    parser.add_argument("--verify-image", type=Path, default=None,
+                        help="an image file (e.g. a camera frame) to verify the export on "
+                             "(default: a synthetic pattern)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,9 +38,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model_config is None and args.checkpoint is None:
         raise ValueError("give --model-config NAME_OR_YAML (and --checkpoint for trained weights)")
+    verify_image = None
+    if args.verify_image is not None:
+        import cv2
+
+        bgr = cv2.imread(str(args.verify_image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"cannot read --verify-image {args.verify_image}")
+        verify_image = bgr[..., ::-1].copy()
     report = export_onnx(args.model_config, args.out, args.height, args.width,
                          checkpoint=args.checkpoint, opset=args.opset,
-                         precision=args.precision, verify=not args.no_verify)
+                         precision=args.precision, verify=not args.no_verify,
+                         verify_image=verify_image)
     LOG.info("wrote %s: input '%s' [1,3,%d,%d] RGB in [0,1] -> output 'disparity' "
              "[1,1,%d,%d] scaled disparity (depth = 1/disparity, range %g..%g m)%s",
              report.path, "image", *report.info.input_size, *report.info.input_size,

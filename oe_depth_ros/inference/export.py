@@ -13,6 +13,7 @@ Shape chains around padding and resizing), while the TorchScript exporter is dep
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import io
 import logging
@@ -30,6 +31,7 @@ from oe_depth_ros import __version__
 from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.geometry import disp_to_depth
+from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
 )
@@ -213,16 +215,40 @@ def _run_onnxruntime(path: Path, image: np.ndarray) -> np.ndarray:
     return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: image})[0])
 
 
+def _float64_check(net: nn.Module, image: np.ndarray,
+                   actual: np.ndarray) -> tuple[float, float]:
+    """ONNX Runtime's and float32 PyTorch's errors against the float64 network.
+
+    Networks with dynamic convolutions can be chaotic on inputs far from their training
+    data (the attention BatchNorm amplifies tiny rounding differences), so float32
+    PyTorch is then no reference; float64 PyTorch is. Returns (onnxruntime error,
+    float32 PyTorch error), both max relative errors against float64.
+    """
+    cfg = net.config  # type: ignore[attr-defined]
+    net64 = copy.deepcopy(net).double().eval()
+    with torch.no_grad():
+        exact = ScaledDisparityNet(net64, cfg.min_depth, cfg.max_depth)(
+            torch.from_numpy(image).double()).numpy()
+        torch32 = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth)(
+            torch.from_numpy(image)).numpy()
+    return max_relative_error(actual, exact), max_relative_error(torch32, exact)
+
+
 def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, width: int,
                 checkpoint: str | os.PathLike[str] | None = None, opset: int = DEFAULT_OPSET,
-                precision: str = "fp32", verify: bool = True) -> ExportReport:
+                precision: str = "fp32", verify: bool = True,
+                verify_image: np.ndarray | None = None) -> ExportReport:
     """Export a depth network to ``out`` (atomically) and check it with ONNX Runtime.
 
     ``model_config`` is a config name, YAML path or DepthNetConfig (it may be ``None``
-    when ``checkpoint`` is a training checkpoint, which records its config). Raises
+    when ``checkpoint`` is a training checkpoint, which records its config).
+    ``verify_image`` (uint8 RGB [h, w, 3], any size; default: a synthetic pattern) is
+    the input of the check: a real camera frame is the most telling one. Raises
     ValueError for bad arguments or checkpoints, ExportError when the ONNX Runtime
-    output differs from PyTorch's by more than ``TOLERANCE[precision]``; then no file
-    is left at ``out``.
+    output differs from PyTorch's by more than ``TOLERANCE[precision]`` (fp32: unless
+    the network is so ill-conditioned on that input that float32 PyTorch itself is
+    further from the float64 network than ONNX Runtime is); then no file is left at
+    ``out``.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
@@ -238,7 +264,8 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         config_hash=config_hash(to_dict(cfg)), oe_depth_ros_version=__version__,
         output=OUTPUT_KIND, precision=precision,
     )
-    image = verification_image(height, width)
+    image = (verification_image(height, width) if verify_image is None
+             else to_network_input(verify_image, (height, width)))
     with torch.no_grad():
         reference = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth)(
             torch.from_numpy(image)).numpy()
@@ -251,8 +278,16 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         num_nodes = _finalise(tmp, info, opset)
         export_seconds = time.perf_counter() - start
         tolerance = TOLERANCE[precision]
-        error = (max_relative_error(_run_onnxruntime(tmp, image), reference) if verify
-                 else float("nan"))
+        actual = _run_onnxruntime(tmp, image) if verify else None
+        error = max_relative_error(actual, reference) if actual is not None else float("nan")
+        if actual is not None and error > tolerance and precision == "fp32":
+            ort64, torch64 = _float64_check(net, image, actual)
+            if torch64 > tolerance and ort64 <= torch64:
+                LOG.warning("the network is ill-conditioned on the verification input: "
+                            "float32 PyTorch differs from float64 PyTorch by %.3g, ONNX "
+                            "Runtime by %.3g; judged against float64. A real camera frame "
+                            "(--verify-image) gives a sharper check", torch64, ort64)
+                error, tolerance = ort64, torch64
         if error > tolerance:
             hint = (" (random weights leave the activations unnormalised, so the sigmoid "
                     "saturates and the output is ill-conditioned: export a trained checkpoint, "

@@ -25,6 +25,7 @@ from oe_depth_ros.kitti.lidar import MAX_RANGE, Lidar
 from oe_depth_ros.kitti.raw import KittiCalib, read_calib
 from oe_depth_ros.kitti.rig import GeoReference, Trajectory, calibration_texts, oxts_packet
 from oe_depth_ros.kitti.sensors import CAMERA_FAR, SensorRig, depth_to_png16
+from oe_depth_ros.kitti.splits import SplitEntry, write_split_file
 from oe_depth_ros.kitti.world import LANE_WIDTH, World, build_world
 
 logger = logging.getLogger(__name__)
@@ -120,15 +121,15 @@ def _write_drive(plan: DrivePlan, rig: SensorRig, drive_dir: Path, seg_dir: Path
     (drive_dir / "oxts" / "dataformat.txt").write_text(writer.oxts_dataformat(), encoding="ascii")
 
 
-def split_lines(drives: int, frames: int, date: str = DATE) -> dict[str, list[str]]:
-    """Eigen-format split lines.
+def split_entries(drives: int, frames: int, date: str = DATE) -> dict[str, list[SplitEntry]]:
+    """The entries of the train, val and test split files.
 
     train/val: frames with both neighbours (1 .. frames-2) of every drive but the last
     (every drive when there is only one), about one in ten for val; test: every frame
     of the last drive (with a single drive it overlaps train).
     """
-    train: list[str] = []
-    val: list[str] = []
+    train: list[SplitEntry] = []
+    val: list[SplitEntry] = []
     pool = range(1, drives) if drives > 1 else range(1, 2)
     for index in pool:
         eligible = list(range(1, frames - 1))
@@ -136,8 +137,8 @@ def split_lines(drives: int, frames: int, date: str = DATE) -> dict[str, list[st
         spots = np.linspace(0, len(eligible) - 1, n_val + 2)[1:-1]
         picks = {eligible[int(round(i))] for i in spots}
         for f in eligible:
-            (val if f in picks else train).append(writer.split_line(date, drive_name(index), f))
-    test = [writer.split_line(date, drive_name(drives), f) for f in range(frames)]
+            (val if f in picks else train).append(SplitEntry(f"{date}/{drive_name(index)}", f))
+    test = [SplitEntry(f"{date}/{drive_name(drives)}", f) for f in range(frames)]
     return {"train": train, "val": val, "test": test}
 
 
@@ -167,9 +168,6 @@ def generate_dataset(out_dir: str | os.PathLike[str], drives: int = 2, frames: i
                     atomic_path(drive_dir) as drive_tmp:
                 _write_drive(plan, rig, drive_tmp, seg_tmp, bar)
             drive_dirs.append(drive_dir)
-    split_dir = root / "splits"
-    split_files = {}
-    for split, lines in split_lines(drives, frames).items():
-        split_files[split] = split_dir / f"{split}_files.txt"
-        write_text_atomic(split_files[split], "".join(line + "\n" for line in lines))
+    split_files = {split: write_split_file(root / "splits" / f"{split}_files.txt", entries)
+                   for split, entries in split_entries(drives, frames).items()}
     return SynthDataset(root, drive_dirs, split_files)

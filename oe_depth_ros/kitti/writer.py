@@ -1,4 +1,4 @@
-"""Writing data in the KITTI raw layout (images, scans, OXTS, timestamps, splits)."""
+"""Writing data in the KITTI raw layout (images, scans, OXTS, timestamps)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,8 +53,3 @@ def write_timestamps(path: Path, stamps_ns: Iterable[int]) -> None:
 def oxts_dataformat() -> str:
     """The ``oxts/dataformat.txt`` describing the 30 packet fields."""
     return "".join(f"{name}: {_OXTS_UNITS.get(name, name)}\n" for name in OXTS_FIELDS)
-
-
-def split_line(date: str, drive: str, frame: int, side: str = "l") -> str:
-    """One Eigen-format split line: ``<date>/<drive> <frame> <side>``."""
-    return f"{date}/{drive} {frame} {side}"
