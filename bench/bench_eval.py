@@ -13,10 +13,8 @@ whole ``training.evaluate`` loop. Ratios are against plain prediction.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,47 +22,25 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.kitti.splits import SplitEntry  # noqa: E402
-from oe_depth_ros.metrics import align_prediction, compute_errors, valid_mask  # noqa: E402
-from training.edge_metrics import RegionReport  # noqa: E402
-from training.evaluate import (  # noqa: E402
+from _common import cpu_name, parse_hw, time_passes, write_json
+from oe_depth_ros.kitti.splits import SplitEntry, write_split_file
+from oe_depth_ros.metrics import align_prediction, compute_errors, valid_mask
+from training.edge_metrics import RegionReport
+from training.evaluate import (
     EvalOptions,
     disparity_to_depth,
     evaluate,
     load_train_ids,
     predict_disparity,
 )
-from training.gt_depth import VelodyneGroundTruth  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    return h, w
-
-
-def time_per_item(fn: Callable[[int], Any], count: int, repeats: int) -> list[float]:
-    """Seconds per item of ``fn(i)`` over ``count`` items, for each of ``repeats`` passes."""
-    fn(0)  # warm-up
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for i in range(count):
-            fn(i)
-        out.append((time.perf_counter() - t0) / count)
-    return out
+from training.gt_depth import VelodyneGroundTruth
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", default="diffnet")
-    parser.add_argument("--input", type=parse_size, default=(192, 640), help="network HxW")
-    parser.add_argument("--image", type=parse_size, default=(375, 1242), help="image HxW")
+    parser.add_argument("--input", type=parse_hw, default=(192, 640), help="network HxW")
+    parser.add_argument("--image", type=parse_hw, default=(375, 1242), help="image HxW")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -106,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                  for im, g in zip(images, gts)]
         n, r = args.frames, args.repeats
 
+        def wall(fn: Callable[[int], Any], count: int = n) -> list[float]:
+            return time_passes(fn, count, r)[0]  # wall seconds per image, one per pass
+
         def predict(i: int) -> None:
             disparity_to_depth(predict_disparity(backend, images[i], False), gts[i].shape)
 
@@ -128,21 +107,21 @@ def main(argv: list[str] | None = None) -> int:
             report.add(gts[i], aligned, mask, labels[i])
 
         stages = {
-            "predict (ORT, resize, 1/disp)": time_per_item(predict, n, r),
-            "predict + flip post-process": time_per_item(predict_flip, n, r),
-            "velodyne GT projection": time_per_item(project, n, r),
-            "standard metrics": time_per_item(standard, n, r),
-            "metrics + edge/boundary/bins": time_per_item(regions, n, r),
+            "predict (ORT, resize, 1/disp)": wall(predict),
+            "predict + flip post-process": wall(predict_flip),
+            "velodyne GT projection": wall(project),
+            "standard metrics": wall(standard),
+            "metrics + edge/boundary/bins": wall(regions),
         }
         split = Path(tmp) / "split.txt"
-        split.write_text("".join(e.line + "\n" for e in entries))
+        write_split_file(split, entries)
         opts = EvalOptions(model=onnx_path, data_path=str(world.root), split_file=str(split),
                            progress=False, save_panels=0)
 
         def whole(_: int) -> None:
             evaluate(opts, backend)
 
-        stages["whole evaluate loop"] = [t / n for t in time_per_item(whole, 1, r)]
+        stages["whole evaluate loop"] = [t / n for t in wall(whole, 1)]
 
     base = statistics.median(stages["predict (ORT, resize, 1/disp)"])
     rows: list[dict[str, Any]] = []
@@ -153,19 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(r["stage"]) for r in rows)
     print(f"evaluation throughput, {args.model_config} ONNX {args.input[0]}x{args.input[1]}, "
           f"images {args.image[0]}x{args.image[1]}, {n} frames x {r} passes, "
-          f"{args.threads} threads, {platform.processor() or platform.machine()}")
+          f"{args.threads} threads, {cpu_name()}")
     print(f"{'stage'.ljust(width)} | {'ms/img':>8} | {'img/s':>8} | {'x predict':>9}")
     for row in rows:
         print(f"{row['stage'].ljust(width)} | {row['ms_per_image']:8.2f} | "
               f"{row['images_per_s']:8.2f} | {row['ratio_vs_predict']:9.3f}")
     if args.json:
-        from oe_depth_ros.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps({
+        write_json(args.json, {
             "model_config": args.model_config, "input_size": list(args.input),
             "image_size": list(args.image), "frames": n, "repeats": r,
             "threads": args.threads, "cpu_count": os.cpu_count(),
-            "synthetic_world_s": synth_s, "stages": rows}, indent=2) + "\n")
+            "synthetic_world_s": synth_s, "stages": rows})
     return 0
 
 

@@ -15,7 +15,6 @@ Europe/Berlin (KITTI's local time) to expose time-zone-dependent parsing.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -27,11 +26,9 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from oe_depth_ros.bags.kitti2bag import convert  # noqa: E402
-from oe_depth_ros.kitti.raw import KittiDrive  # noqa: E402
+from _common import write_json
+from oe_depth_ros.bags.kitti2bag import convert
+from oe_depth_ros.kitti.raw import KittiDrive
 
 IMAGE_TOPICS = ("/kitti/camera_color_left/image_raw",)
 
@@ -174,10 +171,9 @@ def main() -> int:
             print(f"  {row['tool']} {row['storage']}: {row['layout']}; topics: "
                   f"{', '.join(row['topics'])}")
         if args.json:
-            args.json.write_text(json.dumps({"frames": args.frames, "width": args.width,
-                                             "repeat": args.repeat,
-                                             "height": args.height, "baseline": base["tool"],
-                                             "rows": rows}, indent=2) + "\n")
+            write_json(args.json, {"frames": args.frames, "width": args.width,
+                                   "height": args.height, "repeat": args.repeat,
+                                   "baseline": base["tool"], "rows": rows})
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

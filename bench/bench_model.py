@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import platform
 import statistics
 import sys
 import time
@@ -25,19 +23,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
-from oe_depth_ros.model import DepthNet, ODConv2d, build_depth_net  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' -> (H, W)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    return h, w
+from _common import cpu_name, parse_hw, write_json
+from oe_depth_ros.model import DepthNet, ODConv2d, build_depth_net
 
 
 def module_groups(net: DepthNet) -> dict[str, list[nn.Module]]:
@@ -176,7 +163,7 @@ def gpu_latency(net: DepthNet, size: tuple[int, int], batches: list[int],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["diffnet", "oe_depth"])
-    parser.add_argument("--input", type=parse_size, default=(192, 640), help="HxW")
+    parser.add_argument("--input", type=parse_hw, default=(192, 640), help="HxW")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -190,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.rand(1, 3, h, w)
     report: dict[str, Any] = {
         "input": [1, 3, h, w], "threads": args.threads, "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(), "configs": {},
+        "cpu": cpu_name(), "configs": {},
     }
     nets = {name: build_depth_net(name).eval() for name in args.configs}
     latency = cpu_latency(nets, x, args.repeats, args.warmup)
@@ -202,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         report["configs"][name] = entry
     print_report(report, args.configs)
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
 
 

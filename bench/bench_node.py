@@ -33,7 +33,6 @@ Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import signal
@@ -46,10 +45,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
+from _common import REPO, write_json
 
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
@@ -365,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nload average (1, 5, 15 min) at start {report['machine']['loadavg_at_start']}, "
           f"at end {report['machine']['loadavg_at_end']} on {os.cpu_count()} CPUs")
     if args.json:
-        write_text_atomic(args.json, json.dumps(report, indent=2))
+        write_json(args.json, report)
         print(f"\nwrote {args.json}")
     return 0
 

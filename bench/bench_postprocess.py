@@ -13,25 +13,21 @@ from __future__ import annotations
 
 import argparse
 import array
-import json
 import math
 import os
 import platform
 import statistics
 import struct
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
-from oe_depth_ros.imageops import resize_depth  # noqa: E402
-from oe_depth_ros.messages import MessageTypes, make_header, make_pointcloud2  # noqa: E402
-from oe_depth_ros.pointcloud import RayCache, depth_to_cloud  # noqa: E402
+from _common import cpu_name, write_json
+from oe_depth_ros.imageops import resize_depth
+from oe_depth_ros.messages import MessageTypes, make_header, make_pointcloud2
+from oe_depth_ros.pointcloud import RayCache, depth_to_cloud
 
 CAM_H, CAM_W = 375, 1242
 NET_H, NET_W = 192, 640
@@ -170,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     flavours = {"rclpy": MessageTypes.rclpy(),
                 "rosbags": MessageTypes.rosbags(get_typestore(Stores.ROS2_JAZZY))}
     results: dict[str, Any] = {"frame": [CAM_H, CAM_W], "network": [NET_H, NET_W],
-                               "cpu": platform.processor() or platform.machine(),
+                               "cpu": cpu_name(),
                                "python": platform.python_version()}
     fast: dict[str, dict[str, float]] = {}
     best: dict[str, float] = {}
@@ -230,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['method']:<36}{str(r['field_checks']):>14}{r['ms']:>10.2f}{r['ratio']:>13.1f}x")
     results["rclpy_data_assignment"] = rows
     if args.json:
-        write_text_atomic(args.json, json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results)
     return 0
 
 

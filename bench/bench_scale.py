@@ -18,10 +18,8 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,11 +28,9 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
-from oe_depth_ros.metrics import evaluate_depth_map  # noqa: E402
-from oe_depth_ros.scale import CameraHeightScale, ScaleConfig  # noqa: E402
+from _common import write_json
+from oe_depth_ros.metrics import evaluate_depth_map
+from oe_depth_ros.scale import CameraHeightScale, ScaleConfig
 
 #: Height of the OXTS unit above the road on the KITTI platform (the synthetic rig's too).
 KITTI_IMU_HEIGHT = 0.93
@@ -212,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         payload = {"source": source, "predictor": name,
                    "windows": {str(w): rep for w, rep in tables.items()}}
-        write_text_atomic(args.json, json.dumps(payload, indent=2, default=float) + "\n")
+        write_json(args.json, payload, default=float)
     return 0
 
 

@@ -11,25 +11,20 @@ scan alone; ratios (of CPU time) are against the 1242x375 camera render. Reader 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
-from oe_depth_ros.kitti.raw import KittiDrive  # noqa: E402
-from oe_depth_ros.kitti.sensors import SensorRig  # noqa: E402
-from oe_depth_ros.kitti.synthetic import (  # noqa: E402
+from _common import cpu_name, time_passes, write_json
+from oe_depth_ros.kitti.raw import KittiDrive
+from oe_depth_ros.kitti.sensors import SensorRig
+from oe_depth_ros.kitti.synthetic import (
     generate_dataset,
     plan_drive,
     write_calibration,
@@ -37,18 +32,8 @@ from oe_depth_ros.kitti.synthetic import (  # noqa: E402
 
 
 def seconds_per_call(fn: Callable[[int], Any], count: int, repeats: int) -> tuple[float, float]:
-    """Median over ``repeats`` passes of the mean (wall, CPU) seconds per ``fn(i)``, i < count.
-
-    CPU time is this process's; on a busy machine it is the steadier figure.
-    """
-    fn(0)  # warm-up
-    walls, cpus = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        for i in range(count):
-            fn(i)
-        walls.append((time.perf_counter() - t0) / count)
-        cpus.append((time.process_time() - c0) / count)
+    """Median over ``repeats`` passes of the (wall, CPU) seconds per ``fn(i)``, i < count."""
+    walls, cpus = time_passes(fn, count, repeats)
     return statistics.median(walls), statistics.median(cpus)
 
 
@@ -110,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in group:
             row["ratio"] = row["cpu_seconds"] / group[0]["cpu_seconds"]
     width = max(len(r["name"]) for r in render + reader)
-    print(f"synthetic world and reader, {platform.processor() or platform.machine()}, "
+    print(f"synthetic world and reader, {cpu_name()}, "
           f"{os.cpu_count()} cores, {args.frames} frames x {args.repeats} passes")
     print(f"{'what'.ljust(width)} | {'ms/frame':>9} | {'frames/s':>9} | {'cpu ms':>9} | "
           f"{'cpu ratio':>9}")
@@ -120,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{1.0 / row['seconds']:9.2f} | {row['cpu_seconds'] * 1e3:9.2f} | "
               f"{row['ratio']:9.2f}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({
+        write_json(args.json, {
             "frames": args.frames, "repeats": args.repeats, "cpu_count": os.cpu_count(),
-            "render": render, "reader": reader}, indent=2) + "\n")
+            "render": render, "reader": reader})
     return 0
 
 

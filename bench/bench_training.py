@@ -16,8 +16,6 @@ CUDA GPU: the full model at 640x192 in fp32 eager against AMP (fp16) + channels_
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -27,11 +25,9 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from oe_depth_ros.atomic import write_text_atomic  # noqa: E402
-from training.train_config import load_train_config  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
+from _common import cpu_name, write_json
+from training.train_config import load_train_config
+from training.trainer import Trainer
 
 
 def make_trainer(world: Any, out: Path, depth: str, size: tuple[int, int], batch: int,
@@ -121,9 +117,8 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp_name:
         tmp = Path(tmp_name)
-        cpu_name = platform.processor() or platform.machine()
         print(f"rendering the synthetic world ... (torch {torch.__version__}, "
-              f"{args.threads} thread(s), {cpu_name})", flush=True)
+              f"{args.threads} thread(s), {cpu_name()})", flush=True)
         world = generate_dataset(tmp / "world", drives=2, frames=40, seed=3, width=640, height=192)
         print(f"{'case':28s} {'size':>8s} {'batch':5s} {'step':>13s} {'per image':>12s}   "
               f"data loading (ratio to the step rate)")
@@ -151,8 +146,7 @@ def main() -> int:
         print(f"  GPU speed-up of AMP + channels_last over fp32: "
               f"x{gpu[0]['step_s'] / gpu[1]['step_s']:.2f}")
     if args.json:
-        write_text_atomic(args.json, json.dumps({
-            "torch": torch.__version__, "threads": args.threads, "rows": rows}, indent=1))
+        write_json(args.json, {"torch": torch.__version__, "threads": args.threads, "rows": rows})
     return 0
 
 

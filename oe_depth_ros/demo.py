@@ -162,7 +162,7 @@ def _ground_truth(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.ndar
 
 
 def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """Input | median-scaled depth | abs-rel error against ground truth, stacked vertically."""
+    """Input | ground truth | median-scaled depth | abs-rel error, stacked vertically."""
     from oe_depth_ros.colormap import colorize_depth
 
     valid = (gt > 1e-3) & np.isfinite(depth)
@@ -171,8 +171,10 @@ def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     err_img = cv2.applyColorMap(np.clip(err / 0.3 * 255, 0, 255).astype(np.uint8),
                                 cv2.COLORMAP_INFERNO)[..., ::-1]
     err_img[~valid] = 0
-    rows = [rgb, colorize_depth(np.nan_to_num(depth, nan=0.0), 0.0, 80.0), err_img]
-    labels = ["input", "depth 0-80 m", "abs rel error 0-30%"]
+    gt_shown = np.where(gt > 1e-3, gt, np.nan).astype(np.float32)
+    rows = [rgb, colorize_depth(gt_shown, 0.0, 80.0),
+            colorize_depth(np.nan_to_num(depth, nan=0.0), 0.0, 80.0), err_img]
+    labels = ["input", "ground truth 0-80 m", "prediction (median-scaled)", "abs rel error 0-30%"]
     out = []
     for row, label in zip(rows, labels):
         row = np.array(row[..., :3], dtype=np.uint8, copy=True)

@@ -43,6 +43,21 @@ def scatter_nearest(u: np.ndarray, v: np.ndarray, depth: np.ndarray, size: tuple
     return np.where(np.isfinite(nearest), nearest, 0.0).astype(np.float32).reshape(size)
 
 
+def pinhole_pixels(points_cam: np.ndarray, k: np.ndarray,
+                   min_z: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(u, v, z) of the points [N, 3+] of the optical frame that lie in front of the camera.
+
+    Points with z <= ``min_z`` or a non-finite coordinate are dropped; ``k`` is 3x3.
+    """
+    pts = np.asarray(points_cam, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise ValueError(f"LiDAR points must be [N, 3+], got shape {pts.shape}")
+    pts = pts[np.isfinite(pts[:, :3]).all(axis=1) & (pts[:, 2] > min_z), :3]
+    z = pts[:, 2]
+    proj = pts @ np.asarray(k, dtype=np.float64).T
+    return proj[:, 0] / z, proj[:, 1] / z, z
+
+
 def project_to_depth(points_cam: np.ndarray, k: np.ndarray, size: tuple[int, int],
                      min_z: float = 0.1, pixel_offset: int = 0) -> np.ndarray:
     """Sparse float32 depth [H, W] (0 = no point) of points [N, 3+] in the optical frame.
@@ -50,13 +65,8 @@ def project_to_depth(points_cam: np.ndarray, k: np.ndarray, size: tuple[int, int
     Pixel = (round(u), round(v)) + ``pixel_offset`` of the pinhole projection with the
     3x3 ``k``; depth = z; points with z <= ``min_z`` or non-finite are dropped.
     """
-    pts = np.asarray(points_cam, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise ValueError(f"points must be [N, 3+], got shape {pts.shape}")
-    pts = pts[np.isfinite(pts[:, :3]).all(axis=1) & (pts[:, 2] > min_z), :3]
-    z = pts[:, 2]
-    proj = pts @ np.asarray(k, dtype=np.float64).T
-    return scatter_nearest(proj[:, 0] / z, proj[:, 1] / z, z, size, pixel_offset)
+    u, v, z = pinhole_pixels(points_cam, k, min_z)
+    return scatter_nearest(u, v, z, size, pixel_offset)
 
 
 def project_velodyne(points: np.ndarray, velo_to_image: np.ndarray, size: tuple[int, int],

@@ -26,6 +26,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from oe_depth_ros.geometry import check_intrinsics, pixel_rays
+from oe_depth_ros.lidar_projection import pinhole_pixels
 
 LOG = logging.getLogger(__name__)
 
@@ -294,18 +295,11 @@ class LidarMedianScale:
 
 def lidar_depth_ratios(depth: np.ndarray, k: np.ndarray, points_cam: np.ndarray) -> np.ndarray:
     """LiDAR z / predicted depth at the nearest pixel of each point in front of the camera."""
-    k = check_intrinsics(k)
-    pts = np.asarray(points_cam, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] < 3:
-        raise ValueError(f"LiDAR points must be [N, 3+], got shape {pts.shape}")
-    pts = pts[np.isfinite(pts[:, :3]).all(axis=1) & (pts[:, 2] > 0.1)]
-    z = pts[:, 2]
-    proj = pts[:, :3] @ k.T
-    u = np.rint(proj[:, 0] / z).astype(np.int64)
-    v = np.rint(proj[:, 1] / z).astype(np.int64)
+    u, v, z = pinhole_pixels(points_cam, check_intrinsics(k))
+    col, row = np.rint(u), np.rint(v)
     h, w = depth.shape
-    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    pred = depth[v[inside], u[inside]].astype(np.float64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    pred = depth[row[inside].astype(np.int64), col[inside].astype(np.int64)].astype(np.float64)
     good = np.isfinite(pred) & (pred > 0)
     return z[inside][good] / pred[good]
 

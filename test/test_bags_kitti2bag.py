@@ -24,6 +24,7 @@ from mcap_ros2.decoder import DecoderFactory
 from PIL import Image
 from scipy.spatial.transform import Rotation
 
+from bag_helpers import calib_text
 from oe_depth_ros.bags.bagio import BagError, BagReader
 from oe_depth_ros.bags.kitti2bag import convert
 from oe_depth_ros.cli import main as cli_main
@@ -45,17 +46,6 @@ def _utc_ns(line: str) -> int:
 def _stamps(drive: Path, sensor: str) -> list[int]:
     return [_utc_ns(x) for x in (drive / sensor / "timestamps.txt").read_text().splitlines()
             if x.strip()]
-
-
-def _calib_text(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(":")
-        try:
-            out[key.strip()] = np.array([float(v) for v in value.split()])
-        except ValueError:
-            pass
-    return out
 
 
 def _rigid(r: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -173,7 +163,7 @@ def test_sensor_messages_match_the_drive_files(bags, drive, storage, version, ca
     by_topic: dict[str, list] = {}
     for topic, _, log_time, msg in messages:
         by_topic.setdefault(topic, []).append((log_time, msg))
-    calib = _calib_text(drive.parent / "calib_cam_to_cam.txt")
+    calib = calib_text(drive.parent / "calib_cam_to_cam.txt")
     for cam in cameras:
         name = CAMERA_NAMES[cam]
         stamps = _stamps(drive, f"image_{cam:02d}")
@@ -277,9 +267,9 @@ def test_transforms_equal_the_calibration_and_oxts_poses(bags, drive, storage, v
              for t in static[3].transforms}
     assert set(edges) == ({("base_link", "imu_link"), ("imu_link", "velo_link")}
                           | {("velo_link", CAMERA_NAMES[c]) for c in cameras})
-    cam_calib = _calib_text(drive.parent / "calib_cam_to_cam.txt")
-    velo = _calib_text(drive.parent / "calib_velo_to_cam.txt")
-    imu = _calib_text(drive.parent / "calib_imu_to_velo.txt")
+    cam_calib = calib_text(drive.parent / "calib_cam_to_cam.txt")
+    velo = calib_text(drive.parent / "calib_velo_to_cam.txt")
+    imu = calib_text(drive.parent / "calib_imu_to_velo.txt")
     t_cam0_velo = _rigid(velo["R"], velo["T"])
     r_rect = _rigid(cam_calib["R_rect_00"], np.zeros(3))
     np.testing.assert_allclose(edges[("base_link", "imu_link")], np.eye(4), atol=1e-12)

@@ -20,6 +20,7 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from PIL import Image
 
+from bag_helpers import calib_text
 from oe_depth_ros.bags.bagio import BagError, BagReader
 from oe_depth_ros.bags.kitti2bag import convert
 from oe_depth_ros.bags.process_bag import ProcessOptions, default_metrics_path, process_bag
@@ -33,17 +34,6 @@ from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
 FRAMES = 8
 IMAGE = "/kitti/camera_color_left/image_raw"
 NS = "/oe_depth"
-
-
-def _calib_text(path: Path) -> dict[str, np.ndarray]:
-    out = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(":")
-        try:
-            out[key.strip()] = np.array([float(v) for v in value.split()])
-        except ValueError:
-            pass
-    return out
 
 
 def _png(drive: Path, idx: int) -> np.ndarray:
@@ -87,7 +77,7 @@ def config(onnx_model: Path, drive: Path) -> PipelineConfig:
 
 
 def _k(drive: Path) -> np.ndarray:
-    return _calib_text(drive.parent / "calib_cam_to_cam.txt")["P_rect_02"].reshape(3, 4)[:, :3]
+    return calib_text(drive.parent / "calib_cam_to_cam.txt")["P_rect_02"].reshape(3, 4)[:, :3]
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +159,8 @@ def test_copy_input_copies_every_message(processed, in_bag) -> None:
 
 def _naive_lidar_depth(drive: Path, idx: int, size: tuple[int, int]) -> np.ndarray:
     """Velodyne scan -> camera 2 depth with the devkit matrices, one point at a time."""
-    cam = _calib_text(drive.parent / "calib_cam_to_cam.txt")
-    velo = _calib_text(drive.parent / "calib_velo_to_cam.txt")
+    cam = calib_text(drive.parent / "calib_cam_to_cam.txt")
+    velo = calib_text(drive.parent / "calib_velo_to_cam.txt")
     r_rect, t_velo = np.eye(4), np.eye(4)
     r_rect[:3, :3] = cam["R_rect_00"].reshape(3, 3)
     t_velo[:3, :3], t_velo[:3, 3] = velo["R"].reshape(3, 3), velo["T"]

@@ -10,7 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from oe_depth_ros.geometry import KITTI_NORMALISED_K
-from training.datasets import KittiRawMonoDataset, collate, labels_to_train_ids
+from training.datasets import KittiRawMonoDataset, collate
 
 torch.set_num_threads(2)
 
@@ -180,12 +180,6 @@ def test_flip_applies_to_images_and_labels(layout: tuple[Path, Path]) -> None:
     assert lab.shape == (32, 64) and lab.dtype == torch.int64
     assert set(lab.unique().tolist()) == {0, 13, 255}
     assert lab[10, 5] == 0 and lab[10, 60] == 13 and lab[0, 5] == 255
-
-
-def test_label_mapping_table() -> None:
-    ids = np.array([0, 1, 6, 7, 8, 11, 17, 23, 24, 26, 33, 34, 255], dtype=np.uint8)
-    expected = [255, 255, 255, 0, 1, 2, 5, 10, 11, 13, 18, 255, 255]
-    assert labels_to_train_ids(ids).tolist() == expected
 
 
 def test_jpg_auto_detection_and_gt(tmp_path: Path) -> None:

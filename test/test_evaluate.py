@@ -90,6 +90,19 @@ def test_oracle_is_accurate_against_lidar_and_dense_gt(synth_world, oracle):
     assert regions["near_semantic_boundaries"]["n_pixels"] > 0
 
 
+def test_velodyne_pixel_offset_zero_fits_the_synthetic_world(synth_world, oracle):
+    """The synthetic camera has pixel centres at integer coordinates: offset 0 fits better."""
+    kitti = evaluate(_options(synth_world, gt="velodyne", mode="metric"), oracle)
+    zero = evaluate(_options(synth_world, gt="velodyne", mode="metric",
+                             velodyne_pixel_offset=0), oracle)
+    assert kitti["gt"] == "velodyne" and zero["gt"] == "velodyne (pixel offset 0)"
+    assert zero["options"]["velodyne_pixel_offset"] == 0
+    # Misplaced points hit the other side of depth edges: large errors grow the most.
+    assert zero["errors"]["rmse"] < 0.8 * kitti["errors"]["rmse"]
+    assert zero["errors"]["sq_rel"] < 0.6 * kitti["errors"]["sq_rel"]
+    assert zero["errors"]["a1"] > kitti["errors"]["a1"]
+
+
 def test_scaling_modes(synth_world, oracle):
     doubled = OracleBackend(synth_world, gain=2.0)  # depth halved
     mono_1 = evaluate(_options(synth_world, mode="mono"), oracle)

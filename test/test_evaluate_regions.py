@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
+from oe_depth_ros.kitti.labels import labels_to_train_ids
 from training.edge_metrics import (
     EdgeConfig,
     ErrorAccumulator,
     RegionReport,
     depth_discontinuities,
-    labels_to_train_ids,
     near,
     semantic_boundaries,
 )

@@ -19,6 +19,7 @@ from training.gt_depth import (
     VelodyneGroundTruth,
     export_gt_cache,
     improved_gt_path,
+    main as gt_depth_main,
     read_depth_png,
     velodyne_to_image_matrix,
 )
@@ -181,6 +182,29 @@ def test_export_command_on_synthetic_world(synth_world, tmp_path):
     direct = VelodyneGroundTruth(synth_world.root)
     for i, entry in enumerate(entries):
         np.testing.assert_array_equal(cache.get(i, entry), direct.get(i, entry))
+
+
+def test_pixel_offset_shifts_the_velodyne_map(synth_world, tmp_path):
+    """Offset 0 puts every point one row and column further than the KITTI protocol's -1."""
+    entries = read_split_file(synth_world.split_files["test"])[:2]
+    kitti = VelodyneGroundTruth(synth_world.root)
+    zero = VelodyneGroundTruth(synth_world.root, pixel_offset=0)
+    for i, entry in enumerate(entries):
+        a, b = kitti.get(i, entry), zero.get(i, entry)
+        assert np.count_nonzero(a) > 100
+        np.testing.assert_array_equal(b[1:, 1:], a[:-1, :-1])
+    with pytest.raises(ValueError, match="pixel offset"):
+        VelodyneGroundTruth(synth_world.root, pixel_offset=1)
+    out = tmp_path / "zero.npz"
+    split = tmp_path / "two.txt"
+    split.write_text("".join(e.line + "\n" for e in entries))
+    assert gt_depth_main(["--data-path", str(synth_world.root), "--split-file", str(split),
+                          "--out", str(out), "--velodyne-pixel-offset", "0",
+                          "--no-progress"]) == 0
+    cache = CachedGroundTruth(out, entries)
+    assert cache.source == "velodyne (pixel offset 0)"
+    for i, entry in enumerate(entries):
+        np.testing.assert_array_equal(cache.get(i, entry), zero.get(i, entry))
 
 
 def test_export_command_reports_bad_split(tmp_path):

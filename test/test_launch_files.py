@@ -181,10 +181,29 @@ def test_launch_files_parse_and_compile(path: Path) -> None:
     compile(tree, str(path), "exec")
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
-    imported = {alias.name.split(".")[0] for n in ast.walk(tree)
+    imported = {alias.name for n in ast.walk(tree)
                 if isinstance(n, (ast.Import, ast.ImportFrom))
                 for alias in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module)])}
-    assert imported <= {"launch", "launch_ros"}, imported
+    # launch, launch_ros and the package's shared launch code, nothing heavy.
+    outside = {name for name in imported if name.split(".")[0] not in ("launch", "launch_ros")}
+    assert outside <= {"oe_depth_ros.launch_common"}, outside
+
+
+def test_shared_launch_code_imports_launch_only_when_called() -> None:
+    """oe_depth_ros.launch_common imports at module level only what the package may."""
+    path = REPO / "oe_depth_ros" / "launch_common.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    top_level = set()
+    for n in tree.body:
+        if isinstance(n, ast.Import):
+            top_level.update(alias.name for alias in n.names)
+        elif isinstance(n, ast.ImportFrom):
+            top_level.add(n.module)
+    assert top_level <= {"__future__", "typing"}, top_level
+    import oe_depth_ros.launch_common as common  # works without launch installed
+
+    assert [a[0] for a in common.NODE_ARGUMENTS] == ["params_file", "backend", "model_path",
+                                                     "namespace", "log_level"]
 
 
 def test_both_launch_files_exist_and_are_installed() -> None:

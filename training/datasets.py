@@ -30,20 +30,15 @@ from torchvision.transforms import ColorJitter
 
 from oe_depth_ros.geometry import KITTI_NORMALISED_K, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
+from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
-from training.edge_metrics import CITYSCAPES_LABEL_TO_TRAIN, IGNORE_TRAIN_ID
 
 log = logging.getLogger(__name__)
 
 IntrinsicsSource = Literal["kitti_normalised", "calibration"]
 IMAGE_EXTENSIONS = (".png", ".jpg")
 MAX_LISTED_MISSING = 10
-
-#: Cityscapes labelId -> trainId lookup (19 classes); every other id is void (255).
-LABEL_TO_TRAIN_ID = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
-for _label_id, _train_id in CITYSCAPES_LABEL_TO_TRAIN.items():
-    LABEL_TO_TRAIN_ID[_label_id] = _train_id
 
 
 @dataclass(frozen=True)
@@ -68,11 +63,6 @@ def read_calibration_p_rect(calib_file: str | os.PathLike[str], camera: int) -> 
     if values.size != 12:
         raise KittiFormatError(path, f"{key!r} needs 12 values, got {values.size}", lineno)
     return values.reshape(3, 4)[:, :3]
-
-
-def labels_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map Cityscapes labelIds (uint8) to the 19 trainIds; void and unknown ids -> 255."""
-    return LABEL_TO_TRAIN_ID[label_ids]
 
 
 def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:

@@ -26,14 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
 from oe_depth_ros.metrics import METRIC_NAMES
-
-#: Cityscapes labelId -> trainId for the 19 evaluated classes (all other ids are void).
-CITYSCAPES_LABEL_TO_TRAIN = {
-    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
-    24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18,
-}
-IGNORE_TRAIN_ID = 255
 
 
 @dataclass(frozen=True)
@@ -107,18 +101,6 @@ def depth_discontinuities(gt: np.ndarray, depth_jump: float = 0.15,
     lo = cv2.erode(np.where(positive, gt, np.inf), kernel,
                    borderType=cv2.BORDER_CONSTANT, borderValue=np.inf)
     return positive & (hi > lo * (1.0 + depth_jump))
-
-
-def labels_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
-    """Map Cityscapes labelIds to the 19 trainIds (void -> 255)."""
-    lut = np.full(256, IGNORE_TRAIN_ID, dtype=np.uint8)
-    for label, train in CITYSCAPES_LABEL_TO_TRAIN.items():
-        lut[label] = train
-    if label_ids.dtype != np.uint8:
-        if label_ids.min() < 0 or label_ids.max() > 255:
-            raise ValueError("Cityscapes labelIds must lie in 0..255")
-        label_ids = label_ids.astype(np.uint8)
-    return lut[label_ids]
 
 
 def semantic_boundaries(train_ids: np.ndarray) -> np.ndarray:

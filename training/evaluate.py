@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from oe_depth_ros.imageops import resize_depth, to_network_input
+from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.metrics import (
     METRIC_NAMES,
@@ -31,7 +32,7 @@ from oe_depth_ros.metrics import (
     compute_errors,
     valid_mask,
 )
-from training.edge_metrics import EdgeConfig, RegionReport, labels_to_train_ids
+from training.edge_metrics import EdgeConfig, RegionReport
 from training.eval_report import (
     format_region_table,
     format_table,

@@ -125,7 +125,7 @@ class VelodyneGroundTruth:
         self.data_path = Path(data_path)
         self.pixel_offset = pixel_offset
         self.description = ("velodyne" if pixel_offset == -1
-                            else f"velodyne (pixel offset {pixel_offset:+d})")
+                            else f"velodyne (pixel offset {pixel_offset})")
         self._drives: dict[str, _Drive] = {}
 
     def drive(self, folder: str) -> _Drive:

@@ -101,7 +101,8 @@ def best_constant_abs_rel(gt: np.ndarray, mask: np.ndarray) -> float:
 def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
                      with_regions: bool = False) -> dict[str, Any]:
     """Median-scaled errors of the trainer's depth net and of the best constant, per image mean."""
-    from training.edge_metrics import RegionReport, labels_to_train_ids
+    from oe_depth_ros.kitti.labels import labels_to_train_ids
+    from training.edge_metrics import RegionReport
 
     sums: dict[str, float] = {}
     const = []

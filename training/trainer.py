@@ -28,6 +28,7 @@ from tqdm import tqdm
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.geometry import disp_to_depth
+from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
 from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
@@ -498,7 +499,7 @@ def _panels(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     if "triplet_anchors" in maps:
         anchors = maps["triplet_anchors"][0].cpu().numpy()
         labels = maps["triplet_labels"][0, 0].cpu().numpy()
-        shade = np.where(labels == 255, 0, 60 + (labels * 37) % 140).astype(np.uint8)
+        shade = np.where(labels == IGNORE_TRAIN_ID, 0, 60 + (labels * 37) % 140).astype(np.uint8)
         panel = np.repeat(shade[..., None], 3, axis=2)
         panel[anchors] = (255, 40, 40)
         out["triplet_anchors"] = panel

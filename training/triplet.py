@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_LABEL = 255
+from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
+
 _OUTSIDE = -1  # label of the padding around the image: neither positive nor negative
 _MAX_SQ_DIST = 4.0  # the largest squared distance between unit vectors
 
@@ -57,10 +58,10 @@ def neighbour_masks(labels: torch.Tensor, kernel_size: int = 5,
     h, w = lab.shape[-2:]
     lab_pad = F.pad(lab, (r, r, r, r), value=_OUTSIDE)
     neigh = torch.stack([lab_pad[:, dy:dy + h, dx:dx + w] for dy, dx in _offsets(kernel_size)], 1)
-    usable = (neigh != _OUTSIDE) & (neigh != IGNORE_LABEL)
+    usable = (neigh != _OUTSIDE) & (neigh != IGNORE_TRAIN_ID)
     pos = usable & (neigh == lab[:, None])
     neg = usable & (neigh != lab[:, None])
-    anchors = (lab != IGNORE_LABEL) & (pos.sum(1) >= min_pairs) & (neg.sum(1) >= min_pairs)
+    anchors = (lab != IGNORE_TRAIN_ID) & (pos.sum(1) >= min_pairs) & (neg.sum(1) >= min_pairs)
     return pos, neg, anchors
 
 

@@ -49,8 +49,6 @@ from oe_depth_ros.messages import (
 
 __all__ = [
     "VELO_TOPIC",
-    "TF_TOPIC",
-    "TF_STATIC_TOPIC",
     "IMU_TOPIC",
     "GPS_TOPIC",
     "image_topic",
@@ -63,8 +61,6 @@ __all__ = [
 LOG = logging.getLogger(__name__)
 
 VELO_TOPIC = "/kitti/velo/pointcloud"
-TF_TOPIC = "/tf"
-TF_STATIC_TOPIC = "/tf_static"
 IMU_TOPIC = "/kitti/oxts/imu"
 GPS_TOPIC = "/kitti/oxts/gps/fix"
 
@@ -219,7 +215,7 @@ def _oxts_stream(packets: list[OxtsPacket], stamps: np.ndarray, typestore: Any,
     for packet, pose, stamp in zip(packets, poses, stamps):
         stamp = int(stamp)
         edge = tf.Edge(tf.WORLD_FRAME, tf.BASE_FRAME, pose)
-        yield stamp, order, TF_TOPIC, tf_message(
+        yield stamp, order, tf.TF_TOPIC, tf_message(
             transforms=[tf.transform_stamped(edge, stamp, typestore)]), DEFAULT_QOS
         header = make_header(stamp, tf.IMU_FRAME, types)
         yield stamp, order + 1, IMU_TOPIC, _imu(packet, header, typestore), DEFAULT_QOS
@@ -256,7 +252,7 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
         static = typestore.types["tf2_msgs/msg/TFMessage"](transforms=[
             tf.transform_stamped(e, t0, typestore) for e in tf.kitti_static_edges(calib, cameras)])
         streams: list[Iterator[_Item]] = [
-            iter([(t0, 0, TF_STATIC_TOPIC, static, TRANSIENT_LOCAL_QOS)]),
+            iter([(t0, 0, tf.TF_STATIC_TOPIC, static, TRANSIENT_LOCAL_QOS)]),
             _oxts_stream(packets, stamps["oxts"], typestore, types, 10),
             _velodyne_stream(drive, stamps["velodyne_points"], types, 20),
         ]

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.bags.bagio import BagError, BagReader, BagWriter, atomic_bag
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
-from oe_depth_ros.bags.tf import TransformTree, edge_from_transform_stamped
+from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
 from oe_depth_ros.messages import (
     MessageError,
     MessageTypes,
@@ -51,7 +51,6 @@ LOG = logging.getLogger(__name__)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
-TF_STATIC_TOPIC = "/tf_static"
 
 
 @dataclass

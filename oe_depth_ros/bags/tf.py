@@ -26,6 +26,8 @@ __all__ = [
     "BASE_FRAME",
     "IMU_FRAME",
     "VELO_FRAME",
+    "TF_TOPIC",
+    "TF_STATIC_TOPIC",
     "Edge",
     "TransformTree",
     "rigid",
@@ -37,6 +39,10 @@ __all__ = [
     "transform_stamped",
     "edge_from_transform_stamped",
 ]
+
+#: The ROS topics of the moving and the static transforms.
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
 
 WORLD_FRAME = "world"
 BASE_FRAME = "base_link"

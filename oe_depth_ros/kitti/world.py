@@ -11,6 +11,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from oe_depth_ros.kitti.labels import LABEL_ID
+
 LANE_WIDTH = 3.5
 PARKING_WIDTH = 2.3
 VEHICLE_HALF_WIDTH = 0.9
@@ -32,17 +34,17 @@ class Material(IntEnum):
     WALL = 10
 
 
-#: Cityscapes labelIds.
-LABEL_ROAD = 7
-LABEL_SIDEWALK = 8
-LABEL_BUILDING = 11
-LABEL_WALL = 12
-LABEL_POLE = 17
-LABEL_SIGN = 20
-LABEL_VEGETATION = 21
-LABEL_TERRAIN = 22
-LABEL_SKY = 23
-LABEL_CAR = 26
+#: Cityscapes labelIds of the world's classes.
+LABEL_ROAD = LABEL_ID["road"]
+LABEL_SIDEWALK = LABEL_ID["sidewalk"]
+LABEL_BUILDING = LABEL_ID["building"]
+LABEL_WALL = LABEL_ID["wall"]
+LABEL_POLE = LABEL_ID["pole"]
+LABEL_SIGN = LABEL_ID["traffic sign"]
+LABEL_VEGETATION = LABEL_ID["vegetation"]
+LABEL_TERRAIN = LABEL_ID["terrain"]
+LABEL_SKY = LABEL_ID["sky"]
+LABEL_CAR = LABEL_ID["car"]
 
 MATERIAL_LABEL = {
     Material.SIDEWALK: LABEL_SIDEWALK, Material.BUILDING: LABEL_BUILDING,

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from .depth_net import ConfigLike, DepthNet, build_depth_net, load_depth_config
+from .state_dict import mismatch_summary
 
 _log = logging.getLogger(__name__)
 
@@ -64,15 +65,9 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
               for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), first: {missing[:5]}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s), first: {unexpected[:5]}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es), first: {shapes[:5]}")
+    problems = mismatch_summary(missing, unexpected, shapes)
     if problems:
-        raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(problems))
+        raise CheckpointError(f"{source}: weights do not fit the model: {problems}")
     model.load_state_dict(state, strict=True)
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .odconv import ODConv2d
+from .state_dict import mismatch_summary, read_state_dict
 
 _log = logging.getLogger(__name__)
 
@@ -133,29 +134,6 @@ def replace_with_odconv(
     return replaced
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a weights file (a state_dict, possibly wrapped in ``state_dict``/``model``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as exc:
-            raise RuntimeError(
-                f"{path}: reading .safetensors needs the safetensors package"
-            ) from exc
-        obj: object = load_file(str(path))
-    else:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: not a state_dict of tensors")
-    return dict(obj)
-
-
 def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     changed = True
     while changed:
@@ -195,16 +173,8 @@ def load_pretrained_encoder(encoder: HRNetEncoder, path: str | Path) -> None:
     missing = [
         k for k in own if k not in loaded and ".attention." not in k
     ]
-    problems = []
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
-    if shape_errors:
-        problems.append(f"{len(shape_errors)} shape mismatch(es), e.g. {shape_errors[:5]}")
+    problems = mismatch_summary(missing, unexpected, shape_errors)
     if problems:
-        raise ValueError(
-            f"{path}: does not match encoder {encoder.name!r}: " + "; ".join(problems)
-        )
+        raise ValueError(f"{path}: does not match encoder {encoder.name!r}: {problems}")
     encoder.load_state_dict(loaded, strict=False)
     _log.info("loaded %d pretrained encoder tensors from %s", len(loaded), path)

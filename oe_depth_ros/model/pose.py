@@ -135,7 +135,7 @@ class PoseNet(nn.Module):
 def load_pretrained_pose_encoder(encoder: PoseEncoder, path: str | Path) -> None:
     """Load local torchvision ImageNet ResNet18 weights; conv1 is repeated over the
     stacked frames and divided by their number (duplicated and halved for two)."""
-    from .hrnet import read_state_dict
+    from .state_dict import read_state_dict
 
     state = read_state_dict(path)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
