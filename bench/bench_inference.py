@@ -1,6 +1,7 @@
-"""Inference latency of the depth network: torch eager, torch.compile and ONNX Runtime on the
-CPU, side by side in one run (plus torch fp16 + CUDA graphs, ONNX Runtime CUDA and TensorRT
-fp16/fp32 when a GPU is present).
+"""Inference latency of the depth network, backends side by side in one run.
+
+Torch eager, torch.compile and ONNX Runtime on the CPU (plus torch fp16 + CUDA graphs,
+ONNX Runtime CUDA and TensorRT fp16/fp32 when a GPU is present).
 
 Runners are timed round-robin (one call each per round), so load from other processes
 hits them alike; the ratio column is eager's p50 over the runner's p50 (higher = faster).

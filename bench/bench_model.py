@@ -119,8 +119,11 @@ def summary(ms: list[float]) -> dict[str, float]:
 
 def cpu_latency(nets: dict[str, DepthNet], x: torch.Tensor, repeats: int,
                 warmup: int) -> dict[str, dict[str, float]]:
-    """Per-config latency; the configs take turns so that load from other processes
-    on a shared machine hits them alike."""
+    """Per-config latency.
+
+    The configs take turns so that load from other processes on a shared machine hits
+    them alike.
+    """
     times: dict[str, list[float]] = {name: [] for name in nets}
     with torch.inference_mode():
         for name, net in nets.items():

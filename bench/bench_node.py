@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import REPO, write_json
+from _common import REPO, parse_hw, write_json
 
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=20, help="frames per configuration")
     parser.add_argument("--height", type=int, default=192, help="network input height")
     parser.add_argument("--width", type=int, default=640, help="network input width")
-    parser.add_argument("--camera", default="375x1242", help="camera image HxW")
+    parser.add_argument("--camera", type=parse_hw, default=(375, 1242), help="camera image HxW")
     parser.add_argument("--reps", type=int, default=15, help="repetitions of the cloud test")
     parser.add_argument("--configs", default="",
                         help="comma-separated indices of the end-to-end configurations "
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                              "(FASTRTPS_DEFAULT_PROFILES_FILE), e.g. config/fastdds_shm.xml")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    cam_h, cam_w = (int(v) for v in args.camera.lower().split("x"))
+    cam_h, cam_w = args.camera
     configs = [CONFIGS[int(i)] for i in args.configs.split(",") if i.strip()] or list(CONFIGS)
     if args.fastdds_profile:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())

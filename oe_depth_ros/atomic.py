@@ -21,7 +21,8 @@ def atomic_path(final: str | os.PathLike[str], suffix: str = "") -> Iterator[Pat
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix, dir=final.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp" + suffix,
+                                    dir=final.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # the caller creates it (file or directory)

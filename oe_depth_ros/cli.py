@@ -21,7 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-onnx": ("export_onnx", "export a depth network to ONNX (batch 1, static shape)"),
     "build-engine": ("build_engine", "compile an ONNX file into a cached TensorRT engine"),
     "kitti2bag": ("kitti2bag", "convert a KITTI raw drive into a rosbag2 (MCAP or sqlite3)"),
-    "process-bag": ("process_bag", "run depth over a bag's images and write depth, clouds, metrics"),
+    "process-bag": ("process_bag",
+                    "run depth over a bag's images and write depth, clouds, metrics"),
     "demo": ("demo", "the whole system on a synthetic drive: train, bag, depth, report"),
 }
 

@@ -146,7 +146,7 @@ def _ground_truth(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.ndar
         if raw is None:
             raise ValueError(f"cannot decode ground-truth PNG {dense}")
         return raw.astype(np.float32) / 256.0
-    from oe_depth_ros.bags.lidar_eval import project_to_depth
+    from oe_depth_ros.lidar_projection import project_to_depth
     from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = KittiDrive(drive_dir)

@@ -6,7 +6,7 @@ Functions accept numpy arrays; ``disp_to_depth`` also accepts torch tensors.
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -30,8 +30,9 @@ def disp_to_depth(disp: ArrayT, min_depth: float = DEFAULT_MIN_DEPTH,
     """
     min_disp = 1.0 / max_depth
     max_disp = 1.0 / min_depth
-    scaled = min_disp + (max_disp - min_disp) * disp  # type: ignore[operator]
-    depth = 1.0 / scaled  # type: ignore[operator]
+    # ArrayT is a numpy array or a torch tensor; the arithmetic keeps its type.
+    scaled = cast(ArrayT, min_disp + (max_disp - min_disp) * disp)  # type: ignore[operator]
+    depth = cast(ArrayT, 1.0 / scaled)  # type: ignore[operator]
     return scaled, depth
 
 
@@ -40,7 +41,7 @@ def depth_to_disp(depth: ArrayT, min_depth: float = DEFAULT_MIN_DEPTH,
     """Inverse of :func:`disp_to_depth`: the sigmoid output that gives ``depth``."""
     min_disp = 1.0 / max_depth
     max_disp = 1.0 / min_depth
-    return (1.0 / depth - min_disp) / (max_disp - min_disp)  # type: ignore[operator]
+    return cast(ArrayT, (1.0 / depth - min_disp) / (max_disp - min_disp))  # type: ignore[operator]
 
 
 def normalised_to_pixels(k_norm: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -67,7 +68,8 @@ def scale_intrinsics(k: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return out
 
 
-def resize_intrinsics(k: np.ndarray, src_size: tuple[int, int], dst_size: tuple[int, int]) -> np.ndarray:
+def resize_intrinsics(k: np.ndarray, src_size: tuple[int, int],
+                      dst_size: tuple[int, int]) -> np.ndarray:
     """Intrinsics for an image resized from ``src_size`` to ``dst_size``, both (height, width)."""
     (sh, sw), (dh, dw) = src_size, dst_size
     return scale_intrinsics(k, dw / sw, dh / sh)
@@ -106,5 +108,6 @@ def check_intrinsics(k: Any) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise ValueError("intrinsics contain NaN or inf")
     if arr[0, 0] <= 0 or arr[1, 1] <= 0:
-        raise ValueError(f"intrinsics focal lengths must be positive, got fx={arr[0, 0]}, fy={arr[1, 1]}")
+        raise ValueError(f"intrinsics focal lengths must be positive, got fx={arr[0, 0]}, "
+                         f"fy={arr[1, 1]}")
     return arr

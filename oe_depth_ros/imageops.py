@@ -20,7 +20,8 @@ def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if image.shape[:2] == (h, w):
         return image
-    interp = IMAGE_INTERPOLATION if (h <= image.shape[0] and w <= image.shape[1]) else cv2.INTER_LINEAR
+    shrinking = h <= image.shape[0] and w <= image.shape[1]
+    interp = IMAGE_INTERPOLATION if shrinking else cv2.INTER_LINEAR
     return cv2.resize(image, (w, h), interpolation=interp)
 
 

@@ -259,8 +259,10 @@ def sqlite_bag(drive: Path, work: Path) -> Path:
 
 
 def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
-    """Depth off by a factor of 3 is rescaled by the pipeline's LiDAR strategy, fed the
-    bag's scans through its /tf_static."""
+    """Depth off by a factor of 3 is rescaled by the pipeline's LiDAR strategy.
+
+    The strategy is fed the bag's scans through its /tf_static.
+    """
     runs = {}
     for method in ("fixed", "lidar"):
         config = from_dict(PipelineConfig, apply_overrides(
@@ -293,9 +295,12 @@ def test_sqlite_humble_input_gives_sqlite_humble_output(sqlite_bag, work, onnx_m
                                             ("sqlite3", "truncate")])
 def test_damaged_bag_gives_a_clear_error(in_bag, sqlite_bag, tmp_path, onnx_model, storage,
                                          damage) -> None:
-    """Structural damage is reported with the bag's path. Flipped bytes inside a message
-    payload go unnoticed where the storage has no checksum: sqlite3 never has one, and
-    rosbags writes MCAP chunks without CRCs (ros2 bag's MCAP files have them)."""
+    """Structural damage is reported with the bag's path.
+
+    Flipped bytes inside a message payload go unnoticed where the storage has no
+    checksum: sqlite3 never has one, and rosbags writes MCAP chunks without CRCs
+    (ros2 bag's MCAP files have them).
+    """
     bag = tmp_path / "damaged"
     source = in_bag if storage == "mcap" else sqlite_bag
     shutil.copytree(source, bag)

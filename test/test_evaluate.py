@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from oe_depth_ros.imageops import resize_depth, to_network_input
+from oe_depth_ros.kitti.splits import read_split_file
 from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map
 from training.evaluate import EvalOptions, evaluate
-from oe_depth_ros.kitti.splits import read_split_file
 from training.gt_depth import ImprovedGroundTruth
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,22 +11,22 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""ament_flake8 over the package with the project's flake8 settings (ROS CI).
+"""flake8 over the package with the project's settings (setup.cfg's [flake8] section).
 
-Skipped where ament_flake8 is not installed (it comes with ROS 2, not as a wheel here;
-the project's own flake8 run in scripts/test covers the same rules). The settings come
-from setup.cfg's [flake8] section, and the codes of the plugins that ROS installs with
-ament_flake8 (builtins, blind except, class newline, comprehensions, docstrings, import
-order, quotes) are ignored: the project does not follow those conventions, and
-docstrings are checked by test_pep257.
+Where ament_flake8 is installed (ROS 2, the ROS CI workflow) the check runs through it,
+and the codes of the plugins that ROS installs with ament_flake8 (builtins, blind
+except, class newline, comprehensions, docstrings, import order, quotes) are ignored:
+the project does not follow those conventions, and docstrings are checked by
+test_pep257. Elsewhere plain flake8 (a pinned dependency) checks the same paths with
+the same settings, so the default suite enforces the style on every machine.
 """
 import configparser
+import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("ament_flake8.main", reason="ament_flake8 is not installed")
-from ament_flake8.main import main_with_errors  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = ["oe_depth_ros", "training", "launch", "test", "bench", "setup.py"]
@@ -50,10 +50,24 @@ def flake8_config(path: Path) -> Path:
     return path
 
 
+def run_flake8(config: Path, paths: list[str]) -> tuple[int, list[str]]:
+    """(exit status, reported errors) of ament_flake8 where installed, else of flake8."""
+    if importlib.util.find_spec("ament_flake8") is not None:
+        from ament_flake8.main import main_with_errors
+
+        return main_with_errors(argv=["--config", str(config), *paths])
+    proc = subprocess.run([sys.executable, "-m", "flake8", "--config", str(config), *paths],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    errors = proc.stdout.splitlines()
+    if proc.returncode and not errors:  # flake8 itself failed (e.g. not installed)
+        errors = proc.stderr.splitlines()
+    return proc.returncode, errors
+
+
 @pytest.mark.flake8
 @pytest.mark.linter
 def test_flake8(tmp_path: Path) -> None:
     config = flake8_config(tmp_path / "flake8.ini")
     paths = [str(REPO / p) for p in CHECKED if (REPO / p).exists()]
-    rc, errors = main_with_errors(argv=["--config", str(config), *paths])
+    rc, errors = run_flake8(config, paths)
     assert rc == 0, f"Found {len(errors)} code style errors / warnings:\n" + "\n".join(errors)

@@ -90,7 +90,8 @@ def test_config_errors_name_the_key(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="bad.yaml.*mapping"):
         load_yaml(bad)
-    assert apply_overrides({"a": {"b": 1}}, ["a.b=2.5", "c=[1, 2]"]) == {"a": {"b": 2.5}, "c": [1, 2]}
+    assert apply_overrides({"a": {"b": 1}}, ["a.b=2.5", "c=[1, 2]"]) == {"a": {"b": 2.5},
+                                                                         "c": [1, 2]}
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

@@ -22,8 +22,10 @@ CONFIG = "diffnet_small"
 
 
 def spread_disparity_net(seed: int = 3) -> torch.nn.Module:
-    """A seeded diffnet_small whose disparity head is scaled up so that the sigmoid output
-    covers a wide range (random weights alone give a nearly constant map)."""
+    """Build a seeded diffnet_small whose disparity head spreads the sigmoid output.
+
+    Random weights alone give a nearly constant map.
+    """
     torch.manual_seed(seed)
     net = build_depth_net(CONFIG).eval()
     with torch.no_grad():
@@ -179,10 +181,13 @@ def test_verify_image_of_any_size(tmp_path: Path, checkpoint: Path) -> None:
     assert report.max_rel_error <= 1e-4
 
 
-def test_wrong_graph_fails_even_with_float64_fallback(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    """A graph that computes something else is rejected: the float64 judgement only
-    helps when float32 PyTorch itself strays further than ONNX Runtime."""
+def test_wrong_graph_fails_even_with_float64_fallback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reject a graph that computes something else.
+
+    The float64 judgement only helps when float32 PyTorch itself strays further than
+    ONNX Runtime.
+    """
     real = export._run_onnxruntime
     monkeypatch.setattr(export, "_run_onnxruntime", lambda p, img: real(p, img) * 1.01)
     with pytest.raises(export.ExportError, match="disagree"):
@@ -197,10 +202,13 @@ def test_wrong_graph_fails_even_with_float64_fallback(tmp_path: Path,
 ])
 def test_float64_judgement_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                 ort64: float, torch64: float, accepted: bool) -> None:
-    """When float32 PyTorch and ONNX Runtime disagree, the export is accepted only if
-    float32 PyTorch itself strays beyond the tolerance from the float64 network and
-    ONNX Runtime is at least as close to float64 as it is (trained ODConv networks can
-    be chaotic in float32 on inputs unlike their training data)."""
+    """Accept a float32 disagreement only when float64 shows float32 PyTorch is off.
+
+    The export passes only if float32 PyTorch itself strays beyond the tolerance from
+    the float64 network and ONNX Runtime is at least as close to float64 as it is
+    (trained ODConv networks can be chaotic in float32 on inputs unlike their training
+    data).
+    """
     real = export._run_onnxruntime
     monkeypatch.setattr(export, "_run_onnxruntime", lambda p, img: real(p, img) * 1.01)
     monkeypatch.setattr(export, "_float64_check", lambda net, img, out: (ort64, torch64))

@@ -1,5 +1,8 @@
-"""TensorRT: static type check against tensorrt-stubs everywhere; builds and runs where
-TensorRT and a GPU exist; an optional TensorRT-RTX build on the CPU."""
+"""TensorRT: type check everywhere, build and run where TensorRT and a GPU exist.
+
+The static type check runs against tensorrt-stubs; an optional TensorRT-RTX build runs
+on the CPU.
+"""
 from __future__ import annotations
 
 import json
@@ -44,9 +47,11 @@ def _split_params(text: str) -> list[str]:
 
 
 def _repair_stub_line(line: str) -> str:
-    """Fix the generated stubs' defects that stop mypy from parsing them: parameters named
-    ``in`` (a keyword), required parameters after defaulted ones, and the module-level
-    ``bool`` data type shadowing the builtin in annotations."""
+    """Fix the generated stubs' defects that stop mypy from parsing them.
+
+    Parameters named ``in`` (a keyword), required parameters after defaulted ones, and
+    the module-level ``bool`` data type shadowing the builtin in annotations.
+    """
     match = re.match(r"^(\s*def \w+\()(.*)(\)\s*->.*:\s*)$", line)
     if match:
         params, seen_default = [], False

@@ -202,8 +202,11 @@ def test_scale_config_validation_and_factory():
 
 
 def test_synthetic_world_ground_truth_scale(synth_world):
-    """Dense GT of the synthetic world divided by 4.2: the camera height (1.65 m, the KITTI
-    platform the synthetic rig reproduces) recovers 4.2 frame by frame."""
+    """The camera height recovers a factor of 4.2 frame by frame.
+
+    The dense GT of the synthetic world is divided by 4.2; the camera height (1.65 m,
+    the KITTI platform the synthetic rig reproduces) recovers it.
+    """
     import cv2
 
     from oe_depth_ros.kitti.raw import KittiDrive

@@ -212,8 +212,11 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("src, tgt", [(3, 4), (5, 4)])
 def test_warping_with_gt_depth_and_pose_reproduces_the_neighbour(drive, src, tgt) -> None:
-    """Self-supervision check: target pixels, back-projected with GT depth and moved by the
-    GT pose (from OXTS + calibration), find their colour in the source frame."""
+    """Self-supervision check: GT depth and pose carry target pixels to their colour.
+
+    Target pixels, back-projected with GT depth and moved by the GT pose (from OXTS +
+    calibration), find their colour in the source frame.
+    """
     calib = drive.calib
     poses = drive.poses()
     imu_to_cam = calib.T_imu_to_rect(2)

@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.model import load_depth_net
-from training.checkpointing import load_checkpoint
+from training.checkpointing import load_checkpoint, rng_state, set_rng_state
 from training.train import main as train_main
 from training.train_config import load_train_config
 from training.trainer import Trainer, TrainingDivergedError
@@ -64,7 +67,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_resume_equals_uninterrupted(synth_world, tmp_path: Path) -> None:
+def test_resume_equals_uninterrupted(synth_world, tmp_path: Path, caplog) -> None:
     # 5 training samples at batch 2: 2 steps per epoch; 3 steps cross an epoch end
     # (validation + learning-rate drop). Interrupt after step 1, resume to step 3.
     straight = Trainer(load_train_config("oe_depth", tiny_overrides(synth_world, max_steps=3)),
@@ -97,11 +100,30 @@ def test_resume_equals_uninterrupted(synth_world, tmp_path: Path) -> None:
     assert [h["step"] for h in hist_b] == [1, 2, 3]
     for ha, hb in zip(history, hist_b):
         assert ha == pytest.approx(hb, rel=1e-6, abs=1e-9)
-    # the checkpoint is what inference loads
-    net = load_depth_net(tmp_path / "split" / "last.pt")
+    # the checkpoint is what inference loads, without unpickling (weights_only=True)
+    with caplog.at_level(logging.WARNING):
+        net = load_depth_net(tmp_path / "split" / "last.pt")
+    assert not any("unpickling" in r.getMessage() for r in caplog.records)
     assert net.config.name == "oe_depth_small" and not net.training
     assert (tmp_path / "split" / "tensorboard").is_dir()
     assert load_checkpoint(tmp_path / "split" / "best.pt")["step"] == 2  # the one validation
+
+
+def test_rng_state_survives_a_weights_only_load(tmp_path: Path) -> None:
+    random.seed(3)
+    np.random.seed(4)
+    np.random.standard_normal()  # leaves a cached Gaussian in numpy's state
+    torch.manual_seed(5)
+    path = tmp_path / "rng.pt"
+    torch.save({"rng": rng_state()}, path)
+    expected = (random.random(), np.random.standard_normal(3), torch.rand(3))
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    set_rng_state(torch.load(path, weights_only=True)["rng"])
+    assert random.random() == expected[0]
+    assert np.random.standard_normal(3).tolist() == expected[1].tolist()
+    assert torch.equal(torch.rand(3), expected[2])
 
 
 def test_non_finite_loss_stops_and_keeps_checkpoint(synth_world, tmp_path: Path) -> None:

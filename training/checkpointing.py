@@ -3,7 +3,9 @@
 A checkpoint is a ``torch.save``d dict: ``format``, ``model_config``, ``depth``,
 ``pose``, ``optimizer``, ``scheduler``, ``scaler``, ``step``, ``epoch``, ``rng``
 (python, numpy, torch CPU and every CUDA device), ``train_config`` and
-``input_size`` [H, W]. ``oe_depth_ros.model.load_depth_net`` reads it for inference.
+``input_size`` [H, W]. It holds only tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``, without unpickling arbitrary objects.
+``oe_depth_ros.model.load_depth_net`` reads it for inference.
 """
 from __future__ import annotations
 
@@ -24,10 +26,19 @@ LAST_NAME = "last.pt"
 
 
 def rng_state() -> dict[str, Any]:
-    """Every global random generator's state (restored by :func:`set_rng_state`)."""
+    """Every global random generator's state (restored by :func:`set_rng_state`).
+
+    Only tensors and plain Python values, so that ``torch.load(weights_only=True)``
+    reads the checkpoint: Python's state is a tuple of ints, numpy's MT19937 key is an
+    int64 tensor beside its position and cached Gaussian (numpy's dict layout).
+    """
+    numpy: dict[str, Any] = np.random.get_state(legacy=False)
     state: dict[str, Any] = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"bit_generator": str(numpy["bit_generator"]),
+                  "key": torch.from_numpy(numpy["state"]["key"].astype(np.int64)),
+                  "pos": int(numpy["state"]["pos"]), "has_gauss": int(numpy["has_gauss"]),
+                  "gauss": float(numpy["gauss"])},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -37,8 +48,13 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators saved by :func:`rng_state`."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy = state["numpy"]
+    np.random.set_state({"bit_generator": numpy["bit_generator"],
+                         "state": {"key": numpy["key"].cpu().numpy().astype(np.uint32),
+                                   "pos": numpy["pos"]},
+                         "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"]})
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
@@ -60,8 +76,8 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # corrupt or foreign file
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt or foreign file, or objects that need unpickling
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__

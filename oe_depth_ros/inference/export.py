@@ -77,8 +77,10 @@ class ScaledDisparityNet(nn.Module):
 
 @dataclasses.dataclass(frozen=True)
 class ExportReport:
-    """What ``export_onnx`` produced and how well it verified (``max_rel_error`` is NaN
-    when the check was skipped)."""
+    """What ``export_onnx`` produced and how well it verified.
+
+    ``max_rel_error`` is NaN when the check was skipped.
+    """
 
     path: Path
     info: ModelInfo

@@ -35,8 +35,10 @@ DEFAULT_WORKSPACE_MB = 2048
 
 
 class _TrtLogger(trt.ILogger):
-    """Forward TensorRT's messages to Python logging (one per process: TensorRT keeps the
-    first logger it is given and ignores later ones)."""
+    """Forward TensorRT's messages to Python logging.
+
+    One per process: TensorRT keeps the first logger it is given and ignores later ones.
+    """
 
     def __init__(self) -> None:
         trt.ILogger.__init__(self)

@@ -33,7 +33,8 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         pass
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
-    # Training checkpoints may carry non-tensor state (e.g. numpy RNG state).
+    # This package's training checkpoints load above; files from elsewhere may carry
+    # other objects (e.g. a numpy RNG state).
     _log.warning("%s holds non-tensor objects; loading it with full unpickling "
                  "(only load checkpoints you trust)", path)
     try:

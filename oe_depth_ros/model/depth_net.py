@@ -152,8 +152,11 @@ class DepthNet(nn.Module):
 
 
 def build_depth_net(config: ConfigLike, pretrained: str | Path | None = None) -> DepthNet:
-    """Build a depth network; ``pretrained`` is a LOCAL ImageNet HRNet weights file
-    (timm or official HRNet keys) for the encoder. Nothing is ever downloaded."""
+    """Build a depth network, optionally with a local pretrained encoder.
+
+    ``pretrained`` is a LOCAL ImageNet HRNet weights file (timm or official HRNet
+    keys) for the encoder. Nothing is ever downloaded.
+    """
     cfg = load_depth_config(config)
     model = DepthNet(dataclasses.replace(cfg))
     if pretrained is not None:

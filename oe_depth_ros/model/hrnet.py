@@ -91,8 +91,10 @@ class HRNetEncoder(nn.Module):
         ]
 
     def basic_block_convs(self, stages: Iterable[int]) -> Iterator[tuple[str, nn.Module, str]]:
-        """Yield (qualified name, parent block, attribute) for the 3x3 convs of the
-        BasicBlocks in the given HRNet stages (2..4)."""
+        """Yield (qualified name, parent block, attribute) for BasicBlock 3x3 convs.
+
+        Only the BasicBlocks in the given HRNet ``stages`` (2..4) are visited.
+        """
         for stage in stages:
             stage_module = getattr(self, f"stage{stage}")
             for name, module in stage_module.named_modules():

@@ -77,8 +77,11 @@ class ODConvAttention(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, x: torch.Tensor) -> tuple[Attn, Attn, Attn, Attn]:
-        """Return (channel [B,in,1,1], filter [B,out,1,1], spatial [B,1,1,k,k],
-        kernel [B,kernel_num]) attentions; skipped ones are 1.0."""
+        """Return the channel, filter, spatial and kernel attentions.
+
+        Shapes: channel [B,in,1,1], filter [B,out,1,1], spatial [B,1,1,k,k], kernel
+        [B,kernel_num]; skipped ones are 1.0.
+        """
         batch = x.shape[0]
         t = self.temperature
         h = F.relu(self.bn(self.fc(F.adaptive_avg_pool2d(x, 1))))

@@ -47,8 +47,11 @@ PoseConfigLike = Union[str, Path, PoseNetConfig, Mapping[str, Any]]
 
 
 def load_pose_config(config: PoseConfigLike) -> PoseNetConfig:
-    """Resolve ``config``: a name (``config/model/pose_<name>.yaml``), a YAML path,
-    a mapping or a :class:`PoseNetConfig`."""
+    """Resolve ``config`` to a :class:`PoseNetConfig`.
+
+    ``config`` is a name (``config/model/pose_<name>.yaml``), a YAML path, a mapping or
+    a :class:`PoseNetConfig`.
+    """
     if isinstance(config, PoseNetConfig):
         return config
     if isinstance(config, Mapping):
@@ -106,10 +109,11 @@ class PoseDecoder(nn.Module):
 
 
 class PoseNet(nn.Module):
-    """``forward(frames [B, 3*num_input_frames, H, W] in [0, 1])`` ->
-    (axisangle, translation), each [B, num_frames_to_predict, 1, 3].
+    """Relative camera motion from stacked frames.
 
-    The input is normalised inside by (x - 0.45) / 0.225.
+    ``forward(frames [B, 3*num_input_frames, H, W] in [0, 1])`` -> (axisangle,
+    translation), each [B, num_frames_to_predict, 1, 3]. The input is normalised
+    inside by (x - 0.45) / 0.225.
     """
 
     def __init__(self, config: PoseNetConfig) -> None:
@@ -126,15 +130,21 @@ class PoseNet(nn.Module):
 
     def relative_pose(self, first: torch.Tensor, second: torch.Tensor,
                       invert: bool = False) -> torch.Tensor:
-        """4x4 transform [B,4,4] from the first prediction for two temporally ordered
-        frames [B,3,H,W]; ``invert=True`` for a source frame that precedes the target."""
+        """Return the 4x4 transform [B,4,4] of the first prediction.
+
+        ``first`` and ``second`` are two temporally ordered frames [B,3,H,W];
+        ``invert=True`` for a source frame that precedes the target.
+        """
         axisangle, translation = self(torch.cat([first, second], dim=1))
         return transformation_from_parameters(axisangle[:, 0], translation[:, 0], invert=invert)
 
 
 def load_pretrained_pose_encoder(encoder: PoseEncoder, path: str | Path) -> None:
-    """Load local torchvision ImageNet ResNet18 weights; conv1 is repeated over the
-    stacked frames and divided by their number (duplicated and halved for two)."""
+    """Load local torchvision ImageNet ResNet18 weights into the pose encoder.
+
+    conv1 is repeated over the stacked frames and divided by their number (duplicated
+    and halved for two).
+    """
     from .state_dict import read_state_dict
 
     state = read_state_dict(path)
