@@ -272,18 +272,21 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         drive_dir = Path(settings.kitti)
         if not drive_dir.is_dir():
             raise FileNotFoundError(f"KITTI drive folder not found: {drive_dir}")
-    else:
-        world, drive_dir = stages.run("data", lambda: _synthetic_world(settings))
     if settings.model is not None:
         model_path = Path(settings.model)
         if not model_path.exists():
             raise FileNotFoundError(f"model file not found: {model_path}")
         model_desc = f"user model {model_path}"
-    else:
-        if world is None:
-            raise ValueError("--kitti needs --model: the demo trains only on synthetic drives")
+    if settings.kitti is None or settings.model is None:
+        world, synth_drive = stages.run("data", lambda: _synthetic_world(settings))
+        if settings.kitti is None:
+            drive_dir = synth_drive
+    if settings.model is None:
+        if settings.kitti is not None:
+            LOG.warning("no --model: training on the synthetic world and running it on the "
+                        "KITTI drive; expect poor depth (pass a model trained on KITTI)")
         checkpoint = stages.run("train", lambda: _train(settings, world))
-        model_path = stages.run("export", lambda: _export(settings, checkpoint, drive_dir))
+        model_path = stages.run("export", lambda: _export(settings, checkpoint, synth_drive))
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
                       f"at {settings.net_size[1]}x{settings.net_size[0]}")
     in_bag = settings.out / "input.bag"

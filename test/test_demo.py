@@ -43,3 +43,42 @@ def test_demo_rejects_missing_model(tmp_path):
                            "--kitti", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "model file not found" in proc.stderr
+
+
+def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
+    """Without dense GT (a real KITTI drive), the demo projects the LiDAR into camera 2;
+    the projected depths agree with the renderer's dense depth where both exist."""
+    import shutil
+
+    import cv2
+
+    from oe_depth_ros.demo import _ground_truth
+
+    drive = synth_world.drive_dirs[0]
+    dense = cv2.imread(str(drive / "proj_depth/groundtruth/image_02/0000000002.png"),
+                       cv2.IMREAD_UNCHANGED).astype(np.float32) / 256.0
+    copy = tmp_path / drive.parent.name / drive.name
+    shutil.copytree(drive.parent, copy.parent)
+    shutil.rmtree(copy / "proj_depth")
+    sparse = _ground_truth(copy, 2, dense.shape)
+    both = (sparse > 0) & (dense > 0)
+    assert both.sum() > 500
+    rel = np.abs(sparse[both] - dense[both]) / dense[both]
+    assert np.median(rel) < 0.01
+
+
+def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path):
+    """--model and --kitti: no synthetic world, no training, the given drive and model."""
+    from oe_depth_ros.inference.export import export_onnx
+
+    model = tmp_path / "m.onnx"
+    export_onnx("diffnet_small", model, 64, 192)
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--out", str(out),
+                           "--model", str(model), "--kitti", str(synth_world.drive_dirs[1])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["stage_seconds"]) == {"kitti2bag", "process-bag", "report"}
+    assert report["frames"] == 8 and report["model_source"].startswith("user model")
+    assert not (out / "data").exists()

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: train one on the synthetic drives)")
     parser.add_argument("--kitti", type=Path, default=None,
                         help="a KITTI raw drive folder (<date>/<date>_drive_<n>_sync) instead "
-                             "of the synthetic world; needs --model")
+                             "of the synthetic world (give --model: a synthetically trained "
+                             "model does not transfer)")
     parser.add_argument("--backend", default="auto",
                         choices=["auto", "tensorrt", "onnxruntime", "torch"])
     parser.add_argument("--train-steps", type=int, default=None,
