@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from _common import write_json
+from oe_depth_ros.kitti.raw import KittiDrive, read_depth_png
 from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.scale import CameraHeightScale, ScaleConfig
 
@@ -56,11 +56,7 @@ def camera_height_from_calib(calib: object, cam: int = 2,
 
 def read_gt(drive_dir: Path, idx: int) -> np.ndarray:
     """Dense GT depth in metres (0 = none) of camera 2, frame ``idx``."""
-    path = drive_dir / "proj_depth" / "groundtruth" / "image_02" / f"{idx:010d}.png"
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise FileNotFoundError(f"missing ground-truth depth {path}")
-    return raw.astype(np.float32) / 256.0
+    return read_depth_png(KittiDrive(drive_dir).groundtruth_depth_path(idx))
 
 
 Sample = tuple[str, np.ndarray, np.ndarray, np.ndarray, float]

@@ -138,27 +138,19 @@ def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Path:
     return out
 
 
-def _ground_truth(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.ndarray:
+def _ground_truth(drive: Any, frame: int, size: tuple[int, int]) -> np.ndarray:
     """Dense synthetic GT when present, else the drive's LiDAR projected into camera 2."""
-    dense = drive_dir / "proj_depth" / "groundtruth" / "image_02" / f"{frame:010d}.png"
-    if dense.is_file():
-        raw = cv2.imread(str(dense), cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise ValueError(f"cannot decode ground-truth PNG {dense}")
-        return raw.astype(np.float32) / 256.0
+    from oe_depth_ros.kitti.raw import read_depth_png
     from oe_depth_ros.lidar_projection import project_to_depth
-    from oe_depth_ros.kitti.raw import KittiDrive
 
-    drive = KittiDrive(drive_dir)
+    dense = drive.groundtruth_depth_path(frame)
+    if dense.is_file():
+        return read_depth_png(dense)
     calib = drive.calib
     velo = drive.velodyne(frame)
     homog = np.concatenate([velo[:, :3], np.ones((len(velo), 1))], axis=1).T
-    rect = (calib.R_rect_00 @ calib.T_velo_to_cam @ homog)[:3]
-    p = calib.P_rect[2]
-    # P_rect_02 = K [I | t]: move into camera 2's optical frame, then project with K.
-    k = p[:, :3]
-    cam2 = rect + np.linalg.solve(k, p[:, 3])[:, None]
-    return project_to_depth(cam2.T, k, size)
+    cam2 = (calib.T_velo_to_rect(2) @ homog)[:3].T
+    return project_to_depth(cam2, calib.rect_intrinsics(2), size)
 
 
 def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
@@ -190,6 +182,9 @@ def _report(settings: DemoSettings, in_bag: Path, out_bag: Path, drive_dir: Path
     from oe_depth_ros.messages import image_to_numpy, image_to_rgb, pointcloud2_to_numpy
     from oe_depth_ros.ply import write_ply
 
+    from oe_depth_ros.kitti.raw import KittiDrive
+
+    drive = KittiDrive(drive_dir)
     panels_dir = settings.out / "panels"
     panels_dir.mkdir(parents=True, exist_ok=True)
     images: list[np.ndarray] = []
@@ -210,7 +205,7 @@ def _report(settings: DemoSettings, in_bag: Path, out_bag: Path, drive_dir: Path
         raise RuntimeError(f"{out_bag}: {len(depths)} depth images for {len(images)} inputs")
     model_rows, metric_rows, const_rows, per_frame = [], [], [], []
     for idx, (rgb, depth) in enumerate(zip(images, depths)):
-        gt = _ground_truth(drive_dir, idx, depth.shape)
+        gt = _ground_truth(drive, idx, depth.shape)
         pred = np.nan_to_num(depth, nan=80.0)
         errors, ratio = evaluate_depth_map(gt, pred)
         metric_rows.append(evaluate_depth_map(gt, pred, median_scaling=False)[0])
@@ -234,7 +229,7 @@ def _report(settings: DemoSettings, in_bag: Path, out_bag: Path, drive_dir: Path
     return {"model": mean(model_rows), "constant_baseline": mean(const_rows),
             "model_metric_scale": mean(metric_rows),
             "frames": len(images), "model_source": model_desc,
-            "ground_truth": "dense synthetic depth" if (drive_dir / "proj_depth").is_dir()
+            "ground_truth": "dense depth PNGs" if drive.groundtruth_depth_path(0).is_file()
             else "projected LiDAR", "scaling": "per-image median (mono protocol)",
             "per_frame": per_frame}
 

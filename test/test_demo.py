@@ -53,6 +53,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
     import cv2
 
     from oe_depth_ros.demo import _ground_truth
+    from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = synth_world.drive_dirs[0]
     dense = cv2.imread(str(drive / "proj_depth/groundtruth/image_02/0000000002.png"),
@@ -60,7 +61,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
     copy = tmp_path / drive.parent.name / drive.name
     shutil.copytree(drive.parent, copy.parent)
     shutil.rmtree(copy / "proj_depth")
-    sparse = _ground_truth(copy, 2, dense.shape)
+    sparse = _ground_truth(KittiDrive(copy), 2, dense.shape)
     both = (sparse > 0) & (dense > 0)
     assert both.sum() > 500
     rel = np.abs(sparse[both] - dense[both]) / dense[both]

@@ -12,6 +12,7 @@ import pytest
 
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.lidar_projection import project_velodyne
+from oe_depth_ros.kitti.raw import read_depth_png
 from training.gt_depth import (
     CACHE_FORMAT,
     CachedGroundTruth,
@@ -20,7 +21,6 @@ from training.gt_depth import (
     export_gt_cache,
     improved_gt_path,
     main as gt_depth_main,
-    read_depth_png,
     velodyne_to_image_matrix,
 )
 

@@ -31,7 +31,7 @@ from torchvision.transforms import ColorJitter
 from oe_depth_ros.geometry import KITTI_NORMALISED_K, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.labels import labels_to_train_ids
-from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file
+from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 
 log = logging.getLogger(__name__)
@@ -276,11 +276,7 @@ class KittiRawMonoDataset(Dataset):
         return torch.from_numpy(resized.astype(np.int64))[None]
 
     def _load_gt(self, entry: SplitEntry) -> torch.Tensor:
-        path = str(self.gt_path(entry))
-        raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if raw is None or raw.dtype != np.uint16:
-            raise ValueError(f"{path}: expected a uint16 depth PNG (metres x 256)")
-        return torch.from_numpy(raw.astype(np.float32) / 256.0)[None]
+        return torch.from_numpy(read_depth_png(self.gt_path(entry)))[None]
 
 
 def collate(samples: list[dict[Any, Any]]) -> dict[Any, Any]:

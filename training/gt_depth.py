@@ -29,6 +29,7 @@ from typing import Any, Iterator, Protocol, Sequence
 import numpy as np
 
 from oe_depth_ros.atomic import atomic_path
+from oe_depth_ros.kitti.raw import read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.lidar_projection import PIXEL_OFFSETS, project_velodyne
 
@@ -89,22 +90,6 @@ def improved_gt_path(data_path: str | Path, entry: SplitEntry) -> Path:
     """Where the annotated depth PNG of ``entry`` lives under the KITTI raw root."""
     return (Path(data_path) / entry.folder / "proj_depth" / "groundtruth"
             / f"image_0{entry.camera}" / f"{entry.frame:010d}.png")
-
-
-def read_depth_png(path: str | Path) -> np.ndarray:
-    """Read a KITTI depth PNG (uint16, metres x 256, 0 = invalid) as float32 metres."""
-    import cv2
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth depth PNG not found: {path}")
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if raw is None:
-        raise ValueError(f"cannot decode ground-truth depth PNG: {path}")
-    if raw.dtype != np.uint16 or raw.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel uint16 PNG, got {raw.dtype} "
-                         f"with shape {raw.shape}")
-    return raw.astype(np.float32) / 256.0
 
 
 class GroundTruth(Protocol):

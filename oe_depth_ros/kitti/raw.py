@@ -153,6 +153,20 @@ class KittiCalib:
                                     - self.T_rect0_to_rect(right)[:3, 3]))
 
 
+def read_depth_png(path: str | Path) -> np.ndarray:
+    """Read a KITTI depth PNG (uint16, metres x 256, 0 = invalid) as float32 metres."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth depth PNG not found: {path}")
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None:
+        raise ValueError(f"cannot decode ground-truth depth PNG: {path}")
+    if raw.dtype != np.uint16 or raw.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel uint16 PNG, got {raw.dtype} "
+                         f"with shape {raw.shape}")
+    return raw.astype(np.float32) / 256.0
+
+
 def read_calib(date_dir: str | Path) -> KittiCalib:
     """Read ``calib_cam_to_cam.txt``, ``calib_velo_to_cam.txt`` and ``calib_imu_to_velo.txt``."""
     date_dir = Path(date_dir)
@@ -375,6 +389,11 @@ class KittiDrive:
         if img is None:
             raise KittiFormatError(path, "cannot decode image")
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if cam >= 2 else img
+
+    def groundtruth_depth_path(self, idx: int, cam: int = 2) -> Path:
+        """Path of the depth-benchmark ground truth of frame ``idx`` (may not exist)."""
+        return (self.drive_dir / "proj_depth" / "groundtruth" / f"image_{cam:02d}"
+                / f"{idx:010d}.png")
 
     def velodyne_path(self, idx: int) -> Path:
         """Path of Velodyne scan ``idx``."""
