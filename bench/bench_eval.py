@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from oe_depth_ros.inference.backends import create_backend
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
         t0 = time.perf_counter()

@@ -128,7 +128,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
-    from oe_depth_ros.kitti.synthetic import drive_name, generate_dataset
+    from oe_depth_ros.synthetic.dataset import drive_name, generate_dataset
 
     work = Path(tempfile.mkdtemp(prefix="bench_kitti2bag_"))
     try:

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             drive_dirs = sorted(p for p in args.data.glob("*/*_sync") if p.is_dir())
             source = str(args.data)
         else:
-            from oe_depth_ros.kitti.synthetic import generate_dataset
+            from oe_depth_ros.synthetic.dataset import generate_dataset
 
             t0 = time.perf_counter()
             out = args.generate or Path(tmp) / "synth"

@@ -23,8 +23,8 @@ import numpy as np
 
 from _common import cpu_name, time_passes, write_json
 from oe_depth_ros.kitti.raw import KittiDrive
-from oe_depth_ros.kitti.sensors import SensorRig
-from oe_depth_ros.kitti.synthetic import (
+from oe_depth_ros.synthetic.sensors import SensorRig
+from oe_depth_ros.synthetic.dataset import (
     generate_dataset,
     plan_drive,
     write_calibration,

@@ -112,7 +112,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp_name:

@@ -90,7 +90,7 @@ class _Stages:
 
 
 def _synthetic_world(settings: DemoSettings) -> tuple[Any, Path]:
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     h, w = settings.render_size
     world = generate_dataset(settings.out / "data", drives=settings.drives,

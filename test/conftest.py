@@ -21,7 +21,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def synth_world(tmp_path_factory: pytest.TempPathFactory):
     """A small synthetic KITTI world (2 drives x 8 frames, 416x128), made once per run."""
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     root = tmp_path_factory.mktemp("synth_world")
     return generate_dataset(root, drives=2, frames=8, seed=7, width=416, height=128)

@@ -10,10 +10,10 @@ import pytest
 
 from oe_depth_ros.cli import main as cli_main
 from oe_depth_ros.kitti.raw import KittiDrive
-from oe_depth_ros.kitti.render import pinhole_grid
-from oe_depth_ros.kitti.rig import IMU_HEIGHT
-from oe_depth_ros.kitti.synthetic import DATE, generate_dataset, plan_drive
-from oe_depth_ros.kitti.world import LABEL_ROAD, LABEL_SKY
+from oe_depth_ros.synthetic.render import pinhole_grid
+from oe_depth_ros.synthetic.rig import IMU_HEIGHT
+from oe_depth_ros.synthetic.dataset import DATE, generate_dataset, plan_drive
+from oe_depth_ros.synthetic.world import LABEL_ROAD, LABEL_SKY
 
 SEED, FRAMES = 7, 8   # the synth_world fixture's parameters
 
@@ -67,7 +67,7 @@ def test_layout_and_splits(synth_world) -> None:
 
 def test_reader_round_trip_matches_an_independent_render(synth_world, drive) -> None:
     """Re-rendering a frame from the plan gives the same pixels and points the reader returns."""
-    from oe_depth_ros.kitti.sensors import SensorRig
+    from oe_depth_ros.synthetic.sensors import SensorRig
 
     plan = plan_drive(SEED, 1, FRAMES)
     rig = SensorRig(drive.calib, 416, 128)

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def ensure_world(root: Path, drives: int, frames: int, seed: int, width: int, height: int) -> Any:
     """Render the synthetic world once; reuse it when its split files already exist."""
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     marker = root / "generated.json"
     spec = {"drives": drives, "frames": frames, "seed": seed, "width": width, "height": height}

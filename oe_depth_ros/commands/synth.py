@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the dataset and log where it went."""
-    from oe_depth_ros.kitti.synthetic import generate_dataset
+    from oe_depth_ros.synthetic.dataset import generate_dataset
 
     ds = generate_dataset(args.out, drives=args.drives, frames=args.frames, seed=args.seed,
                           width=args.width, height=args.height, progress=not args.no_progress)

@@ -1,1 +1,1 @@
-"""KITTI raw data: a reader (``raw``) and a synthetic world in the same layout (``synthetic``)."""
+"""KITTI raw data: the reader (``raw``), Eigen split files (``splits``) and labels (``labels``)."""

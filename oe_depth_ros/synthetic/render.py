@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oe_depth_ros.kitti.world import World
+from oe_depth_ros.synthetic.world import World
 
 NEAR = 0.05
 #: Hit kinds stored in ``Hits.prim`` besides primitive indices.

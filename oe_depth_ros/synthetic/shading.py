@@ -10,9 +10,9 @@ from typing import Callable
 
 import numpy as np
 
-from oe_depth_ros.kitti.render import GROUND, NOTHING, Hits
-from oe_depth_ros.kitti.textures import cell_random, coverage, fbm, mix, periodic
-from oe_depth_ros.kitti.world import LABEL_ROAD, LABEL_SKY, LABEL_TERRAIN, Material, World
+from oe_depth_ros.synthetic.render import GROUND, NOTHING, Hits
+from oe_depth_ros.synthetic.textures import cell_random, coverage, fbm, mix, periodic
+from oe_depth_ros.synthetic.world import LABEL_ROAD, LABEL_SKY, LABEL_TERRAIN, Material, World
 
 AMBIENT = 0.52
 DIFFUSE = 0.55

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oe_depth_ros.kitti.lidar import Lidar
+from oe_depth_ros.synthetic.lidar import Lidar
 from oe_depth_ros.kitti.raw import KittiCalib
-from oe_depth_ros.kitti.render import NOTHING, cast, pinhole_grid
-from oe_depth_ros.kitti.shading import camera_image, surface_albedo
-from oe_depth_ros.kitti.world import World
+from oe_depth_ros.synthetic.render import NOTHING, cast, pinhole_grid
+from oe_depth_ros.synthetic.shading import camera_image, surface_albedo
+from oe_depth_ros.synthetic.world import World
 
 #: Camera ray-casting limit (metres); farther surfaces dissolve into the sky haze.
 CAMERA_FAR = 250.0

@@ -20,13 +20,13 @@ import numpy as np
 from tqdm import tqdm
 
 from oe_depth_ros.atomic import atomic_path, write_text_atomic
-from oe_depth_ros.kitti import writer
-from oe_depth_ros.kitti.lidar import MAX_RANGE, Lidar
+from oe_depth_ros.synthetic import writer
+from oe_depth_ros.synthetic.lidar import MAX_RANGE, Lidar
 from oe_depth_ros.kitti.raw import KittiCalib, read_calib
-from oe_depth_ros.kitti.rig import GeoReference, Trajectory, calibration_texts, oxts_packet
-from oe_depth_ros.kitti.sensors import CAMERA_FAR, SensorRig, depth_to_png16
+from oe_depth_ros.synthetic.rig import GeoReference, Trajectory, calibration_texts, oxts_packet
+from oe_depth_ros.synthetic.sensors import CAMERA_FAR, SensorRig, depth_to_png16
 from oe_depth_ros.kitti.splits import SplitEntry, write_split_file
-from oe_depth_ros.kitti.world import LANE_WIDTH, World, build_world
+from oe_depth_ros.synthetic.world import LANE_WIDTH, World, build_world
 
 logger = logging.getLogger(__name__)
 

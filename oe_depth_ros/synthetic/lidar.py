@@ -11,9 +11,9 @@ import math
 
 import numpy as np
 
-from oe_depth_ros.kitti.render import NOTHING, RayGrid, cast
-from oe_depth_ros.kitti.shading import surface_albedo
-from oe_depth_ros.kitti.world import World
+from oe_depth_ros.synthetic.render import NOTHING, RayGrid, cast
+from oe_depth_ros.synthetic.shading import surface_albedo
+from oe_depth_ros.synthetic.world import World
 
 MAX_RANGE = 120.0
 MIN_RANGE = 2.0
