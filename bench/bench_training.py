@@ -38,6 +38,7 @@ def make_trainer(world: Any, out: Path, depth: str, size: tuple[int, int], batch
         "data.num_workers": workers, "data.intrinsics": "calibration", "model.depth": depth,
         "optim.batch_size": batch, "progress": False, "log_every": 10 ** 6,
         "image_log_every": 10 ** 6, "validate": False,
+        "model.depth_pretrained": "none", "model.pose_pretrained": "none",
     }
     values.update(extra)
     return Trainer(load_train_config("oe_depth", [f"{k}={v}" for k, v in values.items()]),

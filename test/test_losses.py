@@ -16,8 +16,11 @@ torch.set_num_threads(2)
 
 # ---- triplet loss --------------------------------------------------------------------------
 def naive_triplet(features: np.ndarray, labels: np.ndarray, k: int = 5, margin: float = 0.3,
-                  min_pairs: int = 4) -> tuple[float, int]:
-    """The paper's formula, one pixel at a time."""
+                  min_pairs: int = 4, distance: str = "euclidean") -> tuple[float, int]:
+    """The paper's formula with min negatives, one pixel at a time.
+
+    ``euclidean``: FSRE-Depth's sqrt(max(1e-9, |a - b|^2)); ``squared``: |a - b|^2.
+    """
     b, _, h, w = features.shape
     r = k // 2
     total, n_anchor = 0.0, 0
@@ -39,6 +42,8 @@ def naive_triplet(features: np.ndarray, labels: np.ndarray, k: int = 5, margin: 
                         fn = features[bi, :, yy, xx]
                         fn = fn / max(np.linalg.norm(fn), 1e-12)
                         d = float(np.sum((fc - fn) ** 2))
+                        if distance == "euclidean":
+                            d = math.sqrt(max(1e-9, d))
                         (pos if ln == lc else neg).append(d)
                 if len(pos) >= min_pairs and len(neg) >= min_pairs:
                     total += np.mean(pos) + max(0.0, margin - min(neg))
@@ -46,17 +51,18 @@ def naive_triplet(features: np.ndarray, labels: np.ndarray, k: int = 5, margin: 
     return (total / n_anchor if n_anchor else 0.0), n_anchor
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "squared"])
 @pytest.mark.parametrize("seed,k,min_pairs", [(0, 5, 4), (1, 5, 4), (2, 3, 2), (3, 7, 4)])
-def test_triplet_matches_naive_loop(seed: int, k: int, min_pairs: int) -> None:
+def test_triplet_matches_naive_loop(seed: int, k: int, min_pairs: int, distance: str) -> None:
     rng = np.random.default_rng(seed)
     feats = rng.normal(size=(2, 4, 9, 11)).astype(np.float64)
     # blocky labels so that boundaries exist, plus scattered ignored pixels
     labels = rng.integers(0, 3, size=(2, 1, 3, 4)).repeat(3, 2).repeat(3, 3)[:, :, :9, :11]
     labels = np.where(rng.random(labels.shape) < 0.15, 255, labels).astype(np.int64)
-    expected, n_anchor = naive_triplet(feats, labels, k, min_pairs=min_pairs)
+    expected, n_anchor = naive_triplet(feats, labels, k, min_pairs=min_pairs, distance=distance)
     assert n_anchor > 5, "the random case must contain anchors"
     got = semantic_triplet_loss(torch.from_numpy(feats), torch.from_numpy(labels), kernel_size=k,
-                                min_pairs=min_pairs)
+                                distance=distance, min_pairs=min_pairs)
     assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
     _, anchors = triplet_terms(torch.from_numpy(feats), torch.from_numpy(labels), kernel_size=k,
                                min_pairs=min_pairs)
@@ -69,12 +75,30 @@ def test_triplet_uses_min_not_mean_of_negatives() -> None:
     feats = torch.zeros(1, 2, 3, 7)
     feats[:, 0] = 1.0  # all unit vectors along x ...
     feats[:, :, :, 3] = torch.tensor([0.0, 1.0])[None, :, None]  # ... except column 3 (label 1)
-    per_pixel, anchors = triplet_terms(feats, labels, kernel_size=5, margin=0.3)
+    per_pixel, anchors = triplet_terms(feats, labels, kernel_size=5, margin=0.3,
+                                       distance="squared")
     # Pixel (1, 2), label 0: in-window neighbours columns 0..4, rows 0..2 -> 14 taps.
     # Positives: columns 0, 1 (3 rows each) + column 2 rows 0, 2 = 8, all distance 0.
     # Negatives: column 3 (distance 2, orthogonal) and column 4 (distance 0) -> min 0.
     assert bool(anchors[0, 1, 2])
     assert per_pixel[0, 1, 2].item() == pytest.approx(0.0 + 0.3)
+
+
+def test_triplet_euclidean_hinge_fires_below_the_margin_itself() -> None:
+    # Two unit vectors at angle t: squared distance 2 - 2 cos t, Euclidean its root.
+    # At cos t = 0.9: squared 0.2 (< 0.3, the hinge fires), Euclidean 0.447 (> 0.3, it does not).
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1]).reshape(1, 1, 1, 7).repeat(1, 1, 3, 1)
+    feats = torch.zeros(1, 2, 3, 7)
+    feats[:, 0] = 1.0
+    feats[:, :, :, 3:] = torch.tensor([0.9, math.sqrt(1 - 0.81)])[None, :, None, None]
+    sq, anchors = triplet_terms(feats, labels, kernel_size=5, margin=0.3, distance="squared")
+    eu, _ = triplet_terms(feats, labels, kernel_size=5, margin=0.3, distance="euclidean")
+    assert bool(anchors[0, 1, 2])
+    # positives at distance 0 (Euclidean: sqrt(1e-9)); the nearest negative at 0.2 / sqrt(0.2)
+    assert sq[0, 1, 2].item() == pytest.approx(0.3 - 0.2, abs=1e-6)
+    assert eu[0, 1, 2].item() == pytest.approx(math.sqrt(1e-9), abs=1e-7)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        semantic_triplet_loss(feats, labels, distance="cosine")
 
 
 def test_triplet_no_anchor_is_zero_with_graph() -> None:

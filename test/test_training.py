@@ -13,6 +13,7 @@ import torch
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.model import load_depth_net
 from training.checkpointing import load_checkpoint, rng_state, set_rng_state
+from training.losses import semantic_triplet_loss
 from training.train import main as train_main
 from training.train_config import load_train_config
 from training.trainer import Trainer, TrainingDivergedError
@@ -29,6 +30,7 @@ def tiny_overrides(world, **extra: object) -> list[str]:
         "optim.batch_size": 2, "optim.epochs": 3, "optim.lr_milestones": [1],
         "checkpoint_every": 1, "keep_epoch_checkpoints": False, "log_every": 1,
         "image_log_every": 1, "progress": False, "cpu_threads": 1,
+        "model.depth_pretrained": "none", "model.pose_pretrained": "none",
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
@@ -153,3 +155,50 @@ def test_missing_data_is_reported_before_training(synth_world, tmp_path: Path) -
     assert train_main(["--config", "oe_depth", *tiny_overrides(
         synth_world, **{"data.train_split": split}), "--out", str(tmp_path / "run")]) == 1
     assert train_main(["--config", "oe_depth", "optim.bogus=1"]) == 2
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "squared"])
+def test_triplet_term_is_added_once_after_the_scale_loop(synth_world, tmp_path: Path,
+                                                         distance: str) -> None:
+    """total = mean_s(reprojection_s + w_sm * smooth_s / 2^s) + w_t * sum_s L_s / 2^s."""
+    cfg = load_train_config("oe_depth", tiny_overrides(
+        synth_world, validate=False, **{"loss.triplet_distance": distance}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    batch = next(iter(trainer.loader))
+    inputs = trainer._to_device(batch)
+    with torch.no_grad():
+        outputs, transforms = trainer.forward(inputs)
+        total, terms, _ = trainer.compute_losses(inputs, outputs, transforms)
+        labels = inputs["semantics"].float()
+        triplet = 0.0
+        for s in (1, 2, 3):
+            feat = outputs[("feat", s)]
+            lab = torch.nn.functional.interpolate(labels, size=feat.shape[-2:]).long()
+            term = semantic_triplet_loss(feat, lab, 5, 0.3, distance)
+            assert terms[f"triplet/{s}"].item() == pytest.approx(term.item(), rel=1e-6)
+            triplet += term.item() / 2 ** s
+    assert triplet > 0, "the synthetic labels must give anchors"
+    mono = np.mean([terms[f"reprojection/{s}"].item() + 1e-3 * terms[f"smoothness/{s}"].item()
+                    / 2 ** s for s in range(4)])
+    assert total.item() == pytest.approx(mono + 0.1 * triplet, rel=1e-5)
+
+
+def test_kitti_config_without_weights_stops_with_the_options(synth_world, tmp_path: Path) -> None:
+    values = tiny_overrides(synth_world)
+    unset = [v for v in values if not v.startswith("model.depth_pretrained")]
+    with pytest.raises(ConfigError) as err:
+        Trainer(load_train_config("oe_depth", unset), out_dir=tmp_path)
+    text = str(err.value)
+    assert text.startswith("model.depth_pretrained not set")
+    assert "hrnet_w18.ms_in1k" in text and "model.depth_pretrained=none" in text
+    both = [v for v in unset if not v.startswith("model.pose_pretrained")]
+    with pytest.raises(ConfigError, match=r"model.depth_pretrained and model.pose_pretrained "
+                                          r"not set(.|\n)*ResNet18_Weights.IMAGENET1K_V1"):
+        Trainer(load_train_config("oe_depth", both), out_dir=tmp_path)
+    assert train_main(["--config", "oe_depth", *both, "--out", str(tmp_path / "cli")]) != 0
+    # the synthetic config trains without weights; explicit opt-out is accepted
+    synth = load_train_config("synth_small")
+    synth.model.check_pretrained()
+    assert synth.model.depth_weights is None and synth.model.pose_weights is None
+    assert load_train_config("oe_depth", ["model.depth_pretrained=/w/h.pth"]).model.depth_weights \
+        == "/w/h.pth"

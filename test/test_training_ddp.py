@@ -27,6 +27,7 @@ def overrides(root: Path, split: Path, batch: int, **extra: object) -> list[str]
         "model.depth": "diffnet_small", "optim.batch_size": batch, "optim.epochs": 1,
         "checkpoint_every": 1, "keep_epoch_checkpoints": False, "log_every": 1,
         "image_log_every": 1000, "progress": False, "cpu_threads": 1, "data.color_aug_prob": 0.5,
+        "model.depth_pretrained": "none", "model.pose_pretrained": "none",
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]

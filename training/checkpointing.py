@@ -20,7 +20,7 @@ import torch
 from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.model import CHECKPOINT_FORMAT, CheckpointError
 
-log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 LAST_NAME = "last.pt"
 
@@ -66,7 +66,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     payload = {"format": CHECKPOINT_FORMAT, **state}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-    log.debug("wrote checkpoint %s (step %s)", path, state.get("step"))
+    LOG.debug("wrote checkpoint %s (step %s)", path, state.get("step"))
     return path
 
 

@@ -34,7 +34,7 @@ from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 
-log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 IntrinsicsSource = Literal["kitti_normalised", "calibration"]
 IMAGE_EXTENSIONS = (".png", ".jpg")
@@ -136,7 +136,7 @@ class KittiRawMonoDataset(Dataset):
         self._check_files()
         self.has_gt = load_gt and all(os.path.isfile(self.gt_path(e)) for e in self.entries)
         if load_gt and not self.has_gt:
-            log.info("no complete ground truth for %s: validation metrics are off", split_file)
+            LOG.info("no complete ground truth for %s: validation metrics are off", split_file)
 
     # ---- paths -------------------------------------------------------------------------
     def image_path(self, entry: SplitEntry, frame: int) -> Path:

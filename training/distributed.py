@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def init_distributed(use_cuda: bool) -> DistEnv:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    log.info("rank %d/%d (local %d) joined the %s process group", rank, world, local_rank, backend)
+    LOG.info("rank %d/%d (local %d) joined the %s process group", rank, world, local_rank, backend)
     return DistEnv(rank, local_rank, world, backend)
 
 

@@ -49,19 +49,76 @@ class DataConfig:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
 
+#: The value of ``model.depth_pretrained`` / ``model.pose_pretrained`` that starts that
+#: network from random weights on purpose.
+FROM_SCRATCH = "none"
+
+PRETRAINED_SOURCES = {
+    "depth_pretrained": (
+        "ImageNet HRNet-W18-C as DIFFNet uses it: timm tag 'hrnet_w18.ms_in1k' (the "
+        "model.safetensors of https://huggingface.co/timm/hrnet_w18.ms_in1k) or the official "
+        "HRNet file hrnetv2_w18_imagenet_pretrained.pth"),
+    "pose_pretrained": (
+        "ImageNet ResNet18 as Monodepth2 uses it: torchvision ResNet18_Weights.IMAGENET1K_V1 "
+        "(https://download.pytorch.org/models/resnet18-f37072fd.pth)"),
+}
+
+
 @dataclass
 class ModelConfig:
-    """Which networks to train (names or YAML paths of config/model) and their init weights."""
+    """Which networks to train (names or YAML paths of config/model) and their init weights.
+
+    ``depth_pretrained`` / ``pose_pretrained``: a local weights file, ``none`` to start
+    from random weights on purpose, or null (not chosen: training refuses to start,
+    see :meth:`check_pretrained`).
+    """
 
     depth: str = "oe_depth"
     pose: str = "resnet18"
     depth_pretrained: Optional[str] = None
     pose_pretrained: Optional[str] = None
 
+    @staticmethod
+    def _weights(value: Optional[str]) -> Optional[str]:
+        return None if value is None or value.lower() == FROM_SCRATCH else value
+
+    @property
+    def depth_weights(self) -> Optional[str]:
+        """The depth encoder's weights file, or None to start from random weights."""
+        return self._weights(self.depth_pretrained)
+
+    @property
+    def pose_weights(self) -> Optional[str]:
+        """The pose encoder's weights file, or None to start from random weights."""
+        return self._weights(self.pose_pretrained)
+
+    def check_pretrained(self) -> None:
+        """Refuse to train when an initialisation was not chosen (null).
+
+        Training KITTI from random weights is far from the paper; the error names the
+        options, where the weights come from and how to opt out.
+        """
+        unset = [name for name in PRETRAINED_SOURCES if getattr(self, name) is None]
+        if not unset:
+            return
+        lines = [f"  model.{name}=/path/to/file   # {PRETRAINED_SOURCES[name]}" for name in unset]
+        raise ConfigError(
+            f"{' and '.join('model.' + n for n in unset)} not set: training would start from "
+            "random weights, which lands far from the paper (DIFFNet starts from ImageNet "
+            "HRNet-W18, Monodepth2's pose net from ImageNet ResNet18). Give local weight "
+            "files (nothing is downloaded):\n" + "\n".join(lines) + "\nor opt out on purpose "
+            "with " + " ".join(f"model.{n}={FROM_SCRATCH}" for n in unset)
+            + " (see docs/training.md).")
+
 
 @dataclass
 class LossConfig:
-    """Loss weights and switches (REFERENCE sections 2 and 4)."""
+    """Loss weights and switches of the Monodepth2 losses and the triplet term.
+
+    The triplet term is added once after the scale loop as
+    ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth); ``triplet_distance`` is
+    ``euclidean`` (FSRE-Depth, the default) or ``squared`` (the paper's equations).
+    """
 
     ssim_weight: float = 0.85
     smoothness_weight: float = 1e-3
@@ -71,6 +128,7 @@ class LossConfig:
     triplet_kernel: int = 5
     triplet_min_pairs: int = 4
     triplet_scales: list[int] = field(default_factory=lambda: [1, 2, 3])
+    triplet_distance: Literal["euclidean", "squared"] = "euclidean"
 
     def __post_init__(self) -> None:
         if self.triplet_weight < 0:

@@ -41,7 +41,7 @@ from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometri
 from training.train_config import TrainConfig
 from training.triplet import neighbour_masks
 
-log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 TensorMap = dict[str, torch.Tensor]
 BEST_NAME = "best.pt"
@@ -87,6 +87,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, out_dir: str | Path | None = None,
                  env: DistEnv | None = None) -> None:
+        config.model.check_pretrained()
         self.cfg = config
         self.env = env or DistEnv()
         self.out_dir = Path(out_dir or config.out_dir)
@@ -127,8 +128,8 @@ class Trainer:
             collate_fn=collate, pin_memory=on_gpu, generator=self.loader_generator)
 
         self.depth_net = build_depth_net(config.model.depth,
-                                         pretrained=config.model.depth_pretrained)
-        self.pose_net = build_pose_net(config.model.pose, pretrained=config.model.pose_pretrained)
+                                         pretrained=config.model.depth_weights)
+        self.pose_net = build_pose_net(config.model.pose, pretrained=config.model.pose_weights)
         self.min_depth = self.depth_net.config.min_depth
         self.max_depth = self.depth_net.config.max_depth
         if config.sync_bn and self.env.distributed:
@@ -198,7 +199,7 @@ class Trainer:
         """Load a checkpoint written by :meth:`save` and continue after its step."""
         ckpt = load_checkpoint(path, map_location=self.device)
         if list(ckpt.get("input_size", [])) != [self.height, self.width]:
-            log.warning("checkpoint %s was trained at %s; this run uses %dx%d", path,
+            LOG.warning("checkpoint %s was trained at %s; this run uses %dx%d", path,
                         ckpt.get("input_size"), self.height, self.width)
         load_state_dict_checked(self.depth_net, ckpt["depth"], f"{path} (depth)")
         load_state_dict_checked(self.pose_net, ckpt["pose"], f"{path} (pose)")
@@ -208,7 +209,7 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         if int(ckpt["epoch"]) != self.epoch:
-            log.warning("checkpoint %s is at epoch %s but step %d falls in epoch %d with this "
+            LOG.warning("checkpoint %s is at epoch %s but step %d falls in epoch %d with this "
                         "split and global batch; the run continues, but not exactly as the "
                         "interrupted one would have", path, ckpt["epoch"], self.step, self.epoch)
         set_rng_state(ckpt["rng"])
@@ -219,7 +220,7 @@ class Trainer:
         if validation.is_file():
             self.val_history = [v for v in json.loads(validation.read_text())
                                 if v["step"] <= self.step]
-        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+        LOG.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ---- one step --------------------------------------------------------------------------
     def _train_mode(self) -> None:
@@ -265,7 +266,12 @@ class Trainer:
     def compute_losses(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
                        transforms: dict[int, torch.Tensor]) -> tuple[torch.Tensor, TensorMap,
                                                                      TensorMap]:
-        """Total loss, named terms and visualisation maps (REFERENCE section 2)."""
+        """Total loss, named terms and visualisation maps.
+
+        The photometric and smoothness terms are averaged over the scales (Monodepth2);
+        the triplet term is added once, after the scale loop, as
+        ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth).
+        """
         lc = self.cfg.loss
         ssim = self.ssim if lc.ssim_weight > 0 else None
         target = inputs[("color", 0, 0)]
@@ -277,9 +283,6 @@ class Trainer:
         terms: dict[str, torch.Tensor] = {}
         maps: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
-        labels = inputs.get("semantics")
-        if lc.use_triplet and labels is None:
-            raise ValueError("the triplet loss is on but the batch has no semantic labels")
         for s in self.scales:
             disp = outputs[("disp", s)]
             _, depth = disp_to_depth(upsample_disp(disp, (self.height, self.width)),
@@ -290,31 +293,41 @@ class Trainer:
                 errors.append(photometric_error(warped, target, ssim, lc.ssim_weight))
             reproj = min_reprojection_loss(errors, identity)
             smooth = smoothness_loss(disp, inputs[("color", 0, s)])
-            loss_s = reproj.loss + lc.smoothness_weight * smooth / 2 ** s
+            total = total + reproj.loss + lc.smoothness_weight * smooth / 2 ** s
             terms[f"reprojection/{s}"] = reproj.loss
             terms[f"smoothness/{s}"] = smooth
-            if lc.use_triplet and s in lc.triplet_scales:
-                feat = outputs[("feat", s)]
-                assert labels is not None  # checked above
-                lab = F.interpolate(labels.float(), size=feat.shape[-2:], mode="nearest").long()
-                trip = semantic_triplet_loss(feat, lab, lc.triplet_kernel, lc.triplet_margin,
-                                             lc.triplet_min_pairs)
-                loss_s = loss_s + lc.triplet_weight * trip / 2 ** s
-                terms[f"triplet/{s}"] = trip
-                if s == min(lc.triplet_scales):
-                    maps["triplet_labels"] = lab[:1]
-                    maps["triplet_anchors"] = neighbour_masks(lab[:1], lc.triplet_kernel,
-                                                              lc.triplet_min_pairs)[2]
             if s == 0:
                 maps["disp"] = disp[:1].detach()
                 maps["reprojection"] = reproj.min_error[:1].detach()
                 if reproj.automask is not None:
                     maps["automask"] = reproj.automask[:1]
-            total = total + loss_s
         total = total / len(self.scales)
+        if lc.use_triplet:
+            total = total + lc.triplet_weight * self._triplet_term(inputs, outputs, terms, maps)
         terms["photometric"] = torch.stack([terms[f"reprojection/{s}"] for s in self.scales]).mean()
         terms["total"] = total
         return total, terms, maps
+
+    def _triplet_term(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
+                      terms: TensorMap, maps: TensorMap) -> torch.Tensor:
+        """``sum_s L_s / 2^s`` over the triplet scales (unweighted); records the terms."""
+        lc = self.cfg.loss
+        labels = inputs.get("semantics")
+        if labels is None:
+            raise ValueError("the triplet loss is on but the batch has no semantic labels")
+        summed = torch.zeros((), device=self.device)
+        for s in sorted(lc.triplet_scales):
+            feat = outputs[("feat", s)]
+            lab = F.interpolate(labels.float(), size=feat.shape[-2:], mode="nearest").long()
+            trip = semantic_triplet_loss(feat, lab, lc.triplet_kernel, lc.triplet_margin,
+                                         lc.triplet_distance, lc.triplet_min_pairs)
+            summed = summed + trip / 2 ** s
+            terms[f"triplet/{s}"] = trip
+            if s == min(lc.triplet_scales):
+                maps["triplet_labels"] = lab[:1]
+                maps["triplet_anchors"] = neighbour_masks(lab[:1], lc.triplet_kernel,
+                                                          lc.triplet_min_pairs)[2]
+        return summed
 
     def _check_finite(self, values: dict[str, float], what: str) -> None:
         bad = [f"{name} = {v}" for name, v in values.items() if not math.isfinite(v)]
@@ -366,7 +379,7 @@ class Trainer:
         stop_at = self.total_steps
         if cfg.max_steps is not None:
             stop_at = min(cfg.max_steps, stop_at)
-        log.info("training %s: %d samples, %d steps/epoch (global batch %d on %d process(es)), "
+        LOG.info("training %s: %d samples, %d steps/epoch (global batch %d on %d process(es)), "
                  "%d steps to go on %s (amp %s, channels_last %s)", cfg.model.depth,
                  len(self.train_set), self.steps_per_epoch, self.sampler.global_batch,
                  self.env.world_size, stop_at - self.step, self.device, self.use_amp,
@@ -410,7 +423,7 @@ class Trainer:
             is_best = "abs_rel" in metrics and all(metrics["abs_rel"] < e for e in earlier)
             self.val_history.append({"epoch": epoch, "step": self.step, **metrics})
             if self.env.is_main:
-                log.info("epoch %d validation: %s", epoch,
+                LOG.info("epoch %d validation: %s", epoch,
                          ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
                 for name, value in metrics.items():
                     self.writer.add_scalar(f"val/{name}", value, self.step)
@@ -462,7 +475,7 @@ class Trainer:
                     errors, _ = evaluate_depth_map(gt, pred, crop=self.cfg.data.val_crop,
                                                    max_depth=self.cfg.data.val_max_depth)
                 except ValueError as exc:  # an image without valid ground truth
-                    log.debug("validation sample skipped: %s", exc)
+                    LOG.debug("validation sample skipped: %s", exc)
                     continue
                 for name, value in errors.items():
                     sums[name] = sums.get(name, 0.0) + value

@@ -16,7 +16,7 @@ import torch
 from .depth_net import ConfigLike, DepthNet, build_depth_net, load_depth_config
 from .state_dict import mismatch_summary
 
-_log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "oe_depth_ros.checkpoint/1"
 _PREFIXES = ("module.", "_orig_mod.")
@@ -35,8 +35,8 @@ def _torch_load(path: Path, map_location: Any) -> Any:
         raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {exc}") from exc
     # This package's training checkpoints load above; files from elsewhere may carry
     # other objects (e.g. a numpy RNG state).
-    _log.warning("%s holds non-tensor objects; loading it with full unpickling "
-                 "(only load checkpoints you trust)", path)
+    LOG.warning("%s holds non-tensor objects; loading it with full unpickling "
+                "(only load checkpoints you trust)", path)
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:
@@ -113,5 +113,5 @@ def load_depth_net(path: str | Path, config: Optional[ConfigLike] = None,
     model = build_depth_net(cfg)
     load_state_dict_checked(model, _clean_keys(state), str(path))
     model.eval()
-    _log.info("loaded depth net %s from %s", cfg.name, path)
+    LOG.info("loaded depth net %s from %s", cfg.name, path)
     return model

@@ -23,7 +23,7 @@ from .decoder import DepthDecoder
 from .hrnet import SUPPORTED_ENCODERS, HRNetEncoder, load_pretrained_encoder, replace_with_odconv
 from .odconv import ODConv2d
 
-_log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 DepthOutputs = dict[tuple[str, int], torch.Tensor]
 
@@ -161,7 +161,7 @@ def build_depth_net(config: ConfigLike, pretrained: str | Path | None = None) ->
     model = DepthNet(dataclasses.replace(cfg))
     if pretrained is not None:
         load_pretrained_encoder(model.encoder, pretrained)
-    _log.info("built depth net %s (%s, %d ODConv layers, %.2fM parameters)", cfg.name,
-              cfg.encoder, len(model.odconv_names),
-              sum(p.numel() for p in model.parameters()) / 1e6)
+    LOG.info("built depth net %s (%s, %d ODConv layers, %.2fM parameters)", cfg.name,
+             cfg.encoder, len(model.odconv_names),
+             sum(p.numel() for p in model.parameters()) / 1e6)
     return model

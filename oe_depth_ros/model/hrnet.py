@@ -4,7 +4,9 @@ DIFFNet feeds its decoder with the stem and with each stage's branch outputs rat
 than only the last stage. :class:`HRNetEncoder` keeps timm's module names (``conv1``,
 ``bn1``, ``conv2``, ``bn2``, ``layer1``, ``transition1..3``, ``stage2..4``), so ImageNet
 weights in timm's or the official HRNet format load by name; the classification head
-is dropped.
+is dropped. The fuse layers upsample as DIFFNet's HRNet does (bilinear,
+``align_corners=True``) instead of timm's nearest neighbour; the upsampling has no
+parameters, so the weights and the parameter count are unchanged.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from torch import nn
 from .odconv import ODConv2d
 from .state_dict import mismatch_summary, read_state_dict
 
-_log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 _HEAD_PREFIXES = (
     "incre_modules.", "downsamp_modules.", "final_layer.", "classifier.", "fc.", "head.",
@@ -58,6 +60,7 @@ class HRNetEncoder(nn.Module):
         self.transition3: nn.ModuleList = trunk.transition3
         self.stage4: nn.Sequential = trunk.stage4
         self.act = nn.ReLU(inplace=True)
+        use_bilinear_fuse_upsampling(self)
         stem = self.conv1.out_channels
         s2, s3, s4 = (list(stage[-1].get_num_in_chs())
                       for stage in (self.stage2, self.stage3, self.stage4))
@@ -104,6 +107,23 @@ class HRNetEncoder(nn.Module):
                     conv = getattr(module, attr)
                     if isinstance(conv, (nn.Conv2d, ODConv2d)) and _kernel_size(conv) == 3:
                         yield f"stage{stage}.{name}.{attr}", module, attr
+
+
+def use_bilinear_fuse_upsampling(module: nn.Module) -> int:
+    """Make every fuse-layer upsampling of ``module`` bilinear with align_corners=True.
+
+    timm's HRNet upsamples the coarser branches with nearest neighbour; DIFFNet's (and the
+    official HRNet's) interpolates bilinearly with ``align_corners=True``. Returns how many
+    upsampling layers were replaced.
+    """
+    replaced = 0
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Upsample):
+                setattr(parent, name, nn.Upsample(scale_factor=child.scale_factor,
+                                                  mode="bilinear", align_corners=True))
+                replaced += 1
+    return replaced
 
 
 def _kernel_size(conv: nn.Module) -> int:
@@ -179,4 +199,4 @@ def load_pretrained_encoder(encoder: HRNetEncoder, path: str | Path) -> None:
     if problems:
         raise ValueError(f"{path}: does not match encoder {encoder.name!r}: {problems}")
     encoder.load_state_dict(loaded, strict=False)
-    _log.info("loaded %d pretrained encoder tensors from %s", len(loaded), path)
+    LOG.info("loaded %d pretrained encoder tensors from %s", len(loaded), path)

@@ -19,7 +19,7 @@ from torch import nn
 from oe_depth_ros.config import ConfigError, from_dict, load_yaml
 from oe_depth_ros.paths import config_dir
 
-_log = logging.getLogger(__name__)
+LOG = logging.getLogger(__name__)
 
 POSE_MEAN = 0.45
 POSE_STD = 0.225
@@ -158,7 +158,7 @@ def load_pretrained_pose_encoder(encoder: PoseEncoder, path: str | Path) -> None
     if missing or unexpected:
         raise ValueError(f"{path}: does not match ResNet18: missing {list(missing)[:5]}, "
                          f"unexpected {list(unexpected)[:5]}")
-    _log.info("loaded pretrained pose encoder from %s", path)
+    LOG.info("loaded pretrained pose encoder from %s", path)
 
 
 def build_pose_net(config: PoseConfigLike = "resnet18",
