@@ -21,12 +21,17 @@
 ``ros2 bag play`` publishes /clock (the node and RViz use sim time) and replays
 /tf_static with transient-local durability (config/tf_static_qos.yaml), so that RViz
 gets the static sensor tree even though it subscribes after the bag's only message.
+Player, node and RViz share the Fast DDS shared-memory profile (config/fastdds_shm.xml,
+unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set), so full-size frames arrive without
+loss; RViz starts only when installed; when the node exits the launch ends (with a
+non-zero code when the node failed), the player with it.
 """
 from launch import LaunchDescription
 from launch.actions import ExecuteProcess, OpaqueFunction
 
 from oe_depth_ros.launch_common import (NODE_ARGUMENTS, argument_values, declare_arguments,
-                                        depth_node, is_true, rviz_node, share_file)
+                                        depth_node, is_true, rviz_nodes, share_file,
+                                        shut_down_with, transport_profile)
 
 #: Topics that ``oe-depth kitti2bag`` writes for KITTI camera 2 (the left colour camera).
 KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
@@ -48,8 +53,9 @@ def _replay(context):
     if is_true(arg["loop"]):
         play.append("--loop")
     remappings = [("image", KITTI_IMAGE), ("camera_info", KITTI_CAMERA_INFO)]
-    return [ExecuteProcess(cmd=play, name="bag_play", output="screen"),
-            depth_node(arg, remappings, use_sim_time=True), rviz_node(use_sim_time=True)]
+    node = depth_node(arg, remappings, use_sim_time=True)
+    return [*transport_profile(arg), ExecuteProcess(cmd=play, name="bag_play", output="screen"),
+            node, shut_down_with(node), *rviz_nodes(arg, use_sim_time=True)]
 
 
 def generate_launch_description():

@@ -19,13 +19,18 @@
 (one command line).
 
 ``backend`` and ``model_path`` override the parameter file only when given (non-empty),
-so a model configured in ``params_file`` is kept otherwise.
+so a model configured in ``params_file`` is kept otherwise. RViz starts only when
+installed; the launch ends (non-zero when the node failed) when the node exits; the
+node uses config/fastdds_shm.xml unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is set (the
+camera driver needs the same profile for shared memory: see the README's
+troubleshooting).
 """
 from launch import LaunchDescription
 from launch.actions import OpaqueFunction
 
 from oe_depth_ros.launch_common import (NODE_ARGUMENTS, argument_values, declare_arguments,
-                                        depth_node, is_true, rviz_node)
+                                        depth_node, is_true, rviz_nodes, shut_down_with,
+                                        transport_profile)
 
 #: (name, default, description) of every launch argument (see oe_depth_ros.launch_common).
 ARGUMENTS = NODE_ARGUMENTS + (
@@ -41,7 +46,9 @@ def _node_and_rviz(context):
     arg = argument_values(context, ARGUMENTS)
     use_sim_time = is_true(arg["use_sim_time"])
     remappings = [("image", arg["image_topic"]), ("camera_info", arg["camera_info_topic"])]
-    return [depth_node(arg, remappings, use_sim_time), rviz_node(use_sim_time)]
+    node = depth_node(arg, remappings, use_sim_time)
+    return [*transport_profile(arg), node, shut_down_with(node),
+            *rviz_nodes(arg, use_sim_time)]
 
 
 def generate_launch_description():

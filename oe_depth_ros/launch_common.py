@@ -2,9 +2,20 @@
 
 Used by ``launch/*.launch.py``. ``launch`` and ``launch_ros`` are imported inside the
 functions, so importing this module (or the package) never needs them.
+
+Behaviour every launch file gets from here:
+
+* the Fast DDS profile ``config/fastdds_shm.xml`` (shared memory with room for full-size
+  frames) for every process of the launch, unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is
+  already set or the ``fastdds_profile`` argument is empty;
+* RViz only when it is installed, else a warning naming the missing package;
+* when the node exits, the whole launch shuts down, with a non-zero exit code of
+  ``ros2 launch`` when the node failed (the real ``launch`` sets a non-zero code only for
+  an exception raised in the launch loop, so the exit handler raises one).
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence, Union
 
 PACKAGE = "oe_depth_ros"
@@ -20,7 +31,12 @@ NODE_ARGUMENTS: tuple[Argument, ...] = (
     ("model_path", "", "engine, ONNX or checkpoint (empty: from params_file)"),
     ("namespace", "oe_depth", "namespace of the node and its output topics"),
     ("log_level", "info", "debug | info | warn | error | fatal"),
+    ("fastdds_profile", ("config", "fastdds_shm.xml"),
+     "Fast DDS profile for every process of this launch (shared memory for full-size "
+     "frames); empty: the middleware's default; FASTRTPS_DEFAULT_PROFILES_FILE, when set, wins"),
 )
+#: The environment variable that selects a Fast DDS XML profile (Fast DDS 2.x: Humble, Jazzy).
+PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 #: Node arguments that override the parameter file only when given (non-empty).
 OVERRIDES = ("backend", "model_path")
 
@@ -60,6 +76,36 @@ def is_true(text: str) -> bool:
     return text.lower() in ("true", "1", "yes")
 
 
+class NodeFailed(RuntimeError):
+    """oe_depth_node exited with a non-zero code: ``ros2 launch`` ends with a non-zero code."""
+
+
+def transport_profile(values: dict[str, str]) -> list[Any]:
+    """``SetEnvironmentVariable`` for the Fast DDS profile, unless the user chose one."""
+    from launch.actions import SetEnvironmentVariable
+
+    if os.environ.get(PROFILE_VARIABLE) or not values["fastdds_profile"]:
+        return []
+    return [SetEnvironmentVariable(PROFILE_VARIABLE, values["fastdds_profile"])]
+
+
+def shut_down_with(node: Any) -> Any:
+    """An event handler: when ``node`` exits, the launch shuts down (non-zero if it failed)."""
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
+
+    def on_exit(event: Any, context: Any) -> Any:
+        if context.is_shutdown:  # launch is already stopping (Ctrl-C): nothing to add
+            return None
+        if event.returncode != 0:
+            raise NodeFailed(f"oe_depth_node exited with code {event.returncode}; shutting "
+                             "down the launch (the node's log above says why)")
+        return [EmitEvent(event=Shutdown(reason="oe_depth_node exited"))]
+
+    return RegisterEventHandler(OnProcessExit(target_action=node, on_exit=on_exit))
+
+
 def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
                use_sim_time: bool) -> Any:
     """oe_depth_node with the parameter file, the given overrides and the log level."""
@@ -80,18 +126,37 @@ def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
     )
 
 
-def rviz_node(use_sim_time: bool) -> Any:
-    """RViz with config/oe_depth.rviz, started when the ``use_rviz`` argument is true."""
-    from launch.conditions import IfCondition
-    from launch.substitutions import LaunchConfiguration
+def package_installed(name: str) -> bool:
+    """Whether ROS package ``name`` is in the ament index (sourced workspaces)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    try:
+        get_package_prefix(name)
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def rviz_nodes(values: dict[str, str], use_sim_time: bool) -> list[Any]:
+    """RViz with config/oe_depth.rviz when ``use_rviz`` is true and rviz2 is installed.
+
+    Without rviz2 a warning names the missing package and everything else runs.
+    """
+    from launch.logging import get_logger
     from launch_ros.actions import Node
 
-    return Node(
+    if not is_true(values["use_rviz"]):
+        return []
+    if not package_installed("rviz2"):
+        get_logger("launch.oe_depth_ros").warning(
+            "use_rviz is true but package 'rviz2' is not installed: starting without RViz "
+            "(install ros-$ROS_DISTRO-rviz2, or pass use_rviz:=false)")
+        return []
+    return [Node(
         package="rviz2",
         executable="rviz2",
         name="rviz2",
         arguments=["-d", share_file("config", "oe_depth.rviz")],
         parameters=[{"use_sim_time": use_sim_time}],
-        condition=IfCondition(LaunchConfiguration("use_rviz")),
         output="screen",
-    )
+    )]

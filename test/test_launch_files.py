@@ -13,17 +13,23 @@
 # limitations under the License.
 """Launch files, the RViz configuration and the bag-replay QoS override.
 
-``launch`` and ``launch_ros`` cannot be installed here, so the launch files are checked
-by parsing and compiling them and by running ``generate_launch_description()`` (and
-the OpaqueFunction inside it) against small stand-in modules that record what would
-be launched. Where the real ``launch`` is importable (a ROS 2 machine, the ROS CI
-workflow), the same descriptions are also built with it.
+``launch`` and ``launch_ros`` are not on PyPI, so the launch files are checked by
+parsing and compiling them and by running ``generate_launch_description()`` (and the
+OpaqueFunction inside it) against small stand-in modules that record what would be
+launched. Where the real packages are installed (a ROS 2 machine, the ROS CI workflow),
+the stand-ins' calls are checked against the real signatures, and both launch files run
+under the real ``LaunchService`` as ``ros2 launch`` runs them: the node failing at
+start-up ends the launch with a non-zero code (the bag player with it), and RViz is
+skipped with a warning where it is not installed.
 """
 from __future__ import annotations
 
 import ast
 import importlib.util
+import inspect
+import logging
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -32,6 +38,7 @@ from typing import Any
 import pytest
 import yaml
 
+from oe_depth_ros import launch_common as common
 from oe_depth_ros import node_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,10 +97,20 @@ def make_stand_ins() -> dict[str, types.ModuleType]:
     class ExecuteProcess(Recorded):
         pass
 
-    class IfCondition(Recorded):
-        def __init__(self, predicate):
-            super().__init__(predicate)
-            self.predicate = predicate
+    class SetEnvironmentVariable(Recorded):
+        pass
+
+    class RegisterEventHandler(Recorded):
+        pass
+
+    class EmitEvent(Recorded):
+        pass
+
+    class OnProcessExit(Recorded):
+        pass
+
+    class Shutdown(Recorded):
+        pass
 
     class LaunchConfiguration:
         def __init__(self, variable_name, default=None):
@@ -128,8 +145,13 @@ def make_stand_ins() -> dict[str, types.ModuleType]:
     return {
         "launch": module("launch", LaunchDescription=LaunchDescription),
         "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
-                                 OpaqueFunction=OpaqueFunction, ExecuteProcess=ExecuteProcess),
-        "launch.conditions": module("launch.conditions", IfCondition=IfCondition),
+                                 OpaqueFunction=OpaqueFunction, ExecuteProcess=ExecuteProcess,
+                                 SetEnvironmentVariable=SetEnvironmentVariable,
+                                 RegisterEventHandler=RegisterEventHandler,
+                                 EmitEvent=EmitEvent),
+        "launch.event_handlers": module("launch.event_handlers", OnProcessExit=OnProcessExit),
+        "launch.events": module("launch.events", Shutdown=Shutdown),
+        "launch.logging": module("launch.logging", get_logger=logging.getLogger),
         "launch.substitutions": module("launch.substitutions",
                                        LaunchConfiguration=LaunchConfiguration,
                                        PathJoinSubstitution=PathJoinSubstitution),
@@ -154,6 +176,8 @@ def stand_ins(monkeypatch: pytest.MonkeyPatch) -> dict[str, types.ModuleType]:
     mods = make_stand_ins()
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.delenv(common.PROFILE_VARIABLE, raising=False)
+    monkeypatch.setattr(common, "package_installed", lambda name: True)  # rviz2 "installed"
     return mods
 
 
@@ -199,11 +223,11 @@ def test_shared_launch_code_imports_launch_only_when_called() -> None:
             top_level.update(alias.name for alias in n.names)
         elif isinstance(n, ast.ImportFrom):
             top_level.add(n.module)
-    assert top_level <= {"__future__", "typing"}, top_level
+    assert top_level <= {"__future__", "os", "typing"}, top_level
     import oe_depth_ros.launch_common as common  # works without launch installed
 
     assert [a[0] for a in common.NODE_ARGUMENTS] == ["params_file", "backend", "model_path",
-                                                     "namespace", "log_level"]
+                                                     "namespace", "log_level", "fastdds_profile"]
 
 
 def test_both_launch_files_exist_and_are_installed() -> None:
@@ -214,19 +238,28 @@ def test_both_launch_files_exist_and_are_installed() -> None:
     assert "oe_depth_node = {PACKAGE}.node:main" in setup
 
 
+def kinds(entities: list[Any]) -> dict[str, list[Any]]:
+    """Entities by class name."""
+    out: dict[str, list[Any]] = {}
+    for e in entities:
+        out.setdefault(type(e).__name__, []).append(e)
+    return out
+
+
 def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
     path = LAUNCH_DIR / "oe_depth.launch.py"
     declared, entities = describe(path, model_path="/models/m.onnx",
                                   image_topic="/cam/image_raw", use_rviz="true")
     assert set(declared) == {"params_file", "backend", "model_path", "image_topic",
                              "camera_info_topic", "namespace", "use_sim_time", "use_rviz",
-                             "log_level"}
+                             "log_level", "fastdds_profile"}
     assert declared["namespace"].default_value == NAMESPACE
     assert all(arg.description for arg in declared.values())
     params_file = Path(perform(declared["params_file"].default_value, StandInContext({})))
     assert params_file == REPO / "config" / "oe_depth.yaml" and params_file.is_file()
 
-    node, rviz = entities
+    by = kinds(entities)
+    (node, rviz) = by["Node"]
     kw = node.kwargs
     assert (kw["package"], kw["executable"], kw["namespace"]) == (
         "oe_depth_ros", "oe_depth_node", NAMESPACE)
@@ -244,12 +277,59 @@ def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
     flag, rviz_file = rviz.kwargs["arguments"]
     assert flag == "-d" and Path(perform(rviz_file, StandInContext({}))) == \
         REPO / "config" / "oe_depth.rviz"
-    assert rviz.kwargs["condition"].predicate.variable_name == "use_rviz"
+    # The shared-memory profile is set before the node starts.
+    (profile,) = by["SetEnvironmentVariable"]
+    assert entities.index(profile) < entities.index(node)
+    name, value = profile.args
+    assert name == "FASTRTPS_DEFAULT_PROFILES_FILE"
+    assert Path(perform(value, StandInContext({}))) == REPO / "config" / "fastdds_shm.xml"
+
+
+def test_rviz_only_when_asked_and_installed(stand_ins, monkeypatch, caplog) -> None:
+    path = LAUNCH_DIR / "oe_depth.launch.py"
+    _, entities = describe(path, use_rviz="false")
+    assert [n.kwargs["package"] for n in kinds(entities)["Node"]] == ["oe_depth_ros"]
+    assert not caplog.records
+    monkeypatch.setattr(common, "package_installed", lambda name: name != "rviz2")
+    with caplog.at_level(logging.WARNING):
+        _, entities = describe(path, use_rviz="true")
+    assert [n.kwargs["package"] for n in kinds(entities)["Node"]] == ["oe_depth_ros"]
+    assert "package 'rviz2' is not installed" in caplog.text
+
+
+def test_a_profile_chosen_by_the_user_is_kept(stand_ins, monkeypatch) -> None:
+    path = LAUNCH_DIR / "oe_depth.launch.py"
+    _, entities = describe(path, fastdds_profile="")
+    assert "SetEnvironmentVariable" not in kinds(entities)
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/etc/my_profile.xml")
+    _, entities = describe(path)
+    assert "SetEnvironmentVariable" not in kinds(entities)
+
+
+def test_the_launch_ends_when_the_node_exits(stand_ins) -> None:
+    """The exit handler: a failed node raises (launch's non-zero code), a clean exit shuts down."""
+    for path, given in ((LAUNCH_DIR / "oe_depth.launch.py", {}),
+                        (LAUNCH_DIR / "kitti_replay.launch.py", {"bag": "/b"})):
+        _, entities = describe(path, **given)
+        by = kinds(entities)
+        node = next(n for n in by["Node"] if n.kwargs["package"] == "oe_depth_ros")
+        (register,) = by["RegisterEventHandler"]
+        (on_exit,) = register.args
+        assert on_exit.kwargs["target_action"] is node
+        handler = on_exit.kwargs["on_exit"]
+        running = types.SimpleNamespace(is_shutdown=False)
+        with pytest.raises(common.NodeFailed, match="exited with code 1"):
+            handler(types.SimpleNamespace(returncode=1), running)
+        (emit,) = handler(types.SimpleNamespace(returncode=0), running)
+        assert type(emit.kwargs["event"]).__name__ == "Shutdown"
+        stopping = types.SimpleNamespace(is_shutdown=True)
+        assert handler(types.SimpleNamespace(returncode=-2), stopping) is None
 
 
 def test_oe_depth_launch_passes_backend_and_sim_time(stand_ins) -> None:
-    _, (node, _) = describe(LAUNCH_DIR / "oe_depth.launch.py", backend="tensorrt",
-                            use_sim_time="true", namespace="cam0", log_level="debug")
+    _, entities = describe(LAUNCH_DIR / "oe_depth.launch.py", backend="tensorrt",
+                           use_sim_time="true", namespace="cam0", log_level="debug")
+    (node,) = kinds(entities)["Node"]
     kw = node.kwargs
     assert kw["parameters"][1] == {"use_sim_time": True, "backend": "tensorrt"}
     assert kw["namespace"] == "cam0"
@@ -260,8 +340,13 @@ def test_kitti_replay_plays_the_bag_with_sim_time_and_tf_static_override(stand_i
     path = LAUNCH_DIR / "kitti_replay.launch.py"
     declared, entities = describe(path, bag="/data/drive_0001_bag", model_path="/m.onnx")
     assert declared["bag"].default_value is None  # required
-    assert {"bag", "model_path", "backend", "use_rviz", "rate", "loop"} <= set(declared)
-    play, node, rviz = entities
+    assert {"bag", "model_path", "backend", "use_rviz", "rate", "loop",
+            "fastdds_profile"} <= set(declared)
+    by = kinds(entities)
+    (play,) = by["ExecuteProcess"]
+    node, rviz = by["Node"]
+    (profile,) = by["SetEnvironmentVariable"]
+    assert entities.index(profile) < entities.index(play)  # the player uses it too
 
     cmd = [str(perform(c, StandInContext({}))) for c in play.kwargs["cmd"]]
     assert cmd[:4] == ["ros2", "bag", "play", "/data/drive_0001_bag"]
@@ -281,7 +366,8 @@ def test_kitti_replay_plays_the_bag_with_sim_time_and_tf_static_override(stand_i
         REPO / "config" / "oe_depth.yaml"
     assert rviz.kwargs["parameters"] == [{"use_sim_time": True}]
 
-    _, (play, _, _) = describe(path, bag="/b", loop="true", rate="0.5")
+    _, entities = describe(path, bag="/b", loop="true", rate="0.5")
+    (play,) = kinds(entities)["ExecuteProcess"]
     cmd = [str(perform(c, StandInContext({}))) for c in play.kwargs["cmd"]]
     assert "--loop" in cmd and cmd[cmd.index("--rate") + 1] == "0.5"
 
@@ -331,29 +417,107 @@ def test_rviz_config_shows_the_node_outputs() -> None:
 
 # ----------------------------------------------------------------- real launch (ROS)
 
+REAL_LAUNCH = (importlib.util.find_spec("launch") is not None
+               and importlib.util.find_spec("launch_ros") is not None)
+needs_real_launch = pytest.mark.skipif(
+    not REAL_LAUNCH, reason="launch/launch_ros are not installed (only on a ROS 2 machine)")
 
-@pytest.mark.skipif(importlib.util.find_spec("launch") is None
-                    or importlib.util.find_spec("launch_ros") is None,
-                    reason="launch/launch_ros are not installed (only on a ROS 2 machine)")
-def test_with_the_real_launch_api() -> None:
-    from launch import LaunchContext, LaunchDescription
-    from launch.actions import ExecuteProcess
-    from launch_ros.actions import Node
 
-    for path, given in ((LAUNCH_DIR / "oe_depth.launch.py", {"model_path": "/m.onnx"}),
-                        (LAUNCH_DIR / "kitti_replay.launch.py", {"bag": "/b"})):
-        ld = load_launch_file(path).generate_launch_description()
-        assert isinstance(ld, LaunchDescription)
-        context = LaunchContext()
-        for arg in ld.get_launch_arguments():
-            if arg.default_value is not None:
-                context.launch_configurations[arg.name] = "".join(
-                    s.perform(context) for s in arg.default_value)
-        context.launch_configurations.update(given)
-        opaque = [e for e in ld.entities if type(e).__name__ == "OpaqueFunction"][0]
-        entities = opaque.execute(context)
-        nodes = [e for e in entities if isinstance(e, Node)]
-        assert any(n.node_package == "oe_depth_ros" and n.node_executable == "oe_depth_node"
-                   for n in nodes)
-        if "kitti" in path.name:
-            assert any(isinstance(e, ExecuteProcess) for e in entities)
+def recorded(value: Any) -> list[Recorded]:
+    """Every stand-in call recorded in ``value`` (entities nest others in their arguments)."""
+    if isinstance(value, Recorded):
+        return [value, *recorded(list(value.args)), *recorded(list(value.kwargs.values()))]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in recorded(v)]
+    return []
+
+
+@needs_real_launch
+def test_the_stand_ins_match_the_real_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each stand-in exists in the real module and each recorded call binds to its signature."""
+    stand_ins = make_stand_ins()
+    calls: list[tuple[str, Recorded]] = []
+    with monkeypatch.context() as patch:
+        for name, mod in stand_ins.items():
+            patch.setitem(sys.modules, name, mod)
+        patch.setattr(common, "package_installed", lambda name: True)
+        patch.delenv(common.PROFILE_VARIABLE, raising=False)
+        for path, given in ((LAUNCH_DIR / "oe_depth.launch.py", {}),
+                            (LAUNCH_DIR / "kitti_replay.launch.py", {"bag": "/b"})):
+            ld = load_launch_file(path).generate_launch_description()
+            _, entities = describe(path, **given)
+            calls += [(type(r).__name__, r) for r in recorded(ld.entities + entities)]
+    real = {name: importlib.import_module(name) for name in stand_ins}
+    owner = {}
+    for name, mod in stand_ins.items():
+        for member in vars(mod):
+            if not member.startswith("__"):
+                assert hasattr(real[name], member), f"{name}.{member} is not in the real API"
+                owner[member] = name
+    assert {kind for kind, _ in calls} >= {"Node", "DeclareLaunchArgument", "OpaqueFunction",
+                                           "SetEnvironmentVariable", "RegisterEventHandler",
+                                           "OnProcessExit", "ExecuteProcess"}
+    for kind, call in calls:
+        cls = getattr(real[owner[kind]], kind)
+        inspect.signature(cls).bind(*call.args, **call.kwargs)  # TypeError if it drifted
+
+
+LAUNCH_LIKE_ROS2 = """
+import sys
+import launch
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import AnyLaunchDescriptionSource
+
+path, *args = sys.argv[1:]
+service = launch.LaunchService(argv=args)
+service.include_launch_description(launch.LaunchDescription([IncludeLaunchDescription(
+    AnyLaunchDescriptionSource(path), launch_arguments=[a.split(":=", 1) for a in args])]))
+sys.exit(service.run())
+"""
+
+
+def run_real_launch(path: Path, *args: str, path_prefix: Path | None = None,
+                    timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run a launch file under the real LaunchService, as ``ros2 launch`` does."""
+    env = dict(os.environ)
+    if path_prefix is not None:
+        env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+    return subprocess.run([sys.executable, "-c", LAUNCH_LIKE_ROS2, str(path), *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def installed_package() -> bool:
+    return REAL_LAUNCH and common.package_installed("oe_depth_ros")
+
+
+needs_installed_package = pytest.mark.skipif(
+    not installed_package(), reason="needs launch, launch_ros and oe_depth_ros in the ament "
+                                    "index (a built and sourced ROS 2 workspace)")
+
+
+@needs_installed_package
+def test_a_node_failing_at_startup_ends_the_launch_non_zero() -> None:
+    result = run_real_launch(LAUNCH_DIR / "oe_depth.launch.py",
+                             "model_path:=/nonexistent/model.onnx", "use_rviz:=true")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "model file not found: /nonexistent/model.onnx" in out
+    assert "oe_depth_node exited with code 1" in out
+    if not common.package_installed("rviz2"):
+        assert "package 'rviz2' is not installed" in out
+
+
+@needs_installed_package
+def test_kitti_replay_stops_the_player_when_the_node_fails(tmp_path: Path) -> None:
+    # A player that would run for ten minutes: the launch must end it, not wait for it.
+    fake_ros2 = tmp_path / "ros2"
+    fake_ros2.write_text("#!/bin/sh\necho stand-in player \"$@\"\nexec sleep 600\n")
+    fake_ros2.chmod(0o755)
+    result = run_real_launch(LAUNCH_DIR / "kitti_replay.launch.py", "bag:=/nonexistent_bag",
+                             "model_path:=/nonexistent/model.onnx", path_prefix=tmp_path,
+                             timeout=60)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    assert "stand-in player bag play /nonexistent_bag" in out
+    assert "oe_depth_node exited with code 1" in out
+    assert "sending signal 'SIGINT' to process[bag_play" in out
