@@ -12,8 +12,10 @@ Conventions:
   order is native the result is a view of the message's buffer (read-only for
   ``bytes`` data): copy it before writing into it.
 * ``camera_info_to_intrinsics`` expects rectified images: it returns the left 3x3 of
-  the projection matrix P when P is set (non-zero), else K, adjusted for binning and
-  region of interest as ``image_geometry`` does.
+  the projection matrix P when P is set (non-zero), else K, mapped from the
+  full-resolution sensor onto the published image as REP 104 defines (ROI offset
+  subtracted in full-resolution pixels, then divided by the binning);
+  ``camera_info_image_size`` gives that image's size.
 * ``make_pointcloud2`` writes the same bytes as ``sensor_msgs_py.point_cloud2.create_cloud``
   for the same fields: one PointField per (non-padding) field of the structured dtype,
   ``point_step`` = itemsize, ``row_step`` = point_step * width, data = the bytes of the
@@ -34,10 +36,12 @@ __all__ = [
     "MessageError",
     "MessageTypes",
     "ENCODINGS",
+    "CAMERA_ENCODINGS",
     "image_to_numpy",
     "image_to_rgb",
     "numpy_to_image",
     "camera_info_to_intrinsics",
+    "camera_info_image_size",
     "make_camera_info",
     "make_pointcloud2",
     "pointcloud2_to_numpy",
@@ -158,7 +162,10 @@ def _enc(dtype: Any, channels: int, kind: str) -> Encoding:
     return Encoding(np.dtype(dtype), channels, kind)
 
 
-#: Supported Image encodings (names as in sensor_msgs/image_encodings.hpp).
+#: Image encodings this module converts (names as in sensor_msgs/image_encodings.hpp).
+#: ``kind`` "data" marks the generic and depth encodings (8UC1, 16UC1 and 32FC1 are
+#: what depth cameras publish, REP 118): they convert with ``image_to_numpy`` and
+#: ``numpy_to_image`` but are not camera images, so ``image_to_rgb`` refuses them.
 ENCODINGS: dict[str, Encoding] = {
     "rgb8": _enc(np.uint8, 3, "rgb"),
     "bgr8": _enc(np.uint8, 3, "bgr"),
@@ -168,9 +175,9 @@ ENCODINGS: dict[str, Encoding] = {
     "bgr16": _enc(np.uint16, 3, "bgr"),
     "mono8": _enc(np.uint8, 1, "mono"),
     "mono16": _enc(np.uint16, 1, "mono"),
-    "8UC1": _enc(np.uint8, 1, "mono"),
+    "8UC1": _enc(np.uint8, 1, "data"),
     "8UC3": _enc(np.uint8, 3, "data"),
-    "16UC1": _enc(np.uint16, 1, "mono"),
+    "16UC1": _enc(np.uint16, 1, "data"),
     "16SC1": _enc(np.int16, 1, "data"),
     "32SC1": _enc(np.int32, 1, "data"),
     "32FC1": _enc(np.float32, 1, "data"),
@@ -178,6 +185,9 @@ ENCODINGS: dict[str, Encoding] = {
     **{f"bayer_{p}8": _enc(np.uint8, 1, f"bayer_{p}") for p in ("rggb", "bggr", "gbrg", "grbg")},
     **{f"bayer_{p}16": _enc(np.uint16, 1, f"bayer_{p}") for p in ("rggb", "bggr", "gbrg", "grbg")},
 }
+
+#: The camera encodings (colour, mono, bayer) that ``image_to_rgb`` accepts.
+CAMERA_ENCODINGS: tuple[str, ...] = tuple(n for n, e in ENCODINGS.items() if e.kind != "data")
 
 # ROS names the 2x2 pattern from the top-left pixel; OpenCV's Bayer codes name it from
 # the second row/column, hence the apparent swap (rggb <-> BayerBG).
@@ -275,7 +285,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 
     Bayer is demosaiced with OpenCV (bilinear); mono is replicated to three channels;
     16-bit values map to 8 bits as round(v * 255 / 65535). Depth/data encodings
-    (32FC1, 16SC1, ...) raise :class:`MessageError`.
+    (16UC1, 32FC1, 8UC1, ...; see ENCODINGS) raise :class:`MessageError`.
     """
     enc = _encoding(getattr(msg, "encoding", None))
     if enc.kind == "data":
@@ -338,13 +348,59 @@ def _float_array(msg: Any, field: str, size: int) -> np.ndarray:
     return arr
 
 
-def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
-    """CameraInfo -> 3x3 float64 intrinsics for the (rectified) image it describes.
+def _binning(msg: Any) -> tuple[int, int]:
+    """(binning_x, binning_y); 0 means 1 (no binning), as REP 104 says."""
+    return (_uint(msg, "binning_x", "CameraInfo") or 1,
+            _uint(msg, "binning_y", "CameraInfo") or 1)
 
-    Uses the left 3x3 of P when P is non-zero (the rectified camera), else K. Binning
-    divides the focal lengths and principal point, a region of interest shifts the
-    principal point (as image_geometry does). Raises :class:`MessageError` for zero,
-    non-finite or malformed intrinsics.
+
+def _roi(msg: Any) -> tuple[int, int, int, int] | None:
+    """(x_offset, y_offset, width, height) of the ROI in full-resolution pixels; None if unset."""
+    roi = getattr(msg, "roi", None)
+    if roi is None:
+        return None
+    fields = ("x_offset", "y_offset", "width", "height")
+    values = tuple(_uint(roi, f, "CameraInfo.roi") for f in fields)
+    if not any(values):
+        return None  # all zeros: the full resolution
+    x, y, w, h = values
+    if w == 0 or h == 0:
+        raise MessageError(f"CameraInfo.roi has zero size ({w}x{h}) at offset ({x}, {y})")
+    full_w, full_h = _uint(msg, "width", "CameraInfo"), _uint(msg, "height", "CameraInfo")
+    if full_w and full_h and (x + w > full_w or y + h > full_h):
+        raise MessageError(f"CameraInfo.roi ({x}, {y}, {w}x{h}) extends beyond the "
+                           f"{full_w}x{full_h} sensor")
+    return x, y, w, h
+
+
+def camera_info_image_size(msg: Any) -> tuple[int, int]:
+    """(width, height) of the image a CameraInfo describes, after ROI and binning (REP 104).
+
+    ``width``/``height`` are the full-resolution (calibration) size; the published image
+    is the ROI's size (the full size without one) divided by the binning, rounded down.
+    (0, 0) when the CameraInfo gives no size.
+    """
+    bx, by = _binning(msg)
+    roi = _roi(msg)
+    if roi is not None:
+        w, h = roi[2], roi[3]
+    else:
+        w, h = _uint(msg, "width", "CameraInfo"), _uint(msg, "height", "CameraInfo")
+        if w == 0 or h == 0:
+            return 0, 0
+    if w // bx == 0 or h // by == 0:
+        raise MessageError(f"CameraInfo binning {bx}x{by} exceeds the image size {w}x{h}")
+    return w // bx, h // by
+
+
+def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
+    """CameraInfo -> 3x3 float64 intrinsics of the (rectified) image it describes.
+
+    Uses the left 3x3 of P when P is non-zero (the rectified camera), else K. Both are
+    for the full-resolution sensor (REP 104): a region of interest shifts the principal
+    point by its offset (full-resolution pixels), then binning divides the focal
+    lengths and principal point. Raises :class:`MessageError` for zero, non-finite or
+    malformed intrinsics, binning or ROI.
     """
     p = _float_array(msg, "p", 12).reshape(3, 4)
     if np.any(p != 0):
@@ -359,12 +415,11 @@ def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
     if not np.allclose(k[2], [0.0, 0.0, 1.0]) or k[1, 0] != 0:
         raise MessageError(f"CameraInfo.{source.lower()} is not a pinhole matrix: rows "
                            f"{k.tolist()}")
-    binning_x = _uint(msg, "binning_x", "CameraInfo") or 1
-    binning_y = _uint(msg, "binning_y", "CameraInfo") or 1
-    roi = getattr(msg, "roi", None)
+    binning_x, binning_y = _binning(msg)
+    roi = _roi(msg)
     if roi is not None:
-        k[0, 2] -= _uint(roi, "x_offset", "CameraInfo.roi")
-        k[1, 2] -= _uint(roi, "y_offset", "CameraInfo.roi")
+        k[0, 2] -= roi[0]
+        k[1, 2] -= roi[1]
     k[0, :] /= binning_x
     k[1, :] /= binning_y
     return k

@@ -4,66 +4,121 @@ The node, ``oe-depth process-bag`` and the demo all run :class:`DepthPipeline`, 
 they produce the same numbers. Per frame:
 
 1. the backend predicts the scaled disparity at network resolution (it resizes the
-   image with the training interpolation, ``imageops.to_network_input``);
+   image with the training interpolation, ``imageops.to_network_input``) and reports
+   its own stage times;
 2. at ``output_resolution: camera`` the *disparity* is resized bilinearly to the camera
-   size (as the KITTI evaluation protocol does, so the published figures describe these
-   depths; interpolating inverse depth also keeps far surfaces from being smeared into
-   huge values across edges); at ``network`` the intrinsics are scaled exactly to the
-   network size (``geometry.resize_intrinsics``);
-3. depth = scale / disparity, the scale from the configured strategy (``oe_depth_ros.scale``);
-   pixels outside [min_range, max_range] become NaN (REP 118);
-4. the cloud is back-projected with cached per-pixel rays, and the depth is colourised.
+   size and then inverted (:func:`disparity_to_depth`, as the KITTI evaluation protocol
+   does, so the published figures describe these depths; interpolating inverse depth
+   also keeps far surfaces from being smeared into huge values across edges); at
+   ``network`` the intrinsics are scaled exactly to the network size
+   (``geometry.resize_intrinsics``);
+3. depth = scale * unscaled depth, the scale from the configured strategy
+   (``oe_depth_ros.scale``); pixels outside [min_range, max_range] become NaN (REP 118);
+4. the cloud is back-projected with cached per-pixel rays, and the depth is colourised;
+   which of these a call computes is its ``outputs`` argument (the node asks only for
+   what has subscribers), never shared configuration.
+
+:class:`PipelineConfig`'s sections and names are the node's parameter names
+(``points.organized``, ``colored.min_range``, ``scale.method``), so one ROS parameter
+file drives the node and the bag tool (:meth:`PipelineConfig.from_params`).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 
 from oe_depth_ros.colormap import colorize_depth
+from oe_depth_ros.config import from_params
 from oe_depth_ros.geometry import check_intrinsics, resize_intrinsics
-from oe_depth_ros.imageops import resize_depth, resize_rgb, to_network_input
-from oe_depth_ros.pointcloud import RayCache, RgbType, depth_to_cloud
+from oe_depth_ros.imageops import resize_depth, resize_rgb
+from oe_depth_ros.pointcloud import RayCache, depth_to_cloud
 from oe_depth_ros.scale import ScaleConfig, ScaleEstimate, ScaleEstimator, make_scale_estimator
+
+if TYPE_CHECKING:
+    from oe_depth_ros.inference.backends import DepthBackend
+    from oe_depth_ros.messages import MessageTypes
 
 LOG = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(frozen=True)
+class PointsConfig:
+    """The point cloud (node parameters ``points.*``)."""
+
+    #: Keep every n-th row and column.
+    decimation: int = 1
+    #: Drop points farther than this (z, metres); 0 = the pipeline's max_range.
+    max_range: float = 0.0
+    #: Organized cloud ([H, W] with NaN holes) instead of a list of valid points.
+    organized: bool = False
+    #: Storage of the packed 0x00RRGGBB colour field.
+    rgb_type: Literal["float32", "uint32"] = "float32"
+
+    def __post_init__(self) -> None:
+        if self.decimation < 1:
+            raise ValueError(f"points.decimation must be >= 1, got {self.decimation}")
+        if not self.max_range >= 0:
+            raise ValueError(f"points.max_range must be >= 0, got {self.max_range}")
+
+
+@dataclass(frozen=True)
+class ColoredConfig:
+    """The colourised depth image (node parameters ``colored.*``)."""
+
+    enabled: bool = True
+    #: Depth (metres) shown in the nearest and in the farthest colour.
+    min_range: float = 0.0
+    max_range: float = 80.0
+
+    def __post_init__(self) -> None:
+        if not self.max_range > self.min_range:
+            raise ValueError(f"colored.min_range ({self.min_range}) must be less than "
+                             f"colored.max_range ({self.max_range})")
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
-    """Pipeline settings (build from YAML with ``oe_depth_ros.config.from_dict``)."""
+    """Pipeline settings, named as the node's parameters (YAML: ``config.from_dict``)."""
 
     #: "camera": depth at the input image size; "network": at the network's input size.
     output_resolution: Literal["camera", "network"] = "camera"
     #: Valid depth range in metres; outside it the depth is NaN.
     min_range: float = 0.1
     max_range: float = 80.0
-    #: Point cloud: off, decimation (every n-th row/column), z limit (None = max_range),
-    #: organised ([H, W] with NaN holes) or not, rgb stored as float32 or uint32 bits.
-    cloud: bool = True
-    cloud_decimation: int = 1
-    cloud_max_range: float | None = None
-    cloud_organised: bool = False
-    cloud_rgb_type: Literal["float32", "uint32"] = "float32"
-    #: Colourised depth image on a fixed scale [colour_min_range, colour_max_range] metres.
-    colourise: bool = True
-    colour_min_range: float = 0.0
-    colour_max_range: float = 80.0
+    points: PointsConfig = field(default_factory=PointsConfig)
+    colored: ColoredConfig = field(default_factory=ColoredConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_range < self.max_range:
-            raise ValueError(f"need 0 <= min_range < max_range, got {self.min_range}, "
-                             f"{self.max_range}")
-        if self.cloud_decimation < 1:
-            raise ValueError(f"cloud_decimation must be >= 1, got {self.cloud_decimation}")
-        if self.cloud_max_range is not None and not self.cloud_max_range > 0:
-            raise ValueError(f"cloud_max_range must be positive, got {self.cloud_max_range}")
-        if not self.colour_max_range > self.colour_min_range:
-            raise ValueError("colour_max_range must exceed colour_min_range")
+            raise ValueError(f"min_range ({self.min_range}) must be less than max_range "
+                             f"({self.max_range}), both >= 0")
+
+    @classmethod
+    def from_params(cls, values: Mapping[str, Any],
+                    source: str = "parameters") -> "PipelineConfig":
+        """Build from the node's dotted parameter names; other parameters are ignored."""
+        return from_params(cls, values, source)
+
+    @property
+    def cloud_max_range(self) -> float:
+        """The z limit of the cloud in metres (``points.max_range``, else ``max_range``)."""
+        return self.points.max_range or self.max_range
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What one :meth:`DepthPipeline.process` call computes besides the depth."""
+
+    points: bool = True
+    colored: bool = True  # only when ``colored.enabled`` too
+
+
+ALL_OUTPUTS = Outputs()
 
 
 @dataclass
@@ -86,56 +141,60 @@ class DepthResult:
         """(height, width) of the depth image."""
         return (int(self.depth.shape[0]), int(self.depth.shape[1]))
 
-    def camera_info(self, header: Any, types: Any) -> Any:
+    def camera_info(self, header: Any, types: "MessageTypes") -> Any:
         """The CameraInfo matching the depth image (size and K)."""
         from oe_depth_ros.messages import make_camera_info
 
         return make_camera_info(self.K, self.size[1], self.size[0], header, types)
 
 
-def _backend_splits_preprocessing(backend: Any) -> bool:
-    """True when ``predict`` is the CPU default (resize + infer), so the stages can be timed."""
-    try:
-        from oe_depth_ros.inference.backends import DepthBackend
-    except ImportError:
-        return False
-    return isinstance(backend, DepthBackend) and type(backend).predict is DepthBackend.predict
+def disparity_to_depth(disp: np.ndarray, size: tuple[int, int] | None = None,
+                       scale: float = 1.0) -> np.ndarray:
+    """Resize a disparity map bilinearly to ``size`` (H, W), then invert: float32 depth.
+
+    depth = scale / disparity; NaN where the disparity is not positive. Resizing the
+    disparity rather than the depth is what the KITTI evaluation protocol does.
+    """
+    d = np.asarray(disp, dtype=np.float32)
+    resized = resize_depth(d, size) if size is not None else d
+    out = resized.copy() if resized is disp or resized is d else resized
+    invalid = ~(out > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(np.float32(scale), out, out=out)
+    np.copyto(out, np.float32(np.nan), where=invalid)
+    return out
+
+
+def _apply_range(depth: np.ndarray, scale: float, lo: float, hi: float) -> np.ndarray:
+    """In place: depth *= scale; NaN outside [lo, hi]. Returns the validity mask."""
+    if scale != 1.0:
+        np.multiply(depth, np.float32(scale), out=depth)
+    with np.errstate(invalid="ignore"):
+        valid = depth >= lo
+        valid &= depth <= hi
+    np.copyto(depth, np.float32(np.nan), where=~valid)
+    return valid
 
 
 class DepthPipeline:
-    """Image + intrinsics -> :class:`DepthResult` with a backend and a scale strategy.
+    """Image + intrinsics -> :class:`DepthResult` with a backend and a scale strategy."""
 
-    ``backend`` follows the contract of ``oe_depth_ros.inference.backends.DepthBackend``
-    (``input_size`` and ``predict(image) -> scaled disparity [H, W]``).
-    """
-
-    def __init__(self, backend: Any, config: PipelineConfig | None = None,
+    def __init__(self, backend: "DepthBackend", config: PipelineConfig | None = None,
                  scale_estimator: ScaleEstimator | None = None) -> None:
         self.backend = backend
         self.config = config or PipelineConfig()
         self.scale_estimator = scale_estimator or make_scale_estimator(self.config.scale)
         self._rays = RayCache()
-        self._split = _backend_splits_preprocessing(backend)
 
     def _predict(self, image: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        t0 = time.perf_counter()
-        if self._split:
-            batch = to_network_input(image, tuple(self.backend.input_size))
-            t1 = time.perf_counter()
-            disp = self.backend.infer(batch)[0, 0]
-            timings["preprocess"] = (t1 - t0) * 1e3
-            timings["inference"] = (time.perf_counter() - t1) * 1e3
-        else:
-            disp = self.backend.predict(image)
-            timings["preprocess"] = 0.0  # done inside the backend, counted as inference
-            timings["inference"] = (time.perf_counter() - t0) * 1e3
-        disp = np.asarray(disp, dtype=np.float32)
+        disp = np.asarray(self.backend.predict(image, timings), dtype=np.float32)
         if disp.ndim != 2:
             raise ValueError(f"backend returned disparity of shape {disp.shape}, expected [H, W]")
         return disp
 
     def process(self, image_rgb: np.ndarray, k: np.ndarray,
-                lidar_points: np.ndarray | None = None) -> DepthResult:
+                lidar_points: np.ndarray | None = None,
+                outputs: Outputs = ALL_OUTPUTS) -> DepthResult:
         """Run one frame. ``lidar_points``: [N, 3+] in the camera optical frame, for LiDAR scale."""
         cfg = self.config
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
@@ -150,43 +209,34 @@ class DepthPipeline:
         cam_size = (int(image_rgb.shape[0]), int(image_rgb.shape[1]))
         if cfg.output_resolution == "camera":
             out_size, k_out = cam_size, k
-            disp_out = resize_depth(disp, cam_size)
         else:
             out_size = (int(disp.shape[0]), int(disp.shape[1]))
             k_out = resize_intrinsics(k, cam_size, out_size)
-            disp_out = disp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            depth_unscaled = np.where(disp_out > 0, 1.0 / disp_out, np.float32(np.nan))
-        depth_unscaled = depth_unscaled.astype(np.float32, copy=False)
+        depth = disparity_to_depth(disp, out_size)  # unscaled
         timings["postprocess"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        est: ScaleEstimate = self.scale_estimator.estimate(depth_unscaled, k_out, lidar_points)
+        est: ScaleEstimate = self.scale_estimator.estimate(depth, k_out, lidar_points)
         timings["scale"] = (time.perf_counter() - t0) * 1e3
 
         t0 = time.perf_counter()
-        depth = depth_unscaled * np.float32(est.scale)
-        with np.errstate(invalid="ignore"):
-            valid = (depth >= cfg.min_range) & (depth <= cfg.max_range)
-        depth[~valid] = np.nan
+        valid = _apply_range(depth, est.scale, cfg.min_range, cfg.max_range)
         timings["postprocess"] += (time.perf_counter() - t0) * 1e3
 
         points = None
-        if cfg.cloud:
+        if outputs.points:
             t0 = time.perf_counter()
             rgb_out = image_rgb if out_size == cam_size else resize_rgb(image_rgb, out_size)
-            rays = self._rays.get(k_out, *out_size)
-            max_range = cfg.cloud_max_range if cfg.cloud_max_range is not None else cfg.max_range
-            rgb_type: RgbType = cfg.cloud_rgb_type
-            points = depth_to_cloud(depth, rays, rgb_out, cfg.cloud_decimation, max_range,
-                                    cfg.cloud_organised, rgb_type)
+            p = cfg.points
+            points = depth_to_cloud(depth, self._rays.get(k_out, *out_size), rgb_out,
+                                    p.decimation, cfg.cloud_max_range, p.organized, p.rgb_type)
             timings["cloud"] = (time.perf_counter() - t0) * 1e3
 
         colored = None
-        if cfg.colourise:
+        if outputs.colored and cfg.colored.enabled:
             t0 = time.perf_counter()
-            colored = colorize_depth(depth, cfg.colour_min_range, cfg.colour_max_range)
-            timings["colour"] = (time.perf_counter() - t0) * 1e3
+            colored = colorize_depth(depth, cfg.colored.min_range, cfg.colored.max_range)
+            timings["colored"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         return DepthResult(depth, valid, k_out, points, colored, est.scale, est.source,
                            est.confidence, disp, timings)

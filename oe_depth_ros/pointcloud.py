@@ -3,19 +3,25 @@
 The layout matches what RViz's RGB8 colour transformer reads: ``rgb`` holds the bytes
 0x00RRGGBB, either as UINT32 or reinterpreted as FLOAT32 (the PCL convention that
 ``sensor_msgs_py`` users usually follow). Points are in the camera's optical frame
-(x right, y down, z forward). Per-pixel rays are cached per (K, size), so the
-per-frame work is one multiply per coordinate.
+(x right, y down, z forward). Per-pixel rays are cached per (K, size) as two
+contiguous planes, so the per-frame work is one multiply per coordinate, written
+straight into the fields of the output array (which is what ``make_pointcloud2``
+sends, without another copy).
 """
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from oe_depth_ros.geometry import pixel_rays
 
 RgbType = Literal["float32", "uint32"]
+
+_LITTLE = sys.byteorder == "little"
 
 
 def cloud_dtype(rgb: bool = True, rgb_type: RgbType = "float32") -> np.dtype:
@@ -30,6 +36,12 @@ def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] (R, G, B) -> uint32 [...] holding 0x00RRGGBB."""
     if rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 [..., 3] colours, got {rgb.dtype} {rgb.shape}")
+    if _LITTLE and rgb.ndim == 3:
+        # BGRA bytes read as a little-endian uint32 are 0xAARRGGBB; clear the alpha byte.
+        packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA).view(np.uint32)
+        packed = packed.reshape(rgb.shape[:2])
+        np.bitwise_and(packed, np.uint32(0x00FFFFFF), out=packed)
+        return packed
     c = rgb.astype(np.uint32)
     return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
 
@@ -48,12 +60,14 @@ class RayCache:
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
 
     def get(self, k: np.ndarray, height: int, width: int) -> np.ndarray:
-        """[H, W, 3] float32 rays (x/z, y/z, 1) for ``k`` at ``height`` x ``width``."""
+        """[2, H, W] float32: the planes x/z and y/z of the rays for ``k`` (read-only)."""
         k64 = np.ascontiguousarray(k, dtype=np.float64)
         key = k64.tobytes() + np.array([height, width], np.int64).tobytes()
         rays = self._cache.get(key)
         if rays is None:
-            rays = pixel_rays(k64, height, width)
+            rays = np.ascontiguousarray(np.moveaxis(pixel_rays(k64, height, width)[..., :2],
+                                                    -1, 0))
+            rays.setflags(write=False)
             self._cache[key] = rays
             if len(self._cache) > self._maxsize:
                 self._cache.popitem(last=False)
@@ -63,46 +77,48 @@ class RayCache:
 
 
 def depth_to_cloud(depth: np.ndarray, rays: np.ndarray, rgb: np.ndarray | None = None,
-                   decimation: int = 1, max_range: float | None = None, organised: bool = False,
+                   decimation: int = 1, max_range: float | None = None, organized: bool = False,
                    rgb_type: RgbType = "float32") -> np.ndarray:
     """Back-project depth [H, W] (metres along z, NaN = invalid) to a structured array.
 
-    ``decimation`` keeps every n-th row and column; ``max_range`` drops points whose
-    depth z exceeds it. Unorganised: [N] with only finite points, row-major order.
-    Organised: [ceil(H/n), ceil(W/n)] with NaN x, y, z where there is no point.
+    ``rays`` are the [2, H, W] planes of :meth:`RayCache.get`. ``decimation`` keeps
+    every n-th row and column; ``max_range`` drops points whose depth z exceeds it.
+    Unorganized: [N] with only finite points, row-major order. Organized:
+    [ceil(H/n), ceil(W/n)] with NaN x, y, z where there is no point.
     """
     if depth.ndim != 2:
         raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
-    if rays.shape != (*depth.shape, 3):
+    if rays.shape != (2, *depth.shape):
         raise ValueError(f"rays shape {rays.shape} does not match depth {depth.shape}")
     if rgb is not None and rgb.shape != (*depth.shape, 3):
         raise ValueError(f"rgb shape {rgb.shape} does not match depth {depth.shape}")
     if decimation < 1:
         raise ValueError(f"decimation must be >= 1, got {decimation}")
     d = decimation
-    z = depth[::d, ::d].astype(np.float32, copy=False)
-    r = rays[::d, ::d]
-    keep = np.isfinite(z)
-    if max_range is not None:
-        keep &= z <= max_range
+    z = depth[::d, ::d]
+    rx, ry = rays[0, ::d, ::d], rays[1, ::d, ::d]
+    colours = None if rgb is None else rgb[::d, ::d]
+    # NaN compares false, so one comparison keeps exactly the finite points in range.
+    with np.errstate(invalid="ignore"):
+        keep = z <= (np.inf if max_range is None else np.float32(max_range))
     dtype = cloud_dtype(rgb is not None, rgb_type)
-    if organised:
-        out = np.zeros(z.shape, dtype=dtype)
-        zk = np.where(keep, z, np.float32(np.nan))
-        out["x"] = r[..., 0] * zk
-        out["y"] = r[..., 1] * zk
-        out["z"] = zk
-        if rgb is not None:
-            out["rgb"] = pack_rgb(rgb[::d, ::d]).view(dtype["rgb"])
+    if organized:
+        out = np.empty(z.shape, dtype=dtype)
+        zk = out["z"]
+        np.copyto(zk, z)
+        np.copyto(zk, np.float32(np.nan), where=~keep)
+        np.multiply(rx, zk, out=out["x"])
+        np.multiply(ry, zk, out=out["y"])
+        if colours is not None:
+            out["rgb"] = pack_rgb(colours).view(dtype["rgb"])
         return out
-    # Gathers by flat index: much faster than boolean-masking [H, W, 3] arrays.
+    # Gathers by flat index: much faster than boolean-masking several [H, W] arrays.
     idx = np.flatnonzero(keep)
+    out = np.empty(idx.shape[0], dtype=dtype)
     zk = z.reshape(-1).take(idx)
-    out = np.zeros(idx.shape[0], dtype=dtype)
-    out["x"] = r[..., 0].reshape(-1).take(idx) * zk
-    out["y"] = r[..., 1].reshape(-1).take(idx) * zk
     out["z"] = zk
-    if rgb is not None:
-        colours = rgb[::d, ::d].reshape(-1, 3).take(idx, axis=0)
-        out["rgb"] = pack_rgb(colours).view(dtype["rgb"])
+    np.multiply(rx.reshape(-1).take(idx), zk, out=out["x"])
+    np.multiply(ry.reshape(-1).take(idx), zk, out=out["y"])
+    if colours is not None:
+        out["rgb"] = np.take(pack_rgb(colours).reshape(-1), idx).view(dtype["rgb"])
     return out

@@ -99,7 +99,7 @@ def _by_topic(bag: Path) -> dict[str, list]:
 def test_outputs_keep_the_input_headers_and_match_the_pipeline(
         processed, in_bag, drive, onnx_model, config) -> None:
     out, summary = processed
-    assert summary.frames == FRAMES and summary.skipped_no_info == 0
+    assert summary.frames == summary.images == FRAMES and summary.skipped == {}
     got, given = _by_topic(out), _by_topic(in_bag)
     for topic in (f"{NS}/depth/image", f"{NS}/depth/camera_info", f"{NS}/points",
                   f"{NS}/depth/colored"):
@@ -347,3 +347,31 @@ def test_command_line(in_bag, tmp_path, onnx_model) -> None:
     bad = args[:]
     bad[bad.index("max_range=50")] = "no_such_key=1"
     assert cli_main(bad + ["--overwrite"]) == 1
+
+
+def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model) -> None:
+    """The node's shipped parameter file drives the bag tool; --set uses the same names."""
+    repo = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"oe_depth_node": {"ros__parameters": {
+        "model_path": str(onnx_model), "backend": "onnxruntime",
+        "points": {"decimation": 4, "organized": True}, "max_range": 40}}}))
+    out = tmp_path / "from_params"
+    assert cli_main(["process-bag", str(in_bag), str(out), "--params-file", str(params),
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
+                     "--outputs", "points", "depth/image"]) == 0
+    got = _by_topic(out)
+    assert set(got) == {f"{NS}/points", f"{NS}/depth/image"}
+    cloud = got[f"{NS}/points"][0][1]
+    depth = image_to_numpy(got[f"{NS}/depth/image"][0][1])
+    assert (cloud.height, cloud.width) == ((depth.shape[0] + 3) // 4, (depth.shape[1] + 3) // 4)
+    assert np.nanmax(depth) <= 40.0
+    shipped = tmp_path / "shipped"
+    assert cli_main(["process-bag", str(in_bag), str(shipped), "--params-file",
+                     str(repo / "config" / "oe_depth.yaml"), "--model", str(onnx_model),
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
+                     "--set", "points.organised=true"]) == 1  # British spelling: unknown
+    assert cli_main(["process-bag", str(in_bag), str(shipped), "--params-file",
+                     str(repo / "config" / "oe_depth.yaml"), "--model", str(onnx_model),
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress"]) == 0
+    assert len(_by_topic(shipped)[f"{NS}/depth/colored"]) == 1

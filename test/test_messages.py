@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from oe_depth_ros.messages import (
+    CAMERA_ENCODINGS,
     ENCODINGS,
     MessageError,
     MessageTypes,
+    camera_info_image_size,
     camera_info_to_intrinsics,
     image_to_numpy,
     image_to_rgb,
@@ -150,6 +152,34 @@ def test_image_to_rgb_colour_orders_and_mono(types):
         image_to_rgb(numpy_to_image(np.zeros((2, 2), np.float32), "32FC1", header, types))
 
 
+SUPPORTED = {"rgb8", "bgr8", "rgba8", "bgra8", "rgb16", "bgr16", "mono8", "mono16",
+             *(f"bayer_{p}{b}" for p in ("rggb", "bggr", "gbrg", "grbg") for b in (8, 16))}
+REFUSED = {"8UC1", "8UC3", "16UC1", "16SC1", "32SC1", "32FC1", "64FC1"}
+
+
+def test_every_encoding_is_either_a_camera_encoding_or_refused():
+    assert SUPPORTED | REFUSED == set(ENCODINGS) and not SUPPORTED & REFUSED
+    assert set(CAMERA_ENCODINGS) == SUPPORTED
+
+
+@pytest.mark.parametrize("encoding", sorted(REFUSED))
+def test_depth_and_data_encodings_are_refused_as_camera_images(encoding, types):
+    pixels = random_pixels(np.random.default_rng(1), encoding, 3, 4)
+    msg = numpy_to_image(pixels, encoding, make_header(0, "c", types), types)
+    np.testing.assert_array_equal(image_to_numpy(msg), pixels)  # still readable as data
+    with pytest.raises(MessageError, match="not a colour or mono encoding"):
+        image_to_rgb(msg)
+
+
+@pytest.mark.parametrize("encoding", ["rgb16", "bgr16"])
+def test_16_bit_colour_maps_to_8_bits(encoding, types):
+    rgb16 = np.array([[[0, 65535, 257 * 100], [128, 129, 65535 - 128]]], dtype=np.uint16)
+    arr = rgb16 if encoding == "rgb16" else rgb16[..., ::-1].copy()
+    out = image_to_rgb(numpy_to_image(arr, encoding, make_header(0, "c", types), types))
+    # round(v * 255 / 65535) by hand: 128 -> 0.498 -> 0, 129 -> 0.502 -> 1.
+    np.testing.assert_array_equal(out, [[[0, 255, 100], [0, 1, 255]]])
+
+
 @pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_bayer_demosaic_pattern(pattern, bits, types):
@@ -225,11 +255,56 @@ def test_camera_info_prefers_p_then_k_and_applies_binning_roi(types):
     msg.p = np.zeros(12)
     np.testing.assert_array_equal(camera_info_to_intrinsics(msg),
                                   [[500, 0, 320], [0, 510, 240], [0, 0, 1]])
-    # Binning 2x2 and an ROI at (100, 50): hand-worked (cx - 100) / 2, (cy - 50) / 2.
+    # Binning 2x2 and an ROI 320x240 at (100, 50): hand-worked (cx - 100) / 2, (cy - 50) / 2.
     msg.binning_x, msg.binning_y = 2, 2
-    msg.roi.x_offset, msg.roi.y_offset = 100, 50
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = 100, 50, 320, 240
     np.testing.assert_allclose(camera_info_to_intrinsics(msg),
                                [[250, 0, 110], [0, 255, 95], [0, 0, 1]])
+    assert camera_info_image_size(msg) == (160, 120)
+
+
+def _info(types, binning=(0, 0), roi=(0, 0, 0, 0), size=(640, 480)):
+    k = np.array([[500.0, 0, 319.5], [0, 510, 239.5], [0, 0, 1]])
+    msg = make_camera_info(k, size[0], size[1], make_header(0, "c", types), types)
+    msg.binning_x, msg.binning_y = binning
+    msg.roi.x_offset, msg.roi.y_offset, msg.roi.width, msg.roi.height = roi
+    return msg
+
+
+# REP 104 by hand: K is for the 640x480 sensor; cx' = (cx - x_offset) / bx, fx' = fx / bx.
+@pytest.mark.parametrize("binning, roi, size, k_out", [
+    ((0, 0), (0, 0, 0, 0), (640, 480), [[500, 0, 319.5], [0, 510, 239.5]]),
+    ((1, 1), (0, 0, 0, 0), (640, 480), [[500, 0, 319.5], [0, 510, 239.5]]),
+    ((2, 2), (0, 0, 0, 0), (320, 240), [[250, 0, 159.75], [0, 255, 119.75]]),
+    ((4, 4), (0, 0, 0, 0), (160, 120), [[125, 0, 79.875], [0, 127.5, 59.875]]),
+    ((2, 1), (0, 0, 0, 0), (320, 480), [[250, 0, 159.75], [0, 510, 239.5]]),
+    ((0, 0), (100, 50, 320, 240), (320, 240), [[500, 0, 219.5], [0, 510, 189.5]]),
+    ((2, 2), (100, 50, 320, 240), (160, 120), [[250, 0, 109.75], [0, 255, 94.75]]),
+    ((4, 4), (64, 32, 512, 384), (128, 96), [[125, 0, 63.875], [0, 127.5, 51.875]]),
+])
+def test_camera_info_rep104_binning_and_roi(types, binning, roi, size, k_out):
+    msg = _info(types, binning, roi)
+    assert camera_info_image_size(msg) == size
+    np.testing.assert_allclose(camera_info_to_intrinsics(msg), k_out + [[0, 0, 1]], rtol=1e-12)
+
+
+@pytest.mark.parametrize("binning, roi, size, match", [
+    ((0, 0), (600, 0, 100, 480), (640, 480), "beyond"),
+    ((0, 0), (0, 400, 640, 100), (640, 480), "beyond"),
+    ((0, 0), (10, 10, 0, 0), (640, 480), "zero size"),
+    ((1024, 1), (0, 0, 0, 0), (640, 480), "binning"),
+])
+def test_camera_info_rejects_bad_binning_and_roi(types, binning, roi, size, match):
+    with pytest.raises(MessageError, match=match):
+        msg = _info(types, binning, roi, size)
+        camera_info_image_size(msg)
+        camera_info_to_intrinsics(msg)
+
+
+def test_camera_info_without_size_describes_any_image(types):
+    msg = _info(types)
+    msg.width = msg.height = 0
+    assert camera_info_image_size(msg) == (0, 0)
 
 
 @pytest.mark.parametrize("k, match", [
@@ -461,8 +536,8 @@ def test_fuzz_camera_info_raises_only_message_error():
         for _ in range(int(rng.integers(0, 3))):
             arr = k if rng.random() < 0.5 else p
             arr[int(rng.integers(0, arr.size))] = rng.choice(values)
-        fields = dict(k=k, p=p, binning_x=0, binning_y=0,
-                      roi=FakeImage(x_offset=0, y_offset=0))
+        fields = dict(k=k, p=p, binning_x=0, binning_y=0, width=640, height=480,
+                      roi=FakeImage(x_offset=0, y_offset=0, width=0, height=0))
         if rng.random() < 0.3:
             key = str(rng.choice(["k", "p", "binning_x", "binning_y"]))
             junk = [_random_value(rng), np.zeros(3), "abc", [1, "x"]]

@@ -16,7 +16,7 @@ import pytest
 from oe_depth_ros.config import ConfigError, from_dict
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.messages import MessageTypes, camera_info_to_intrinsics, make_header
-from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig, disparity_to_depth
 from oe_depth_ros.scale import FixedScale, ScaleConfig
 
 CAM_H, CAM_W = 375, 1242
@@ -132,8 +132,9 @@ def cloud_loop(depth, rgb, k, step, max_range):
 
 @pytest.mark.parametrize("decimation, cloud_max", [(1, None), (3, 12.0), (4, 8.0)])
 def test_cloud_against_per_pixel_loop(image, decimation, cloud_max):
-    pipe, _ = make({"output_resolution": "network", "cloud_decimation": decimation,
-                    "cloud_max_range": cloud_max, "max_range": 60.0}, scale=FixedScale(1.65))
+    pipe, _ = make({"output_resolution": "network", "max_range": 60.0,
+                    "points": {"decimation": decimation, "max_range": cloud_max or 0.0}},
+                   scale=FixedScale(1.65))
     res = pipe.process(image, K_CAM)
     rgb_net = cv2.resize(image, (NET_W, NET_H), interpolation=cv2.INTER_AREA)
     want = cloud_loop(res.depth, rgb_net, net_k(), decimation,
@@ -147,9 +148,9 @@ def test_cloud_against_per_pixel_loop(image, decimation, cloud_max):
     assert got["rgb"].tobytes() == exp["rgb"].tobytes()
 
 
-def test_organised_cloud_camera_resolution(image):
-    pipe, _ = make({"cloud_organised": True, "cloud_decimation": 2, "cloud_max_range": 20.0,
-                    "cloud_rgb_type": "uint32"}, scale=FixedScale(1.0))
+def test_organized_cloud_camera_resolution(image):
+    pipe, _ = make({"points": {"organized": True, "decimation": 2, "max_range": 20.0,
+                               "rgb_type": "uint32"}}, scale=FixedScale(1.0))
     res = pipe.process(image, K_CAM)
     pts = res.points
     assert pts.shape == ((CAM_H + 1) // 2, (CAM_W + 1) // 2)
@@ -199,15 +200,19 @@ def test_lidar_scale_through_pipeline(image):
 def test_timings_and_result_fields(image):
     pipe, _ = make()
     res = pipe.process(image, K_CAM)
-    for key in ("preprocess", "inference", "postprocess", "scale", "cloud", "colour", "total"):
+    for key in ("preprocess", "inference", "postprocess", "scale", "cloud", "colored", "total"):
         assert key in res.timings and res.timings[key] >= 0.0
     stages = sum(v for k_, v in res.timings.items() if k_ != "total")
     assert stages <= res.timings["total"] + 1e-6
     assert res.scale_source == "fixed" and res.scale == 1.0
-    pipe.config.cloud = False
-    pipe.config.colourise = False
-    res = pipe.process(image, K_CAM)
+    config = pipe.config
+    res = pipe.process(image, K_CAM, outputs=Outputs(points=False, colored=False))
     assert res.points is None and res.colored is None and "cloud" not in res.timings
+    assert pipe.config is config  # the call chose its outputs; the configuration is unchanged
+    res = pipe.process(image, K_CAM, outputs=Outputs(points=False, colored=True))
+    assert res.points is None and res.colored is not None
+    off, _ = make({"colored": {"enabled": False}})
+    assert off.process(image, K_CAM).colored is None  # colored.enabled false: never computed
 
 
 def test_ray_cache_reused(image):
@@ -228,8 +233,10 @@ def test_bad_inputs_and_config(image):
         from_dict(PipelineConfig, {"output_resolution": "full"})
     with pytest.raises(ConfigError, match="min_range"):
         from_dict(PipelineConfig, {"min_range": 50.0, "max_range": 10.0})
-    with pytest.raises(ConfigError, match="cloud_decimation"):
-        from_dict(PipelineConfig, {"cloud_decimation": 0})
+    with pytest.raises(ConfigError, match="decimation"):
+        from_dict(PipelineConfig, {"points": {"decimation": 0}})
+    with pytest.raises(ConfigError, match="colored.min_range"):
+        from_dict(PipelineConfig, {"colored": {"min_range": 90.0}})
     with pytest.raises(ConfigError, match="scale"):
         from_dict(PipelineConfig, {"scale": {"factor": -1.0}})
     cfg = from_dict(PipelineConfig, {"scale": {"method": "fixed", "factor": 5.4}})
@@ -245,3 +252,34 @@ def test_colour_map_against_opencv():
     want = cv2.applyColorMap(idx, cv2.COLORMAP_TURBO)[..., ::-1]
     np.testing.assert_array_equal(out[0, :5], want[0, :5])
     np.testing.assert_array_equal(out[0, 5], [0, 0, 0])
+
+
+def test_disparity_to_depth_resizes_then_inverts():
+    """Bilinear resize of the disparity by hand at pixel centres, then scale / disparity."""
+    disp = np.array([[0.5, 1.0], [2.0, 0.0]], np.float32)
+    out = disparity_to_depth(disp, (4, 4), scale=2.0)
+    want = np.empty((4, 4))
+    for v in range(4):
+        for u in range(4):
+            y = min(max((v + 0.5) / 2 - 0.5, 0.0), 1.0)
+            x = min(max((u + 0.5) / 2 - 0.5, 0.0), 1.0)
+            top = disp[0, 0] * (1 - x) + disp[0, 1] * x
+            bottom = disp[1, 0] * (1 - x) + disp[1, 1] * x
+            d = top * (1 - y) + bottom * y
+            want[v, u] = 2.0 / d if d > 0 else np.nan
+    assert out.dtype == np.float32 and out.shape == (4, 4)
+    np.testing.assert_allclose(out, want, rtol=1e-5)
+    assert np.isnan(out[3, 3]) and np.isfinite(out[0, 0])
+    same = disparity_to_depth(disp)
+    np.testing.assert_array_equal(same, [[2.0, 1.0], [0.5, np.nan]])
+    assert disp[1, 1] == 0.0  # the input is not modified
+
+
+def test_config_from_the_node_parameter_names():
+    cfg = PipelineConfig.from_params({"points.organized": True, "colored.min_range": 1.0,
+                                      "scale.method": "camera_height", "max_range": 50,
+                                      "camera_info.sync": "approximate", "backend": "auto"})
+    assert cfg.points.organized and cfg.colored.min_range == 1.0 and cfg.max_range == 50.0
+    assert cfg.scale.method == "camera_height"
+    with pytest.raises(ConfigError, match="unknown key.*organised"):
+        PipelineConfig.from_params({"points.organised": True})

@@ -1,8 +1,15 @@
 """Run the depth pipeline over a bag's images offline and write the results as a new bag.
 
-For every image on ``image_topic`` (with the latest CameraInfo seen on
-``camera_info_topic``) the pipeline's outputs are written with the image's header
-and bag time under a namespace ``NS`` (default ``/oe_depth``, the node's default):
+Images and CameraInfos go through the node's own frame intake
+(:class:`oe_depth_ros.intake.FrameIntake`): the same CameraInfo matching (latest or
+approximate sync, REP 104 binning and ROI, fallback intrinsics) and the same checks, so
+a bad message is skipped and counted exactly as the node would; the counts are logged
+at the end and returned in the summary. Only what makes the whole bag unusable fails
+the run (a missing topic, a damaged file, not one frame processed). Where a bag holds
+an image and its CameraInfo at the same time stamp, the CameraInfo is taken first.
+
+For every processed image the outputs are written with the image's header and bag
+time under a namespace ``NS`` (default ``/oe_depth``, the node's default):
 
 * ``NS/depth/image``: 32FC1 metres, NaN where invalid (REP 118);
 * ``NS/depth/camera_info``: matching the depth image's size;
@@ -22,26 +29,32 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.bags.bagio import BagError, BagReader, BagWriter, atomic_bag
+from oe_depth_ros.bags.kitti2bag import VELO_TOPIC
+from oe_depth_ros.bags.kitti2bag import image_topic as kitti_image_topic
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
+from oe_depth_ros.intake import CameraInfoConfig, FrameIntake
 from oe_depth_ros.messages import (
     MessageError,
     MessageTypes,
-    camera_info_to_intrinsics,
-    image_to_rgb,
     make_pointcloud2,
     numpy_to_image,
     pointcloud2_to_numpy,
     stamp_to_ns,
 )
 from oe_depth_ros.metrics import METRIC_NAMES
+from oe_depth_ros.node_params import TOPICS
+from oe_depth_ros.pipeline import Outputs
+
+if TYPE_CHECKING:
+    from oe_depth_ros.pipeline import DepthPipeline
 
 __all__ = ["ProcessOptions", "ProcessSummary", "process_bag", "read_static_tree",
            "default_metrics_path"]
@@ -51,19 +64,26 @@ LOG = logging.getLogger(__name__)
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
+#: The node's published outputs (relative names), all written by default.
+OUTPUT_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS
+                                       if t.direction == "pub" and not t.name.startswith("/"))
 
 
 @dataclass
 class ProcessOptions:
     """What to read, what to write, and how to evaluate."""
 
-    image_topic: str = "/kitti/camera_color_left/image_raw"
+    image_topic: str = kitti_image_topic(2)
     #: None: the image topic's sibling ``camera_info``.
     camera_info_topic: str | None = None
+    #: How images are matched with CameraInfo (the node's ``camera_info.*`` parameters).
+    camera_info: CameraInfoConfig = field(default_factory=CameraInfoConfig)
     namespace: str = "/oe_depth"
+    #: Which of :data:`OUTPUT_TOPICS` to write.
+    outputs: tuple[str, ...] = OUTPUT_TOPICS
     copy_input: bool = False
     #: None disables the LiDAR evaluation.
-    lidar_topic: str | None = "/kitti/velo/pointcloud"
+    lidar_topic: str | None = VELO_TOPIC
     #: None: the input bag's storage plugin and distro.
     storage: str | None = None
     distro: str | None = None
@@ -75,15 +95,22 @@ class ProcessOptions:
     overwrite: bool = False
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.outputs) - set(OUTPUT_TOPICS))
+        if unknown or not self.outputs:
+            raise ValueError(f"outputs {unknown or '(none)'}: choose from "
+                             f"{', '.join(OUTPUT_TOPICS)}")
+
     def info_topic(self) -> str:
+        """The CameraInfo topic read with the images."""
         if self.camera_info_topic:
             return self.camera_info_topic
         return self.image_topic.rsplit("/", 1)[0] + "/camera_info"
 
     def output_topics(self) -> dict[str, str]:
+        """Output name (``depth/image``, ...) -> topic under the namespace, for those written."""
         ns = "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
-        return {"depth": f"{ns}/depth/image", "info": f"{ns}/depth/camera_info",
-                "points": f"{ns}/points", "colored": f"{ns}/depth/colored"}
+        return {name: f"{ns}/{name}" for name in self.outputs}
 
 
 @dataclass
@@ -92,7 +119,10 @@ class ProcessSummary:
 
     out: Path
     frames: int
-    skipped_no_info: int
+    #: Images received on the image topic.
+    images: int
+    #: Bad input by kind (``oe_depth_ros.intake.ERROR_KINDS``, plus ``lidar_invalid``).
+    skipped: dict[str, int]
     seconds: float
     message_counts: dict[str, int]
     timings_ms: dict[str, float]
@@ -141,30 +171,38 @@ def _cloud_xyz(msg: Any) -> np.ndarray:
 class _Run:
     """State of one pass over the input bag."""
 
-    def __init__(self, src: BagReader, dst: BagWriter, pipeline: Any, options: ProcessOptions,
+    def __init__(self, dst: BagWriter, pipeline: "DepthPipeline", options: ProcessOptions,
                  evaluator: LidarEvaluator | None, tree: TransformTree) -> None:
-        self.src, self.dst, self.pipeline, self.options = src, dst, pipeline, options
+        self.dst, self.pipeline, self.options = dst, pipeline, options
         self.evaluator, self.tree = evaluator, tree
         self.types = MessageTypes.rosbags(dst.typestore)
         self.topics = options.output_topics()
-        self.info_msg: Any = None
-        #: The latest image that came before any CameraInfo (same-stamp pairs may come
-        #: in either order), processed when the first CameraInfo arrives.
-        self.waiting: tuple[Any, int, str] | None = None
+        self.outputs = Outputs(points="points" in self.topics,
+                               colored="depth/colored" in self.topics)
+        self.intake = FrameIntake(options.camera_info, camera_info_topic=options.info_topic())
+        #: An image held back until the next message: a CameraInfo with the same bag time
+        #: is taken first (a bag's order within one time stamp is arbitrary).
+        self.held: tuple[Any, int] | None = None
         self.frames = 0
-        self.skipped = 0
+        self.images = 0
+        self.lidar_invalid = 0
         self.timings: dict[str, list[float]] = {}
         self.latest_cloud: tuple[str, np.ndarray] | None = None
-        self.lidar_scale = _uses_lidar_scale(pipeline)
+        self.lidar_scale = pipeline.config.scale.method == "lidar"
 
     def on_cloud(self, msg: Any, where: str) -> None:
+        self.flush()  # the held image first: scans must follow the images they come after
         try:
             xyz = _cloud_xyz(msg)
+            stamp = stamp_to_ns(msg.header.stamp)
         except MessageError as exc:
-            raise BagError(f"{where}: {exc}") from exc
+            if self.lidar_invalid == 0:
+                LOG.warning("%s: LiDAR cloud skipped: %s (logged once; counted)", where, exc)
+            self.lidar_invalid += 1
+            return
         self.latest_cloud = (msg.header.frame_id, xyz)
         if self.evaluator is not None:
-            self.evaluator.add_cloud(stamp_to_ns(msg.header.stamp), msg.header.frame_id, xyz)
+            self.evaluator.add_cloud(stamp, msg.header.frame_id, xyz)
 
     def _lidar_in_camera(self, camera_frame: str) -> np.ndarray | None:
         if not self.lidar_scale or self.latest_cloud is None:
@@ -176,40 +214,42 @@ class _Run:
             return None
         return xyz @ t[:3, :3].T + t[:3, 3]
 
-    def on_info(self, msg: Any) -> None:
-        self.info_msg = msg
-        if self.waiting is not None:
-            waiting, self.waiting = self.waiting, None
-            self.on_image(*waiting)
+    def flush(self) -> None:
+        """Process the held image, if any."""
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._process(*held)
 
-    def on_image(self, msg: Any, bag_time: int, where: str) -> None:
-        if self.info_msg is None:
-            if self.waiting is not None:
-                if self.skipped == 0:
-                    LOG.warning("%s: images before any CameraInfo on %s; skipping them", where,
-                                self.options.info_topic())
-                self.skipped += 1
-            self.waiting = (msg, bag_time, where)
+    def on_info(self, msg: Any, bag_time: int) -> None:
+        if self.held is not None and self.held[1] != bag_time:
+            self.flush()
+        self.intake.add_camera_info(msg)
+        self.flush()
+
+    def on_image(self, msg: Any, bag_time: int) -> None:
+        self.flush()
+        self.images += 1
+        self.held = (msg, bag_time)
+
+    def _process(self, msg: Any, bag_time: int) -> None:
+        frame = self.intake.take_image(msg)  # reports and counts what it skips
+        if frame is None:
             return
-        try:
-            rgb = image_to_rgb(msg)
-            k = camera_info_to_intrinsics(self.info_msg)
-        except MessageError as exc:
-            raise BagError(f"{where}: {exc}") from exc
-        info_size = (int(self.info_msg.height), int(self.info_msg.width))
-        if info_size != (0, 0) and info_size != rgb.shape[:2]:
-            raise BagError(f"{where}: image is {rgb.shape[1]}x{rgb.shape[0]} but "
-                           f"{self.options.info_topic()} describes {info_size[1]}x{info_size[0]}")
-        result = self.pipeline.process(rgb, k, self._lidar_in_camera(msg.header.frame_id))
+        result = self.pipeline.process(frame.rgb, frame.k,
+                                       self._lidar_in_camera(msg.header.frame_id), self.outputs)
         header = msg.header
-        self.dst.write(self.topics["depth"], bag_time,
-                       numpy_to_image(result.depth, "32FC1", header, self.types))
-        self.dst.write(self.topics["info"], bag_time, result.camera_info(header, self.types))
+        topics = self.topics
+        if "depth/image" in topics:
+            self.dst.write(topics["depth/image"], bag_time,
+                           numpy_to_image(result.depth, "32FC1", header, self.types))
+        if "depth/camera_info" in topics:
+            self.dst.write(topics["depth/camera_info"], bag_time,
+                           result.camera_info(header, self.types))
         if result.points is not None:
-            self.dst.write(self.topics["points"], bag_time,
+            self.dst.write(topics["points"], bag_time,
                            make_pointcloud2(result.points, header, self.types))
         if result.colored is not None:
-            self.dst.write(self.topics["colored"], bag_time,
+            self.dst.write(topics["depth/colored"], bag_time,
                            numpy_to_image(result.colored, "rgb8", header, self.types))
         for stage, ms in result.timings.items():
             self.timings.setdefault(stage, []).append(ms)
@@ -217,6 +257,13 @@ class _Run:
             self.evaluator.add_depth(self.frames, stamp_to_ns(header.stamp), header.frame_id,
                                      result.depth, result.K)
         self.frames += 1
+
+    def skipped(self) -> dict[str, int]:
+        """Bad input by kind."""
+        out = dict(self.intake.counts)
+        if self.lidar_invalid:
+            out["lidar_invalid"] = self.lidar_invalid
+        return out
 
 
 def _lidar_plan(src: BagReader, options: ProcessOptions, tree: TransformTree) -> bool:
@@ -234,11 +281,6 @@ def _lidar_plan(src: BagReader, options: ProcessOptions, tree: TransformTree) ->
     return True
 
 
-def _uses_lidar_scale(pipeline: Any) -> bool:
-    """Whether the pipeline's scale strategy wants LiDAR points with each image."""
-    return getattr(getattr(pipeline.config, "scale", None), "method", "") == "lidar"
-
-
 def _topics_to_read(src: BagReader, options: ProcessOptions, lidar: bool) -> set[str]:
     """Image and CameraInfo, the LiDAR topic when used, and everything for ``copy_input``."""
     topics = src.topics()
@@ -254,9 +296,9 @@ def _topics_to_read(src: BagReader, options: ProcessOptions, lidar: bool) -> set
     return read
 
 
-def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
+def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipeline",
                 options: ProcessOptions | None = None) -> ProcessSummary:
-    """Run ``pipeline`` (a :class:`oe_depth_ros.pipeline.DepthPipeline`) over ``in_bag``.
+    """Run ``pipeline`` over ``in_bag``; bad messages are skipped and counted, as the node does.
 
     Writes the bag ``out_bag`` atomically and, with LiDAR, the metrics report.
     """
@@ -269,7 +311,8 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
         tree = read_static_tree(src)
         evaluate = _lidar_plan(src, options, tree)
         evaluator = LidarEvaluator(tree, options.evaluation) if evaluate else None
-        read = _topics_to_read(src, options, evaluate or _uses_lidar_scale(pipeline))
+        read = _topics_to_read(src, options,
+                               evaluate or pipeline.config.scale.method == "lidar")
         n_images = src.message_count(options.image_topic)
         if options.max_frames is not None:
             n_images = min(n_images, options.max_frames)
@@ -279,26 +322,28 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
                 BagWriter(tmp, storage, distro, options.compress) as dst:
             copies = ({c.id: dst.add_raw_topic(c) for c in src.connections}
                       if options.copy_input else {})
-            run = _Run(src, dst, pipeline, options, evaluator, tree)
+            run = _Run(dst, pipeline, options, evaluator, tree)
             with tqdm(total=n_images, unit="frame", desc=f"process-bag {src.path.name}",
                       disable=not options.progress) as bar:
                 for conn, bag_time, raw in src.messages(read):
-                    if options.max_frames is not None and run.frames >= options.max_frames:
+                    if options.max_frames is not None and run.images >= options.max_frames \
+                            and (run.held is None or conn.topic != options.info_topic()):
                         break
                     if conn.id in copies:
                         dst.write_raw(copies[conn.id], bag_time, raw)
-                    where = f"bag {src.path}, {conn.topic} at {bag_time} ns"
                     if conn.topic == options.info_topic():
-                        run.on_info(src.deserialize(raw, conn, bag_time))
+                        run.on_info(src.deserialize(raw, conn, bag_time), bag_time)
                     elif conn.topic == options.image_topic:
-                        run.on_image(src.deserialize(raw, conn, bag_time), bag_time, where)
+                        run.on_image(src.deserialize(raw, conn, bag_time), bag_time)
                         bar.update(1)
                     elif conn.topic == options.lidar_topic:
+                        where = f"bag {src.path}, {conn.topic} at {bag_time} ns"
                         run.on_cloud(src.deserialize(raw, conn, bag_time), where)
+                run.flush()
+            skipped = run.skipped()
             if run.frames == 0:
-                lost = run.skipped + (run.waiting is not None)
-                raise BagError(f"bag {src.path}: no image on {options.image_topic} could be "
-                               f"processed ({lost} arrived before any CameraInfo)")
+                raise BagError(f"bag {src.path}: none of the {run.images} images on "
+                               f"{options.image_topic} could be processed ({_counts(skipped)})")
             counts = dict(dst.counts)
     evaluation = None
     metrics_path = None
@@ -319,10 +364,16 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: Any,
         _log_evaluation(evaluation, metrics_path)
     timings = {k: float(np.mean(v)) for k, v in run.timings.items()}
     seconds = time.perf_counter() - start
-    LOG.info("wrote %s: %d frames in %.1f s (pipeline %.1f ms/frame)", out_bag, run.frames,
-             seconds, timings.get("total", math.nan))
-    return ProcessSummary(Path(out_bag), run.frames, run.skipped, seconds, counts, timings,
-                          evaluation, metrics_path)
+    LOG.info("wrote %s: %d of %d frames in %.1f s (pipeline %.1f ms/frame)", out_bag,
+             run.frames, run.images, seconds, timings.get("total", math.nan))
+    if skipped:
+        LOG.warning("bad input skipped or worked around: %s", _counts(skipped))
+    return ProcessSummary(Path(out_bag), run.frames, run.images, skipped, seconds, counts,
+                          timings, evaluation, metrics_path)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "no bad input"
 
 
 def _finite(value: Any) -> Any:

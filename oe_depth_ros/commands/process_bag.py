@@ -1,32 +1,47 @@
-"""Run depth over a bag's images offline; write depth, clouds and LiDAR metrics."""
+"""Run depth over a bag's images offline; write depth, clouds and LiDAR metrics.
+
+Settings use the node's parameter names and files: ``--params-file config/oe_depth.yaml``
+(the ROS format the node reads) and ``--set points.decimation=4`` both name node
+parameters, so the bag is processed as the node configured by that file would.
+"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``oe-depth process-bag``."""
+    from oe_depth_ros.bags.bagio import DISTROS, STORAGES
+    from oe_depth_ros.bags.kitti2bag import VELO_TOPIC, image_topic
+    from oe_depth_ros.bags.process_bag import OUTPUT_TOPICS
+    from oe_depth_ros.inference.backends import BACKEND_NAMES
+
     parser.add_argument("in_bag", metavar="IN", help="input rosbag2 directory")
     parser.add_argument("out_bag", metavar="OUT", help="output rosbag2 directory to create")
-    parser.add_argument("--model", required=True, metavar="FILE",
-                        help="depth model: .onnx, .engine/.plan or a .pt checkpoint")
-    parser.add_argument("--backend", default="auto",
-                        choices=("auto", "onnxruntime", "torch", "tensorrt"),
-                        help="inference backend (default: auto, from the model file)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--config", default=None, metavar="YAML",
-                        help="pipeline settings (oe_depth_ros.pipeline.PipelineConfig keys)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a pipeline setting, e.g. --set scale.method=lidar")
+    parser.add_argument("--model", default=None, metavar="FILE",
+                        help="depth model: .onnx, .engine/.plan or a .pt checkpoint (default: "
+                             "model_path of --params-file)")
+    parser.add_argument("--backend", default=None, choices=BACKEND_NAMES,
+                        help="inference backend (default: the parameter file's, else auto)")
+    parser.add_argument("--device", default=None,
+                        help="auto, cpu, cuda or cuda:N (default: the parameter file's, else auto)")
+    parser.add_argument("--params-file", default=None, metavar="YAML",
+                        help="the node's ROS parameter file (e.g. config/oe_depth.yaml): "
+                             "pipeline, scale and camera_info settings")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a node parameter, e.g. --set scale.method=camera_height")
     parser.add_argument("--namespace", default="/oe_depth",
                         help="namespace of the output topics (default: /oe_depth)")
-    parser.add_argument("--image-topic", default="/kitti/camera_color_left/image_raw")
+    parser.add_argument("--outputs", nargs="+", default=list(OUTPUT_TOPICS),
+                        choices=OUTPUT_TOPICS, help="outputs to write (default: all)")
+    parser.add_argument("--image-topic", default=image_topic(2))
     parser.add_argument("--camera-info-topic", default=None,
                         help="default: the image topic's sibling camera_info")
     parser.add_argument("--copy-input", action="store_true",
                         help="copy every input topic into OUT as well")
-    parser.add_argument("--lidar-topic", default="/kitti/velo/pointcloud",
+    parser.add_argument("--lidar-topic", default=VELO_TOPIC,
                         help="PointCloud2 topic to evaluate against (placed in the camera "
                              "frame with /tf_static); 'none' disables the evaluation")
     parser.add_argument("--max-dt", type=float, default=0.05, metavar="SECONDS",
@@ -35,9 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-max-depth", type=float, default=80.0)
     parser.add_argument("--metrics", default=None, metavar="JSON",
                         help="evaluation report (default: OUT_metrics.json)")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
+    parser.add_argument("--storage", choices=sorted(STORAGES), default=None,
                         help="output storage (default: the input's)")
-    parser.add_argument("--distro", choices=("humble", "jazzy"), default=None,
+    parser.add_argument("--distro", choices=sorted(DISTROS), default=None,
                         help="output metadata flavour (default: the input's)")
     parser.add_argument("--compress", action="store_true",
                         help="zstd: compressed MCAP chunks, or per-message for sqlite3")
@@ -46,23 +61,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def node_parameters(params_file: str | None, overrides: list[str]) -> dict[str, Any]:
+    """The node's parameter values: defaults, then the file, then ``NAME=VALUE`` overrides."""
+    import yaml
+
+    from oe_depth_ros.node_params import ParamError, defaults, load_params_file, validate_all
+
+    values = defaults()
+    if params_file:
+        values.update(load_params_file(params_file))
+    given: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise ParamError(f"--set {item!r} is not of the form NAME=VALUE")
+        try:
+            given[name.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ParamError(f"--set {item!r}: value is not valid YAML: {exc}") from None
+    values.update(validate_all(given))
+    return {**values, **validate_all(values)}
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the pipeline and process the bag."""
     from oe_depth_ros.bags.lidar_eval import EvalSettings
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
-    from oe_depth_ros.config import apply_overrides, from_dict, load_yaml
-    from oe_depth_ros.inference.backends import create_backend
-    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+    from oe_depth_ros.inference.backends import CPU_BACKENDS, create_backend
+    from oe_depth_ros.intake import camera_info_config
+    from oe_depth_ros.node_params import pipeline_config
+    from oe_depth_ros.pipeline import DepthPipeline
 
-    data = load_yaml(args.config) if args.config else {}
-    config = from_dict(PipelineConfig, apply_overrides(data, args.set),
-                       source=args.config or "pipeline settings")
+    values = node_parameters(args.params_file, args.set)
+    config = pipeline_config(values)
+    model = args.model or values["model_path"]
+    if not model:
+        raise ValueError("no model: pass --model FILE or set model_path in --params-file")
     if args.max_frames is not None and args.max_frames <= 0:
         raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
     lidar = None if args.lidar_topic.lower() == "none" else args.lidar_topic
     options = ProcessOptions(
         image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-        namespace=args.namespace, copy_input=args.copy_input, lidar_topic=lidar,
+        camera_info=camera_info_config(values), namespace=args.namespace,
+        outputs=tuple(args.outputs), copy_input=args.copy_input, lidar_topic=lidar,
         storage=args.storage, distro=args.distro, compress=args.compress,
         max_frames=args.max_frames,
         evaluation=EvalSettings(max_dt_s=args.max_dt,
@@ -70,7 +111,12 @@ def run(args: argparse.Namespace) -> int:
                                 max_depth=args.eval_max_depth),
         metrics_path=Path(args.metrics) if args.metrics else None,
         overwrite=args.overwrite, progress=not args.no_progress)
-    backend = create_backend(args.backend, args.model, device=args.device)
+    name = args.backend or values["backend"]
+    options_kw: dict[str, Any] = {}
+    if values["threads"] and name in CPU_BACKENDS:
+        options_kw["threads"] = values["threads"]
+    backend = create_backend(name, model, device=args.device or values["device"],
+                             model_config=values["model_config"] or None, **options_kw)
     try:
         process_bag(args.in_bag, args.out_bag, DepthPipeline(backend, config), options)
     finally:

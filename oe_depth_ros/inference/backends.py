@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,10 @@ from oe_depth_ros.inference.errors import BackendError
 
 LOG = logging.getLogger(__name__)
 
+#: Every backend name (the node's ``backend`` parameter, ``--backend`` of the commands).
 BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
+#: The backends that run on the CPU (they take a ``threads`` option).
+CPU_BACKENDS = ("onnxruntime", "torch")
 #: suffix -> model format
 FORMATS = {
     ".engine": "engine", ".plan": "engine",
@@ -62,11 +66,24 @@ class DepthBackend(abc.ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 [1, 3, H, W] in [0, 1] -> float32 [1, 1, H, W] scaled disparity."""
 
-    def predict(self, image_rgb: np.ndarray) -> np.ndarray:
-        """uint8 RGB [h, w, 3] of any size -> float32 [H, W] scaled disparity at network size."""
+    def predict(self, image_rgb: np.ndarray,
+                timings: dict[str, float] | None = None) -> np.ndarray:
+        """uint8 RGB [h, w, 3] of any size -> float32 [H, W] scaled disparity at network size.
+
+        ``timings`` (if given) receives this call's stages in milliseconds: here
+        ``preprocess`` (resize and scale on the CPU) and ``inference``; a backend that
+        prepares the image on its device reports what it can separate.
+        """
         from oe_depth_ros.imageops import to_network_input
 
-        return self.infer(to_network_input(image_rgb, self.input_size))[0, 0]
+        t0 = time.perf_counter()
+        batch = to_network_input(image_rgb, self.input_size)
+        t1 = time.perf_counter()
+        disp = self.infer(batch)[0, 0]
+        if timings is not None:
+            timings["preprocess"] = (t1 - t0) * 1e3
+            timings["inference"] = (time.perf_counter() - t1) * 1e3
+        return disp
 
     def close(self) -> None:
         """Release the library's resources (sessions, engines, GPU buffers)."""

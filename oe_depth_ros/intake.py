@@ -1,0 +1,264 @@
+"""Frame intake shared by the node and ``process-bag``: messages in, checked frames out.
+
+ROS-free (messages are any objects with the ROS field names). One place decides, live
+and offline alike, what happens to each Image and CameraInfo:
+
+* a CameraInfo is validated and interpreted as REP 104 defines it (``K``/``P`` describe
+  the full-resolution sensor; ``roi`` offsets are subtracted in full-resolution pixels,
+  then binning divides; the published image is ``roi`` size / binning, or full size /
+  binning without a ROI); an invalid one is counted and ignored (the last valid one
+  stays in use);
+* an image must have a camera encoding (colour, mono or bayer; depth and other data
+  encodings are refused) and a consistent layout;
+* its intrinsics come from the newest CameraInfo (``sync: latest``) or the one nearest
+  its stamp within ``slop`` (``approximate``); a CameraInfo that describes another image
+  size is not used for it; without any CameraInfo the normalised fallback intrinsics are
+  used (when enabled), counted as ``no_camera_info``.
+
+Every problem has a *kind* (:data:`ERROR_KINDS`); a frame with a problem is skipped and
+counted, never fatal. :class:`FrameIntake` does the bookkeeping for its caller.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+import numpy as np
+
+from oe_depth_ros.config import from_dict
+from oe_depth_ros.geometry import check_intrinsics, normalised_to_pixels
+from oe_depth_ros.messages import (
+    CAMERA_ENCODINGS, ENCODINGS, MessageError, camera_info_image_size,
+    camera_info_to_intrinsics, image_to_rgb, stamp_to_ns,
+)
+
+__all__ = ["ERROR_KINDS", "InputError", "CameraInfoConfig", "CameraModel", "Frame",
+           "FrameIntake", "IntrinsicsSource", "camera_model_from_msg", "image_rgb_from_msg",
+           "fallback_intrinsics", "camera_info_config"]
+
+LOG = logging.getLogger(__name__)
+
+#: Every kind of bad input, with what it means. The node counts them as ``errors.<kind>``
+#: in /diagnostics; ``process-bag`` reports them at the end of a run.
+ERROR_KINDS: dict[str, str] = {
+    "unsupported_encoding": "the image encoding is not a camera encoding (unknown, or a "
+                            "depth/data encoding such as 16UC1 or 32FC1): frame skipped",
+    "malformed_image": "the image's size, step or data length are inconsistent: frame skipped",
+    "camera_info_invalid": "a CameraInfo with unusable intrinsics, binning or ROI: ignored, "
+                           "the last valid one stays in use",
+    "no_camera_info": "no CameraInfo yet: the fallback intrinsics are used when enabled, "
+                      "else the frame is skipped",
+    "camera_info_unsynced": "approximate sync found no CameraInfo within slop of the image's "
+                            "stamp: frame skipped",
+    "camera_info_size_mismatch": "the matched CameraInfo describes another image size: "
+                                 "frame skipped",
+}
+
+
+class InputError(ValueError):
+    """A frame cannot be processed; ``kind`` (a key of :data:`ERROR_KINDS`) names the problem."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True)
+class CameraInfoConfig:
+    """How images are matched with CameraInfo (the node's ``camera_info.*`` parameters)."""
+
+    #: latest: the newest valid CameraInfo; approximate: the nearest in time within slop.
+    sync: Literal["latest", "approximate"] = "latest"
+    #: Largest stamp difference (seconds) accepted by approximate sync.
+    slop: float = 0.05
+    #: Without any CameraInfo, use ``fallback_intrinsics`` instead of skipping frames.
+    use_fallback: bool = True
+    #: Normalised [fx/W, fy/H, cx/W, cy/H] (KITTI's, as in training).
+    fallback_intrinsics: tuple[float, float, float, float] = (0.58, 1.92, 0.5, 0.5)
+
+    def __post_init__(self) -> None:
+        if self.sync not in ("latest", "approximate"):
+            raise ValueError(f"camera_info.sync must be latest or approximate, got {self.sync!r}")
+        if not self.slop >= 0:
+            raise ValueError(f"camera_info.slop must be >= 0, got {self.slop}")
+        fx, fy = self.fallback_intrinsics[:2]
+        if len(self.fallback_intrinsics) != 4 or not (fx > 0 and fy > 0):
+            raise ValueError("camera_info.fallback_intrinsics needs 4 values with positive "
+                             f"fx/W and fy/H, got {list(self.fallback_intrinsics)}")
+
+
+def camera_info_config(values: Mapping[str, Any],
+                       source: str = "parameters") -> CameraInfoConfig:
+    """The :class:`CameraInfoConfig` of the node's ``camera_info.*`` parameters (others ignored)."""
+    prefix = "camera_info."
+    section = {k[len(prefix):]: v for k, v in values.items() if str(k).startswith(prefix)}
+    return from_dict(CameraInfoConfig, section, f"{source}: camera_info")
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """A validated CameraInfo: stamp (ns), K of the published image and that image's size.
+
+    ``width``/``height`` are 0 when the CameraInfo gives no size (then any image matches).
+    """
+
+    stamp_ns: int
+    k: np.ndarray
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """An image ready for the pipeline: uint8 RGB, its intrinsics and where they came from."""
+
+    rgb: np.ndarray
+    k: np.ndarray
+    stamp_ns: int
+    intrinsics: Literal["camera_info", "fallback"]
+
+
+def camera_model_from_msg(msg: Any) -> CameraModel:
+    """Validate a CameraInfo (REP 104); InputError('camera_info_invalid') when unusable."""
+    try:
+        k = check_intrinsics(camera_info_to_intrinsics(msg))
+        width, height = camera_info_image_size(msg)
+        stamp = stamp_to_ns(msg.header.stamp)
+    except (MessageError, ValueError, AttributeError) as exc:
+        raise InputError("camera_info_invalid", f"CameraInfo rejected: {exc}") from None
+    return CameraModel(stamp, k, width, height)
+
+
+def image_rgb_from_msg(msg: Any) -> np.ndarray:
+    """Image -> uint8 RGB; InputError with kind unsupported_encoding / malformed_image."""
+    name = getattr(msg, "encoding", None)
+    enc = ENCODINGS.get(name) if isinstance(name, str) else None
+    if enc is None or name not in CAMERA_ENCODINGS:
+        what = "a depth/data encoding" if enc is not None else "not supported"
+        raise InputError("unsupported_encoding",
+                         f"image encoding {name!r} is {what}; the node takes camera images "
+                         f"in one of {', '.join(CAMERA_ENCODINGS)}")
+    try:
+        return image_to_rgb(msg)
+    except MessageError as exc:
+        raise InputError("malformed_image", f"image rejected: {exc}") from None
+
+
+def fallback_intrinsics(normalised: Any, width: int, height: int) -> np.ndarray:
+    """3x3 intrinsics in pixels from normalised [fx/W, fy/H, cx/W, cy/H]."""
+    fx, fy, cx, cy = (float(v) for v in normalised)
+    k_norm = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+    return normalised_to_pixels(k_norm, width, height)
+
+
+class IntrinsicsSource:
+    """The last ``history`` valid CameraInfos, matched to images by stamp and size.
+
+    Thread-safe: the node adds from its input callbacks and looks up from its worker.
+    """
+
+    def __init__(self, history: int = 30) -> None:
+        self._lock = threading.Lock()
+        self._models: deque[CameraModel] = deque(maxlen=history)
+
+    def add(self, model: CameraModel) -> None:
+        """Cache a validated CameraInfo."""
+        with self._lock:
+            self._models.append(model)
+
+    @property
+    def has_any(self) -> bool:
+        """Whether a valid CameraInfo has been received."""
+        with self._lock:
+            return bool(self._models)
+
+    def lookup(self, stamp_ns: int, width: int, height: int, sync: str,
+               slop_s: float) -> np.ndarray:
+        """K for an image of ``width`` x ``height`` stamped ``stamp_ns``; InputError if none."""
+        with self._lock:
+            models = list(self._models)
+        if not models:
+            raise InputError("no_camera_info", "no CameraInfo received")
+        if sync == "approximate":
+            best = min(reversed(models), key=lambda m: abs(m.stamp_ns - stamp_ns))
+            gap = abs(best.stamp_ns - stamp_ns) * 1e-9
+            if gap > slop_s:
+                raise InputError("camera_info_unsynced",
+                                 f"nearest CameraInfo is {gap:.3f} s from the image, more than "
+                                 f"camera_info.slop = {slop_s} s")
+        else:
+            best = models[-1]
+        if best.width and best.height and (best.width, best.height) != (width, height):
+            raise InputError("camera_info_size_mismatch",
+                             f"CameraInfo describes a {best.width}x{best.height} image (after "
+                             f"binning and ROI) but the image is {width}x{height}")
+        return best.k
+
+
+class FrameIntake:
+    """Images and CameraInfos in, :class:`Frame` out; every bad input reported and counted.
+
+    ``report(kind, message)`` is called for each problem (the node counts it in its
+    diagnostics and logs the first of each kind); without it the first of each kind is
+    logged here. ``counts`` holds how often each kind occurred. ``camera_info_topic``
+    only names the topic in messages.
+    """
+
+    def __init__(self, config: CameraInfoConfig | None = None,
+                 report: Callable[[str, str], None] | None = None,
+                 camera_info_topic: str = "camera_info", history: int = 30) -> None:
+        self.config = config or CameraInfoConfig()
+        self._report = report
+        self._topic = camera_info_topic
+        self._source = IntrinsicsSource(history)
+        self._lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def _bad(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            first = self.counts[kind] == 1
+        if self._report is not None:
+            self._report(kind, message)
+        elif first:
+            LOG.warning("%s: %s (logged once; every occurrence is counted)", kind, message)
+
+    def add_camera_info(self, msg: Any) -> bool:
+        """Take a CameraInfo; False (reported) when it is invalid."""
+        try:
+            self._source.add(camera_model_from_msg(msg))
+        except InputError as exc:
+            self._bad(exc.kind, str(exc))
+            return False
+        return True
+
+    def take_image(self, msg: Any) -> Frame | None:
+        """The frame for an Image, or None (reported) when it must be skipped."""
+        cfg = self.config
+        try:
+            rgb = image_rgb_from_msg(msg)
+            stamp = stamp_to_ns(msg.header.stamp)
+        except MessageError as exc:
+            self._bad("malformed_image", f"image rejected: {exc}")
+            return None
+        except InputError as exc:
+            self._bad(exc.kind, str(exc))
+            return None
+        height, width = rgb.shape[:2]
+        if not self._source.has_any and cfg.use_fallback:
+            self._bad("no_camera_info", f"no CameraInfo received on {self._topic}: using "
+                      f"camera_info.fallback_intrinsics {list(cfg.fallback_intrinsics)}")
+            k = fallback_intrinsics(cfg.fallback_intrinsics, width, height)
+            return Frame(rgb, k, stamp, "fallback")
+        try:
+            k = self._source.lookup(stamp, width, height, cfg.sync, cfg.slop)
+        except InputError as exc:
+            if exc.kind == "no_camera_info":
+                exc = InputError(exc.kind, f"no CameraInfo received on {self._topic} and "
+                                           "camera_info.use_fallback is false: frame skipped")
+            self._bad(exc.kind, str(exc))
+            return None
+        return Frame(rgb, k, stamp, "camera_info")
