@@ -1,0 +1,402 @@
+"""Table 3 in the synthetic world: the effect of each module, measured over several seeds.
+
+Trains the paper's four ablation rows (``config/training/ablation_<row>.yaml``:
+baseline, odconv_only, triplet_only, oe_depth; the small networks of
+``synth_small.yaml``) on the same rendered drives, once per seed, and evaluates every
+run on held-out drives rendered from another world seed: the 7 KITTI metrics
+(median-scaled, per-image means) and the pooled Abs Rel near depth edges and near
+semantic boundaries (:mod:`training.edge_metrics`). Writes ``table.md`` and
+``table.json`` (mean and standard deviation per row, the paper's Table 3 beside them)
+and the label check of :mod:`training.label_edges` on the training drives.
+
+Runs live in ``<work>/runs/<row>/seed_<n>``. A run whose evaluation at ``--steps``
+exists is not redone; an interrupted run continues from its last checkpoint (the
+trainer resumes exactly). The expected time is printed first, from a short measured
+warm-up of every row that still has work.
+
+``--curve`` evaluates at every ``--eval-every`` steps as well (by default of the
+baseline only) and reports the first step after which the seeds' mean held-out Abs Rel
+moves by less than their standard deviation: the budget for the ablation. Both modes
+share run folders, so the curve's baseline runs serve the ablation at any evaluated step.
+
+    python -m training.ablation --work runs/ablation --curve --steps 400 --eval-every 50
+    python -m training.ablation --work runs/ablation --steps 300 --seeds 0 1 2 --jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from tqdm import tqdm
+
+from oe_depth_ros.atomic import write_text_atomic
+from oe_depth_ros.metrics import METRIC_NAMES
+from training.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS, ROWS,
+                                      curve_markdown, curve_summary, label_check_text,
+                                      read_points, summarise, table_markdown)
+
+log = logging.getLogger("training.ablation")
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """The rendered worlds: training drives and held-out drives (another seed)."""
+
+    drives: int = 4
+    frames: int = 40
+    seed: int = 0
+    heldout_drives: int = 2
+    heldout_frames: int = 30
+    heldout_seed: int = 1
+    width: int = 416
+    height: int = 128
+
+
+@dataclass(frozen=True)
+class Worlds:
+    """Paths of the prepared worlds."""
+
+    train_root: Path
+    train_split: Path
+    val_split: Path
+    heldout_root: Path
+    heldout_split: Path
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One training run: a row, a seed, the steps to evaluate at, the shared settings."""
+
+    work: Path
+    row: str
+    seed: int
+    eval_steps: tuple[int, ...]
+    worlds: Worlds
+    threads: int = 1
+    overrides: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.work / "runs" / self.row / f"seed_{self.seed}"
+
+
+@dataclass
+class Settings:
+    """What the command line chose (saved in table.json)."""
+
+    rows: list[str]
+    seeds: list[int]
+    steps: int
+    eval_steps: list[int]
+    world: WorldSpec
+    threads: int
+    jobs: int
+    overrides: list[str] = field(default_factory=list)
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the code that trains, and whether its sources differ from it."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "oe_depth_ros", "training",
+                                "config"], cwd=root, capture_output=True, text=True,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "modified": None}
+    return {"commit": commit, "modified": sorted(line[3:] for line in dirty.splitlines())}
+
+
+# ---- worlds --------------------------------------------------------------------------------
+def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
+    """Render (once) the training world and the held-out world; list every held-out frame."""
+    from oe_depth_ros.kitti.splits import read_split_file, write_split_file
+    from training.prove_learning import ensure_world
+
+    # +1 drive: the synthetic splits train on every drive but the last one
+    train = ensure_world(work / "train_world", spec.drives + 1, spec.frames, spec.seed,
+                         spec.width, spec.height)
+    heldout = ensure_world(work / "heldout_world", spec.heldout_drives, spec.heldout_frames,
+                           spec.heldout_seed, spec.width, spec.height)
+    entries = {e.line: e for name in ("train", "val", "test")
+               if Path(heldout.split_files[name]).read_text().strip()
+               for e in read_split_file(heldout.split_files[name])}
+    split = write_split_file(work / "heldout_world" / "heldout_files.txt",
+                             [entries[k] for k in sorted(entries)])
+    return Worlds(Path(train.root), Path(train.split_files["train"]),
+                  Path(train.split_files["val"]), Path(heldout.root), split)
+
+
+def build_trainer(job: RunJob, out_dir: Path) -> Any:
+    """A trainer of ``job``'s row and seed on the training world (no per-epoch validation)."""
+    from training.train_config import load_train_config
+    from training.trainer import Trainer
+
+    w = job.worlds
+    cfg = load_train_config(ROWS[job.row][0], [
+        f"data.data_path={w.train_root}", f"data.train_split={w.train_split}",
+        f"data.val_split={w.val_split}", f"seed={job.seed}", f"cpu_threads={job.threads}",
+        "validate=false", "progress=false", "checkpoint_every=50", *job.overrides])
+    return Trainer(cfg, out_dir=out_dir)
+
+
+def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
+    """Every held-out frame at the trainer's input size, with ground truth."""
+    from training.datasets import KittiRawMonoDataset
+
+    d = trainer.cfg.data
+    data = KittiRawMonoDataset(worlds.heldout_root, worlds.heldout_split, d.height, d.width,
+                               frame_ids=(0,), num_scales=1, load_gt=True,
+                               intrinsics=d.intrinsics)
+    if not data.has_gt:
+        raise FileNotFoundError(f"held-out drives under {worlds.heldout_root} lack ground truth")
+    return data
+
+
+def evaluate(trainer: Any, heldout: Any) -> dict[str, Any]:
+    """Held-out errors of the trainer's depth net: the table columns plus the full regions."""
+    from training.prove_learning import evaluate_heldout
+
+    d = trainer.cfg.data
+    result = evaluate_heldout(trainer, heldout, d.val_crop, d.val_max_depth, with_regions=True)
+    regions = result["regions"]["regions"]
+    for column, (region, _) in REGION_COLUMNS.items():
+        result[column] = regions.get(region, {}).get("abs_rel")
+    return result
+
+
+# ---- one run ---------------------------------------------------------------------------------
+def pending(job: RunJob) -> list[int]:
+    """Evaluation steps of ``job`` not done yet (none once the run diverged)."""
+    record = read_points(job.run_dir)
+    if "diverged" in record:
+        return []
+    return [s for s in job.eval_steps if str(s) not in record["points"]]
+
+
+def train_run(job: RunJob, log_level: int = logging.INFO) -> dict[str, Any]:
+    """Train ``job`` up to its last evaluation step, evaluating on the way; resumable."""
+    from training.checkpointing import LAST_NAME
+    from training.trainer import TrainingDivergedError
+
+    logging.basicConfig(level=log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    todo = pending(job)
+    record = read_points(job.run_dir)
+    if not todo:
+        return record
+    trainer = build_trainer(job, job.run_dir)
+    try:
+        if (job.run_dir / LAST_NAME).is_file():
+            trainer.resume(job.run_dir / LAST_NAME)
+        if todo[-1] > trainer.total_steps:
+            raise ValueError(f"{job.row}: {todo[-1]} steps exceed the configured schedule of "
+                             f"{trainer.total_steps} steps (optim.epochs)")
+        if todo[0] < trainer.step:
+            raise ValueError(f"{job.run_dir} is at step {trainer.step}, past the unevaluated "
+                             f"step {todo[0]}; use another --work folder")
+        heldout = heldout_dataset(trainer, job.worlds)
+        record.update({"row": job.row, "seed": job.seed, **git_state()})
+        for step in todo:
+            trainer.cfg.max_steps = step
+            tic = time.perf_counter()
+            try:
+                trainer.fit()
+            except TrainingDivergedError as exc:
+                log.error("%s seed %d: %s", job.row, job.seed, exc)
+                record["diverged"] = str(exc)
+                write_text_atomic(job.run_dir / POINTS_NAME, json.dumps(record, indent=1))
+                return record
+            record["train_seconds"] += time.perf_counter() - tic
+            tic = time.perf_counter()
+            record["points"][str(step)] = evaluate(trainer, heldout)
+            record["eval_seconds"] = time.perf_counter() - tic
+            write_text_atomic(job.run_dir / POINTS_NAME, json.dumps(record, indent=1))
+            log.info("%s seed %d step %d: held-out Abs Rel %.4f", job.row, job.seed, step,
+                     record["points"][str(step)]["abs_rel"])
+    finally:
+        trainer.close()
+    return record
+
+
+# ---- time estimate ---------------------------------------------------------------------------
+def _endless(trainer: Any) -> Iterator[Any]:
+    """The trainer's batches, epoch after epoch."""
+    epoch = 0
+    while True:
+        trainer.train_set.set_epoch(epoch)
+        trainer.sampler.set_epoch(epoch)
+        yield from trainer.loader
+        epoch += 1
+
+
+def measure_row(job: RunJob, steps: int = 2) -> float:
+    """Seconds per training step of ``job``'s row (after one untimed step), in this process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(job, Path(tmp))
+        batches = _endless(trainer)
+        trainer.train_step(next(batches))
+        tic = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step(next(batches))
+        return (time.perf_counter() - tic) / steps
+
+
+def estimate_seconds(jobs: list[RunJob], warmup_steps: int) -> tuple[float, dict[str, float]]:
+    """Expected seconds of training still to do (one process) and the measured s/step by row."""
+    per_step: dict[str, float] = {}
+    total = 0.0
+    for job in jobs:
+        todo = pending(job)
+        if not todo:
+            continue
+        if job.row not in per_step:
+            per_step[job.row] = measure_row(job, warmup_steps)
+        record = read_points(job.run_dir)
+        done = max((int(s) for s in record["points"]), default=0)
+        evals = record.get("eval_seconds", 0.5 * per_step[job.row] * len(todo))
+        total += per_step[job.row] * (todo[-1] - done) + evals * len(todo)
+    return total, per_step
+
+
+# ---- command line ----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.ablation",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for worlds, runs, tables")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None,
+                        help="rows to train (default all four; baseline with --curve)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="training seeds (default 0 1 2)")
+    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="also evaluate every N steps (default: --steps/8 with --curve)")
+    parser.add_argument("--curve", action="store_true",
+                        help="learning-curve mode: evaluate on the way, report the plateau")
+    parser.add_argument("--drives", type=int, default=4, help="training drives (default 4)")
+    parser.add_argument("--frames", type=int, default=40, help="frames per drive (default 40)")
+    parser.add_argument("--world-seed", type=int, default=0, help="training world seed")
+    parser.add_argument("--heldout-drives", type=int, default=2, help="held-out drives")
+    parser.add_argument("--heldout-frames", type=int, default=30,
+                        help="frames per held-out drive (default 30)")
+    parser.add_argument("--heldout-seed", type=int, default=1, help="held-out world seed")
+    parser.add_argument("--size", default="416x128", help="rendered size WxH (default 416x128)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
+    parser.add_argument("--warmup-steps", type=int, default=2,
+                        help="timed steps per row for the estimate (0: no estimate)")
+    parser.add_argument("--estimate-only", action="store_true",
+                        help="print the expected time and stop")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="training config overrides for every row")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Validated settings of the command line."""
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size must be WxH, got {args.size!r}") from None
+    if args.steps < 1 or args.jobs < 1 or args.threads < 1:
+        raise SystemExit("--steps, --jobs and --threads must be at least 1")
+    if len(set(args.seeds)) != len(args.seeds):
+        raise SystemExit(f"--seeds must be distinct, got {args.seeds}")
+    every = args.eval_every or (max(1, args.steps // 8) if args.curve else None)
+    evals = sorted({*range(every, args.steps, every), args.steps} if every else {args.steps})
+    rows = args.rows or (["baseline"] if args.curve else list(ROWS))
+    world = WorldSpec(args.drives, args.frames, args.world_seed, args.heldout_drives,
+                      args.heldout_frames, args.heldout_seed, width, height)
+    return Settings(rows, list(args.seeds), args.steps, evals, world, args.threads, args.jobs,
+                    list(args.overrides))
+
+
+def run_all(jobs: list[RunJob], parallel: int) -> None:
+    """Train every job (``parallel`` processes at once), with an overall progress bar."""
+    todo = [j for j in jobs if pending(j)]
+    level = logging.getLogger().getEffectiveLevel()
+    with tqdm(total=len(todo), unit="run", desc="ablation") as bar:
+        if parallel == 1:
+            for job in todo:
+                train_run(job, level)
+                bar.update(1)
+            return
+        with ProcessPoolExecutor(parallel, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(train_run, job, level) for job in todo]
+            for future in as_completed(futures):
+                future.result()
+                bar.update(1)
+
+
+def label_check(worlds: Worlds, work: Path) -> dict[str, Any]:
+    """Agreement of depth discontinuities and label boundaries on the training drives."""
+    from training.label_edges import world_agreement
+
+    path = work / "label_check.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    out: dict[str, Any] = {"depth_jump": 0.15, "split": str(worlds.train_split)}
+    for tol in (1, 2):
+        agree = world_agreement(worlds.train_root, worlds.train_split, 0.15, float(tol))
+        out[f"tolerance_{tol}px"] = {**asdict(agree),
+                                     "discontinuity_fraction": agree.discontinuity_fraction,
+                                     "label_fraction": agree.label_fraction}
+    write_text_atomic(path, json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    worlds = prepare_worlds(args.work, settings.world)
+    jobs = [RunJob(args.work, row, seed, tuple(settings.eval_steps), worlds, settings.threads,
+                   tuple(settings.overrides)) for row in settings.rows for seed in settings.seeds]
+    if args.warmup_steps > 0:
+        seconds, per_step = estimate_seconds(jobs, args.warmup_steps)
+        rates = ", ".join(f"{row} {s:.2f} s/step" for row, s in per_step.items())
+        print(f"expected: {sum(bool(pending(j)) for j in jobs)} of {len(jobs)} runs to do, "
+              f"{seconds / 60:.1f} min in one process ({rates})"
+              + (f"; at best {seconds / 60 / settings.jobs:.1f} min with {settings.jobs} jobs"
+                 if settings.jobs > 1 else ""), flush=True)
+    if args.estimate_only:
+        return 0
+    tic = time.perf_counter()
+    run_all(jobs, settings.jobs)
+    labels = label_check(worlds, args.work)
+    result: dict[str, Any] = {"settings": asdict(settings), **git_state(),
+                              "wall_seconds_this_call": time.perf_counter() - tic,
+                              "label_check": labels,
+                              "rows": summarise(args.work, settings.rows, settings.seeds,
+                                                settings.steps),
+                              "paper_table3": {r: dict(zip(METRIC_NAMES, v))
+                                               for r, v in PAPER_TABLE3.items()}}
+    text = table_markdown(result["rows"], settings.steps)
+    if len(settings.eval_steps) > 1:
+        result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
+                            for row in settings.rows]
+        text += "\n" + "\n".join(curve_markdown(c) for c in result["curves"])
+    text += "\n" + label_check_text(labels)
+    name = "curve" if args.curve else "table"
+    write_text_atomic(args.work / f"{name}.json", json.dumps(result, indent=1))
+    write_text_atomic(args.work / f"{name}.md", text)
+    print(text)
+    print(f"written: {args.work / (name + '.md')}, {args.work / (name + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
