@@ -1,8 +1,8 @@
-"""Colourised depth for display: a fixed metric scale, so colours mean the same every frame.
+"""Colorized depth for display: a fixed metric scale, so colors mean the same every frame.
 
 Depth is mapped linearly from [min_depth, max_depth] (default 0..80 m, KITTI's
-evaluation cap) onto OpenCV's Turbo colour map with near = red and far = blue;
-invalid (NaN) pixels get ``invalid_color``. A 256-entry lookup table is built once.
+evaluation cap) onto OpenCV's Turbo color map with near = red and far = blue;
+invalid (NaN) pixels get ``invalid_color``. ``turbo_lut`` gives the 256 colors.
 """
 from __future__ import annotations
 
@@ -29,9 +29,20 @@ def colorize_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float =
         raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
     if not max_depth > min_depth:
         raise ValueError(f"max_depth ({max_depth}) must exceed min_depth ({min_depth})")
-    finite = np.isfinite(depth)
-    t = (max_depth - np.where(finite, depth, max_depth)) * (255.0 / (max_depth - min_depth))
-    idx = np.clip(t + 0.5, 0, 255).astype(np.uint8)
-    out = turbo_lut()[idx]
-    out[~finite] = invalid_color
+    import cv2
+
+    valid = np.isfinite(depth)
+    # float32 throughout: index = round((max - d) * 255 / (max - min)), clipped to 0..255
+    # (fmax also turns the NaN of invalid pixels into 0; they are painted over below).
+    t = np.subtract(np.float32(max_depth), depth, dtype=np.float32)
+    t *= np.float32(255.0 / (max_depth - min_depth))
+    t += np.float32(0.5)
+    np.fmax(t, np.float32(0), out=t)
+    np.minimum(t, np.float32(255), out=t)
+    out = cv2.applyColorMap(t.astype(np.uint8), cv2.COLORMAP_TURBO)  # = turbo_lut()[idx], BGR
+    cv2.cvtColor(out, cv2.COLOR_BGR2RGB, dst=out)
+    # Masked copy in OpenCV (a numpy boolean assignment is ten times slower).
+    out = cv2.bitwise_and(out, out, dst=np.zeros_like(out), mask=valid.view(np.uint8))
+    if any(invalid_color):
+        out[~valid] = invalid_color
     return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-#: Interpolation used for every colour-image downscale/upscale (area averaging is
+#: Interpolation used for every color-image downscale/upscale (area averaging is
 #: antialiased when shrinking, like the PIL resize the reference code uses).
 IMAGE_INTERPOLATION = cv2.INTER_AREA
 

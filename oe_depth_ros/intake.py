@@ -8,11 +8,11 @@ and offline alike, what happens to each Image and CameraInfo:
   then binning divides; the published image is ``roi`` size / binning, or full size /
   binning without a ROI); an invalid one is counted and ignored (the last valid one
   stays in use);
-* an image must have a camera encoding (colour, mono or bayer; depth and other data
+* an image must have a camera encoding (color, mono or bayer; depth and other data
   encodings are refused) and a consistent layout;
 * its intrinsics come from the newest CameraInfo (``sync: latest``) or the one nearest
   its stamp within ``slop`` (``approximate``); a CameraInfo that describes another image
-  size is not used for it; without any CameraInfo the normalised fallback intrinsics are
+  size is not used for it; without any CameraInfo the normalized fallback intrinsics are
   used (when enabled), counted as ``no_camera_info``.
 
 Every problem has a *kind* (:data:`ERROR_KINDS`); a frame with a problem is skipped and
@@ -76,7 +76,7 @@ class CameraInfoConfig:
     slop: float = 0.05
     #: Without any CameraInfo, use ``fallback_intrinsics`` instead of skipping frames.
     use_fallback: bool = True
-    #: Normalised [fx/W, fy/H, cx/W, cy/H] (KITTI's, as in training).
+    #: Normalized [fx/W, fy/H, cx/W, cy/H] (KITTI's, as in training).
     fallback_intrinsics: tuple[float, float, float, float] = (0.58, 1.92, 0.5, 0.5)
 
     def __post_init__(self) -> None:
@@ -148,7 +148,7 @@ def image_rgb_from_msg(msg: Any) -> np.ndarray:
 
 
 def fallback_intrinsics(normalised: Any, width: int, height: int) -> np.ndarray:
-    """3x3 intrinsics in pixels from normalised [fx/W, fy/H, cx/W, cy/H]."""
+    """3x3 intrinsics in pixels from normalized [fx/W, fy/H, cx/W, cy/H]."""
     fx, fy, cx, cy = (float(v) for v in normalised)
     k_norm = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
     return normalised_to_pixels(k_norm, width, height)

@@ -75,6 +75,23 @@ def _rosbags_uint8_sequence(buf: memoryview) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8).copy()
 
 
+def _with_data(cls: Any, types: "MessageTypes", buf: memoryview, **fields: Any) -> Any:
+    """A message of ``cls`` whose ``uint8[]`` data holds ``buf``, copied once.
+
+    rclpy's generated constructor copies ``data`` (``array('B', data)``) and so does its
+    setter unless the message checks its fields, in which case an ``array('B')`` is
+    taken as it is (measured in bench/bench_postprocess.py: one 3.7 MB copy instead of
+    three). Messages generated without ``check_fields`` (Humble) always check.
+    """
+    data = types.uint8_sequence(buf)
+    if types.name != "rclpy":
+        return cls(data=data, **fields)
+    checks = "_check_fields" in getattr(cls, "__slots__", ())
+    msg = cls(check_fields=True, **fields) if checks else cls(**fields)
+    msg.data = data
+    return msg
+
+
 @dataclass(frozen=True)
 class MessageTypes:
     """The message classes to build and how their ``uint8[]`` fields are filled.
@@ -147,7 +164,7 @@ def stamp_to_ns(stamp: Any) -> int:
 
 @dataclass(frozen=True)
 class Encoding:
-    """Pixel layout of an Image encoding: element type, channels, colour order."""
+    """Pixel layout of an Image encoding: element type, channels, color order."""
 
     dtype: np.dtype
     channels: int
@@ -186,7 +203,7 @@ ENCODINGS: dict[str, Encoding] = {
     **{f"bayer_{p}16": _enc(np.uint16, 1, f"bayer_{p}") for p in ("rggb", "bggr", "gbrg", "grbg")},
 }
 
-#: The camera encodings (colour, mono, bayer) that ``image_to_rgb`` accepts.
+#: The camera encodings (color, mono, bayer) that ``image_to_rgb`` accepts.
 CAMERA_ENCODINGS: tuple[str, ...] = tuple(n for n, e in ENCODINGS.items() if e.kind != "data")
 
 # ROS names the 2x2 pattern from the top-left pixel; OpenCV's Bayer codes name it from
@@ -281,7 +298,7 @@ def image_to_numpy(msg: Any) -> np.ndarray:
 
 
 def image_to_rgb(msg: Any) -> np.ndarray:
-    """Image of any colour, mono or bayer encoding -> uint8 RGB [H, W, 3] (a new array).
+    """Image of any color, mono or bayer encoding -> uint8 RGB [H, W, 3] (a new array).
 
     Bayer is demosaiced with OpenCV (bilinear); mono is replicated to three channels;
     16-bit values map to 8 bits as round(v * 255 / 65535). Depth/data encodings
@@ -289,7 +306,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """
     enc = _encoding(getattr(msg, "encoding", None))
     if enc.kind == "data":
-        raise MessageError(f"Image encoding {msg.encoding!r} is not a colour or mono encoding")
+        raise MessageError(f"Image encoding {msg.encoding!r} is not a color or mono encoding")
     arr = image_to_numpy(msg)
     if enc.kind.startswith("bayer_"):
         import cv2
@@ -326,11 +343,9 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Any, types: Messag
     if height == 0 or width == 0:
         raise MessageError(f"cannot make an Image of zero size ({width}x{height})")
     arr = np.ascontiguousarray(arr, dtype=enc.dtype)  # native order, C layout
-    return types.Image(
-        header=header, height=height, width=width, encoding=encoding,
-        is_bigendian=int(_NATIVE_BIG), step=width * enc.pixel_bytes,
-        data=types.uint8_sequence(arr.data.cast("B")),
-    )
+    return _with_data(types.Image, types, arr.data.cast("B"), header=header, height=height,
+                      width=width, encoding=encoding, is_bigendian=int(_NATIVE_BIG),
+                      step=width * enc.pixel_bytes)
 
 
 # ----------------------------------------------------------------------- camera info
@@ -472,7 +487,7 @@ def _point_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
 
 
 def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes) -> Any:
-    """Structured array [N] (unorganised) or [H, W] (organised) -> PointCloud2.
+    """Structured array [N] (unorganized) or [H, W] (organized) -> PointCloud2.
 
     Fields must include x, y and z (float32). ``is_dense`` is True when every x, y, z
     is finite. The bytes equal ``create_cloud``'s for the same fields and points.
@@ -495,13 +510,10 @@ def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes) -> An
     is_dense = bool(all(np.isfinite(pts[a]).all() for a in ("x", "y", "z")))
     point_fields = [types.PointField(name=n, offset=o, datatype=d, count=c)
                     for n, o, d, c in fields]
-    return types.PointCloud2(
-        header=header, height=height, width=width, fields=point_fields,
-        is_bigendian=_NATIVE_BIG, point_step=pts.dtype.itemsize,
-        row_step=pts.dtype.itemsize * width,
-        data=types.uint8_sequence(pts.reshape(-1).view(np.uint8).data),
-        is_dense=is_dense,
-    )
+    return _with_data(types.PointCloud2, types, pts.reshape(-1).view(np.uint8).data,
+                      header=header, height=height, width=width, fields=point_fields,
+                      is_bigendian=_NATIVE_BIG, point_step=pts.dtype.itemsize,
+                      row_step=pts.dtype.itemsize * width, is_dense=is_dense)
 
 
 def _cloud_dtype(msg: Any, point_step: int, big: bool) -> np.dtype:

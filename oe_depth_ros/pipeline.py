@@ -1,4 +1,4 @@
-"""The ROS-free depth pipeline: RGB image + intrinsics -> metric depth, cloud, colours.
+"""The ROS-free depth pipeline: RGB image + intrinsics -> metric depth, cloud, colors.
 
 The node, ``oe-depth process-bag`` and the demo all run :class:`DepthPipeline`, so
 they produce the same numbers. Per frame:
@@ -14,7 +14,7 @@ they produce the same numbers. Per frame:
    (``geometry.resize_intrinsics``);
 3. depth = scale * unscaled depth, the scale from the configured strategy
    (``oe_depth_ros.scale``); pixels outside [min_range, max_range] become NaN (REP 118);
-4. the cloud is back-projected with cached per-pixel rays, and the depth is colourised;
+4. the cloud is back-projected with cached per-pixel rays, and the depth is colorized;
    which of these a call computes is its ``outputs`` argument (the node asks only for
    what has subscribers), never shared configuration.
 
@@ -55,7 +55,7 @@ class PointsConfig:
     max_range: float = 0.0
     #: Organized cloud ([H, W] with NaN holes) instead of a list of valid points.
     organized: bool = False
-    #: Storage of the packed 0x00RRGGBB colour field.
+    #: Storage of the packed 0x00RRGGBB color field.
     rgb_type: Literal["float32", "uint32"] = "float32"
 
     def __post_init__(self) -> None:
@@ -67,10 +67,10 @@ class PointsConfig:
 
 @dataclass(frozen=True)
 class ColoredConfig:
-    """The colourised depth image (node parameters ``colored.*``)."""
+    """The colorized depth image (node parameters ``colored.*``)."""
 
     enabled: bool = True
-    #: Depth (metres) shown in the nearest and in the farthest colour.
+    #: Depth (metres) shown in the nearest and in the farthest color.
     min_range: float = 0.0
     max_range: float = 80.0
 
@@ -158,7 +158,7 @@ def disparity_to_depth(disp: np.ndarray, size: tuple[int, int] | None = None,
     d = np.asarray(disp, dtype=np.float32)
     resized = resize_depth(d, size) if size is not None else d
     out = resized.copy() if resized is disp or resized is d else resized
-    invalid = ~(out > 0)
+    invalid = out <= 0  # a NaN disparity stays NaN through the division
     with np.errstate(divide="ignore", invalid="ignore"):
         np.divide(np.float32(scale), out, out=out)
     np.copyto(out, np.float32(np.nan), where=invalid)

@@ -1,6 +1,6 @@
 """Depth map -> point cloud as a numpy structured array (x, y, z float32 + packed rgb).
 
-The layout matches what RViz's RGB8 colour transformer reads: ``rgb`` holds the bytes
+The layout matches what RViz's RGB8 color transformer reads: ``rgb`` holds the bytes
 0x00RRGGBB, either as UINT32 or reinterpreted as FLOAT32 (the PCL convention that
 ``sensor_msgs_py`` users usually follow). Points are in the camera's optical frame
 (x right, y down, z forward). Per-pixel rays are cached per (K, size) as two
@@ -35,7 +35,7 @@ def cloud_dtype(rgb: bool = True, rgb_type: RgbType = "float32") -> np.dtype:
 def pack_rgb(rgb: np.ndarray) -> np.ndarray:
     """uint8 [..., 3] (R, G, B) -> uint32 [...] holding 0x00RRGGBB."""
     if rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"expected uint8 [..., 3] colours, got {rgb.dtype} {rgb.shape}")
+        raise ValueError(f"expected uint8 [..., 3] colors, got {rgb.dtype} {rgb.shape}")
     if _LITTLE and rgb.ndim == 3:
         # BGRA bytes read as a little-endian uint32 are 0xAARRGGBB; clear the alpha byte.
         packed = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGRA).view(np.uint32)
@@ -97,28 +97,28 @@ def depth_to_cloud(depth: np.ndarray, rays: np.ndarray, rgb: np.ndarray | None =
     d = decimation
     z = depth[::d, ::d]
     rx, ry = rays[0, ::d, ::d], rays[1, ::d, ::d]
-    colours = None if rgb is None else rgb[::d, ::d]
     # NaN compares false, so one comparison keeps exactly the finite points in range.
     with np.errstate(invalid="ignore"):
         keep = z <= (np.inf if max_range is None else np.float32(max_range))
-    dtype = cloud_dtype(rgb is not None, rgb_type)
+    packed = None if rgb is None else pack_rgb(rgb[::d, ::d]).view(np.float32)
     if organized:
-        out = np.empty(z.shape, dtype=dtype)
-        zk = out["z"]
-        np.copyto(zk, z)
-        np.copyto(zk, np.float32(np.nan), where=~keep)
-        np.multiply(rx, zk, out=out["x"])
-        np.multiply(ry, zk, out=out["y"])
-        if colours is not None:
-            out["rgb"] = pack_rgb(colours).view(dtype["rgb"])
-        return out
-    # Gathers by flat index: much faster than boolean-masking several [H, W] arrays.
-    idx = np.flatnonzero(keep)
-    out = np.empty(idx.shape[0], dtype=dtype)
-    zk = z.reshape(-1).take(idx)
-    out["z"] = zk
-    np.multiply(rx.reshape(-1).take(idx), zk, out=out["x"])
-    np.multiply(ry.reshape(-1).take(idx), zk, out=out["y"])
-    if colours is not None:
-        out["rgb"] = np.take(pack_rgb(colours).reshape(-1), idx).view(dtype["rgb"])
-    return out
+        zk = np.where(keep, z, np.float32(np.nan))
+        planes = [rx * zk, ry * zk, zk]
+        if packed is not None:
+            planes.append(np.ascontiguousarray(packed))
+    else:
+        # Gather by flat index, then compute on the kept points only.
+        idx = np.flatnonzero(keep)
+        zk = z.reshape(-1).take(idx)
+        x = rx.reshape(-1).take(idx)
+        x *= zk
+        y = ry.reshape(-1).take(idx)
+        y *= zk
+        planes = [x, y, zk]
+        if packed is not None:
+            planes.append(packed.reshape(-1).take(idx))
+    # One interleaving pass builds the records (cv2.merge writes the channels in order).
+    dtype = cloud_dtype(rgb is not None, rgb_type)
+    if zk.size == 0:
+        return np.empty(zk.shape, dtype=dtype)
+    return cv2.merge(planes).view(dtype).reshape(zk.shape)

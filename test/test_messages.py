@@ -148,7 +148,7 @@ def test_image_to_rgb_colour_orders_and_mono(types):
     mono16 = np.array([[0, 65535, 257 * 100, 128]], dtype=np.uint16)
     out = image_to_rgb(numpy_to_image(mono16, "mono16", header, types))
     np.testing.assert_array_equal(out[0, :, 1], [0, 255, 100, 0])  # 128*255/65535 = 0.498
-    with pytest.raises(MessageError, match="not a colour"):
+    with pytest.raises(MessageError, match="not a color"):
         image_to_rgb(numpy_to_image(np.zeros((2, 2), np.float32), "32FC1", header, types))
 
 
@@ -167,7 +167,7 @@ def test_depth_and_data_encodings_are_refused_as_camera_images(encoding, types):
     pixels = random_pixels(np.random.default_rng(1), encoding, 3, 4)
     msg = numpy_to_image(pixels, encoding, make_header(0, "c", types), types)
     np.testing.assert_array_equal(image_to_numpy(msg), pixels)  # still readable as data
-    with pytest.raises(MessageError, match="not a colour or mono encoding"):
+    with pytest.raises(MessageError, match="not a color or mono encoding"):
         image_to_rgb(msg)
 
 

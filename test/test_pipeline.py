@@ -283,3 +283,37 @@ def test_config_from_the_node_parameter_names():
     assert cfg.scale.method == "camera_height"
     with pytest.raises(ConfigError, match="unknown key.*organised"):
         PipelineConfig.from_params({"points.organised": True})
+
+
+def test_colour_map_per_pixel_with_an_invalid_colour():
+    from oe_depth_ros.colormap import colorize_depth, turbo_lut
+
+    rng = np.random.default_rng(3)
+    depth = rng.uniform(-10, 120, (7, 9)).astype(np.float32)
+    depth[0, :4] = [np.nan, np.inf, -np.inf, 30.0]
+    out = colorize_depth(depth, 5.0, 60.0, invalid_color=(9, 8, 7))
+    lut = turbo_lut()
+    for v in range(7):
+        for u in range(9):
+            d = float(depth[v, u])
+            if not np.isfinite(d):
+                want = [9, 8, 7]
+            else:
+                want = lut[int(min(max((60.0 - d) * 255.0 / 55.0 + 0.5, 0), 255))]
+            np.testing.assert_array_equal(out[v, u], want, err_msg=f"pixel {v}, {u}")
+
+
+def test_empty_and_decimated_clouds():
+    from oe_depth_ros.pointcloud import RayCache, depth_to_cloud
+
+    rays = RayCache().get(K_CAM, 4, 6)
+    depth = np.full((4, 6), np.nan, np.float32)
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    assert depth_to_cloud(depth, rays, rgb).shape == (0,)
+    depth[1, 2], rgb[1, 2] = 3.0, (1, 2, 3)
+    (point,) = depth_to_cloud(depth, rays, rgb)
+    assert point["z"] == 3.0 and point["rgb"].view(np.uint32) == 0x010203
+    assert point["x"] == pytest.approx((2 - K_CAM[0, 2]) / K_CAM[0, 0] * 3.0, rel=1e-6)
+    organized = depth_to_cloud(depth, rays, None, decimation=3, organized=True)
+    assert organized.shape == (2, 2) and organized.dtype.names == ("x", "y", "z")
+    assert np.isnan(organized["z"]).all()  # row 1 and column 2 are not kept

@@ -49,6 +49,9 @@ from oe_depth_ros.messages import (
 
 __all__ = [
     "VELO_TOPIC",
+    "LEFT_COLOR_CAMERA",
+    "LEFT_COLOR_IMAGE_TOPIC",
+    "LEFT_COLOR_INFO_TOPIC",
     "IMU_TOPIC",
     "GPS_TOPIC",
     "image_topic",
@@ -78,6 +81,12 @@ def image_topic(cam: int) -> str:
 def camera_info_topic(cam: int) -> str:
     """``/kitti/<camera frame>/camera_info`` of KITTI camera ``cam``."""
     return f"/kitti/{tf.CAMERA_FRAMES[cam]}/camera_info"
+
+
+#: KITTI's left colour camera (image_02): the camera the depth tools read by default.
+LEFT_COLOR_CAMERA = 2
+LEFT_COLOR_IMAGE_TOPIC = image_topic(LEFT_COLOR_CAMERA)
+LEFT_COLOR_INFO_TOPIC = camera_info_topic(LEFT_COLOR_CAMERA)
 
 
 def camera_projection(calib: KittiCalib, cam: int) -> np.ndarray:

@@ -14,7 +14,7 @@ time under a namespace ``NS`` (default ``/oe_depth``, the node's default):
 * ``NS/depth/image``: 32FC1 metres, NaN where invalid (REP 118);
 * ``NS/depth/camera_info``: matching the depth image's size;
 * ``NS/points``: PointCloud2 (x, y, z, rgb) in the camera's optical frame;
-* ``NS/depth/colored``: rgb8 colourised depth.
+* ``NS/depth/colored``: rgb8 colorized depth.
 
 With ``copy_input`` every input topic is copied unchanged. When the bag has a LiDAR
 topic and ``/tf_static`` links the LiDAR to the camera, each depth map is evaluated
@@ -36,8 +36,7 @@ from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.bags.bagio import BagError, BagReader, BagWriter, atomic_bag
-from oe_depth_ros.bags.kitti2bag import VELO_TOPIC
-from oe_depth_ros.bags.kitti2bag import image_topic as kitti_image_topic
+from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
 from oe_depth_ros.intake import CameraInfoConfig, FrameIntake
@@ -50,7 +49,9 @@ from oe_depth_ros.messages import (
     stamp_to_ns,
 )
 from oe_depth_ros.metrics import METRIC_NAMES
-from oe_depth_ros.node_params import TOPICS
+from oe_depth_ros.node_params import (
+    COLORED_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, POINTS_TOPIC, TOPICS,
+)
 from oe_depth_ros.pipeline import Outputs
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ OUTPUT_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS
 class ProcessOptions:
     """What to read, what to write, and how to evaluate."""
 
-    image_topic: str = kitti_image_topic(2)
+    image_topic: str = LEFT_COLOR_IMAGE_TOPIC
     #: None: the image topic's sibling ``camera_info``.
     camera_info_topic: str | None = None
     #: How images are matched with CameraInfo (the node's ``camera_info.*`` parameters).
@@ -177,8 +178,8 @@ class _Run:
         self.evaluator, self.tree = evaluator, tree
         self.types = MessageTypes.rosbags(dst.typestore)
         self.topics = options.output_topics()
-        self.outputs = Outputs(points="points" in self.topics,
-                               colored="depth/colored" in self.topics)
+        self.outputs = Outputs(points=POINTS_TOPIC in self.topics,
+                               colored=COLORED_TOPIC in self.topics)
         self.intake = FrameIntake(options.camera_info, camera_info_topic=options.info_topic())
         #: An image held back until the next message: a CameraInfo with the same bag time
         #: is taken first (a bag's order within one time stamp is arbitrary).
@@ -239,17 +240,17 @@ class _Run:
                                        self._lidar_in_camera(msg.header.frame_id), self.outputs)
         header = msg.header
         topics = self.topics
-        if "depth/image" in topics:
-            self.dst.write(topics["depth/image"], bag_time,
+        if DEPTH_TOPIC in topics:
+            self.dst.write(topics[DEPTH_TOPIC], bag_time,
                            numpy_to_image(result.depth, "32FC1", header, self.types))
-        if "depth/camera_info" in topics:
-            self.dst.write(topics["depth/camera_info"], bag_time,
+        if DEPTH_INFO_TOPIC in topics:
+            self.dst.write(topics[DEPTH_INFO_TOPIC], bag_time,
                            result.camera_info(header, self.types))
         if result.points is not None:
-            self.dst.write(topics["points"], bag_time,
+            self.dst.write(topics[POINTS_TOPIC], bag_time,
                            make_pointcloud2(result.points, header, self.types))
         if result.colored is not None:
-            self.dst.write(topics["depth/colored"], bag_time,
+            self.dst.write(topics[COLORED_TOPIC], bag_time,
                            numpy_to_image(result.colored, "rgb8", header, self.types))
         for stage, ms in result.timings.items():
             self.timings.setdefault(stage, []).append(ms)

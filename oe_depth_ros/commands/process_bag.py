@@ -14,7 +14,7 @@ from typing import Any
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``oe-depth process-bag``."""
     from oe_depth_ros.bags.bagio import DISTROS, STORAGES
-    from oe_depth_ros.bags.kitti2bag import VELO_TOPIC, image_topic
+    from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
     from oe_depth_ros.bags.process_bag import OUTPUT_TOPICS
     from oe_depth_ros.inference.backends import BACKEND_NAMES
 
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="namespace of the output topics (default: /oe_depth)")
     parser.add_argument("--outputs", nargs="+", default=list(OUTPUT_TOPICS),
                         choices=OUTPUT_TOPICS, help="outputs to write (default: all)")
-    parser.add_argument("--image-topic", default=image_topic(2))
+    parser.add_argument("--image-topic", default=LEFT_COLOR_IMAGE_TOPIC)
     parser.add_argument("--camera-info-topic", default=None,
                         help="default: the image topic's sibling camera_info")
     parser.add_argument("--copy-input", action="store_true",
