@@ -36,6 +36,16 @@ T = TypeVar("T")
 #: Diagnostic levels (the values of diagnostic_msgs/DiagnosticStatus).
 OK, WARN, ERROR = 0, 1, 2
 
+#: Error kind counted when a node callback raises (callback name -> kind). The node
+#: catches, logs the first of each kind with its traceback, counts it and carries on.
+CALLBACK_FAILURES: dict[str, str] = {
+    "image": "image_callback_failed",
+    "camera_info": "camera_info_callback_failed",
+    "inference": "processing_failed",
+    "diagnostics": "diagnostics_failed",
+    "parameters": "parameters_callback_failed",
+}
+
 
 class FrameMailbox(Generic[T]):
     """A one-slot mailbox: ``put`` replaces what was not yet taken (counted as dropped)."""

@@ -36,11 +36,11 @@ from __future__ import annotations
 import array
 import functools
 import logging
+import math
+import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,19 +50,22 @@ from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from oe_depth_ros import node_params
-from oe_depth_ros.diagnostics import FrameMailbox, NodeStats
-from oe_depth_ros.geometry import check_intrinsics
+from oe_depth_ros.diagnostics import CALLBACK_FAILURES, FrameMailbox, NodeStats
+from oe_depth_ros.inference.backends import CPU_BACKENDS, DepthBackend
+from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
 from oe_depth_ros.messages import (
-    ENCODINGS, MessageError, MessageTypes, camera_info_to_intrinsics, image_to_rgb,
-    make_camera_info, make_pointcloud2, numpy_to_image, stamp_to_ns,
+    MessageTypes, make_camera_info, make_pointcloud2, numpy_to_image,
 )
+from oe_depth_ros.pipeline import DepthPipeline, Outputs
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
 
 NODE_NAME = "oe_depth_node"
@@ -71,98 +74,6 @@ LOG = logging.getLogger(__name__)
 
 class StartupError(RuntimeError):
     """The node cannot start (bad parameters, model or backend); the text says why."""
-
-
-class InputError(ValueError):
-    """A frame cannot be processed; ``kind`` names the problem for logs and counters."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-# ------------------------------------------------------------------------ intrinsics
-
-
-@dataclass(frozen=True)
-class CameraModel:
-    """A validated CameraInfo: stamp (ns), 3x3 intrinsics and the image size it describes."""
-
-    stamp_ns: int
-    k: np.ndarray
-    width: int
-    height: int
-
-
-class IntrinsicsSource:
-    """Intrinsics for each image from the cached CameraInfo(s), or the fallback.
-
-    ``sync="latest"`` uses the newest valid CameraInfo; ``"approximate"`` the one whose
-    stamp is nearest the image's, if within ``slop`` seconds (kept: the last ``history``).
-    A CameraInfo whose size differs from the image's is not used for it (it belongs to
-    another resolution, e.g. while a camera switches modes). Thread-safe.
-    """
-
-    def __init__(self, history: int = 30) -> None:
-        self._lock = threading.Lock()
-        self._models: deque[CameraModel] = deque(maxlen=history)
-
-    def add(self, model: CameraModel) -> None:
-        """Cache a validated CameraInfo."""
-        with self._lock:
-            self._models.append(model)
-
-    @property
-    def has_any(self) -> bool:
-        """Whether a valid CameraInfo has been received."""
-        with self._lock:
-            return bool(self._models)
-
-    def lookup(self, stamp_ns: int, width: int, height: int, sync: str,
-               slop_s: float) -> np.ndarray:
-        """K for an image of ``width`` x ``height`` stamped ``stamp_ns``; InputError if none."""
-        with self._lock:
-            models = list(self._models)
-        if not models:
-            raise InputError("no_camera_info", "no CameraInfo received")
-        if sync == "approximate":
-            best = min(models, key=lambda m: abs(m.stamp_ns - stamp_ns))
-            gap = abs(best.stamp_ns - stamp_ns) * 1e-9
-            if gap > slop_s:
-                raise InputError("camera_info_unsynced",
-                                 f"nearest CameraInfo is {gap:.3f} s from the image, more than "
-                                 f"camera_info.slop = {slop_s} s")
-        else:
-            best = models[-1]
-        if best.width and best.height and (best.width, best.height) != (width, height):
-            raise InputError("camera_info_size_mismatch",
-                             f"CameraInfo is for {best.width}x{best.height} but the image is "
-                             f"{width}x{height}")
-        return best.k
-
-
-def camera_model_from_msg(msg: Any) -> CameraModel:
-    """Validate a CameraInfo message; InputError('camera_info_invalid') when unusable."""
-    try:
-        k = check_intrinsics(camera_info_to_intrinsics(msg))
-        stamp = stamp_to_ns(msg.header.stamp)
-    except (MessageError, ValueError) as exc:
-        raise InputError("camera_info_invalid", f"CameraInfo rejected: {exc}") from None
-    return CameraModel(stamp, k, int(msg.width), int(msg.height))
-
-
-def image_rgb_from_msg(msg: Any) -> np.ndarray:
-    """Image -> uint8 RGB, raising InputError with kind unsupported_encoding / malformed_image."""
-    enc = ENCODINGS.get(msg.encoding)
-    if enc is None or enc.kind == "data":
-        supported = sorted(k for k, v in ENCODINGS.items() if v.kind != "data")
-        raise InputError("unsupported_encoding",
-                         f"image encoding {msg.encoding!r} is not supported; use one of "
-                         f"{', '.join(supported)}")
-    try:
-        return image_to_rgb(msg)
-    except MessageError as exc:
-        raise InputError("malformed_image", f"image rejected: {exc}") from None
 
 
 # ---------------------------------------------------------------------- parameters
@@ -176,9 +87,15 @@ def _plain(value: Any) -> Any:
 
 
 def descriptor_for(p: ParamSpec) -> ParameterDescriptor:
-    """The ROS ParameterDescriptor of a parameter spec (ranges, read-only, text)."""
+    """The ROS ParameterDescriptor of a parameter spec (ranges, read-only, text).
+
+    Float parameters are dynamically typed so that an integer (``max_range: 80`` in a
+    file, ``ros2 param set ... max_range 50``) is accepted; the node's own validation
+    checks the type and :func:`coerce_numbers` turns run-time integers into doubles.
+    """
     desc = ParameterDescriptor(description=p.description + (f" [{p.unit}]" if p.unit else ""),
-                               read_only=p.read_only)
+                               read_only=p.read_only,
+                               dynamic_typing=p.type_name in ("float", "float[]"))
     if p.choices:
         desc.additional_constraints = "one of: " + ", ".join(p.choices)
     if p.limits is not None:
@@ -191,6 +108,20 @@ def descriptor_for(p: ParamSpec) -> ParameterDescriptor:
         else:
             desc.additional_constraints = f"each value in [{lo:g}, {hi:g}]"
     return desc
+
+
+def coerce_numbers(params: Sequence[Parameter]) -> list[Parameter]:
+    """Integer values of float (and float list) parameters as doubles; the rest unchanged."""
+    out = []
+    for param in params:
+        kind = node_params.type_name(param.name)
+        if kind == "float" and param.type_ == Parameter.Type.INTEGER:
+            param = Parameter(param.name, Parameter.Type.DOUBLE, float(param.value))
+        elif kind == "float[]" and param.type_ == Parameter.Type.INTEGER_ARRAY:
+            param = Parameter(param.name, Parameter.Type.DOUBLE_ARRAY,
+                              [float(v) for v in param.value])
+        out.append(param)
+    return out
 
 
 class _RosLogHandler(logging.Handler):
@@ -246,18 +177,43 @@ class CallbackGate:
             return self._cond.wait_for(lambda: self._active == 0, timeout)
 
 
-def _gated(method: Any) -> Any:
-    """Run a node callback only while the node's gate is open."""
-    @functools.wraps(method)
-    def wrapper(self: "DepthNode", *args: Any) -> None:
-        if not self._gate.enter():
-            return
-        try:
-            method(self, *args)
-        finally:
-            self._gate.leave()
+class ShutdownSignals:
+    """SIGINT and SIGTERM handling that never interrupts teardown.
 
-    return wrapper
+    A first signal during start-up (model loading) abandons it (KeyboardInterrupt); once
+    the node spins, a signal only asks the spin loop to stop. From teardown on, both are
+    ignored (``SIG_IGN``, which also outlives the interpreter's own finalisation, where
+    Python handlers are gone), so a terminal's Ctrl-C arriving together with the one
+    ``ros2 launch`` forwards can neither raise inside teardown nor kill the process.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._phase = "starting"
+
+    def install(self) -> None:
+        """Handle SIGINT and SIGTERM (call from the main thread)."""
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._handle)
+
+    def spinning(self) -> None:
+        """Start-up is done: a signal now stops the spin loop."""
+        self._phase = "spinning"
+
+    def stopping(self) -> None:
+        """Teardown has begun: ignore every further signal (call from the main thread)."""
+        self._phase = "stopping"
+        for sig in self.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = not self.requested.is_set()
+        self.requested.set()
+        if first and self._phase == "starting":
+            self._phase = "stopping"
+            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------- node
@@ -266,17 +222,22 @@ def _gated(method: Any) -> Any:
 class DepthNode(Node):
     """The depth node. ``backend``: an already loaded backend (else from parameters)."""
 
-    def __init__(self, backend: Any = None, **node_kwargs: Any) -> None:
+    def __init__(self, backend: DepthBackend | None = None, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("oe_depth_ros").addHandler(self._log_handler)
         logging.getLogger("oe_depth_ros").setLevel(logging.INFO)
         self._gate = CallbackGate()
+        self._last_status_log = -math.inf
         self._values = self._declare_parameters()
         self._types = MessageTypes.rclpy()
         self._stats = NodeStats()
-        self._mailbox: FrameMailbox[tuple[Image, float]] = FrameMailbox()
-        self._intrinsics = IntrinsicsSource()
+        #: (message, RGB, K, perf_counter at arrival, conversion ms) of the newest good frame
+        self._mailbox: FrameMailbox[tuple[Image, np.ndarray, np.ndarray, float, float]] = \
+            FrameMailbox()
+        self._intake = FrameIntake(
+            camera_info_config(self._values), report=self._bad_input,
+            camera_info_topic=self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC))
         self._pending_lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
         self._last_size: tuple[int, int] | None = None
@@ -295,36 +256,43 @@ class DepthNode(Node):
         input_group = MutuallyExclusiveCallbackGroup()
         self._inference_group = MutuallyExclusiveCallbackGroup()
         diag_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, "image", self._on_image, qos_in,
+        self.create_subscription(Image, node_params.IMAGE_TOPIC,
+                                 self._guarded("image", self._on_image), qos_in,
                                  callback_group=input_group)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos_in,
+        self.create_subscription(CameraInfo, node_params.CAMERA_INFO_TOPIC,
+                                 self._guarded("camera_info", self._on_camera_info), qos_in,
                                  callback_group=input_group)
-        self._pub_depth = self.create_publisher(Image, "depth/image", 1)
-        self._pub_info = self.create_publisher(CameraInfo, "depth/camera_info", 1)
-        self._pub_points = self.create_publisher(PointCloud2, "points", 1)
-        self._pub_colored = self.create_publisher(Image, "depth/colored", 1)
-        self._pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._frame_ready = self.create_guard_condition(self._on_frame_ready,
-                                                        callback_group=self._inference_group)
-        self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics,
-                          callback_group=diag_group)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._pub_depth = self.create_publisher(Image, node_params.DEPTH_TOPIC, 1)
+        self._pub_info = self.create_publisher(CameraInfo, node_params.DEPTH_INFO_TOPIC, 1)
+        self._pub_points = self.create_publisher(PointCloud2, node_params.POINTS_TOPIC, 1)
+        self._pub_colored = self.create_publisher(Image, node_params.COLORED_TOPIC, 1)
+        self._pub_diag = self.create_publisher(DiagnosticArray, node_params.DIAGNOSTICS_TOPIC, 10)
+        self._frame_ready = self.create_guard_condition(
+            self._guarded("inference", self._on_frame_ready),
+            callback_group=self._inference_group)
+        # Housekeeping runs on steady time: with use_sim_time and no /clock (or a paused
+        # bag) the node's clock stands still, but diagnostics must keep coming.
+        self.create_timer(self._values["diagnostics_period"],
+                          self._guarded("diagnostics", self._publish_diagnostics),
+                          callback_group=diag_group,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.add_pre_set_parameters_callback(
+            self._guarded("parameters", coerce_numbers, gated=False, on_error=lambda: None))
+        self.add_on_set_parameters_callback(self._guarded(
+            "parameters", self._on_set_parameters, gated=False,
+            on_error=lambda: SetParametersResult(
+                successful=False, reason="internal error while checking the change (see the "
+                                         "node's log)")))
         self.get_logger().info(
             f"ready: {self._stats.info['backend']} backend, network input "
             f"{self._stats.info['network_input']}, subscribed to "
-            f"{self.resolve_topic_name('image')} and {self.resolve_topic_name('camera_info')}")
+            f"{self.resolve_topic_name(node_params.IMAGE_TOPIC)} and "
+            f"{self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC)}")
 
     # -- start-up
 
     def _declare_parameters(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        # A parameter file's `max_range: 80` is an integer to rcl; accept it for floats.
-        overrides = getattr(self, "_parameter_overrides", {})
-        for p in PARAMS:
-            given = overrides.get(p.name)
-            if p.type_name == "float" and given is not None and \
-                    given.type_ == Parameter.Type.INTEGER:
-                overrides[p.name] = Parameter(p.name, Parameter.Type.DOUBLE, float(given.value))
         for p in PARAMS:
             try:
                 param = self.declare_parameter(p.name, p.default, descriptor_for(p))
@@ -333,12 +301,11 @@ class DepthNode(Node):
                                    f"default {p.default!r})") from None
             values[p.name] = _plain(param.value)
         try:
-            node_params.validate_all(values)
+            return node_params.validate_all(values)  # integers of float parameters -> float
         except ParamError as exc:
             raise StartupError(str(exc)) from None
-        return values
 
-    def _create_backend(self) -> Any:
+    def _create_backend(self) -> DepthBackend:
         from oe_depth_ros.inference.backends import create_backend, model_format
 
         name, path = self._values["backend"], self._values["model_path"]
@@ -349,7 +316,7 @@ class DepthNode(Node):
         options: dict[str, Any] = {}
         threads = self._values["threads"]
         try:
-            cpu_backend = name in ("onnxruntime", "torch") or (
+            cpu_backend = name in CPU_BACKENDS or (
                 name == "auto" and model_format(path) != "engine")
             if threads and cpu_backend:
                 options["threads"] = threads
@@ -358,9 +325,7 @@ class DepthNode(Node):
         except Exception as exc:  # BackendError and whatever a library raises on load
             raise StartupError(f"cannot start backend '{name}' with model {path}: {exc}") from exc
 
-    def _make_pipeline(self, values: dict[str, Any]) -> Any:
-        from oe_depth_ros.pipeline import DepthPipeline
-
+    def _make_pipeline(self, values: dict[str, Any]) -> DepthPipeline:
         self._config = node_params.pipeline_config(values)
         return DepthPipeline(self._backend, self._config)
 
@@ -376,6 +341,7 @@ class DepthNode(Node):
         try:
             node_params.validate_all(candidate)
             node_params.pipeline_config(candidate)
+            camera_info_config(candidate)
         except (ParamError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self._pending_lock:
@@ -390,23 +356,66 @@ class DepthNode(Node):
         changed = sorted(k for k in pending if pending[k] != self._values.get(k))
         self._values = pending
         self._pipeline = self._make_pipeline(pending)
+        self._intake.config = camera_info_config(pending)
         self._stats.set_info("scale_method", pending["scale.method"])
         self.get_logger().info(f"parameters changed: {', '.join(changed)}")
 
     # -- callbacks
 
-    @_gated
     def _on_image(self, msg: Image) -> None:
+        received = time.perf_counter()
         self._stats.frame_received()
-        self._mailbox.put((msg, time.perf_counter()))
+        if not self._outputs_wanted():
+            self._stats.frame_skipped()
+            return
+        # Checked and converted here, before the one-slot mailbox: a bad frame is counted
+        # as what it is and never displaces a good one that waits for the worker.
+        frame = self._intake.take_image(msg)  # reports and counts what it skips
+        if frame is None:
+            return
+        self._stats.set_info("intrinsics", frame.intrinsics)
+        convert_ms = (time.perf_counter() - received) * 1e3
+        self._mailbox.put((msg, frame.rgb, frame.k, received, convert_ms))
         self._frame_ready.trigger()
 
-    @_gated
+    def _outputs_wanted(self) -> bool:
+        """Whether any output has a subscriber (else frames are skipped, not processed)."""
+        return any(pub.get_subscription_count() > 0 for pub in (
+            self._pub_depth, self._pub_info, self._pub_points, self._pub_colored))
+
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._intake.add_camera_info(msg)  # an invalid one is reported and counted
+
+    def _guarded(self, name: str, callback: Any, gated: bool = True,
+                 on_error: Any = lambda: None) -> Any:
+        """``callback`` as the executor should call it: never raising, and idle once stopped.
+
+        An exception is counted as ``CALLBACK_FAILURES[name]`` (its first occurrence logged
+        with the traceback) and ``on_error()`` is returned instead. ``gated`` callbacks are
+        skipped once :meth:`stop` has closed the gate (they publish or touch the backend).
+        """
+        kind = CALLBACK_FAILURES[name]
+
+        @functools.wraps(callback)
+        def run(*args: Any) -> Any:
+            if gated and not self._gate.enter():
+                return on_error()
+            try:
+                return callback(*args)
+            except Exception as exc:  # noqa: BLE001 - no callback may end the node
+                self._callback_failed(kind, exc)
+                return on_error()
+            finally:
+                if gated:
+                    self._gate.leave()
+
+        return run
+
+    def _callback_failed(self, kind: str, exc: Exception) -> None:
         try:
-            self._intrinsics.add(camera_model_from_msg(msg))
-        except InputError as exc:
-            self._bad_input(exc.kind, str(exc))
+            self._bad_input(kind, f"{type(exc).__name__}: {exc}", exc_info=True)
+        except Exception:  # noqa: BLE001 - even a failing logger must not end the node
+            pass
 
     def _bad_input(self, kind: str, message: str, exc_info: bool = False) -> None:
         count = self._stats.error(kind, message)
@@ -418,39 +427,19 @@ class DepthNode(Node):
                 text += "\n" + traceback.format_exc()
             self.get_logger().warning(text)
 
-    @_gated
     def _on_frame_ready(self) -> None:
         item = self._mailbox.take()
         if item is None:
             return
-        msg, received = item
         try:
-            self._process(msg, received)
+            self._process(*item)
         except InputError as exc:
             self._bad_input(exc.kind, str(exc))
-        except Exception as exc:  # never let one frame end the node
-            self._bad_input("processing_failed", f"{type(exc).__name__}: {exc}", exc_info=True)
 
     # -- the work
 
-    def _intrinsics_for(self, msg: Image) -> np.ndarray:
-        v = self._values
-        stamp = stamp_to_ns(msg.header.stamp)
-        if not self._intrinsics.has_any and v["camera_info.use_fallback"]:
-            k = np.array(node_params.fallback_k(v["camera_info.fallback_intrinsics"],
-                                                msg.width, msg.height))
-            self._stats.set_info("intrinsics", "fallback")
-            self._bad_input("no_camera_info",
-                            f"no CameraInfo received on {self.resolve_topic_name('camera_info')}"
-                            f": using camera_info.fallback_intrinsics "
-                            f"{v['camera_info.fallback_intrinsics']}")
-            return k
-        k = self._intrinsics.lookup(stamp, msg.width, msg.height, v["camera_info.sync"],
-                                    v["camera_info.slop"])
-        self._stats.set_info("intrinsics", "camera_info")
-        return k
-
-    def _process(self, msg: Image, received: float) -> None:
+    def _process(self, msg: Image, rgb: np.ndarray, k: np.ndarray, received: float,
+                 convert_ms: float) -> None:
         self._apply_pending()
         want_depth = self._pub_depth.get_subscription_count() > 0
         want_info = self._pub_info.get_subscription_count() > 0
@@ -460,18 +449,15 @@ class DepthNode(Node):
         if not (want_depth or want_info or want_points or want_colored):
             self._stats.frame_skipped()
             return
-        t0 = time.perf_counter()
-        rgb = image_rgb_from_msg(msg)
-        k = self._intrinsics_for(msg)
         size = (int(msg.height), int(msg.width))
         if self._last_size is not None and size != self._last_size:
             self.get_logger().info(f"input resolution changed from {self._last_size[1]}x"
                                    f"{self._last_size[0]} to {size[1]}x{size[0]}")
         self._last_size = size
-        stages = {"convert": (time.perf_counter() - t0) * 1e3}
+        stages = {"convert": convert_ms}
 
-        self._pipeline.config = replace(self._config, cloud=want_points, colourise=want_colored)
-        result = self._pipeline.process(rgb, k)
+        result = self._pipeline.process(rgb, k,
+                                        outputs=Outputs(points=want_points, colored=want_colored))
         stages.update({name: ms for name, ms in result.timings.items() if name != "total"})
 
         t0 = time.perf_counter()
@@ -498,7 +484,6 @@ class DepthNode(Node):
 
     # -- diagnostics
 
-    @_gated
     def _publish_diagnostics(self) -> None:
         report = self._stats.report(self._mailbox.dropped)
         status = DiagnosticStatus(
@@ -509,10 +494,13 @@ class DepthNode(Node):
         array_msg = DiagnosticArray(status=[status])
         array_msg.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(array_msg)
+        # Throttled here, not by rclpy: rclpy fixes a call site's throttle_duration_sec at
+        # its first use and raises when log_throttle later changes.
         throttle = self._values["log_throttle"]
-        if throttle > 0:
-            self.get_logger().info(f"{report.message}; dropped {self._mailbox.dropped}",
-                                   throttle_duration_sec=throttle)
+        now = time.monotonic()
+        if throttle > 0 and now - self._last_status_log >= throttle:
+            self._last_status_log = now
+            self.get_logger().info(f"{report.message}; dropped {self._mailbox.dropped}")
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Stop taking callbacks and wait for running ones (a frame in inference)."""
@@ -529,10 +517,13 @@ class DepthNode(Node):
 
 
 def main(args: Sequence[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM (exit 0); exit 1 when it cannot start."""
-    rclpy.init(args=list(args) if args is not None else sys.argv)
+    """Run the node until SIGINT/SIGTERM (exit 0, whatever signals follow); 1 if it cannot start."""
+    signals = ShutdownSignals()
+    signals.install()
     node: DepthNode | None = None
     try:
+        rclpy.init(args=list(args) if args is not None else sys.argv,
+                   signal_handler_options=SignalHandlerOptions.NO)
         try:
             node = DepthNode()
         except StartupError as exc:
@@ -540,19 +531,23 @@ def main(args: Sequence[str] | None = None) -> int:
             return 1
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
+        signals.spinning()
         try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
+            while not signals.requested.is_set():
+                executor.spin_once(timeout_sec=0.1)
+        except ExternalShutdownException:
             pass
         finally:
+            signals.stopping()
             if not node.stop(timeout=5.0):
                 rclpy.logging.get_logger(NODE_NAME).warning("a callback did not finish "
                                                             "within 5 s of shutdown")
             executor.shutdown(timeout_sec=0.0)
         return 0
-    except KeyboardInterrupt:  # SIGINT while loading the model
+    except KeyboardInterrupt:  # the first signal arrived during start-up
         return 0
     finally:
+        signals.stopping()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -27,10 +27,12 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-#: Backend names accepted by ``oe_depth_ros.inference.backends.create_backend``.
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
+
+if TYPE_CHECKING:
+    from oe_depth_ros.pipeline import PipelineConfig
 
 PARAMS_FILE_KEY = "ros__parameters"
 
@@ -158,21 +160,31 @@ class TopicSpec:
     description: str
 
 
+#: The node's topic names (relative ones follow the node's namespace); one home for
+#: the node, ``process-bag`` and the tables below.
+IMAGE_TOPIC = "image"
+CAMERA_INFO_TOPIC = "camera_info"
+DEPTH_TOPIC = "depth/image"
+DEPTH_INFO_TOPIC = "depth/camera_info"
+POINTS_TOPIC = "points"
+COLORED_TOPIC = "depth/colored"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("image", "sensor_msgs/msg/Image", "sub", "qos_reliability, keep last qos_depth",
+    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "sub", "qos_reliability, keep last qos_depth",
               "Camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*)."),
-    TopicSpec("camera_info", "sensor_msgs/msg/CameraInfo", "sub",
+    TopicSpec(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "sub",
               "qos_reliability, keep last qos_depth",
               "Calibration of the rectified image (P, else K)."),
-    TopicSpec("depth/image", "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+    TopicSpec(DEPTH_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
               "32FC1 depth in metres along the optical axis, NaN = invalid; input header."),
-    TopicSpec("depth/camera_info", "sensor_msgs/msg/CameraInfo", "pub", "reliable, keep last 1",
+    TopicSpec(DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "pub", "reliable, keep last 1",
               "Intrinsics of depth/image (scaled to its size); input header."),
-    TopicSpec("points", "sensor_msgs/msg/PointCloud2", "pub", "reliable, keep last 1",
+    TopicSpec(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2", "pub", "reliable, keep last 1",
               "x, y, z float32 + rgb in the camera's optical frame (input frame_id)."),
-    TopicSpec("depth/colored", "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+    TopicSpec(COLORED_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
               "rgb8 colourised depth on a fixed colored.min_range..max_range scale."),
-    TopicSpec("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", "pub",
+    TopicSpec(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "pub",
               "reliable, keep last 10",
               "Rate, latency p50/p99, per-stage times, dropped frames, backend, scale, "
               "error counts; every diagnostics_period."),
@@ -185,6 +197,12 @@ def spec(name: str) -> ParamSpec:
         return _BY_NAME[name]
     except KeyError:
         raise ParamError(f"unknown parameter {name!r}; known: {', '.join(_BY_NAME)}") from None
+
+
+def type_name(name: str) -> str | None:
+    """The ROS type of parameter ``name`` ('float', 'int', ...), None for other names."""
+    p = _BY_NAME.get(name)
+    return p.type_name if p is not None else None
 
 
 def defaults() -> dict[str, Any]:
@@ -201,7 +219,8 @@ def _in_limits(p: ParamSpec, value: float) -> bool:
 def validate(name: str, value: Any) -> Any:
     """Check ``value`` for parameter ``name``; return it normalised, else raise ParamError.
 
-    Ints are accepted for float parameters (YAML ``80`` for ``80.0``), as ROS tools do not.
+    Ints are accepted for float parameters (YAML ``80`` for ``80.0``, ``ros2 param set
+    ... max_range 50``) and returned as floats.
     """
     p = spec(name)
     kind = p.type_name
@@ -252,29 +271,22 @@ def validate_all(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pipeline_config(values: Mapping[str, Any]) -> Any:
-    """Build the ``PipelineConfig`` that the parameter values describe (defaults filled in)."""
-    from oe_depth_ros.pipeline import PipelineConfig
-    from oe_depth_ros.scale import ScaleConfig
+def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
+    """Build the ``PipelineConfig`` that the parameter values describe (defaults filled in).
 
-    v = {**defaults(), **validate_all(values)}
-    scale = ScaleConfig(method=v["scale.method"], factor=v["scale.factor"],
-                        camera_height=v["scale.camera_height"], window=v["scale.window"],
-                        min_confidence=v["scale.min_confidence"])
-    return PipelineConfig(
-        output_resolution=v["output_resolution"], min_range=v["min_range"],
-        max_range=v["max_range"], cloud=True, cloud_decimation=v["points.decimation"],
-        cloud_max_range=v["points.max_range"] or None, cloud_organised=v["points.organized"],
-        cloud_rgb_type=v["points.rgb_type"], colourise=v["colored.enabled"],
-        colour_min_range=v["colored.min_range"], colour_max_range=v["colored.max_range"],
-        scale=scale,
-    )
+    Its sections and names are the parameters' own (``points.organized`` is
+    ``config.points.organized``), so the mapping is generated, not written by hand.
+    """
+    from oe_depth_ros.pipeline import PipelineConfig
+
+    return PipelineConfig.from_params({**defaults(), **validate_all(values)})
 
 
 def fallback_k(normalised: list[float], width: int, height: int) -> list[list[float]]:
     """3x3 intrinsics in pixels from normalised [fx/W, fy/H, cx/W, cy/H]."""
-    fx, fy, cx, cy = normalised
-    return [[fx * width, 0.0, cx * width], [0.0, fy * height, cy * height], [0.0, 0.0, 1.0]]
+    from oe_depth_ros.intake import fallback_intrinsics
+
+    return fallback_intrinsics(normalised, width, height).tolist()
 
 
 def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",

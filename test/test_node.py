@@ -13,15 +13,19 @@
 # limitations under the License.
 """oe_depth_node in its own process over real DDS (rclpy Jazzy wheels, Fast DDS).
 
-Two node processes are started once for the module with a small exported ONNX model:
-``/a`` (the shipped parameter file, fixed scale 2.5) and ``/b`` (approximate CameraInfo
-sync, reliable inputs). The test process has its own rclpy context, publishes Image and
-CameraInfo and decodes the outputs by hand; depth, CameraInfo, cloud and colours are compared with
-an offline ``DepthPipeline`` run on the same frame in this process.
+Three node processes are started once for the module with a small exported ONNX model:
+``/a`` (the shipped parameter file, fixed scale 2.5), ``/b`` (approximate CameraInfo
+sync, reliable inputs, ``use_sim_time`` without any /clock) and ``/f`` (failures injected
+into every callback by ``test/node_faults.py``); the signal tests start their own. The
+test process has its own rclpy context, publishes Image and CameraInfo and decodes the
+outputs by hand; depth, CameraInfo, cloud and colours are compared with an offline
+``DepthPipeline`` run on the same frame in this process.
 """
 from __future__ import annotations
 
 import os
+import random
+import re
 import signal
 import subprocess
 import sys
@@ -39,7 +43,7 @@ pytest.importorskip("onnxruntime")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rcl_interfaces.msg import Parameter as ParameterMsg  # noqa: E402
 from rcl_interfaces.msg import ParameterType, ParameterValue  # noqa: E402
-from rcl_interfaces.srv import SetParameters  # noqa: E402
+from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
@@ -81,14 +85,21 @@ def node_command(*ros_args: str) -> list[str]:
     return [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", *ros_args]
 
 
-class NodeProcess:
-    """A node subprocess with its log in a file."""
+FAULTS = {"image": 3, "camera_info": 3, "inference": 3, "diagnostics": 3, "parameters": 2}
 
-    def __init__(self, log: Path, *ros_args: str) -> None:
+
+class NodeProcess:
+    """A node subprocess with its log in a file (``faults``: run it by test/node_faults.py)."""
+
+    def __init__(self, log: Path, *ros_args: str, faults: dict[str, int] | None = None) -> None:
         self.log_path = log
         self._log = open(log, "w")
-        self.proc = subprocess.Popen(node_command(*ros_args), stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=_env(), cwd=REPO)
+        command, env = node_command(*ros_args), _env()
+        if faults:
+            command[1:3] = [str(REPO / "test" / "node_faults.py")]
+            env["OE_DEPTH_FAULTS"] = ",".join(f"{k}={v}" for k, v in faults.items())
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=env, cwd=REPO)
 
     def log(self) -> str:
         if not self._log.closed:
@@ -116,8 +127,10 @@ def nodes(model: Path, tmp_path_factory: pytest.TempPathFactory):
     b = NodeProcess(logs / "b.log", "-r", "__ns:=/b", "-p", f"model_path:={model}",
                     "-p", "backend:=onnxruntime", "-p", "camera_info.sync:=approximate",
                     "-p", "camera_info.slop:=0.05", "-p", "threads:=1",
-                    "-p", "qos_reliability:=reliable")
-    procs = {"a": a, "b": b}
+                    "-p", "qos_reliability:=reliable", "-p", "use_sim_time:=true")
+    f = NodeProcess(logs / "f.log", "-r", "__ns:=/f", "-p", f"model_path:={model}",
+                    "-p", "backend:=onnxruntime", "-p", "threads:=1", faults=FAULTS)
+    procs = {"a": a, "b": b, "f": f}
     yield procs
     for p in procs.values():
         p.stop(signal.SIGKILL)
@@ -186,7 +199,7 @@ def probe(nodes):
     p.subscribe("/diagnostics", DiagnosticArray)
     # Wait for both nodes: their input subscriptions appear in the graph.
     ready = p.spin_until(lambda: all(p.node.count_subscribers(f"/{ns}/image") > 0
-                                     for ns in ("a", "b")), timeout=60)
+                                     for ns in ("a", "b", "f")), timeout=90)
     if not ready:
         pytest.fail("nodes did not come up:\n" + "\n".join(n.log() for n in nodes.values()))
     warm_up(p, "a", nodes["a"])
@@ -224,17 +237,14 @@ def offline(model: Path):
     """The offline pipeline with the configuration node /a runs (shipped defaults, scale 2.5)."""
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
-    from oe_depth_ros.scale import ScaleConfig
 
     backend = create_backend("onnxruntime", model, threads=1)
 
     def make(**overrides: Any) -> Any:
-        cfg = dict(output_resolution="camera", min_range=0.1, max_range=80.0, cloud=True,
-                   cloud_decimation=1, cloud_max_range=None, cloud_organised=False,
-                   cloud_rgb_type="float32", colourise=True, colour_min_range=0.0,
-                   colour_max_range=80.0, scale=ScaleConfig(method="fixed", factor=SCALE))
-        cfg.update(overrides)
-        return DepthPipeline(backend, PipelineConfig(**cfg))
+        """``overrides`` by node parameter name, with ``__`` for the dot."""
+        params = {"scale.method": "fixed", "scale.factor": SCALE}
+        params.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return DepthPipeline(backend, PipelineConfig.from_params(params))
 
     return make
 
@@ -375,6 +385,8 @@ def set_parameters(probe: Probe, ns: str, **values: Any) -> list[Any]:
         pv = ParameterValue()
         if isinstance(value, bool):
             pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, list):
+            pv.type, pv.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, value
         elif isinstance(value, int):
             pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
         elif isinstance(value, float):
@@ -386,6 +398,16 @@ def set_parameters(probe: Probe, ns: str, **values: Any) -> list[Any]:
     assert probe.spin_until(future.done, 20), "parameter service did not answer"
     probe.node.destroy_client(client)
     return list(future.result().results)
+
+
+def get_parameters(probe: Probe, ns: str, *names: str) -> list[Any]:
+    """The ParameterValue messages of ``names`` on node ``ns``."""
+    client = probe.node.create_client(GetParameters, f"/{ns}/oe_depth_node/get_parameters")
+    assert probe.spin_until(lambda: client.service_is_ready(), 20), "no parameter service"
+    future = client.call_async(GetParameters.Request(names=list(names)))
+    assert probe.spin_until(future.done, 20), "parameter service did not answer"
+    probe.node.destroy_client(client)
+    return list(future.result().values)
 
 
 # ------------------------------------------------------------------ tests
@@ -533,7 +555,7 @@ def test_parameter_changes_are_checked(probe: Probe, offline) -> None:
     stamp = stamp_of(1004.0)
     out = send_until_outputs(probe, "a", image_msg(rgb, stamp, "rgb8"),
                              info_msg(K_320, 320, 96, stamp), ["depth/image", "points"])
-    ref = offline(cloud_decimation=4, max_range=30.0).process(rgb, K_320)
+    ref = offline(points__decimation=4, max_range=30.0).process(rgb, K_320)
     assert_same_depth(decode_depth(out["depth/image"]), ref.depth, limits=(0.1, 30.0))
     assert np.nanmax(decode_depth(out["depth/image"])) <= 30.0
     assert_same_cloud(decode_cloud(out["points"])[0], ref.points)
@@ -584,6 +606,130 @@ def test_no_subscribers_no_work_then_fallback_and_approximate_sync(probe: Probe)
     assert values["intrinsics"] == "camera_info"
 
 
+def changed_value(p: Any) -> Any:
+    """A valid value of run-time parameter ``p`` other than its default.
+
+    Numbers become integers, also for float parameters: a run-time integer must be
+    accepted for a double (``ros2 param set /oe_depth_node max_range 50``).
+    """
+    if p.type_name == "bool":
+        return not p.default
+    if p.choices:
+        return next(c for c in p.choices if c != p.default)
+    if p.type_name == "float[]":
+        return [round(v * 1.1, 3) for v in p.default]
+    lo, hi = p.limits
+    value = int(p.default) + 1
+    return value if value <= hi else int(p.default) - 1
+
+
+def test_every_run_time_parameter_changes_while_frames_stream(probe: Probe, nodes,
+                                                              offline) -> None:
+    """Each documented run-time parameter: a frame before, the change, a frame after.
+
+    The depth after a change equals the offline pipeline configured with the same value,
+    and a float parameter set with an integer reads back as a double.
+    """
+    from oe_depth_ros.node_params import PARAMS
+
+    run_time = [p for p in PARAMS if not p.read_only]
+    assert len(run_time) >= 15
+    rgb = make_image(96, 320, seed=8)
+    pipeline_names = {"output_resolution", "min_range", "max_range"} | {
+        p.name for p in PARAMS if p.name.split(".")[0] in ("points", "colored", "scale")}
+    t = 1100.0
+    for p in run_time:
+        t += 1.0
+        before = stamp_of(t)
+        send_until_outputs(probe, "a", image_msg(rgb, before, "rgb8"),
+                           info_msg(K_320, 320, 96, before), ["depth/image"])
+        value = changed_value(p)
+        value = {"scale.factor": 4,  # node /a runs with 2.5
+                 "min_range": 0}.get(p.name, value)  # 1 m would leave no valid depth
+        (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): value})
+        assert result.successful, (p.name, value, result.reason)
+        if p.type_name == "float":
+            (read,) = get_parameters(probe, "a", p.name)
+            assert read.type == ParameterType.PARAMETER_DOUBLE and read.double_value == value
+        t += 1.0
+        after = stamp_of(t)
+        out = send_until_outputs(probe, "a", image_msg(rgb, after, "rgb8"),
+                                 info_msg(K_320, 320, 96, after), ["depth/image"])
+        if p.name in pipeline_names and p.name != "scale.method":
+            params = {p.name.replace(".", "__"): value}
+            ref = offline(**params).process(rgb, K_320)
+            limits = (value, 80.0) if p.name == "min_range" else (
+                (0.1, value) if p.name == "max_range" else (0.1, 80.0))
+            assert_same_depth(decode_depth(out["depth/image"]), ref.depth, limits=limits)
+        default = p.default if p.name != "scale.factor" else SCALE
+        (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): default})
+        assert result.successful, (p.name, result.reason)
+    assert nodes["a"].proc.poll() is None
+
+
+def test_log_throttle_changes_at_run_time(probe: Probe, nodes) -> None:
+    """rclpy fixes a call site's throttle at first use; the node must not die on a change."""
+    start = len(re.findall(r"dropped \d+", nodes["a"].log()))
+    for throttle in (1, 2.5, 0.0, 1.0):
+        (result,) = set_parameters(probe, "a", log_throttle=throttle)
+        assert result.successful, result.reason
+        # The worker applies a change with its next frame.
+        stamp = stamp_of(1200.0 + throttle)
+        send_until_outputs(probe, "a", image_msg(make_image(96, 320, 9), stamp, "rgb8"),
+                           info_msg(K_320, 320, 96, stamp), ["depth/image"])
+        probe.spin_for(2.2)
+    assert nodes["a"].proc.poll() is None, nodes["a"].log()
+    assert diag_values(probe, "a", time.monotonic())
+    assert len(re.findall(r"dropped \d+", nodes["a"].log())) >= start + 2
+    (result,) = set_parameters(probe, "a", log_throttle=10.0)
+    assert result.successful
+
+
+def test_diagnostics_run_on_steady_time_with_sim_time_and_no_clock(probe: Probe) -> None:
+    """/b uses sim time and nobody publishes /clock: its diagnostics still come every second."""
+    t0 = time.monotonic()
+    probe.spin_for(3.5)
+    name = "/b/oe_depth_node: depth"
+    times = [t for t, msg in probe.messages["/diagnostics"]
+             if t > t0 and any(s.name == name for s in msg.status)]
+    assert len(times) >= 2, times
+    (read,) = get_parameters(probe, "b", "use_sim_time")
+    assert read.bool_value is True
+
+
+def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Probe,
+                                                                      nodes) -> None:
+    """/f raises in the first calls of each callback (FAULTS); it keeps publishing."""
+    probe.subscribe("/f/depth/image", Image)
+    rgb = make_image(96, 320, seed=10)
+    stamp = stamp_of(3000.0)
+    # Images, CameraInfos and inferences fail at first; frames come through afterwards.
+    send_until_outputs(probe, "f", image_msg(rgb, stamp, "rgb8"),
+                       info_msg(K_320, 320, 96, stamp), ["depth/image"], timeout=40)
+    for attempt in range(FAULTS["parameters"]):
+        (result,) = set_parameters(probe, "f", max_range=50)
+        assert not result.successful and "internal error" in result.reason
+    (result,) = set_parameters(probe, "f", max_range=50)
+    assert result.successful, result.reason
+    # Still publishing after every kind of failure, with the change applied.
+    stamp = stamp_of(3001.0)
+    out = send_until_outputs(probe, "f", image_msg(rgb, stamp, "rgb8"),
+                             info_msg(K_320, 320, 96, stamp), ["depth/image"])
+    assert np.nanmax(decode_depth(out["depth/image"])) <= 50.0
+    values = diag_values(probe, "f", time.monotonic())
+    from oe_depth_ros.diagnostics import CALLBACK_FAILURES
+
+    for callback, times in FAULTS.items():
+        key = f"errors.{CALLBACK_FAILURES[callback]}"
+        assert count(values, key) == times, (key, values)
+    assert nodes["f"].proc.poll() is None
+    log = nodes["f"].log()
+    for callback in FAULTS:  # logged once, with the traceback, however often it happened
+        kind = CALLBACK_FAILURES[callback]
+        assert log.count(f"{kind}: RuntimeError: injected failure") == 1, (kind, log)
+    assert log.count("Traceback") == len(FAULTS)
+
+
 def test_sigint_and_sigterm_end_the_nodes_cleanly(probe: Probe, nodes) -> None:
     start = time.monotonic()
     rc_a = nodes["a"].stop(signal.SIGINT, timeout=10)
@@ -593,6 +739,7 @@ def test_sigint_and_sigterm_end_the_nodes_cleanly(probe: Probe, nodes) -> None:
     assert rc_a == 0 and rc_b == 0, log
     assert elapsed < 8.0
     assert "Traceback" not in log
+    assert nodes["f"].stop(signal.SIGINT, timeout=10) == 0
     # Each error kind was logged once, not per frame.
     assert nodes["a"].log().count("malformed_image:") == 1
 
@@ -625,3 +772,64 @@ def test_an_onnx_file_that_is_not_a_model_fails_at_startup(tmp_path: Path) -> No
     result = run_node("-p", f"model_path:={bad}", "-p", "backend:=onnxruntime")
     assert result.returncode == 1
     assert "cannot start backend 'onnxruntime'" in result.stderr + result.stdout
+
+
+# ------------------------------------------------------------------ signal sequences
+
+
+def signal_sequence(model: Path, tmp_path: Path, probe: Probe, name: str,
+                    signals: list[tuple[int, float]], wait_ready: bool = True) -> None:
+    """Start a node, stream frames to it, send ``signals`` ((signal, delay before it)).
+
+    It must end with exit code 0, within 15 s, and without a traceback.
+    """
+    node = NodeProcess(tmp_path / f"{name}.log", "-r", f"__ns:=/{name}",
+                       "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
+                       "-p", "threads:=1")
+    try:
+        if not wait_ready:  # until the node is in the graph: its handlers are installed
+            assert probe.spin_until(lambda: ("oe_depth_node", f"/{name}") in
+                                    probe.node.get_node_names_and_namespaces(), 60), node.log()
+        if wait_ready:
+            probe.subscribe(f"/{name}/depth/image", Image)
+            assert probe.spin_until(lambda: "ready:" in node.log(), 60), node.log()
+            rgb = make_image(96, 320, seed=11)
+            for i in range(3):  # frames in flight while the signals arrive
+                probe.publish(f"/{name}/image", image_msg(rgb, stamp_of(4000.0 + i), "rgb8"))
+                probe.spin_for(0.03)
+        for sig, delay in signals:
+            time.sleep(delay)
+            if node.proc.poll() is None:
+                node.proc.send_signal(sig)
+        rc = node.proc.wait(15)
+    finally:
+        if wait_ready:
+            probe.unsubscribe(f"/{name}/depth/image")
+        rc = node.stop(signal.SIGKILL)
+    log = node.log()
+    assert rc == 0, log
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
+
+
+@pytest.mark.parametrize("signals", [
+    [(signal.SIGINT, 0.0), (signal.SIGINT, 0.05)],
+    [(signal.SIGTERM, 0.0), (signal.SIGINT, 0.01)],
+    [(signal.SIGINT, 0.0), (signal.SIGTERM, 0.15), (signal.SIGINT, 0.05)],
+], ids=["int-int", "term-int", "int-term-int"])
+def test_a_second_signal_during_teardown_still_exits_cleanly(model, tmp_path, probe,
+                                                             signals) -> None:
+    signal_sequence(model, tmp_path, probe, "sig", signals)
+
+
+def test_a_signal_during_startup_exits_cleanly(model, tmp_path, probe) -> None:
+    """SIGINT as soon as the node exists (loading its model), then again: exit code 0."""
+    signal_sequence(model, tmp_path, probe, "sigstart",
+                    [(signal.SIGINT, 0.0), (signal.SIGINT, 0.1)], wait_ready=False)
+
+
+@pytest.mark.slow
+def test_double_sigint_twenty_times_with_random_delays(model, tmp_path, probe) -> None:
+    rng = random.Random(13)
+    for i in range(20):
+        signal_sequence(model, tmp_path, probe, f"sig{i}",
+                        [(signal.SIGINT, 0.0), (signal.SIGINT, rng.uniform(0.01, 0.25))])

@@ -85,14 +85,16 @@ def test_pipeline_config_maps_every_pipeline_parameter():
         "scale.camera_height": 1.5, "scale.window": 7, "scale.min_confidence": 0.25,
     })
     assert (cfg.output_resolution, cfg.min_range, cfg.max_range) == ("network", 0.5, 60.0)
-    assert (cfg.cloud_decimation, cfg.cloud_max_range, cfg.cloud_organised) == (3, 30.0, True)
-    assert cfg.cloud_rgb_type == "uint32" and cfg.colourise is False
-    assert (cfg.colour_min_range, cfg.colour_max_range) == (1.0, 50.0)
+    p = cfg.points
+    want = (3, 30.0, True, "uint32")
+    assert (p.decimation, cfg.cloud_max_range, p.organized, p.rgb_type) == want
+    assert (cfg.colored.enabled, cfg.colored.min_range, cfg.colored.max_range) == (
+        False, 1.0, 50.0)
     s = cfg.scale
     assert (s.method, s.factor, s.camera_height, s.window, s.min_confidence) == (
         "camera_height", 2.0, 1.5, 7, 0.25)
     # 0 means "use max_range" for the cloud limit.
-    assert node_params.pipeline_config({}).cloud_max_range is None
+    assert node_params.pipeline_config({}).cloud_max_range == 80.0
 
 
 def test_fallback_intrinsics_in_pixels():
