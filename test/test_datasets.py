@@ -10,7 +10,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from oe_depth_ros.geometry import KITTI_NORMALISED_K
-from training.datasets import KittiRawMonoDataset, collate
+from training.datasets import Augmentation, KittiRawMonoDataset, collate
 
 torch.set_num_threads(2)
 
@@ -38,12 +38,29 @@ def make_layout(root: Path, frames: int = 5, ext: str = ".png") -> Path:
         cv2.imwrite(str(seg_dir / f"{i:010d}.png"), labels)
         gt = (rng.random((ORIG_H, ORIG_W)) * 50 * 256).astype(np.uint16)
         cv2.imwrite(str(gt_dir / f"{i:010d}.png"), gt)
-    p = " ".join(f"{v:.6e}" for v in P_RECT_02.ravel())
-    calib = f"calib_time: 09-Jan-2012 13:57:47\nP_rect_02: {p}\n"
-    (root / DATE / "calib_cam_to_cam.txt").write_text(calib)
+    write_calibration(root / DATE)
     split = root / "split.txt"
     split.write_text("".join(f"{DRIVE} {i} l\n" for i in range(1, frames - 1)))
     return split
+
+
+def _values(array: np.ndarray) -> str:
+    return " ".join(f"{v:.6e}" for v in np.asarray(array, dtype=np.float64).ravel())
+
+
+def write_calibration(date_dir: Path) -> None:
+    """KITTI's three calibration files; camera 2's P_rect is P_RECT_02, the others plain."""
+    lines = ["calib_time: 09-Jan-2012 13:57:47"]
+    for cam in range(4):
+        p_rect = P_RECT_02 if cam == 2 else np.hstack([P_RECT_02[:, :3], np.zeros((3, 1))])
+        for name, value in (("S", [ORIG_W, ORIG_H]), ("K", np.eye(3)), ("D", np.zeros(5)),
+                            ("R", np.eye(3)), ("T", np.zeros(3)), ("S_rect", [ORIG_W, ORIG_H]),
+                            ("R_rect", np.eye(3)), ("P_rect", p_rect)):
+            lines.append(f"{name}_{cam:02d}: {_values(value)}")
+    (date_dir / "calib_cam_to_cam.txt").write_text("\n".join(lines) + "\n")
+    rigid = f"R: {_values(np.eye(3))}\nT: {_values(np.zeros(3))}\n"
+    (date_dir / "calib_velo_to_cam.txt").write_text(rigid)
+    (date_dir / "calib_imu_to_velo.txt").write_text(rigid)
 
 
 @pytest.fixture()
@@ -66,19 +83,26 @@ def test_missing_files_listed_at_construction(layout: tuple[Path, Path]) -> None
         KittiRawMonoDataset(root, split, 32, 64)
 
 
-def test_many_missing_files_list_only_ten(tmp_path: Path) -> None:
-    split = tmp_path / "split.txt"
+def test_many_missing_files_list_only_ten(layout: tuple[Path, Path]) -> None:
+    root, split = layout
     split.write_text("".join(f"{DRIVE} {i} l\n" for i in range(1, 30)))
     with pytest.raises(FileNotFoundError) as info:
-        KittiRawMonoDataset(tmp_path, split, 32, 64)
+        KittiRawMonoDataset(root, split, 32, 64)
     msg = str(info.value)
-    assert msg.startswith("31 file(s)")  # frames 0..30
+    assert msg.startswith("26 file(s)")  # frames 5..30 (0..4 exist)
     assert msg.count(".png") == 10
+
+
+def test_missing_drive_folder_is_named(tmp_path: Path) -> None:
+    split = tmp_path / "split.txt"
+    split.write_text(f"{DRIVE} 1 l\n{DRIVE} 2 l\n")
+    with pytest.raises(FileNotFoundError, match=r"^1 file\(s\)(.|\n)*drive_0001_sync$"):
+        KittiRawMonoDataset(tmp_path, split, 32, 64)
 
 
 def test_sample_layout_and_normalised_intrinsics(layout: tuple[Path, Path]) -> None:
     root, split = layout
-    ds = KittiRawMonoDataset(root, split, 32, 64, is_train=False)
+    ds = KittiRawMonoDataset(root, split, 32, 64)
     assert len(ds) == 3
     sample = ds[0]
     for f in (0, -1, 1):
@@ -117,8 +141,8 @@ def test_calibration_intrinsics(layout: tuple[Path, Path]) -> None:
 def test_jitter_drawn_once_per_sample(layout: tuple[Path, Path]) -> None:
     root, split = layout
     # brightness only: every jittered pixel is the original times one factor
-    ds = KittiRawMonoDataset(root, split, 32, 64, is_train=True, color_aug_prob=1.0, flip_prob=0.0,
-                             contrast=0.0, saturation=0.0, hue=0.0)
+    ds = KittiRawMonoDataset(root, split, 32, 64, augment=Augmentation(
+        color_aug_prob=1.0, flip_prob=0.0, contrast=0.0, saturation=0.0, hue=0.0))
     for index in range(len(ds)):
         sample = ds[index]
         factors = []
@@ -134,7 +158,8 @@ def test_jitter_drawn_once_per_sample(layout: tuple[Path, Path]) -> None:
 
 def test_full_jitter_equals_torchvision_ops_per_image(layout: tuple[Path, Path]) -> None:
     root, split = layout
-    ds = KittiRawMonoDataset(root, split, 32, 64, is_train=True, color_aug_prob=1.0, flip_prob=0.0)
+    ds = KittiRawMonoDataset(root, split, 32, 64,
+                             augment=Augmentation(color_aug_prob=1.0, flip_prob=0.0))
     sample = ds[2]
     _, params = ds.draw_augmentation(2)
     assert params is not None and sorted(params.order) == [0, 1, 2, 3]
@@ -151,8 +176,8 @@ def test_full_jitter_equals_torchvision_ops_per_image(layout: tuple[Path, Path])
 
 def test_draws_depend_on_seed_epoch_index_only(layout: tuple[Path, Path]) -> None:
     root, split = layout
-    a = KittiRawMonoDataset(root, split, 32, 64, is_train=True, seed=3)
-    b = KittiRawMonoDataset(root, split, 32, 64, is_train=True, seed=3)
+    a = KittiRawMonoDataset(root, split, 32, 64, augment=Augmentation(seed=3))
+    b = KittiRawMonoDataset(root, split, 32, 64, augment=Augmentation(seed=3))
     torch.manual_seed(123)  # the global generator must not matter
     draws_a = [a.draw_augmentation(i) for i in range(3)]
     torch.manual_seed(999)
@@ -167,8 +192,8 @@ def test_draws_depend_on_seed_epoch_index_only(layout: tuple[Path, Path]) -> Non
 
 def test_flip_applies_to_images_and_labels(layout: tuple[Path, Path]) -> None:
     root, split = layout
-    ds = KittiRawMonoDataset(root, split, 32, 64, is_train=True, flip_prob=1.0, color_aug_prob=0.0,
-                             use_semantics=True)
+    ds = KittiRawMonoDataset(root, split, 32, 64, use_semantics=True,
+                             augment=Augmentation(flip_prob=1.0, color_aug_prob=0.0))
     plain = KittiRawMonoDataset(root, split, 32, 64, use_semantics=True)
     s_flip, s_plain = ds[0], plain[0]
     assert s_flip["flip"] and not s_plain["flip"]
@@ -201,3 +226,64 @@ def test_bad_sizes_rejected(layout: tuple[Path, Path]) -> None:
         KittiRawMonoDataset(root, split, 36, 64)
     with pytest.raises(ValueError, match="img_ext"):
         KittiRawMonoDataset(root, split, 32, 64, img_ext=".bmp")
+
+
+def test_labels_from_palette_and_greyscale_pngs(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from training.semantic_labels import read_label_ids, read_train_ids
+
+    ids = np.full((6, 8), 7, np.uint8)  # road
+    ids[:, 4:] = 26  # car
+    ids[0] = 0  # unlabeled
+    grey = tmp_path / "grey.png"
+    Image.fromarray(ids, mode="L").save(grey)
+    palette = tmp_path / "palette.png"
+    pal_img = Image.fromarray(ids, mode="L").convert("P")
+    pal_img.putpalette([(i * 37) % 256 for i in range(768)])  # colours unrelated to the ids
+    pal_img.putdata(ids.ravel().tolist())
+    pal_img.save(palette)
+    assert Image.open(palette).mode == "P"
+    # OpenCV expands the palette into colours; this is why labels are read with PIL
+    assert cv2.imread(str(palette), cv2.IMREAD_UNCHANGED).ndim == 3
+    expected = np.where(ids == 7, 0, np.where(ids == 26, 13, 255))
+    for path in (grey, palette):
+        np.testing.assert_array_equal(read_label_ids(path), ids)
+        np.testing.assert_array_equal(read_train_ids(path), expected)
+        np.testing.assert_array_equal(read_train_ids(path, flip=True), expected[:, ::-1])
+        assert read_train_ids(path, (3, 4)).tolist() == expected[::2, ::2].tolist()
+    rgb = tmp_path / "rgb.png"
+    Image.fromarray(np.dstack([ids] * 3), mode="RGB").save(rgb)
+    with pytest.raises(ValueError, match="mode L or P.*'RGB'"):
+        read_label_ids(rgb)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(OSError, match="cannot decode label image"):
+        read_label_ids(tmp_path / "broken.png")
+
+
+def test_stereo_frame_is_the_other_camera(layout: tuple[Path, Path]) -> None:
+    root, split = layout
+    right = root / DRIVE / "image_03" / "data"
+    right.mkdir(parents=True)
+    for i in range(5):
+        cv2.imwrite(str(right / f"{i:010d}.png"), np.full((ORIG_H, ORIG_W, 3), 10 * i, np.uint8))
+    split.write_text(f"{DRIVE} 2 l\n{DRIVE} 3 r\n")
+    ds = KittiRawMonoDataset(root, split, 32, 64, frame_ids=(0, -1, "s"))
+    left_sample, right_sample = ds[0], ds[1]
+    assert left_sample[("color", "s", 0)].mul(255).round().unique().tolist() == [20.0]
+    # for a right-camera entry, frame 0 is image_03 and "s" is image_02
+    assert right_sample[("color", 0, 0)].mul(255).round().unique().tolist() == [30.0]
+    img2 = cv2.cvtColor(cv2.imread(str(root / DRIVE / "image_02" / "data" / f"{3:010d}.png")),
+                        cv2.COLOR_BGR2RGB)
+    ref = cv2.resize(img2, (64, 32), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    np.testing.assert_allclose(right_sample[("color", "s", 0)].permute(1, 2, 0).numpy(), ref,
+                               atol=1e-6)
+    assert left_sample["stereo_T"][0, 3].item() == pytest.approx(-0.1)
+    assert right_sample["stereo_T"][0, 3].item() == pytest.approx(0.1)
+    flipped = KittiRawMonoDataset(root, split, 32, 64, frame_ids=(0, "s"),
+                                  augment=Augmentation(flip_prob=1.0, color_aug_prob=0.0))
+    assert flipped[0]["stereo_T"][0, 3].item() == pytest.approx(0.1)
+    np.testing.assert_array_equal(flipped[0]["stereo_T"].numpy()[:3, :3], np.eye(3))
+    (right / f"{2:010d}.png").unlink()
+    with pytest.raises(FileNotFoundError, match="image_03"):
+        KittiRawMonoDataset(root, split, 32, 64, frame_ids=(0, "s"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from oe_depth_ros.kitti.raw import KittiDrive
@@ -58,3 +59,39 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
         assert res.automask[valid].float().mean().item() > 0.6
         checked += 1
     assert checked >= 2
+
+
+def test_stereo_frame_warp_with_fixed_baseline(synth_world) -> None:
+    """Frame "s" with Monodepth2's stereo_T (0.1 normalised = 0.54 m) reproduces the target.
+
+    The synthetic rig's colour cameras are 0.54 m apart, so depth in normalised units is the
+    rendered depth / 5.4; mirrored pairs (flip) must warp as well with the flipped sign.
+    """
+    from training.datasets import Augmentation
+
+    split = synth_world.split_files["train"]
+    for flip in (0.0, 1.0):
+        ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, frame_ids=(0, "s"),
+                                 num_scales=1, load_gt=True, intrinsics="calibration",
+                                 augment=Augmentation(flip_prob=flip, color_aug_prob=0.0))
+        warper = ViewWarper(128, 416)
+        sample = ds[1]
+        assert sample["flip"] == bool(flip)
+        gt = sample["depth_gt"][None]
+        if flip:
+            gt = gt.flip(-1)
+        valid = gt > 0
+        depth = torch.where(valid, gt, torch.full_like(gt, 1e4)) / 5.4
+        target, source = sample[("color", 0, 0)][None], sample[("color", "s", 0)][None]
+        k, inv_k = sample[("K", 0)][None], sample[("inv_K", 0)][None]
+        stereo_t = sample["stereo_T"][None]
+        assert stereo_t[0, 0, 3].item() == pytest.approx(0.1 if flip else -0.1)  # left camera
+        errors = {}
+        for name, t in (("right", stereo_t), ("wrong sign", stereo_t * torch.tensor(
+                [[1.0, 1, 1, -1], [1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]))):
+            warped, grid = warper(source, depth, k, inv_k, t)
+            inside = (grid.abs() < 0.98).all(-1)[:, None] & valid
+            errors[name] = (warped - target).abs().mean(1, keepdim=True)[inside].mean().item()
+        err_id = (source - target).abs().mean(1, keepdim=True)[valid].mean().item()
+        assert errors["right"] < 0.03 and errors["right"] < 0.35 * err_id, (flip, errors, err_id)
+        assert errors["wrong sign"] > 2 * errors["right"], (flip, errors)

@@ -202,3 +202,44 @@ def test_kitti_config_without_weights_stops_with_the_options(synth_world, tmp_pa
     assert synth.model.depth_weights is None and synth.model.pose_weights is None
     assert load_train_config("oe_depth", ["model.depth_pretrained=/w/h.pth"]).model.depth_weights \
         == "/w/h.pth"
+
+
+def test_mono_plus_stereo_trains_on_the_synthetic_world(synth_world, tmp_path: Path) -> None:
+    for name in ("oe_depth_ms", "baseline_ms"):
+        ms = load_train_config(name)
+        assert ms.data.stereo and ms.data.all_frame_ids == [0, -1, 1, "s"]
+    cfg = load_train_config("oe_depth_ms", tiny_overrides(
+        synth_world, max_steps=2, validate=False, **{"model.depth": "diffnet_small",
+                                                     "loss.triplet_weight": 0.0}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    assert trainer.source_ids == [-1, 1, "s"]
+    batch = next(iter(trainer.loader))
+    _, transforms = trainer.forward(trainer._to_device(batch))
+    torch.testing.assert_close(transforms["s"], batch["stereo_T"])  # fixed, not estimated
+    history = trainer.fit()
+    trainer.close()
+    assert [h["step"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["total"]) for h in history)
+    assert load_checkpoint(tmp_path / "last.pt")["train_config"]["data"]["stereo"] is True
+
+
+def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
+                                                                  tmp_path: Path) -> None:
+    from training.datasets import KittiRawMonoDataset
+
+    cfg = load_train_config("oe_depth", tiny_overrides(
+        synth_world, max_steps=4, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+                                     "optim.lr_milestones": [5]}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    assert trainer.val_set is not None and trainer.val_set.has_gt  # the synthetic world has GT
+    d = cfg.data
+    trainer.val_set = KittiRawMonoDataset(d.data_path, d.val_split, d.height, d.width,
+                                          intrinsics=d.intrinsics)  # as a split without GT
+    trainer.fit()
+    trainer.close()
+    import json
+    val = json.loads((tmp_path / "validation.json").read_text())
+    assert [sorted(v) for v in val] == [["epoch", "photometric", "step"]] * 2
+    best = load_checkpoint(tmp_path / "best.pt")["step"]
+    losses = {v["step"]: v["photometric"] for v in val}
+    assert best == min(losses, key=losses.get)

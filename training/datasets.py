@@ -1,17 +1,21 @@
-"""KITTI raw monocular training data (Monodepth2 conventions, REFERENCE section 2).
+"""KITTI raw training data (Monodepth2 conventions): monocular video, optionally stereo.
 
-A sample holds, for every frame id f (0, -1, +1) and scale s (0..num_scales-1, 1/2^s
-of the network size):
+A sample holds, for every frame id f (0, -1, +1, and "s" for the other camera of the
+stereo pair at the same time) and scale s (0..num_scales-1, 1/2^s of the network size):
   ("color", f, s)      float32 [3, h, w] in [0, 1], what the losses compare;
   ("color_aug", f, s)  the same after colour jitter, what the networks see;
-and ("K", s), ("inv_K", s) 4x4 float32 intrinsics of scale s, "semantics" int64
-[1, H, W] trainIds (255 = ignored) of frame 0 when semantics are on, "depth_gt"
-float32 [1, H0, W0] metres (0 = none) when ground truth is requested and present,
-"index" and "flip".
+and ("K", s), ("inv_K", s) 4x4 float32 intrinsics of scale s, "stereo_T" (with frame
+"s") the 4x4 transform from this camera to the other one in normalised units
+(Monodepth2: baseline 0.1, sign by side and flip), "semantics" int64 [1, H, W]
+trainIds (255 = ignored) of frame 0 when semantics are on, "depth_gt" float32
+[1, H0, W0] metres (0 = none) when ground truth is requested and present, "index"
+and "flip".
 
-Augmentation randomness is drawn once per sample from (seed, epoch, index), so it is
-identical across frames and scales, reproducible on resume, and independent of the
-number of loader workers or of how samples are sharded across processes.
+Paths and calibration come from :class:`oe_depth_ros.kitti.raw.KittiDrive`, label files
+from :mod:`training.semantic_labels`. Augmentation randomness is drawn once per sample
+from (seed, epoch, index), so it is identical across frames and scales, reproducible on
+resume, and independent of the number of loader workers or of how samples are sharded
+across processes.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Sequence, Union
 
 import cv2
 import numpy as np
@@ -28,17 +32,44 @@ import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import ColorJitter
 
-from oe_depth_ros.geometry import KITTI_NORMALISED_K, resize_intrinsics
+from oe_depth_ros.geometry import KITTI_NORMALISED_K, normalised_to_pixels, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
-from oe_depth_ros.kitti.labels import labels_to_train_ids
-from oe_depth_ros.kitti.raw import KittiFormatError, read_calib_file, read_depth_png
+from oe_depth_ros.kitti.raw import IMAGE_EXTENSIONS, KittiDrive, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
+from training.semantic_labels import read_train_ids, semantic_label_path
 
 LOG = logging.getLogger(__name__)
 
 IntrinsicsSource = Literal["kitti_normalised", "calibration"]
-IMAGE_EXTENSIONS = (".png", ".jpg")
+FrameId = Union[int, str]
+#: The frame id of the other camera of the stereo pair (same time).
+STEREO_FRAME = "s"
+#: Monodepth2's stereo baseline in the networks' normalised depth units (0.54 m -> 0.1).
+STEREO_BASELINE = 0.1
 MAX_LISTED_MISSING = 10
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training augmentation: horizontal flip and colour jitter, drawn per sample.
+
+    The jitter factors are drawn from [1 - x, 1 + x] for brightness, contrast and
+    saturation and [-hue, hue] for hue; the draws depend on (seed, epoch, index) only.
+    """
+
+    seed: int = 0
+    flip_prob: float = 0.5
+    color_aug_prob: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.1
+
+    def jitter_ranges(self) -> tuple[list[float], ...]:
+        """The ranges ColorJitter.get_params draws from."""
+        return ([max(0.0, 1 - self.brightness), 1 + self.brightness],
+                [max(0.0, 1 - self.contrast), 1 + self.contrast],
+                [max(0.0, 1 - self.saturation), 1 + self.saturation], [-self.hue, self.hue])
 
 
 @dataclass(frozen=True)
@@ -50,19 +81,6 @@ class JitterParams:
     contrast: float
     saturation: float
     hue: float
-
-
-def read_calibration_p_rect(calib_file: str | os.PathLike[str], camera: int) -> np.ndarray:
-    """Return the 3x3 left block of ``P_rect_0<camera>`` from a KITTI calib_cam_to_cam.txt."""
-    key = f"P_rect_0{camera}"
-    path = Path(calib_file)
-    entries = read_calib_file(path)
-    if key not in entries:
-        raise KittiFormatError(path, f"missing key {key!r}")
-    values, lineno = entries[key]
-    if values.size != 12:
-        raise KittiFormatError(path, f"{key!r} needs 12 values, got {values.size}", lineno)
-    return values.reshape(3, 4)[:, :3]
 
 
 def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
@@ -85,6 +103,19 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return int(state[0]) << 31 ^ int(state[1])
 
 
+def stereo_transform(side: str, flip: bool) -> np.ndarray:
+    """4x4 transform from camera ``side``'s frame to the other camera's (Monodepth2).
+
+    Translation along x of 0.1 normalised units: negative for the left camera (the right
+    one sits at +x), the sign reversed when the pair is mirrored.
+    """
+    transform = np.eye(4, dtype=np.float32)
+    side_sign = -1.0 if side == "l" else 1.0
+    flip_sign = -1.0 if flip else 1.0
+    transform[0, 3] = side_sign * flip_sign * STEREO_BASELINE
+    return transform
+
+
 def _read_rgb(path: str) -> np.ndarray:
     img = cv2.imread(path, cv2.IMREAD_COLOR)
     if img is None:
@@ -93,22 +124,22 @@ def _read_rgb(path: str) -> np.ndarray:
 
 
 class KittiRawMonoDataset(Dataset):
-    """Monocular KITTI raw sequences for self-supervised training and validation."""
+    """KITTI raw sequences for self-supervised training (with ``augment``) and validation."""
 
     def __init__(self, data_path: str | os.PathLike[str], split_file: str | os.PathLike[str],
-                 height: int, width: int, frame_ids: Sequence[int] = (0, -1, 1),
-                 num_scales: int = 4, is_train: bool = False, img_ext: str = "auto",
-                 use_semantics: bool = False, intrinsics: IntrinsicsSource = "kitti_normalised",
-                 load_gt: bool = False, seed: int = 0, flip_prob: float = 0.5,
-                 color_aug_prob: float = 0.5, brightness: float = 0.2, contrast: float = 0.2,
-                 saturation: float = 0.2, hue: float = 0.1,
+                 height: int, width: int, frame_ids: Sequence[FrameId] = (0, -1, 1),
+                 num_scales: int = 4, img_ext: str = "auto", use_semantics: bool = False,
+                 intrinsics: IntrinsicsSource = "kitti_normalised", load_gt: bool = False,
+                 augment: Augmentation | None = None,
                  semantics_root: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
         if height % (2 ** (num_scales - 1)) or width % (2 ** (num_scales - 1)):
             raise ValueError(f"height {height} and width {width} must be divisible by "
                              f"2^(num_scales-1) = {2 ** (num_scales - 1)}")
-        if 0 not in frame_ids:
-            raise ValueError(f"frame_ids must contain 0, got {list(frame_ids)}")
+        if 0 not in frame_ids or any(not isinstance(f, int) and f != STEREO_FRAME
+                                     for f in frame_ids):
+            raise ValueError(f"frame_ids must contain 0 and hold integers or "
+                             f"{STEREO_FRAME!r}, got {list(frame_ids)}")
         if intrinsics not in ("kitti_normalised", "calibration"):
             raise ValueError(f"intrinsics must be 'kitti_normalised' or 'calibration', "
                              f"got {intrinsics!r}")
@@ -118,40 +149,49 @@ class KittiRawMonoDataset(Dataset):
         self.height, self.width = height, width
         self.frame_ids = tuple(frame_ids)
         self.num_scales = num_scales
-        self.is_train = is_train
         self.use_semantics = use_semantics
         self.intrinsics = intrinsics
-        self.seed = seed
+        self.augment = augment
         self.epoch = 0
-        self.flip_prob = flip_prob if is_train else 0.0
-        self.color_aug_prob = color_aug_prob if is_train else 0.0
-        self.jitter_ranges = (
-            [max(0.0, 1 - brightness), 1 + brightness], [max(0.0, 1 - contrast), 1 + contrast],
-            [max(0.0, 1 - saturation), 1 + saturation], [-hue, hue],
-        )
         self.semantics_root = (Path(semantics_root) if semantics_root
                                else self.data_path / "segmentation")
-        self.img_ext = self._resolve_ext(img_ext)
+        self._drives: dict[str, KittiDrive] = {}
         self._k_cache: dict[tuple[str, int, int, int], np.ndarray] = {}
+        self.img_ext = self._resolve_ext(img_ext)
         self._check_files()
-        self.has_gt = load_gt and all(os.path.isfile(self.gt_path(e)) for e in self.entries)
+        self.has_gt = load_gt and all(self.gt_path(e).is_file() for e in self.entries)
         if load_gt and not self.has_gt:
             LOG.info("no complete ground truth for %s: validation metrics are off", split_file)
 
     # ---- paths -------------------------------------------------------------------------
-    def image_path(self, entry: SplitEntry, frame: int) -> Path:
-        return (self.data_path / entry.folder / f"image_0{entry.camera}" / "data"
-                / f"{frame:010d}{self.img_ext}")
+    def drive(self, entry: SplitEntry) -> KittiDrive:
+        """The KITTI reader of ``entry``'s drive (one per drive folder)."""
+        if entry.folder not in self._drives:
+            self._drives[entry.folder] = KittiDrive(self.data_path / entry.folder)
+        return self._drives[entry.folder]
+
+    @staticmethod
+    def frame_source(entry: SplitEntry, frame: FrameId) -> tuple[int, int]:
+        """(camera, frame index) of frame id ``frame`` relative to ``entry``."""
+        if frame == STEREO_FRAME:
+            return 5 - entry.camera, entry.frame  # 2 <-> 3
+        return entry.camera, entry.frame + int(frame)
+
+    def image_path(self, entry: SplitEntry, frame: FrameId) -> Path:
+        """Image file of frame id ``frame`` (0, -1, +1, "s") of ``entry``."""
+        camera, index = self.frame_source(entry, frame)
+        return self.drive(entry).image_path(camera, index, self.img_ext)
 
     def label_path(self, entry: SplitEntry) -> Path:
-        return (self.semantics_root / entry.folder / f"image_0{entry.camera}"
-                / f"{entry.frame:010d}.png")
+        """Semantic label PNG of ``entry``'s frame."""
+        return semantic_label_path(self.semantics_root, entry)
 
     def gt_path(self, entry: SplitEntry) -> Path:
-        return (self.data_path / entry.folder / "proj_depth" / "groundtruth"
-                / f"image_0{entry.camera}" / f"{entry.frame:010d}.png")
+        """Depth-benchmark ground-truth PNG of ``entry``'s frame."""
+        return self.drive(entry).groundtruth_depth_path(entry.frame, entry.camera)
 
     def calib_path(self, entry: SplitEntry) -> Path:
+        """The calibration file that holds ``entry``'s P_rect."""
         return self.data_path / entry.date / "calib_cam_to_cam.txt"
 
     def _resolve_ext(self, img_ext: str) -> str:
@@ -161,27 +201,30 @@ class KittiRawMonoDataset(Dataset):
                                  f"got {img_ext!r}")
             return img_ext
         first = self.entries[0]
-        for ext in IMAGE_EXTENSIONS:
-            self.img_ext = ext
-            if self.image_path(first, first.frame).is_file():
-                return ext
-        return IMAGE_EXTENSIONS[0]  # nothing found: the file check reports it with .png
+        if not (self.data_path / first.folder).is_dir():
+            return IMAGE_EXTENSIONS[0]  # the file check reports the missing drive
+        return self.drive(first).image_path(first.camera, first.frame).suffix
+
+    def _needed_paths(self, entry: SplitEntry) -> list[Path]:
+        paths = [self.image_path(entry, f) for f in self.frame_ids]
+        if self.use_semantics:
+            paths.append(self.label_path(entry))
+        if self.intrinsics == "calibration":
+            paths.append(self.calib_path(entry))
+        return paths
 
     def _check_files(self) -> None:
         missing: list[str] = []
         count = 0
         seen: set[Path] = set()
         for entry in self.entries:
-            paths = [self.image_path(entry, entry.frame + f) for f in self.frame_ids]
-            if self.use_semantics:
-                paths.append(self.label_path(entry))
-            if self.intrinsics == "calibration":
-                paths.append(self.calib_path(entry))
+            drive_dir = self.data_path / entry.folder
+            paths = self._needed_paths(entry) if drive_dir.is_dir() else [drive_dir]
             for p in paths:
                 if p in seen:
                     continue
                 seen.add(p)
-                if not p.is_file():
+                if not p.exists():
                     count += 1
                     if len(missing) < MAX_LISTED_MISSING:
                         missing.append(str(p))
@@ -200,37 +243,32 @@ class KittiRawMonoDataset(Dataset):
 
     def draw_augmentation(self, index: int) -> tuple[bool, JitterParams | None]:
         """(flip, jitter or None) of sample ``index`` in the current epoch."""
-        if self.flip_prob <= 0 and self.color_aug_prob <= 0:
+        aug = self.augment
+        if aug is None or (aug.flip_prob <= 0 and aug.color_aug_prob <= 0):
             return False, None
-        gen = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        gen = torch.Generator().manual_seed(sample_seed(aug.seed, self.epoch, index))
         u = torch.rand(2, generator=gen, dtype=torch.float64)
-        flip = bool(u[0] < self.flip_prob)
-        if not u[1] < self.color_aug_prob:
+        flip = bool(u[0] < aug.flip_prob)
+        if not u[1] < aug.color_aug_prob:
             return flip, None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
-            order, b, c, s, h = ColorJitter.get_params(*self.jitter_ranges)
+            order, b, c, s, h = ColorJitter.get_params(*aug.jitter_ranges())
         return flip, JitterParams(tuple(int(i) for i in order), float(b), float(c), float(s),
                                   float(h))
 
     def intrinsics_at(self, entry: SplitEntry, orig_size: tuple[int, int]) -> list[np.ndarray]:
         """4x4 pixel intrinsics for every scale (scale 0 = the network size)."""
         sizes = [(self.height // 2 ** s, self.width // 2 ** s) for s in range(self.num_scales)]
-        out = []
         if self.intrinsics == "kitti_normalised":
-            for h, w in sizes:
-                k = KITTI_NORMALISED_K.astype(np.float64).copy()
-                k[0, :] *= w
-                k[1, :] *= h
-                out.append(k)
-            return out
+            return [normalised_to_pixels(KITTI_NORMALISED_K, w, h) for h, w in sizes]
         key = (entry.date, entry.camera, *orig_size)
         if key not in self._k_cache:
-            self._k_cache[key] = read_calibration_p_rect(self.calib_path(entry), entry.camera)
-        k_orig = self._k_cache[key]
+            self._k_cache[key] = self.drive(entry).calib.rect_intrinsics(entry.camera)
+        out = []
         for size in sizes:
             k = np.eye(4)
-            k[:3, :3] = resize_intrinsics(k_orig, orig_size, size)
+            k[:3, :3] = resize_intrinsics(self._k_cache[key], orig_size, size)
             out.append(k)
         return out
 
@@ -240,7 +278,7 @@ class KittiRawMonoDataset(Dataset):
         sample: dict[Any, Any] = {"index": index, "flip": flip}
         originals = {}
         for f in self.frame_ids:
-            img = _read_rgb(str(self.image_path(entry, entry.frame + f)))
+            img = _read_rgb(str(self.image_path(entry, f)))
             originals[f] = img[:, ::-1] if flip else img
         orig_size = originals[0].shape[:2]
         for s in range(self.num_scales):
@@ -256,27 +294,14 @@ class KittiRawMonoDataset(Dataset):
         for s, k in enumerate(self.intrinsics_at(entry, orig_size)):
             sample[("K", s)] = torch.from_numpy(k.astype(np.float32))
             sample[("inv_K", s)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))
+        if STEREO_FRAME in self.frame_ids:
+            sample["stereo_T"] = torch.from_numpy(stereo_transform(entry.side, flip))
         if self.use_semantics:
-            sample["semantics"] = self._load_labels(entry, flip)
+            labels = read_train_ids(self.label_path(entry), (self.height, self.width), flip)
+            sample["semantics"] = torch.from_numpy(labels.astype(np.int64))[None]
         if self.has_gt:
-            sample["depth_gt"] = self._load_gt(entry)
+            sample["depth_gt"] = torch.from_numpy(read_depth_png(self.gt_path(entry)))[None]
         return sample
-
-    def _load_labels(self, entry: SplitEntry, flip: bool) -> torch.Tensor:
-        path = str(self.label_path(entry))
-        raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-        if raw is None:
-            raise OSError(f"cannot decode label image {path}")
-        if raw.ndim != 2 or raw.dtype != np.uint8:
-            raise ValueError(f"{path}: expected a single-channel uint8 labelId image, "
-                             f"got shape {raw.shape} dtype {raw.dtype}")
-        train_ids = labels_to_train_ids(raw[:, ::-1] if flip else raw)
-        resized = cv2.resize(np.ascontiguousarray(train_ids), (self.width, self.height),
-                             interpolation=cv2.INTER_NEAREST)
-        return torch.from_numpy(resized.astype(np.int64))[None]
-
-    def _load_gt(self, entry: SplitEntry) -> torch.Tensor:
-        return torch.from_numpy(read_depth_png(self.gt_path(entry)))[None]
 
 
 def collate(samples: list[dict[Any, Any]]) -> dict[Any, Any]:

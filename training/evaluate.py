@@ -22,7 +22,6 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from oe_depth_ros.imageops import resize_depth, to_network_input
-from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.metrics import (
     METRIC_NAMES,
@@ -49,6 +48,7 @@ from training.gt_depth import (
     export_gt_cache,
     open_ground_truth,
 )
+from training.semantic_labels import load_train_ids
 
 LOG = logging.getLogger(__name__)
 
@@ -154,26 +154,6 @@ class _Images:
         if entry.folder not in self._drives:
             self._drives[entry.folder] = KittiDrive(self.data_path / entry.folder)
         return self._drives[entry.folder].image(entry.camera, entry.frame)
-
-
-def semantic_label_path(root: Path, entry: SplitEntry) -> Path:
-    """FSRE layout ``<root>/<date>/<drive>/image_0X/%010d.png`` (root: <kitti>/segmentation)."""
-    return root / entry.folder / f"image_0{entry.camera}" / f"{entry.frame:010d}.png"
-
-
-def load_train_ids(root: Path, entry: SplitEntry, size: tuple[int, int]) -> np.ndarray | None:
-    """Cityscapes train IDs of ``entry`` at ``size`` (nearest resize), None without a label."""
-    import cv2
-
-    path = semantic_label_path(root, entry)
-    if not path.is_file():
-        return None
-    labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if labels is None or labels.ndim != 2:
-        raise ValueError(f"{path}: expected a single-channel label PNG")
-    if labels.shape != size:
-        labels = cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-    return labels_to_train_ids(labels)
 
 
 def _open_backend(options: EvalOptions) -> Backend:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
 from oe_depth_ros.paths import config_dir
@@ -19,7 +19,11 @@ DEFAULT_CONFIG = "oe_depth"
 
 @dataclass
 class DataConfig:
-    """Where the KITTI raw data and split files are, and how samples are made."""
+    """Where the KITTI raw data and split files are, and how samples are made.
+
+    ``stereo: true`` adds the other camera of the pair as source frame "s" with
+    Monodepth2's fixed stereo transform (mono+stereo training, the MS rows).
+    """
 
     data_path: str = "data/kitti_raw"
     train_split: str = "data/splits/eigen_zhou/train_files.txt"
@@ -27,6 +31,7 @@ class DataConfig:
     height: int = 192
     width: int = 640
     frame_ids: list[int] = field(default_factory=lambda: [0, -1, 1])
+    stereo: bool = False
     num_scales: int = 4
     img_ext: str = "auto"
     intrinsics: Literal["kitti_normalised", "calibration"] = "kitti_normalised"
@@ -47,6 +52,13 @@ class DataConfig:
             raise ConfigError(f"data.num_scales must be 1..4, got {self.num_scales}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if len(self.frame_ids) < 2 and not self.stereo:
+            raise ConfigError("data.frame_ids needs a source frame besides 0, or data.stereo=true")
+
+    @property
+    def all_frame_ids(self) -> list[Union[int, str]]:
+        """``frame_ids`` plus the stereo frame ``"s"`` when ``stereo`` is on (mono+stereo)."""
+        return [*self.frame_ids, "s"] if self.stereo else list(self.frame_ids)
 
 
 #: The value of ``model.depth_pretrained`` / ``model.pose_pretrained`` that starts that

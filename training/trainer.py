@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.config import to_dict
+from oe_depth_ros.devices import resolve_torch_device
 from oe_depth_ros.geometry import disp_to_depth
 from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
 from oe_depth_ros.metrics import evaluate_depth_map
@@ -34,7 +35,7 @@ from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_f
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
 from training.checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
                                     set_rng_state)
-from training.datasets import KittiRawMonoDataset, collate
+from training.datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
 from training.distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
 from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
                              semantic_triplet_loss, smoothness_loss, upsample_disp)
@@ -47,6 +48,9 @@ TensorMap = dict[str, torch.Tensor]
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 VALIDATION_NAME = "validation.json"
+#: What chooses best.pt: the validation Abs Rel where the split has depth ground truth,
+#: otherwise the validation photometric loss (min reprojection, mean over scales).
+BEST_BY = ("abs_rel", "photometric")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -60,15 +64,6 @@ class StepResult:
     step: int
     terms: dict[str, float]
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -91,67 +86,79 @@ class Trainer:
         self.cfg = config
         self.env = env or DistEnv()
         self.out_dir = Path(out_dir or config.out_dir)
-        self.device = _resolve_device(config.device)
-        if self.env.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", self.env.local_rank)
-        on_gpu = self.device.type == "cuda"
-        self.use_amp = {"auto": on_gpu, "on": True, "off": False}[config.amp]
-        if self.use_amp and not on_gpu:
-            raise RuntimeError("amp=on needs a CUDA device; use amp=off or auto on the CPU")
-        self.channels_last = {"auto": on_gpu, "on": True, "off": False}[config.channels_last]
-        if config.cpu_threads:
-            torch.set_num_threads(config.cpu_threads)
+        self._setup_device()
         seed_everything(config.seed)
-
         d = config.data
         self.height, self.width = d.height, d.width
         self.scales = list(range(d.num_scales))
-        self.source_ids = [f for f in d.frame_ids if f != 0]
+        self.source_ids: list[FrameId] = [f for f in d.all_frame_ids if f != 0]
+        self._build_data()
+        self._build_networks()
+        self._build_optimiser()
+        self.ssim = SSIM().to(self.device)
+        self.warper = ViewWarper(self.height, self.width).to(self.device)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+        self.val_history: list[dict[str, float]] = []
+        self.writer: Any = None
+
+    def _setup_device(self) -> None:
+        cfg = self.cfg
+        self.device = resolve_torch_device(cfg.device)
+        if self.env.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.env.local_rank)
+        self.on_gpu = self.device.type == "cuda"
+        self.use_amp = {"auto": self.on_gpu, "on": True, "off": False}[cfg.amp]
+        if self.use_amp and not self.on_gpu:
+            raise RuntimeError("amp=on needs a CUDA device; use amp=off or auto on the CPU")
+        self.channels_last = {"auto": self.on_gpu, "on": True, "off": False}[cfg.channels_last]
+        if cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
+
+    def _build_data(self) -> None:
+        cfg, d = self.cfg, self.cfg.data
+        augment = Augmentation(seed=cfg.seed, flip_prob=d.flip_prob,
+                               color_aug_prob=d.color_aug_prob)
         self.train_set = KittiRawMonoDataset(
-            d.data_path, d.train_split, d.height, d.width, frame_ids=d.frame_ids,
-            num_scales=d.num_scales, is_train=True, img_ext=d.img_ext,
-            use_semantics=config.loss.use_triplet, intrinsics=d.intrinsics, seed=config.seed,
-            flip_prob=d.flip_prob, color_aug_prob=d.color_aug_prob)
+            d.data_path, d.train_split, d.height, d.width, frame_ids=d.all_frame_ids,
+            num_scales=d.num_scales, img_ext=d.img_ext, use_semantics=cfg.loss.use_triplet,
+            intrinsics=d.intrinsics, augment=augment)
         self.val_set = None
-        if config.validate and d.val_split:
-            val = KittiRawMonoDataset(d.data_path, d.val_split, d.height, d.width, frame_ids=(0,),
-                                      num_scales=1, img_ext=d.img_ext, intrinsics=d.intrinsics,
-                                      load_gt=True)
-            self.val_set = val if val.has_gt else None
-        self.sampler = ShardedBatchSampler(len(self.train_set), config.optim.batch_size,
-                                           self.env.rank, self.env.world_size, config.seed)
+        if cfg.validate and d.val_split:  # depth errors with ground truth, else photometric
+            self.val_set = KittiRawMonoDataset(
+                d.data_path, d.val_split, d.height, d.width, frame_ids=(0,), num_scales=1,
+                img_ext=d.img_ext, intrinsics=d.intrinsics, load_gt=True)
+            if not self.val_set.has_gt:
+                self.val_set = KittiRawMonoDataset(
+                    d.data_path, d.val_split, d.height, d.width, frame_ids=d.all_frame_ids,
+                    num_scales=d.num_scales, img_ext=d.img_ext, intrinsics=d.intrinsics)
+        self.sampler = ShardedBatchSampler(len(self.train_set), cfg.optim.batch_size,
+                                           self.env.rank, self.env.world_size, cfg.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
-        self.total_steps = self.steps_per_epoch * config.optim.epochs
+        self.total_steps = self.steps_per_epoch * cfg.optim.epochs
         self.loader_generator = torch.Generator()
         self.loader = DataLoader(
             self.train_set, batch_sampler=self.sampler, num_workers=d.num_workers,
-            collate_fn=collate, pin_memory=on_gpu, generator=self.loader_generator)
+            collate_fn=collate, pin_memory=self.on_gpu, generator=self.loader_generator)
 
-        self.depth_net = build_depth_net(config.model.depth,
-                                         pretrained=config.model.depth_weights)
-        self.pose_net = build_pose_net(config.model.pose, pretrained=config.model.pose_weights)
+    def _build_networks(self) -> None:
+        cfg = self.cfg
+        self.depth_net = build_depth_net(cfg.model.depth, pretrained=cfg.model.depth_weights)
+        self.pose_net = build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
         self.min_depth = self.depth_net.config.min_depth
         self.max_depth = self.depth_net.config.max_depth
-        if config.sync_bn and self.env.distributed:
-            if not on_gpu:
+        if cfg.sync_bn and self.env.distributed:
+            if not self.on_gpu:
                 raise RuntimeError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no "
                                    "CPU implementation); use sync_bn=false")
             self.depth_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
             self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
-        self.depth_net.to(self.device)
-        self.pose_net.to(self.device)
-        if self.channels_last:
-            self.depth_net.to(memory_format=torch.channels_last)
-            self.pose_net.to(memory_format=torch.channels_last)
-        params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
-        self.params = params
-        self.optimizer = torch.optim.Adam(params, lr=config.optim.lr,
-                                          weight_decay=config.optim.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=config.optim.lr_milestones, gamma=config.optim.lr_gamma)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        for net in (self.depth_net, self.pose_net):
+            net.to(self.device)
+            if self.channels_last:
+                net.to(memory_format=torch.channels_last)
         if self.env.distributed:
-            ids = [self.device.index] if on_gpu else None
+            ids = [self.device.index] if self.on_gpu else None
             unused = len(self.scales) < 4
             self.depth_model: nn.Module = DDP(self.depth_net, device_ids=ids,
                                               find_unused_parameters=unused)
@@ -159,12 +166,14 @@ class Trainer:
         else:
             self.depth_model, self.pose_model = self.depth_net, self.pose_net
 
-        self.ssim = SSIM().to(self.device)
-        self.warper = ViewWarper(self.height, self.width).to(self.device)
-        self.step = 0
-        self.history: list[dict[str, float]] = []
-        self.val_history: list[dict[str, float]] = []
-        self.writer: Any = None
+    def _build_optimiser(self) -> None:
+        optim = self.cfg.optim
+        self.params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=optim.lr,
+                                          weight_decay=optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=optim.lr_milestones, gamma=optim.lr_gamma)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
     # ---- state ---------------------------------------------------------------------------
     @property
@@ -246,26 +255,36 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return nullcontext()
 
-    def forward(self, inputs: dict[Any, Any]) -> tuple[dict[Any, torch.Tensor],
-                                                       dict[int, torch.Tensor]]:
-        """Depth outputs (float32) and the target->source transforms of every source frame."""
+    def forward(self, inputs: dict[Any, Any], nets: tuple[nn.Module, nn.Module] | None = None
+                ) -> tuple[dict[Any, torch.Tensor], dict[FrameId, torch.Tensor]]:
+        """Depth outputs (float32) and the target->source transforms of every source frame.
+
+        ``nets`` = (depth, pose) replaces the (possibly DDP-wrapped) training networks. The
+        stereo frame "s" takes the batch's fixed ``stereo_T``; the others the pose network's
+        estimate on the pair in temporal order, inverted for a frame before the target.
+        """
+        depth_model, pose_model = nets or (self.depth_model, self.pose_model)
+        transforms: dict[FrameId, torch.Tensor] = {}
         with self._autocast():
-            raw = self.depth_model(inputs[("color_aug", 0, 0)])
+            raw = depth_model(inputs[("color_aug", 0, 0)])
             poses = {}
             for f in self.source_ids:
+                if f == STEREO_FRAME:
+                    transforms[f] = inputs["stereo_T"].float()
+                    continue
                 pair = [inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]]
-                if f > 0:
+                if int(f) > 0:
                     pair.reverse()  # always temporal order
-                axisangle, translation = self.pose_model(torch.cat(pair, 1))
-                poses[f] = (axisangle[:, 0].float(), translation[:, 0].float(), f < 0)
+                axisangle, translation = pose_model(torch.cat(pair, 1))
+                poses[f] = (axisangle[:, 0].float(), translation[:, 0].float(), int(f) < 0)
         outputs = {k: v.float() for k, v in raw.items()}
-        transforms = {f: transformation_from_parameters(a, t, invert=inv)
-                      for f, (a, t, inv) in poses.items()}
+        transforms.update({f: transformation_from_parameters(a, t, invert=inv)
+                           for f, (a, t, inv) in poses.items()})
         return outputs, transforms
 
     def compute_losses(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
-                       transforms: dict[int, torch.Tensor]) -> tuple[torch.Tensor, TensorMap,
-                                                                     TensorMap]:
+                       transforms: dict[FrameId, torch.Tensor], with_triplet: bool = True
+                       ) -> tuple[torch.Tensor, TensorMap, TensorMap]:
         """Total loss, named terms and visualisation maps.
 
         The photometric and smoothness terms are averaged over the scales (Monodepth2);
@@ -302,7 +321,7 @@ class Trainer:
                 if reproj.automask is not None:
                     maps["automask"] = reproj.automask[:1]
         total = total / len(self.scales)
-        if lc.use_triplet:
+        if lc.use_triplet and with_triplet:
             total = total + lc.triplet_weight * self._triplet_term(inputs, outputs, terms, maps)
         terms["photometric"] = torch.stack([terms[f"reprojection/{s}"] for s in self.scales]).mean()
         terms["total"] = total
@@ -419,8 +438,7 @@ class Trainer:
         is_best = False
         if self.val_set is not None:
             metrics = self.validate()
-            earlier = [v["abs_rel"] for v in self.val_history if "abs_rel" in v]
-            is_best = "abs_rel" in metrics and all(metrics["abs_rel"] < e for e in earlier)
+            is_best = self._is_best(metrics)
             self.val_history.append({"epoch": epoch, "step": self.step, **metrics})
             if self.env.is_main:
                 LOG.info("epoch %d validation: %s", epoch,
@@ -431,10 +449,17 @@ class Trainer:
                                   json.dumps(self.val_history, indent=1))
         self.scheduler.step()
         self.save()
-        if is_best and self.env.is_main:  # the lowest validation Abs Rel so far
+        if is_best and self.env.is_main:
             save_checkpoint(self.out_dir / BEST_NAME, self.state_dict())
         if self.cfg.keep_epoch_checkpoints:
             self.save(f"epoch_{epoch:03d}.pt")
+
+    def _is_best(self, metrics: dict[str, float]) -> bool:
+        """Whether ``metrics`` beat every earlier epoch in the first :data:`BEST_BY` key."""
+        key = next((k for k in BEST_BY if k in metrics), None)
+        if key is None:
+            return False
+        return all(metrics[key] < v[key] for v in self.val_history if key in v)
 
     def _log_step(self, result: StepResult, seconds: float) -> None:
         if not self.env.is_main or self.writer is None:
@@ -452,7 +477,7 @@ class Trainer:
     # ---- validation ------------------------------------------------------------------------
     @torch.no_grad()
     def predict_depth(self, images: torch.Tensor, gt_size: tuple[int, int]) -> np.ndarray:
-        """Depth [B, h, w] at ``gt_size`` from images [B, 3, H, W] (REFERENCE section 5)."""
+        """Depth [B, h, w] at ``gt_size`` from images [B, 3, H, W] (scaled disparity resized)."""
         net = _unwrap(self.depth_net)
         net.eval()
         with self._autocast():
@@ -462,27 +487,49 @@ class Trainer:
         return (1.0 / scaled[:, 0]).cpu().numpy()
 
     def validate(self) -> dict[str, float]:
-        """Median-scaled depth errors on the validation split (main rank; others wait)."""
+        """Validation on the val split (main rank; others wait).
+
+        With depth ground truth: the median-scaled depth errors; without: the mean
+        photometric loss of the un-augmented validation samples.
+        """
         result: dict[str, float] = {}
         if self.env.is_main and self.val_set is not None:
-            loader = DataLoader(self.val_set, batch_size=1, num_workers=0, collate_fn=collate)
-            sums: dict[str, float] = {}
-            count = 0
-            for batch in loader:
-                gt = batch["depth_gt"][0][0].numpy()
-                pred = self.predict_depth(batch[("color", 0, 0)], gt.shape)[0]
-                try:
-                    errors, _ = evaluate_depth_map(gt, pred, crop=self.cfg.data.val_crop,
-                                                   max_depth=self.cfg.data.val_max_depth)
-                except ValueError as exc:  # an image without valid ground truth
-                    LOG.debug("validation sample skipped: %s", exc)
-                    continue
-                for name, value in errors.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                count += 1
-            result = {name: value / count for name, value in sums.items()} if count else {}
+            loader = DataLoader(self.val_set, batch_size=1 if self.val_set.has_gt else
+                                self.cfg.optim.batch_size, num_workers=0, collate_fn=collate)
+            result = (self._validate_depth(loader) if self.val_set.has_gt
+                      else self._validate_photometric(loader))
         barrier(self.env)
         return result
+
+    def _validate_depth(self, loader: DataLoader) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in loader:
+            gt = batch["depth_gt"][0][0].numpy()
+            pred = self.predict_depth(batch[("color", 0, 0)], gt.shape)[0]
+            try:
+                errors, _ = evaluate_depth_map(gt, pred, crop=self.cfg.data.val_crop,
+                                               max_depth=self.cfg.data.val_max_depth)
+            except ValueError as exc:  # an image without valid ground truth
+                LOG.debug("validation sample skipped: %s", exc)
+                continue
+            for name, value in errors.items():
+                sums[name] = sums.get(name, 0.0) + value
+            count += 1
+        return {name: value / count for name, value in sums.items()} if count else {}
+
+    @torch.no_grad()
+    def _validate_photometric(self, loader: DataLoader) -> dict[str, float]:
+        nets = (_unwrap(self.depth_net).eval(), _unwrap(self.pose_net).eval())
+        total, count = 0.0, 0
+        for batch in loader:
+            inputs = self._to_device(batch)
+            outputs, transforms = self.forward(inputs, nets)
+            _, terms, _ = self.compute_losses(inputs, outputs, transforms, with_triplet=False)
+            n = int(inputs[("color", 0, 0)].shape[0])
+            total += float(terms["photometric"]) * n
+            count += n
+        return {"photometric": total / count} if count else {}
 
     def close(self) -> None:
         if self.writer is not None:

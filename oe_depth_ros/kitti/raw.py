@@ -23,6 +23,8 @@ EARTH_RADIUS = 6378137.0
 #: The sensor folders of a drive.
 CAMERAS = (0, 1, 2, 3)
 SENSORS = ("image_00", "image_01", "image_02", "image_03", "velodyne_points", "oxts")
+#: Camera image formats: KITTI's PNGs, or JPGs as Monodepth2's setup converts them.
+IMAGE_EXTENSIONS = (".png", ".jpg")
 
 _TIMESTAMP_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
 
@@ -362,22 +364,32 @@ class KittiDrive:
     def num_frames(self) -> int:
         """Frames in the drive: the files of the first present camera (or Velodyne) folder."""
         if self._num_frames is None:
-            for folder, ext in (("image_02", ".png"), ("image_00", ".png"), ("image_03", ".png"),
-                                ("image_01", ".png"), ("velodyne_points", ".bin")):
+            for folder, exts in (("image_02", IMAGE_EXTENSIONS), ("image_00", IMAGE_EXTENSIONS),
+                                 ("image_03", IMAGE_EXTENSIONS), ("image_01", IMAGE_EXTENSIONS),
+                                 ("velodyne_points", (".bin",))):
                 data = self.drive_dir / folder / "data"
                 if data.is_dir():
-                    self._num_frames = sum(1 for p in data.iterdir() if p.suffix == ext)
+                    self._num_frames = sum(1 for p in data.iterdir() if p.suffix in exts)
                     break
             else:
                 raise FileNotFoundError(f"no image_0X/data or velodyne_points/data folder "
                                         f"in {self.drive_dir}")
         return self._num_frames
 
-    def image_path(self, cam: int, idx: int) -> Path:
-        """Path of camera ``cam``'s frame ``idx``."""
+    def image_path(self, cam: int, idx: int, ext: str | None = None) -> Path:
+        """Path of camera ``cam``'s frame ``idx`` as ``ext`` (.png or .jpg).
+
+        Without ``ext``, the PNG if it exists, else the JPG if that exists, else the PNG path.
+        """
         if cam not in CAMERAS:
             raise ValueError(f"camera must be one of {CAMERAS}, got {cam}")
-        return self.drive_dir / f"image_{cam:02d}" / "data" / f"{idx:010d}.png"
+        if ext is not None and ext not in IMAGE_EXTENSIONS:
+            raise ValueError(f"image extension must be one of {IMAGE_EXTENSIONS}, got {ext!r}")
+        folder = self.drive_dir / f"image_{cam:02d}" / "data"
+        if ext is None:
+            ext = next((e for e in IMAGE_EXTENSIONS if (folder / f"{idx:010d}{e}").is_file()),
+                       IMAGE_EXTENSIONS[0])
+        return folder / f"{idx:010d}{ext}"
 
     def image(self, cam: int, idx: int) -> np.ndarray:
         """Frame ``idx`` of camera ``cam``: RGB uint8 [H, W, 3] (2, 3), grey [H, W] (0, 1)."""
