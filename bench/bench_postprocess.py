@@ -36,7 +36,7 @@ from oe_depth_ros.colormap import colorize_depth
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.intake import FrameIntake
 from oe_depth_ros.messages import (
-    MessageTypes, make_camera_info, make_header, make_pointcloud2, numpy_to_image,
+    MessageTypes, make_camera_info, make_header, numpy_to_image,
 )
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig
 from oe_depth_ros.scale import FixedScale
@@ -101,7 +101,7 @@ def run_fast(work: NodeWork) -> tuple[dict[str, tuple[float, float]], Any, Any]:
     lap()
     numpy_to_image(result.depth, "32FC1", work.header, work.types)
     result.camera_info(work.header, work.types)
-    cloud = make_pointcloud2(result.points, work.header, work.types)
+    cloud = result.pointcloud2(work.header, work.types)
     lap()
     colorize_depth(result.depth, 0.0, 80.0)
     lap()

@@ -486,11 +486,13 @@ def _point_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
     return out
 
 
-def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes) -> Any:
+def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes,
+                     is_dense: bool | None = None) -> Any:
     """Structured array [N] (unorganized) or [H, W] (organized) -> PointCloud2.
 
-    Fields must include x, y and z (float32). ``is_dense`` is True when every x, y, z
-    is finite. The bytes equal ``create_cloud``'s for the same fields and points.
+    Fields must include x, y and z (float32). ``is_dense``: None = True when every
+    x, y, z is finite (checked here); a caller that knows it may pass it. The bytes
+    equal ``create_cloud``'s for the same fields and points.
     """
     pts = np.asarray(points)
     fields = _point_fields(pts.dtype)
@@ -507,7 +509,8 @@ def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes) -> An
         raise MessageError(f"points must be [N] or [H, W], got shape {pts.shape}")
     native = pts.dtype.newbyteorder("=")
     pts = np.ascontiguousarray(pts.astype(native, copy=False))
-    is_dense = bool(all(np.isfinite(pts[a]).all() for a in ("x", "y", "z")))
+    if is_dense is None:
+        is_dense = bool(all(np.isfinite(pts[a]).all() for a in ("x", "y", "z")))
     point_fields = [types.PointField(name=n, offset=o, datatype=d, count=c)
                     for n, o, d, c in fields]
     return _with_data(types.PointCloud2, types, pts.reshape(-1).view(np.uint8).data,

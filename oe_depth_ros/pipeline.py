@@ -147,6 +147,16 @@ class DepthResult:
 
         return make_camera_info(self.K, self.size[1], self.size[0], header, types)
 
+    def pointcloud2(self, header: Any, types: "MessageTypes") -> Any:
+        """The PointCloud2 of ``points`` (which must have been computed)."""
+        from oe_depth_ros.messages import make_pointcloud2
+
+        if self.points is None:
+            raise ValueError("this result has no points (Outputs(points=False))")
+        # An unorganized cloud of depth_to_cloud holds finite points only.
+        dense = True if self.points.ndim == 1 else None
+        return make_pointcloud2(self.points, header, types, is_dense=dense)
+
 
 def disparity_to_depth(disp: np.ndarray, size: tuple[int, int] | None = None,
                        scale: float = 1.0) -> np.ndarray:

@@ -69,6 +69,25 @@ def test_torch_and_onnxruntime_agree_through_predict(models: dict[str, Path]) ->
     np.testing.assert_allclose(ort_backend.infer(batch)[0, 0], a, rtol=1e-6)
 
 
+def test_backends_report_their_own_stages(models: dict[str, Path]) -> None:
+    """predict(image, timings) fills the backend's stages; the pipeline adds no others."""
+    from oe_depth_ros.pipeline import DepthPipeline
+
+    image = street_image(150, 500)
+    k = np.array([[300.0, 0, 250], [0, 300, 75], [0, 0, 1]])
+    for name, path in (("onnxruntime", models["onnx"]), ("torch", models["checkpoint"])):
+        backend = create_backend(name, path, device="cpu")
+        timings: dict[str, float] = {}
+        disp = backend.predict(image, timings)
+        np.testing.assert_array_equal(disp, backend.predict(image))
+        assert set(timings) == {"preprocess", "inference"}
+        assert timings["inference"] > 0 and timings["preprocess"] > 0
+        result = DepthPipeline(backend).process(image, k)
+        assert {"preprocess", "inference"} <= set(result.timings)
+        assert sum(v for s, v in result.timings.items() if s != "total") <= \
+            result.timings["total"] + 1e-6
+
+
 def test_plain_state_dict_needs_config(models: dict[str, Path], caplog:
                                        pytest.LogCaptureFixture) -> None:
     with pytest.raises(BackendError, match="plain state_dict"):

@@ -574,3 +574,20 @@ def test_rclpy_messages_pass_strict_field_checks(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert int(out.stdout.strip()) > 0
+
+
+def test_message_data_is_a_copy_made_once(types):
+    """The message owns its bytes: changing the source array afterwards changes nothing."""
+    pts = np.zeros(4, [("x", "f4"), ("y", "f4"), ("z", "f4")])
+    pts["z"] = [1, 2, np.nan, 4]
+    header = make_header(0, "c", types)
+    msg = make_pointcloud2(pts, header, types)
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    img_msg = numpy_to_image(image, "32FC1", header, types)
+    before, before_img = bytes(msg.data), bytes(img_msg.data)
+    pts["z"] = 0
+    image[:] = -1
+    assert bytes(msg.data) == before and bytes(img_msg.data) == before_img
+    assert not msg.is_dense
+    assert make_pointcloud2(pts, header, types).is_dense
+    assert not make_pointcloud2(pts, header, types, is_dense=False).is_dense

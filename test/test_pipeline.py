@@ -317,3 +317,21 @@ def test_empty_and_decimated_clouds():
     organized = depth_to_cloud(depth, rays, None, decimation=3, organized=True)
     assert organized.shape == (2, 2) and organized.dtype.names == ("x", "y", "z")
     assert np.isnan(organized["z"]).all()  # row 1 and column 2 are not kept
+
+
+def test_result_pointcloud2_is_dense_exactly_when_every_point_is_finite(image):
+    types = MessageTypes.rclpy()
+    header = make_header(0, "cam", types)
+    pipe, _ = make({"output_resolution": "network"}, scale=FixedScale(1.0))
+    res = pipe.process(image, K_CAM)
+    msg = res.pointcloud2(header, types)
+    assert msg.is_dense and msg.width == len(res.points) and msg.height == 1
+    assert bytes(msg.data) == res.points.tobytes()
+    organized, _ = make({"output_resolution": "network", "points": {"organized": True}},
+                        scale=FixedScale(1.0))
+    res = organized.process(image, K_CAM)
+    msg = res.pointcloud2(header, types)
+    assert not msg.is_dense and np.isnan(res.points["z"]).any()
+    assert (msg.height, msg.width) == res.points.shape
+    with pytest.raises(ValueError, match="no points"):
+        pipe.process(image, K_CAM, outputs=Outputs(points=False)).pointcloud2(header, types)

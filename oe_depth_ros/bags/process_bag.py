@@ -43,7 +43,6 @@ from oe_depth_ros.intake import CameraInfoConfig, FrameIntake
 from oe_depth_ros.messages import (
     MessageError,
     MessageTypes,
-    make_pointcloud2,
     numpy_to_image,
     pointcloud2_to_numpy,
     stamp_to_ns,
@@ -248,7 +247,7 @@ class _Run:
                            result.camera_info(header, self.types))
         if result.points is not None:
             self.dst.write(topics[POINTS_TOPIC], bag_time,
-                           make_pointcloud2(result.points, header, self.types))
+                           result.pointcloud2(header, self.types))
         if result.colored is not None:
             self.dst.write(topics[COLORED_TOPIC], bag_time,
                            numpy_to_image(result.colored, "rgb8", header, self.types))
