@@ -92,13 +92,14 @@ def gt_predictor(noise: bool, seed: int = 0) -> Predictor:
 def model_predictor(model: Path, backend_name: str) -> Predictor:
     """A trained network through DepthPipeline at camera resolution with scale 1."""
     from oe_depth_ros.inference.backends import create_backend
-    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+    from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig
     from oe_depth_ros.scale import FixedScale
 
     backend = create_backend(backend_name, model)
-    config = PipelineConfig(min_range=0.0, max_range=1e9, cloud=False, colourise=False)
+    config = PipelineConfig(min_range=0.0, max_range=1e9)
     pipeline = DepthPipeline(backend, config, FixedScale(1.0))
-    return lambda image, k, gt: pipeline.process(image, k).depth
+    depth_only = Outputs(points=False, colored=False)
+    return lambda image, k, gt: pipeline.process(image, k, outputs=depth_only).depth
 
 
 def scale_report(samples: Iterable[Sample], predict: Predictor,
