@@ -63,7 +63,7 @@ from oe_depth_ros.diagnostics import CALLBACK_FAILURES, FrameMailbox, NodeStats
 from oe_depth_ros.inference.backends import CPU_BACKENDS, DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
 from oe_depth_ros.messages import (
-    MessageTypes, make_camera_info, make_pointcloud2, numpy_to_image,
+    MessageTypes, make_camera_info, numpy_to_image,
 )
 from oe_depth_ros.pipeline import DepthPipeline, Outputs
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
@@ -473,7 +473,7 @@ class DepthNode(Node):
         stages["publish"] = (time.perf_counter() - t0) * 1e3
         if want_points and result.points is not None:
             t0 = time.perf_counter()
-            self._pub_points.publish(make_pointcloud2(result.points, header, self._types))
+            self._pub_points.publish(result.pointcloud2(header, self._types))
             stages["publish_points"] = (time.perf_counter() - t0) * 1e3
         latency_ms = (time.perf_counter() - received) * 1e3
         self._stats.frame_processed(latency_ms, stages)
