@@ -124,7 +124,11 @@ def nodes(model: Path, tmp_path_factory: pytest.TempPathFactory):
     a = NodeProcess(logs / "a.log", "--params-file", str(REPO / "config" / "oe_depth.yaml"),
                     "-r", "__ns:=/a", "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
                     "-p", f"scale.factor:={SCALE}", "-p", "threads:=1")
-    b = NodeProcess(logs / "b.log", "-r", "__ns:=/b", "-p", f"model_path:={model}",
+    # Integers for float parameters in a file, a read-only one among them.
+    ints = logs / "integers.yaml"
+    ints.write_text("/**:\n  ros__parameters:\n    max_range: 60\n    diagnostics_period: 1\n")
+    b = NodeProcess(logs / "b.log", "--params-file", str(ints), "-r", "__ns:=/b",
+                    "-p", f"model_path:={model}",
                     "-p", "backend:=onnxruntime", "-p", "camera_info.sync:=approximate",
                     "-p", "camera_info.slop:=0.05", "-p", "threads:=1",
                     "-p", "qos_reliability:=reliable", "-p", "use_sim_time:=true")
@@ -693,8 +697,9 @@ def test_diagnostics_run_on_steady_time_with_sim_time_and_no_clock(probe: Probe)
     times = [t for t, msg in probe.messages["/diagnostics"]
              if t > t0 and any(s.name == name for s in msg.status)]
     assert len(times) >= 2, times
-    (read,) = get_parameters(probe, "b", "use_sim_time")
-    assert read.bool_value is True
+    sim_time, max_range = get_parameters(probe, "b", "use_sim_time", "max_range")
+    assert sim_time.bool_value is True
+    assert (max_range.integer_value or max_range.double_value) == 60  # from the file
 
 
 def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Probe,
