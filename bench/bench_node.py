@@ -22,17 +22,27 @@ median per stage from /diagnostics. Baseline in the same run: the offline
 subscribed reliably in the timed configurations; the last one uses the default best
 effort and shows how many 1.4 MB frames arrive over a localhost-only (UDP) transport.
 
-Part 2 measures, in this process, building a PointCloud2 from the pipeline's cloud
+Part 2 streams camera frames at a fixed rate (``--rate``, default 10 Hz) with the
+default best-effort input, as a camera driver publishes them, once over the middleware's
+default transport (Fast DDS without a profile: frames larger than its 0.5 MB shared
+memory segment travel over UDP) and once with ``config/fastdds_shm.xml`` (what the
+launch files set), each in a child process so that Fast DDS reads its profile afresh.
+It reports frames published, received by the node, processed and dropped (the node's
+own counters from /diagnostics), and the outputs that came back.
+
+Part 3 measures, in this process, building a PointCloud2 from the pipeline's cloud
 (``messages.make_pointcloud2``) and ``publisher.publish`` (rclpy's conversion to the C
 message + serialisation) with a subscriber in another context, for a full cloud and
-decimated ones; ratios are against the full cloud.
+decimated ones; ratios are against the full cloud. The node's per-step post-processing
+against a naive implementation is ``bench/bench_postprocess.py``.
 
 Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 640]
-       [--camera 375x1242] [--json OUT]
+       [--camera 375x1242] [--stream-frames 30 --rate 10] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import signal
@@ -59,6 +69,10 @@ CONFIGS = (
 )
 #: How long to wait for a frame's outputs before counting it as lost.
 FRAME_TIMEOUT_S = 5.0
+#: Transports of the streaming comparison: (label, Fast DDS profile file or None).
+TRANSPORTS = (("default (UDP for large frames)", None),
+              ("shared memory (config/fastdds_shm.xml)", REPO / "config" / "fastdds_shm.xml"))
+PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -131,15 +145,85 @@ def start_node(model: Path, ns: str, decimation: int, log: Path,
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
-def stage_medians(diag_msgs: list[Any], ns: str) -> dict[str, float]:
+def node_values(diag_msgs: list[Any], ns: str) -> dict[str, str]:
+    """The key/values of node ``ns``'s newest /diagnostics status ({} if none)."""
     name = f"/{ns}/oe_depth_node: depth"
     for msg in reversed(diag_msgs):
         for status in msg.status:
             if status.name == name:
-                values = {kv.key: kv.value for kv in status.values}
-                return {k.split(".", 1)[1]: float(v) for k, v in values.items()
-                        if k.startswith("stage_p50_ms.")}
+                return {kv.key: kv.value for kv in status.values}
     return {}
+
+
+def stage_medians(diag_msgs: list[Any], ns: str) -> dict[str, float]:
+    return {k.split(".", 1)[1]: float(v) for k, v in node_values(diag_msgs, ns).items()
+            if k.startswith("stage_p50_ms.")}
+
+
+def stream(model: Path, image: np.ndarray, frames: int, rate: float,
+           workdir: Path) -> dict[str, Any]:
+    """Publish ``frames`` frames at ``rate`` Hz, best effort; the node's counters after."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    ns = "stream"
+    proc = start_node(model, ns, 4, workdir / f"{ns}.log", "best_effort")
+    probe = Probe()
+    try:
+        probe.subscribe(f"/{ns}/depth/image", Image)
+        diag: list[Any] = []
+        probe.subs.append(probe.node.create_subscription(
+            DiagnosticArray, "/diagnostics", diag.append, 10))
+        pub_img = probe.node.create_publisher(Image, f"/{ns}/image", qos_profile_sensor_data)
+        pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info",
+                                               qos_profile_sensor_data)
+        if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0, 60):
+            raise RuntimeError("node did not start:\n" + (workdir / f"{ns}.log").read_text())
+        probe.spin_until(lambda: False, 1.0)  # discovery settles
+        h, w = image.shape[:2]
+        info = CameraInfo(width=w, height=h)
+        info.k = [float(v) for v in K_KITTI.reshape(-1)]
+        data = image.tobytes()
+        start = time.perf_counter()
+        for i in range(frames):
+            stamp = (200 + i, 0)
+            info.header.stamp.sec = stamp[0]
+            msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=data)
+            msg.header.stamp.sec = stamp[0]
+            pub_info.publish(info)
+            pub_img.publish(msg)
+            probe.spin_until(lambda: False, start + (i + 1) / rate - time.perf_counter())
+        probe.spin_until(lambda: False, 3.0)  # the last frame, then a diagnostics period
+        values = node_values(diag, ns)
+        answered = sum(1 for (topic, _) in probe.arrivals if topic == f"/{ns}/depth/image")
+    finally:
+        probe.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+    return {"published": frames, "received": int(values.get("frames_received", 0)),
+            "processed": int(values.get("frames_processed", 0)),
+            "dropped": int(values.get("frames_dropped", 0)), "answered": answered,
+            "rate_hz": rate}
+
+
+def measure_transports(model: Path, frames: int, rate: float, camera: tuple[int, int],
+                       workdir: Path) -> list[dict[str, Any]]:
+    """:func:`stream` once per transport, each in a child process with its own profile."""
+    rows = []
+    for label, profile in TRANSPORTS:
+        env = dict(os.environ)
+        env.pop(PROFILE_VARIABLE, None)
+        if profile is not None:
+            env[PROFILE_VARIABLE] = str(profile)
+        cmd = [sys.executable, __file__, "--stream-child", str(model), "--stream-frames",
+               str(frames), "--rate", str(rate), "--camera", f"{camera[0]}x{camera[1]}"]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir,
+                             timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"streaming over {label} failed:\n{out.stderr[-3000:]}")
+        rows.append({"transport": label, **json.loads(out.stdout.strip().splitlines()[-1])})
+    return rows
 
 
 def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Path,
@@ -255,8 +339,8 @@ def measure_cloud_publish(model: Path, image: np.ndarray, reps: int) -> list[dic
     rows = []
     try:
         for decimation in (1, 2, 4, 8):
-            cloud = DepthPipeline(backend, PipelineConfig(cloud_decimation=decimation)).process(
-                image, K_KITTI).points
+            config = PipelineConfig.from_params({"points.decimation": decimation})
+            cloud = DepthPipeline(backend, config).process(image, K_KITTI).points
             make, publish = [], []
             for _ in range(reps):
                 t0 = time.perf_counter()
@@ -305,6 +389,15 @@ def print_tables(report: dict[str, Any]) -> None:
                         for r in report["end_to_end"])
         off = report["offline_pipeline"]["stage_p50_ms"].get(stage, float("nan"))
         print(f"{stage:<16}{cells}{off:>10.2f}")
+    print(f"\nStreaming {report['camera']} rgb8 at {report['transports'][0]['rate_hz']:g} Hz, "
+          "best-effort input (node counters from /diagnostics)")
+    print(f"{'transport':<42}{'published':>10}{'received':>10}{'processed':>10}"
+          f"{'dropped':>9}{'answered':>10}{'x default':>11}")
+    base = max(report["transports"][0]["received"], 1)
+    for row in report["transports"]:
+        print(f"{row['transport']:<42}{row['published']:>10}{row['received']:>10}"
+              f"{row['processed']:>10}{row['dropped']:>9}{row['answered']:>10}"
+              f"{row['received'] / base:>11.2f}")
     print("\nPointCloud2 from Python (make_pointcloud2 + rclpy publish, median ms)")
     print(f"{'decimation':>10}{'points':>10}{'MB':>8}{'make':>9}{'publish':>9}{'total':>9}"
           f"{'x full':>8}")
@@ -327,9 +420,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fastdds-profile", type=Path,
                         help="Fast DDS XML profile for the node and this process "
                              "(FASTRTPS_DEFAULT_PROFILES_FILE), e.g. config/fastdds_shm.xml")
+    parser.add_argument("--stream-frames", type=int, default=30,
+                        help="frames streamed per transport")
+    parser.add_argument("--rate", type=float, default=10.0, help="streaming rate (Hz)")
+    parser.add_argument("--stream-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
     cam_h, cam_w = args.camera
+    if args.stream_child:  # one transport, in a process of its own (see measure_transports)
+        row = stream(args.stream_child, kitti_like_image(cam_h, cam_w), args.stream_frames,
+                     args.rate, Path.cwd())
+        print(json.dumps(row))
+        return 0
     configs = [CONFIGS[int(i)] for i in args.configs.split(",") if i.strip()] or list(CONFIGS)
     if args.fastdds_profile:
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile.resolve())
@@ -354,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             "offline_pipeline": measure_offline(model, image, args.frames),
             "fastdds_profile": str(args.fastdds_profile or ""),
             "end_to_end": measure_end_to_end(model, image, args.frames, work, configs),
+            "transports": measure_transports(model, args.stream_frames, args.rate,
+                                             args.camera, work),
             "cloud_publish": measure_cloud_publish(model, image, args.reps),
         }
     report["machine"]["loadavg_at_end"] = list(os.getloadavg())
