@@ -171,7 +171,8 @@ def test_full_jitter_equals_torchvision_ops_per_image(layout: tuple[Path, Path])
                        lambda x: TF.adjust_contrast(x, params.contrast),
                        lambda x: TF.adjust_saturation(x, params.saturation),
                        lambda x: TF.adjust_hue(x, params.hue)][op](img)
-            torch.testing.assert_close(sample[("color_aug", f, s)], img, atol=1e-6, rtol=0)
+            # OpenCV computes the same operations in float32: equal to rounding
+            torch.testing.assert_close(sample[("color_aug", f, s)], img, atol=1e-5, rtol=0)
 
 
 def test_draws_depend_on_seed_epoch_index_only(layout: tuple[Path, Path]) -> None:

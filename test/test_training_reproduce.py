@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from training.ablation_report import PAPER_TABLE3
-from training.reproduce import main, resolve_weights
+from training.checkpointing import load_checkpoint
+from training.reproduce import (Paths, main, resolve_splits, resolve_weights, row_config,
+                                train_row)
 
 torch.set_num_threads(1)
 
@@ -67,12 +69,11 @@ def test_an_interrupted_row_resumes(synth_world, tmp_path: Path) -> None:
     base = ["--kitti", str(synth_world.root), "--splits", str(splits), "--weights", "none",
             "--out", str(out), "--rows", "triplet_only", "--small", "--warmup-steps", "2",
             "--no-progress", *[f"--set={o}" for o in TINY]]
-    from training.reproduce import Paths, resolve_splits, row_config, train_row
     paths = Paths(synth_world.root, resolve_splits(splits), "none", "none", out)
-    train_row(row_config("triplet_only", paths, True, [*TINY, "max_steps=1"]))  # stops after one step: an interrupted run
+    # one step, then the marker removed: a run interrupted after its first checkpoint
+    train_row(row_config("triplet_only", paths, True, [*TINY, "max_steps=1"]))
     (out / "triplet_only" / "done.json").unlink()
     assert main(base) == 0
-    from training.checkpointing import load_checkpoint
     assert load_checkpoint(out / "triplet_only" / "last.pt")["step"] > 1
 
 

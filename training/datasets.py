@@ -28,7 +28,6 @@ from typing import Any, Literal, Sequence, Union
 import cv2
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import ColorJitter
 
@@ -83,18 +82,52 @@ class JitterParams:
     hue: float
 
 
-def apply_jitter(images: torch.Tensor, params: JitterParams) -> torch.Tensor:
-    """Apply one jitter draw to a batch of float images [N, 3, h, w] in [0, 1]."""
+#: torchvision's greyscale weights (ITU-R 601-2 luma, as ``rgb_to_grayscale``).
+_GREY = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)
+
+
+def _blend(image: np.ndarray, other: np.ndarray | float, ratio: float) -> np.ndarray:
+    """ratio * image + (1 - ratio) * other, clamped to [0, 1] (torchvision's blend)."""
+    if isinstance(other, np.ndarray):
+        out = cv2.addWeighted(image, ratio, other, 1.0 - ratio, 0.0)
+    else:
+        out = cv2.addWeighted(image, ratio, image, 0.0, (1.0 - ratio) * other)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return cv2.transform(image, _GREY)
+
+
+def adjust_hue(image: np.ndarray, hue: float) -> np.ndarray:
+    """Rotate the hue of a float RGB image [h, w, 3] in [0, 1] by ``hue`` turns.
+
+    torchvision's hexcone HSV model, computed with OpenCV's float conversion (the two
+    agree to 2e-6).
+    """
+    h, s, v = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
+    h = np.mod(cv2.add(h, hue * 360.0), 360.0, dtype=np.float32)
+    return cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
+
+
+def apply_jitter(image: np.ndarray, params: JitterParams) -> np.ndarray:
+    """Apply one jitter draw to a float RGB image [h, w, 3] in [0, 1].
+
+    The operations and their order are torchvision's ``ColorJitter`` on tensors
+    (brightness, contrast about the mean grey level, saturation about the grey image,
+    hue), computed with OpenCV on the HWC array.
+    """
     for op in params.order:
         if op == 0:
-            images = TF.adjust_brightness(images, params.brightness)
+            image = _blend(image, 0.0, params.brightness)
         elif op == 1:
-            images = TF.adjust_contrast(images, params.contrast)
+            image = _blend(image, float(_grey(image).mean()), params.contrast)
         elif op == 2:
-            images = TF.adjust_saturation(images, params.saturation)
+            grey = _grey(image)
+            image = _blend(image, cv2.merge([grey, grey, grey]), params.saturation)
         else:
-            images = TF.adjust_hue(images, params.hue)
-    return images
+            image = adjust_hue(image, params.hue)
+    return image
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -279,18 +312,16 @@ class KittiRawMonoDataset(Dataset):
         originals = {}
         for f in self.frame_ids:
             img = _read_rgb(str(self.image_path(entry, f)))
-            originals[f] = img[:, ::-1] if flip else img
+            originals[f] = cv2.flip(img, 1) if flip else img
         orig_size = originals[0].shape[:2]
-        for s in range(self.num_scales):
-            size = (self.height // 2 ** s, self.width // 2 ** s)
-            stack = torch.stack([
-                torch.from_numpy(np.ascontiguousarray(resize_rgb(np.ascontiguousarray(originals[f]),
-                                                                 size))).permute(2, 0, 1)
-                for f in self.frame_ids]).float().div_(255.0)
-            aug = apply_jitter(stack, jitter) if jitter is not None else stack
-            for i, f in enumerate(self.frame_ids):
-                sample[("color", f, s)] = stack[i]
-                sample[("color_aug", f, s)] = aug[i]
+        for f, image in originals.items():
+            for s in range(self.num_scales):  # each scale from the one above (Monodepth2)
+                image = resize_rgb(image, (self.height // 2 ** s, self.width // 2 ** s))
+                colour = image.astype(np.float32) / np.float32(255.0)
+                aug = apply_jitter(colour, jitter) if jitter is not None else colour
+                sample[("color", f, s)] = torch.from_numpy(colour.transpose(2, 0, 1).copy())
+                sample[("color_aug", f, s)] = (sample[("color", f, s)] if jitter is None else
+                                               torch.from_numpy(aug.transpose(2, 0, 1).copy()))
         for s, k in enumerate(self.intrinsics_at(entry, orig_size)):
             sample[("K", s)] = torch.from_numpy(k.astype(np.float32))
             sample[("inv_K", s)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))
