@@ -71,10 +71,10 @@ def test_plateau_and_statistics() -> None:
     assert difference(mean_std([3.0]), mean_std([1.0, 2.0])) is None
 
 
-def _tiny(work: Path, rows: list[str], steps: int) -> list[str]:
+def _tiny(work: Path, rows: list[str], steps: int, warmup: int = 1) -> list[str]:
     return ["--work", str(work), "--rows", *rows, "--seeds", "0", "1", "--steps", str(steps),
             "--eval-every", "1", "--drives", "1", "--frames", "5", "--heldout-drives", "1",
-            "--heldout-frames", "2", "--size", "128x64", "--warmup-steps", "1",
+            "--heldout-frames", "2", "--size", "128x64", "--warmup-steps", str(warmup),
             "data.height=32", "data.width=64", "optim.batch_size=1"]
 
 
@@ -109,7 +109,7 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
     # A longer budget continues each run from its checkpoint instead of starting again.
     caplog.clear()
     with caplog.at_level("INFO"):
-        assert main(_tiny(tmp_path, ["baseline"], 3)) == 0
+        assert main(_tiny(tmp_path, ["baseline"], 3, warmup=0)) == 0
     assert sum("resumed from" in r.getMessage() and "at step 2" in r.getMessage()
                for r in caplog.records) == 2
     record = json.loads((run / "points.json").read_text())

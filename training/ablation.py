@@ -146,7 +146,8 @@ def build_trainer(job: RunJob, out_dir: Path) -> Any:
     cfg = load_train_config(ROWS[job.row][0], [
         f"data.data_path={w.train_root}", f"data.train_split={w.train_split}",
         f"data.val_split={w.val_split}", f"seed={job.seed}", f"cpu_threads={job.threads}",
-        "validate=false", "progress=false", "checkpoint_every=50", *job.overrides])
+        "validate=false", "progress=false", "checkpoint_every=50", "data.num_workers=0",
+        *job.overrides])
     return Trainer(cfg, out_dir=out_dir)
 
 
@@ -240,8 +241,11 @@ def _endless(trainer: Any) -> Iterator[Any]:
         epoch += 1
 
 
-def measure_row(job: RunJob, steps: int = 2) -> float:
-    """Seconds per training step of ``job``'s row (after one untimed step), in this process."""
+def measure_row(job: RunJob, steps: int, with_eval: bool) -> tuple[float, float]:
+    """Measured seconds per training step of ``job``'s row and of one held-out evaluation.
+
+    The first step is not timed; the evaluation only runs with ``with_eval`` (else 0).
+    """
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -251,23 +255,32 @@ def measure_row(job: RunJob, steps: int = 2) -> float:
         tic = time.perf_counter()
         for _ in range(steps):
             trainer.train_step(next(batches))
-        return (time.perf_counter() - tic) / steps
+        per_step = (time.perf_counter() - tic) / steps
+        tic = time.perf_counter()
+        if with_eval:
+            evaluate(trainer, heldout_dataset(trainer, job.worlds))
+        return per_step, time.perf_counter() - tic if with_eval else 0.0
 
 
 def estimate_seconds(jobs: list[RunJob], warmup_steps: int) -> tuple[float, dict[str, float]]:
-    """Expected seconds of training still to do (one process) and the measured s/step by row."""
+    """Expected seconds of work still to do (one process) and the measured s/step by row.
+
+    The warm-up times a few steps of every row with work left and one evaluation.
+    """
     per_step: dict[str, float] = {}
+    eval_seconds: float | None = None
     total = 0.0
     for job in jobs:
         todo = pending(job)
         if not todo:
             continue
         if job.row not in per_step:
-            per_step[job.row] = measure_row(job, warmup_steps)
+            per_step[job.row], measured = measure_row(job, warmup_steps, eval_seconds is None)
+            eval_seconds = measured if eval_seconds is None else eval_seconds
         record = read_points(job.run_dir)
         done = max((int(s) for s in record["points"]), default=0)
-        evals = record.get("eval_seconds", 0.5 * per_step[job.row] * len(todo))
-        total += per_step[job.row] * (todo[-1] - done) + evals * len(todo)
+        each_eval = record.get("eval_seconds", eval_seconds)
+        total += per_step[job.row] * (todo[-1] - done) + each_eval * len(todo)
     return total, per_step
 
 
@@ -363,8 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
     worlds = prepare_worlds(args.work, settings.world)
+    # seed-major: with fewer --jobs than runs, every row's first seeds finish first
     jobs = [RunJob(args.work, row, seed, tuple(settings.eval_steps), worlds, settings.threads,
-                   tuple(settings.overrides)) for row in settings.rows for seed in settings.seeds]
+                   tuple(settings.overrides)) for seed in settings.seeds for row in settings.rows]
     if args.warmup_steps > 0:
         seconds, per_step = estimate_seconds(jobs, args.warmup_steps)
         rates = ", ".join(f"{row} {s:.2f} s/step" for row, s in per_step.items())
