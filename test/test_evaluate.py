@@ -239,3 +239,25 @@ def test_bad_prediction_names_the_split_line(synth_world):
     first = read_split_file(synth_world.split_files["test"])[0].line
     with pytest.raises(ValueError, match=f"{first}: prediction contains NaN"):
         evaluate(_options(synth_world), _NanBackend())
+
+
+def test_images_are_read_from_png_or_jpg_trees(tmp_path) -> None:
+    import cv2
+
+    from oe_depth_ros.kitti.splits import SplitEntry
+    from training.evaluate import _Images
+
+    folder = "2011_09_26/2011_09_26_drive_0001_sync"
+    data = tmp_path / folder / "image_02" / "data"
+    data.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    image = (rng.random((20, 30, 3)) * 255).astype(np.uint8)
+    cv2.imwrite(str(data / "0000000003.jpg"), image)
+    got = _Images(tmp_path).get(SplitEntry(folder, 3))
+    expected = cv2.cvtColor(cv2.imread(str(data / "0000000003.jpg")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(got, expected)
+    cv2.imwrite(str(data / "0000000003.png"), image)  # both present: the PNG is used
+    np.testing.assert_array_equal(_Images(tmp_path).get(SplitEntry(folder, 3)),
+                                  cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+    with pytest.raises(FileNotFoundError, match="0000000004.png"):
+        _Images(tmp_path).get(SplitEntry(folder, 4))
