@@ -14,7 +14,7 @@ from typing import Sequence
 
 from oe_depth_ros.config import ConfigError
 
-log = logging.getLogger("training.train")
+LOG = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_train_config(args.config, args.overrides)
     except (ConfigError, FileNotFoundError) as exc:
-        log.error("%s", exc)
+        LOG.error("%s", exc)
         return 2
     use_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
     env = init_distributed(use_cuda)
@@ -57,17 +57,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.resume is not None:
             trainer.resume(args.resume)
         trainer.fit()
-        log.info("done: step %d, checkpoints in %s", trainer.step, trainer.out_dir)
+        LOG.info("done: step %d, checkpoints in %s", trainer.step, trainer.out_dir)
         return 0
     except TrainingDivergedError as exc:
-        log.error("%s", exc)
+        LOG.error("%s", exc)
         return 3
     except KeyboardInterrupt:
         where = trainer.out_dir if trainer is not None else cfg.out_dir
-        log.error("interrupted; continue with --resume %s/last.pt", where)
+        LOG.error("interrupted; continue with --resume %s/last.pt", where)
         return 130
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        log.error("%s", exc)
+        LOG.error("%s", exc)
         return 1
     finally:
         if trainer is not None:
