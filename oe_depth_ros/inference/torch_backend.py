@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from oe_depth_ros.devices import resolve_torch_device
 from oe_depth_ros.geometry import disp_to_depth
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.inference.errors import BackendError
@@ -24,19 +25,6 @@ LOG = logging.getLogger(__name__)
 
 #: Input size when neither the caller nor the checkpoint gives one (the paper's 640x192).
 DEFAULT_INPUT_SIZE = (192, 640)
-
-
-def torch_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise BackendError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BackendError(f"device {device!r} requested but torch sees no CUDA GPU; use cpu")
-    return dev
 
 
 def checkpoint_input_size(path: Path) -> tuple[int, int] | None:
@@ -65,7 +53,7 @@ class TorchBackend(DepthBackend):
         from oe_depth_ros.model import load_depth_net
 
         path = Path(model_path)
-        self.device = torch_device(device)
+        self.device = resolve_torch_device(device, BackendError)
         if threads is not None:
             torch.set_num_threads(int(threads))
         try:
