@@ -29,13 +29,10 @@ non-zero code when the node failed), the player with it.
 from launch import LaunchDescription
 from launch.actions import ExecuteProcess, OpaqueFunction
 
+from oe_depth_ros.bags.names import LEFT_COLOR_IMAGE_TOPIC, LEFT_COLOR_INFO_TOPIC
 from oe_depth_ros.launch_common import (NODE_ARGUMENTS, argument_values, declare_arguments,
                                         depth_node, is_true, rviz_nodes, share_file,
                                         shut_down_with, transport_profile)
-
-#: Topics that ``oe-depth kitti2bag`` writes for KITTI camera 2 (the left colour camera).
-KITTI_IMAGE = "/kitti/camera_color_left/image_raw"
-KITTI_CAMERA_INFO = "/kitti/camera_color_left/camera_info"
 
 #: (name, default, description) of every launch argument (see oe_depth_ros.launch_common).
 ARGUMENTS = (("bag", None, "rosbag2 directory written by `oe-depth kitti2bag` (required)"),
@@ -52,7 +49,7 @@ def _replay(context):
             "--qos-profile-overrides-path", share_file("config", "tf_static_qos.yaml")]
     if is_true(arg["loop"]):
         play.append("--loop")
-    remappings = [("image", KITTI_IMAGE), ("camera_info", KITTI_CAMERA_INFO)]
+    remappings = [("image", LEFT_COLOR_IMAGE_TOPIC), ("camera_info", LEFT_COLOR_INFO_TOPIC)]
     node = depth_node(arg, remappings, use_sim_time=True)
     return [*transport_profile(arg), ExecuteProcess(cmd=play, name="bag_play", output="screen"),
             node, shut_down_with(node), *rviz_nodes(arg, use_sim_time=True)]

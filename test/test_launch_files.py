@@ -208,9 +208,17 @@ def test_launch_files_parse_and_compile(path: Path) -> None:
     imported = {alias.name for n in ast.walk(tree)
                 if isinstance(n, (ast.Import, ast.ImportFrom))
                 for alias in (n.names if isinstance(n, ast.Import) else [ast.alias(n.module)])}
-    # launch, launch_ros and the package's shared launch code, nothing heavy.
+    # launch, launch_ros, the package's shared launch code and the bag names, nothing heavy.
     outside = {name for name in imported if name.split(".")[0] not in ("launch", "launch_ros")}
-    assert outside <= {"oe_depth_ros.launch_common"}, outside
+    assert outside <= {"oe_depth_ros.launch_common", "oe_depth_ros.bags.names"}, outside
+
+
+def test_bag_names_import_only_the_standard_library() -> None:
+    tree = ast.parse((REPO / "oe_depth_ros" / "bags" / "names.py").read_text())
+    imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for alias in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"__future__"}, imported
 
 
 def test_shared_launch_code_imports_launch_only_when_called() -> None:

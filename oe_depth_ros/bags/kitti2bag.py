@@ -31,6 +31,9 @@ import numpy as np
 from tqdm import tqdm
 
 from oe_depth_ros.bags import tf
+from oe_depth_ros.bags.names import (GPS_TOPIC, IMU_TOPIC, LEFT_COLOR_CAMERA,
+                                     LEFT_COLOR_IMAGE_TOPIC, LEFT_COLOR_INFO_TOPIC, VELO_TOPIC,
+                                     camera_info_topic, image_topic)
 from oe_depth_ros.bags.bagio import (
     DEFAULT_QOS,
     TRANSIENT_LOCAL_QOS,
@@ -63,30 +66,10 @@ __all__ = [
 
 LOG = logging.getLogger(__name__)
 
-VELO_TOPIC = "/kitti/velo/pointcloud"
-IMU_TOPIC = "/kitti/oxts/imu"
-GPS_TOPIC = "/kitti/oxts/gps/fix"
-
 #: Stereo partner (left camera) of each right camera.
 _STEREO_LEFT = {1: 0, 3: 2}
 
 _VELO_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4")])
-
-
-def image_topic(cam: int) -> str:
-    """``/kitti/<camera frame>/image_raw`` of KITTI camera ``cam``."""
-    return f"/kitti/{tf.CAMERA_FRAMES[cam]}/image_raw"
-
-
-def camera_info_topic(cam: int) -> str:
-    """``/kitti/<camera frame>/camera_info`` of KITTI camera ``cam``."""
-    return f"/kitti/{tf.CAMERA_FRAMES[cam]}/camera_info"
-
-
-#: KITTI's left colour camera (image_02): the camera the depth tools read by default.
-LEFT_COLOR_CAMERA = 2
-LEFT_COLOR_IMAGE_TOPIC = image_topic(LEFT_COLOR_CAMERA)
-LEFT_COLOR_INFO_TOPIC = camera_info_topic(LEFT_COLOR_CAMERA)
 
 
 def camera_projection(calib: KittiCalib, cam: int) -> np.ndarray:

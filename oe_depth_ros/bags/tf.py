@@ -18,6 +18,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from oe_depth_ros.bags.names import (BASE_FRAME, CAMERA_FRAMES, IMU_FRAME, TF_STATIC_TOPIC,
+                                     TF_TOPIC, VELO_FRAME, WORLD_FRAME)
 from oe_depth_ros.kitti.raw import KittiCalib, rotation_rpy
 
 __all__ = [
@@ -39,23 +41,6 @@ __all__ = [
     "transform_stamped",
     "edge_from_transform_stamped",
 ]
-
-#: The ROS topics of the moving and the static transforms.
-TF_TOPIC = "/tf"
-TF_STATIC_TOPIC = "/tf_static"
-
-WORLD_FRAME = "world"
-BASE_FRAME = "base_link"
-IMU_FRAME = "imu_link"
-VELO_FRAME = "velo_link"
-
-#: KITTI camera index -> optical frame name (also the topic stem /kitti/<frame>/...).
-CAMERA_FRAMES: dict[int, str] = {
-    0: "camera_gray_left",
-    1: "camera_gray_right",
-    2: "camera_color_left",
-    3: "camera_color_right",
-}
 
 
 def rigid(rotation: np.ndarray, translation: Sequence[float] | np.ndarray) -> np.ndarray:
