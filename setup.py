@@ -31,5 +31,9 @@ setup(
             f"oe_depth_node = {PACKAGE}.node:main",
             f"oe-depth = {PACKAGE}.cli:main",
         ],
+        # Subcommands of `oe-depth` that live outside oe_depth_ros (see oe_depth_ros.cli).
+        f"{PACKAGE}.commands": [
+            "demo = training.demo_command",
+        ],
     },
 )

@@ -1,14 +1,25 @@
 """The demo end to end in its fastest configuration, through the real CLI."""
 from __future__ import annotations
 
+import argparse
+import ast
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from oe_depth_ros.bags.bagio import BagReader
+from oe_depth_ros.cli import plugin_commands
+from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
+from training.baselines import best_constant_abs_rel
+from training.demo import DemoSettings, _constant_errors
+from training.demo_command import add_arguments, settings_from_args
+
+STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
 
 
 def test_demo_fast_end_to_end(tmp_path):
@@ -17,9 +28,13 @@ def test_demo_fast_end_to_end(tmp_path):
                            "--out", str(out)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    # Every stage ran and was timed.
-    assert set(report["stage_seconds"]) == {"data", "train", "export", "kitti2bag",
-                                            "process-bag", "report"}
+    # Every stage ran and was timed, in wall and CPU seconds, and so was the whole run.
+    assert set(report["stage_seconds"]) == set(report["stage_cpu_seconds"]) == STAGES
+    assert sum(report["stage_seconds"].values()) <= report["total_seconds"]
+    assert report["stage_cpu_seconds"]["train"] > 0 and report["total_cpu_seconds"] > 0
+    # The export was verified against float64 on the pattern, the photograph and a frame.
+    assert set(report["export"]["onnxruntime_vs_float64"]) == {"pattern", "photograph",
+                                                               "verify-image"}
     frames = report["frames"]
     assert frames == len(report["per_frame"]) > 0
     for row in ("model", "constant_baseline", "model_metric_scale"):
@@ -52,7 +67,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
 
     import cv2
 
-    from oe_depth_ros.demo import _ground_truth
+    from training.demo import _ground_truth
     from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = synth_world.drive_dirs[0]
@@ -83,3 +98,41 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path):
     assert set(report["stage_seconds"]) == {"kitti2bag", "process-bag", "report"}
     assert report["frames"] == 8 and report["model_source"].startswith("user model")
     assert not (out / "data").exists()
+
+
+def test_demo_is_registered_outside_the_library() -> None:
+    """`oe-depth demo` comes from the training package's entry point; oe_depth_ros
+    never imports training."""
+    assert plugin_commands()["demo"].__name__ == "training.demo_command"
+    root = Path(__file__).resolve().parents[1] / "oe_depth_ros"
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "training" for n in names), path
+
+
+def test_constant_baseline_is_the_abs_rel_minimiser() -> None:
+    """The demo's constant row is the learning proof's best constant, on the same pixels,
+    and no worse than the median-scaled constant it replaced."""
+    rng = np.random.default_rng(4)
+    gt = rng.uniform(3, 70, size=(60, 200)).astype(np.float32)
+    gt[rng.random(gt.shape) < 0.3] = 0.0
+    errors = _constant_errors(gt)
+    assert errors["abs_rel"] == pytest.approx(best_constant_abs_rel(gt, valid_mask(gt)))
+    median_scaled = evaluate_depth_map(gt, np.ones_like(gt))[0]["abs_rel"]
+    assert errors["abs_rel"] <= median_scaled
+
+
+@pytest.mark.parametrize("argv, want", [
+    ([], dict(train_steps=DemoSettings.train_steps, frames=DemoSettings.frames)),
+    (["--fast"], dict(train_steps=3, frames=8, drives=2)),
+    (["--fast", "--frames", "5", "--seed", "2"], dict(train_steps=3, frames=5, seed=2)),
+    (["--train-steps", "7", "--model", "m.onnx"], dict(train_steps=7, model=Path("m.onnx"))),
+])
+def test_settings_from_arguments(argv: list[str], want: dict) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    settings = settings_from_args(parser.parse_args(argv))
+    for key, value in want.items():
+        assert getattr(settings, key) == value, key

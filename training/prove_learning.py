@@ -26,6 +26,7 @@ import torch
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
+from training.baselines import best_constant_abs_rel
 
 log = logging.getLogger("training.prove_learning")
 
@@ -87,15 +88,6 @@ def photometric_loss(trainer: Any, dataset: Any, batch_size: int = 4) -> float:
         total += float(terms["photometric"]) * n
         count += n
     return total / count
-
-
-def best_constant_abs_rel(gt: np.ndarray, mask: np.ndarray) -> float:
-    """Abs Rel of the best constant depth c: the weighted median of gt with weights 1/gt."""
-    g = np.sort(gt[mask].astype(np.float64))
-    w = 1.0 / g
-    cum = np.cumsum(w)
-    c = g[np.searchsorted(cum, 0.5 * cum[-1])]
-    return float(np.mean(np.abs(g - c) / g))
 
 
 def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,

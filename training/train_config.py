@@ -186,6 +186,10 @@ class TrainConfig:
     channels_last: Literal["auto", "on", "off"] = "auto"
     sync_bn: bool = False
     freeze_bn: bool = False
+    #: Keep the ODConv attention BatchNorms at their initial statistics (an affine layer):
+    #: their batch is one pooled vector per image, and statistics of a few similar images
+    #: (a synthetic world) make the attention, and the network, explode on other images.
+    freeze_attention_bn: bool = False
     checkpoint_every: int = 1000
     keep_epoch_checkpoints: bool = True
     log_every: int = 50

@@ -239,6 +239,9 @@ class Trainer:
             for module in list(self.depth_net.modules()) + list(self.pose_net.modules()):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
+        if self.cfg.freeze_attention_bn:
+            for layer in _unwrap(self.depth_net).odconv_layers():
+                layer.attention.bn.eval()
 
     def _to_device(self, batch: dict[Any, Any]) -> dict[Any, Any]:
         out = {}

@@ -33,19 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Export and report the verification figure."""
+    """Export; the export logs its verification and the network's float32 conditioning."""
+    from oe_depth_ros.inference.conditioning import read_rgb
     from oe_depth_ros.inference.export import export_onnx
 
     if args.model_config is None and args.checkpoint is None:
         raise ValueError("give --model-config NAME_OR_YAML (and --checkpoint for trained weights)")
-    verify_image = None
-    if args.verify_image is not None:
-        import cv2
-
-        bgr = cv2.imread(str(args.verify_image), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"cannot read --verify-image {args.verify_image}")
-        verify_image = bgr[..., ::-1].copy()
+    verify_image = None if args.verify_image is None else read_rgb(args.verify_image)
     report = export_onnx(args.model_config, args.out, args.height, args.width,
                          checkpoint=args.checkpoint, opset=args.opset,
                          precision=args.precision, verify=not args.no_verify,

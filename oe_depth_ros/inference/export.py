@@ -9,11 +9,15 @@ strongly typed TensorRT (11.x) builds as an fp16 engine.
 The exporter is ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript):
 in torch 2.14 it is the default, it emits opset 18 and a clean graph (no Constant /
 Shape chains around padding and resizing), while the TorchScript exporter is deprecated.
+
+Verification (``oe_depth_ros.inference.conditioning``) runs ONNX Runtime and the
+float32 and float64 PyTorch networks on a synthetic pattern, a real photograph and an
+optional camera frame, and judges ONNX Runtime against float64 by what float32 PyTorch
+itself achieves: a faithful export of an ill-conditioned network passes with a warning.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import io
 import logging
@@ -31,7 +35,10 @@ from oe_depth_ros import __version__
 from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.geometry import disp_to_depth
-from oe_depth_ros.imageops import to_network_input
+from oe_depth_ros.inference.conditioning import (
+    ErrorStats, InputCheck, References, check_runtime, log_conditioning, max_relative_error,
+    verification_image, verification_inputs,
+)
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
 )
@@ -41,12 +48,10 @@ LOG = logging.getLogger(__name__)
 #: The torch.export-based exporter emits opset 18 or newer.
 MIN_OPSET = 18
 DEFAULT_OPSET = 18
-#: Maximum elementwise relative error |ort - torch| / |torch| accepted by the self-check.
-#: fp32: both run the same float32 graph. fp16: the float16 graph against the float32
-#: network, a bound on what half precision costs at any disparity.
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 #: Seed of the random weights exported without a checkpoint (reproducible test files).
 RANDOM_SEED = 0
+__all__ = ["ExportError", "ExportReport", "ScaledDisparityNet", "check_input_size",
+           "export_onnx", "load_network", "max_relative_error", "verification_image"]
 
 
 class ExportError(RuntimeError):
@@ -58,6 +63,7 @@ class ScaledDisparityNet(nn.Module):
 
     With ``half=True`` the network runs in float16 between float32 casts; the
     disparity scaling stays in float32 so that near-range values keep their precision.
+    Without it the output has the input's dtype (float64 in, float64 out).
     """
 
     def __init__(self, net: nn.Module, min_depth: float, max_depth: float,
@@ -70,7 +76,7 @@ class ScaledDisparityNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.half() if self.half else image
-        disp = self.net(x)[("disp", 0)].float()
+        disp = self.net(x)[("disp", 0)].to(image.dtype)
         scaled, _ = disp_to_depth(disp, self.min_depth, self.max_depth)
         return scaled
 
@@ -79,17 +85,26 @@ class ScaledDisparityNet(nn.Module):
 class ExportReport:
     """What ``export_onnx`` produced and how well it verified.
 
-    ``max_rel_error`` is NaN when the check was skipped.
+    ``checks`` holds, per verification input, ONNX Runtime's and float32 PyTorch's
+    errors against the float64 network (empty with ``verify=False``); ``conditioning``
+    float32 PyTorch's alone. ``seconds`` times the stages: ``reference`` (PyTorch
+    float32 and float64), ``trace`` (torch.onnx.export), ``checks`` (metadata, ONNX
+    checker, shape inference), ``runtime`` (ONNX Runtime on every input).
     """
 
     path: Path
     info: ModelInfo
     opset: int
     num_nodes: int
-    max_rel_error: float
-    tolerance: float
-    export_seconds: float
+    checks: tuple[InputCheck, ...]
+    conditioning: dict[str, ErrorStats]
+    seconds: dict[str, float]
     random_weights: bool
+
+    @property
+    def max_rel_error(self) -> float:
+        """The largest runtime-vs-float64 error over all inputs (NaN when not verified)."""
+        return max((c.runtime.max for c in self.checks), default=float("nan"))
 
 
 def check_input_size(height: int, width: int) -> None:
@@ -127,25 +142,6 @@ def load_network(model_config: Any, checkpoint: str | os.PathLike[str] | None) -
             f"cannot load checkpoint {path} ({type(exc).__name__}): {exc}; expected a "
             "training checkpoint or a depth-network state_dict matching --model-config"
         ) from exc
-
-
-def verification_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A deterministic street-like test input [1,3,H,W] in [0,1]: gradients plus texture."""
-    rng = np.random.default_rng(seed)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    base = np.stack([u / width, v / height, 0.5 + 0.5 * np.sin(u / 7.0) * np.cos(v / 5.0)])
-    noise = rng.random((3, height, width), dtype=np.float32)
-    return np.clip(0.7 * base + 0.3 * noise, 0.0, 1.0)[None].astype(np.float32)
-
-
-def max_relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
-    """max |actual - reference| / |reference| over all elements (reference is positive)."""
-    if actual.shape != reference.shape:
-        raise ExportError(f"output shape {actual.shape} differs from torch's {reference.shape}")
-    if not np.all(np.isfinite(actual)):
-        raise ExportError("ONNX Runtime output contains NaN or inf")
-    denom = np.maximum(np.abs(reference.astype(np.float64)), 1e-12)
-    return float(np.max(np.abs(actual.astype(np.float64) - reference) / denom))
 
 
 @contextlib.contextmanager
@@ -208,32 +204,39 @@ def _finalise(path: Path, info: ModelInfo, opset: int) -> int:
     return len(model.graph.node)
 
 
-def _run_onnxruntime(path: Path, image: np.ndarray) -> np.ndarray:
+def _onnxruntime_runner(path: Path) -> Any:
+    """A function image [1,3,H,W] -> ONNX Runtime's disparity, on one CPU session."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: image})[0])
+    return lambda image: np.asarray(session.run([OUTPUT_NAME], {INPUT_NAME: image})[0])
 
 
-def _float64_check(net: nn.Module, image: np.ndarray,
-                   actual: np.ndarray) -> tuple[float, float]:
-    """ONNX Runtime's and float32 PyTorch's errors against the float64 network.
+def _judge(checks: list[InputCheck], out: Path, random_weights: bool, precision: str) -> None:
+    """Raise ExportError when ONNX Runtime strays materially further than float32 PyTorch."""
+    bad = [c for c in checks if c.failed]
+    if not bad:
+        return
+    detail = "; ".join(
+        f"on the {c.name}: ONNX Runtime {c.runtime.describe()} against float64, float32 "
+        f"PyTorch {c.torch32.describe()}; over the limit: "
+        + ", ".join(f"{k} {getattr(c.runtime, k):.2e} > {c.limits[k]:.2e}" for k in c.failed)
+        for c in bad)
+    hint = (" (random weights: export a trained checkpoint, or pass --no-verify for a "
+            "timing-only file)" if random_weights else "")
+    if precision == "fp16":
+        hint += ("; the network does not tolerate float16 on these inputs (see its float32 "
+                 "conditioning: `oe-depth check-precision`): export and build fp32")
+    raise ExportError(f"ONNX Runtime and PyTorch disagree: {detail}; {out} was not "
+                      f"written{hint}")
 
-    Networks with dynamic convolutions can be chaotic on inputs far from their training
-    data (the attention BatchNorm amplifies tiny rounding differences), so float32
-    PyTorch is then no reference; float64 PyTorch is. Returns (onnxruntime error,
-    float32 PyTorch error), both max relative errors against float64.
-    """
-    cfg = net.config  # type: ignore[attr-defined]
-    net64 = copy.deepcopy(net).double().eval()
-    with torch.no_grad():
-        exact = ScaledDisparityNet(net64, cfg.min_depth, cfg.max_depth)(
-            torch.from_numpy(image).double()).numpy()
-        torch32 = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth)(
-            torch.from_numpy(image)).numpy()
-    return max_relative_error(actual, exact), max_relative_error(torch32, exact)
+
+def _stage(seconds: dict[str, float], name: str, start: float) -> float:
+    now = time.perf_counter()
+    seconds[name] = round(now - start, 3)
+    return now
 
 
 def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, width: int,
@@ -243,14 +246,14 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     """Export a depth network to ``out`` (atomically) and check it with ONNX Runtime.
 
     ``model_config`` is a config name, YAML path or DepthNetConfig (it may be ``None``
-    when ``checkpoint`` is a training checkpoint, which records its config).
-    ``verify_image`` (uint8 RGB [h, w, 3], any size; default: a synthetic pattern) is
-    the input of the check: a real camera frame is the most telling one. Raises
-    ValueError for bad arguments or checkpoints, ExportError when the ONNX Runtime
-    output differs from PyTorch's by more than ``TOLERANCE[precision]`` (fp32: unless
-    the network is so ill-conditioned on that input that float32 PyTorch itself is
-    further from the float64 network than ONNX Runtime is); then no file is left at
-    ``out``.
+    when ``checkpoint`` is a training checkpoint, which records its config). The check
+    runs ONNX Runtime and the float32 and float64 PyTorch networks on the synthetic
+    pattern, the shipped photograph and ``verify_image`` (uint8 RGB [h, w, 3], any size,
+    e.g. a camera frame), and raises ExportError, leaving nothing at ``out``, when ONNX
+    Runtime's error against float64 exceeds ``conditioning.runtime_limits`` on any of
+    them: for fp32, materially more than float32 PyTorch's own error (so an
+    ill-conditioned but faithful export passes, with a warning); for fp16, more than
+    ``conditioning.FP16_TOLERANCE``. Raises ValueError for bad arguments or checkpoints.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
@@ -266,42 +269,38 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         config_hash=config_hash(to_dict(cfg)), oe_depth_ros_version=__version__,
         output=OUTPUT_KIND, precision=precision,
     )
-    image = (verification_image(height, width) if verify_image is None
-             else to_network_input(verify_image, (height, width)))
-    with torch.no_grad():
-        reference = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth)(
-            torch.from_numpy(image)).numpy()
+    seconds: dict[str, float] = {}
+    tic = time.perf_counter()
+    inputs = verification_inputs(
+        height, width, None if verify_image is None else {"verify-image": verify_image})
+    refs = None
+    if verify:  # before the fp16 wrapper converts the network in place
+        refs = References.compute(ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth), inputs)
+        tic = _stage(seconds, "reference", tic)
     wrapper = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth, half=precision == "fp16")
     wrapper.eval()
-    start = time.perf_counter()
     out = Path(out)
+    checks: list[InputCheck] = []
     with atomic_path(out, suffix=".onnx") as tmp:
-        _trace_to_onnx(wrapper, torch.from_numpy(image), tmp, opset)
+        _trace_to_onnx(wrapper, torch.from_numpy(inputs["pattern"]), tmp, opset)
+        tic = _stage(seconds, "trace", tic)
         num_nodes = _finalise(tmp, info, opset)
-        export_seconds = time.perf_counter() - start
-        tolerance = TOLERANCE[precision]
-        actual = _run_onnxruntime(tmp, image) if verify else None
-        error = max_relative_error(actual, reference) if actual is not None else float("nan")
-        if actual is not None and error > tolerance and precision == "fp32":
-            ort64, torch64 = _float64_check(net, image, actual)
-            if torch64 > tolerance and ort64 <= torch64:
-                LOG.warning("the network is ill-conditioned on the verification input: "
-                            "float32 PyTorch differs from float64 PyTorch by %.3g, ONNX "
-                            "Runtime by %.3g; judged against float64. A real camera frame "
-                            "(--verify-image) gives a sharper check", torch64, ort64)
-                error, tolerance = ort64, torch64
-        if error > tolerance:
-            hint = (" (random weights leave the activations unnormalised, so the sigmoid "
-                    "saturates and the output is ill-conditioned: export a trained checkpoint, "
-                    "or pass --no-verify for a timing-only file)" if checkpoint is None else "")
-            raise ExportError(
-                f"ONNX Runtime and PyTorch disagree: max relative error {error:.3g} > "
-                f"{tolerance:g}; {out} was not written{hint}"
-            )
-    check = (f"ONNX Runtime vs PyTorch max relative error {error:.2e} (limit {tolerance:g})"
-             if verify else "NOT verified (--no-verify)")
-    LOG.info("exported %s (%dx%d, %s, opset %d, %d nodes) to %s in %.1f s; %s",
-             info.model_name, height, width, precision, opset, num_nodes, out, export_seconds,
-             check)
-    return ExportReport(out, info, opset, num_nodes, error, tolerance, export_seconds,
+        tic = _stage(seconds, "checks", tic)
+        if refs is not None:
+            try:
+                checks = check_runtime(refs, _onnxruntime_runner(tmp), inputs, precision)
+            except ValueError as exc:  # NaN, inf or a wrong shape from ONNX Runtime
+                raise ExportError(f"ONNX Runtime: {exc}; {out} was not written") from exc
+            _stage(seconds, "runtime", tic)
+            _judge(checks, out, checkpoint is None, precision)
+    conditioning = refs.conditioning() if refs is not None else {}
+    log_conditioning(conditioning)
+    for c in checks:
+        LOG.info("ONNX Runtime (%s) vs float64 PyTorch on the %s: %s", precision, c.name,
+                 c.runtime.describe())
+    LOG.info("exported %s (%dx%d, %s, opset %d, %d nodes) to %s; %s; seconds: %s",
+             info.model_name, height, width, precision, opset, num_nodes, out,
+             "verified on " + ", ".join(inputs) if verify else "NOT verified (--no-verify)",
+             ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+    return ExportReport(out, info, opset, num_nodes, tuple(checks), conditioning, seconds,
                         checkpoint is None)

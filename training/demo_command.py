@@ -1,11 +1,14 @@
-"""Run the whole system on one drive: synthetic data, model, bag, depth, report."""
+"""The whole system on a synthetic drive: train, export, bag, depth, report."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from oe_depth_ros.demo import DemoSettings, run_demo
+if TYPE_CHECKING:
+    from training.demo import DemoSettings
 
 LOG = logging.getLogger("oe-depth.demo")
 
@@ -35,19 +38,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the model barely trains)")
 
 
+def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
+    """DemoSettings: the default or ``--fast`` preset with the given options over it."""
+    from training.demo import DemoSettings
+
+    base = DemoSettings.fast(args.out) if args.fast else DemoSettings(out=args.out)
+    chosen = {"model": args.model, "kitti": args.kitti, "backend": args.backend,
+              "seed": args.seed, "max_frames": args.max_frames}
+    optional = {"train_steps": args.train_steps, "frames": args.frames}  # None: the preset's
+    chosen.update({k: v for k, v in optional.items() if v is not None})
+    return dataclasses.replace(base, **chosen)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its results are."""
-    settings = DemoSettings.fast(args.out) if args.fast else DemoSettings(out=args.out)
-    settings.model, settings.kitti = args.model, args.kitti
-    settings.backend, settings.seed, settings.max_frames = args.backend, args.seed, args.max_frames
-    if args.train_steps is not None:
-        settings.train_steps = args.train_steps
-    if args.frames is not None:
-        settings.frames = args.frames
-    result = run_demo(settings)
+    from training.demo import run_demo
+
+    result = run_demo(settings_from_args(args))
     model, const = result.report["model"], result.report["constant_baseline"]
     LOG.info("AbsRel: model %.3f vs best constant depth %.3f (d1 %.3f vs %.3f) over %d frames",
              model["abs_rel"], const["abs_rel"], model["a1"], const["a1"],
              result.report["frames"])
-    LOG.info("results in %s: report.md, report.json, output.bag, panels/, cloud.ply", args.out)
+    LOG.info("total %.0f s wall, %.0f s CPU; results in %s: report.md, report.json, "
+             "output.bag, panels/, cloud.ply", result.report["total_seconds"],
+             result.report["total_cpu_seconds"], args.out)
     return 0

@@ -1,25 +1,27 @@
 """The whole system on one drive: data, model, bag, depth over the bag, report.
 
-Stages (each timed and reported):
+Stages (each timed in wall and CPU seconds and reported):
 
-1. ``data``: a synthetic KITTI-format world (training drives + a held-out drive), or
-   the user's KITTI raw drive (``--kitti``).
+1. ``data``: a synthetic KITTI-format world (training drives + a held-out drive),
+   unless both ``--kitti`` and ``--model`` are given.
 2. ``train``: without ``--model``, a short self-supervised training run on the
-   synthetic training drives (``python -m training.train`` in a child process, so
-   that this package does not import the training code), at reduced resolution.
-3. ``export``: the checkpoint to ONNX (verified against PyTorch).
-4. ``kitti2bag``: the held-out drive to a rosbag2.
+   synthetic training drives (:class:`training.trainer.Trainer`, in this process).
+3. ``export``: the checkpoint to ONNX, verified against float64 PyTorch on the
+   pattern, the shipped photograph and a frame of the drive.
+4. ``kitti2bag``: the held-out drive (or ``--kitti``) to a rosbag2.
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
-   best constant depth; PNG panels per frame, a coloured PLY cloud, report.md/json.
+   best constant depth (:func:`training.baselines.best_constant_depth`); PNG panels per
+   frame, a coloured PLY cloud, report.md/json.
+
+The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports it
+(``oe-depth demo`` is registered through the ``oe_depth_ros.commands`` entry point).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +31,10 @@ import cv2
 import numpy as np
 
 from oe_depth_ros.atomic import write_text_atomic
-from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map
+from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
+from training.baselines import best_constant_depth
 
 LOG = logging.getLogger(__name__)
-
-IMAGE_TOPIC = "/kitti/camera_color_left/image_raw"
-NAMESPACE = "/oe_depth"
 
 
 @dataclass
@@ -44,14 +44,14 @@ class DemoSettings:
     out: Path
     model: Path | None = None
     kitti: Path | None = None
-    #: synthetic world: drives (the last is held out), frames per drive, render size
-    drives: int = 5
-    frames: int = 30
-    render_size: tuple[int, int] = (128, 416)
+    #: synthetic world: drives (the last is held out), frames per drive, render size (H, W)
+    drives: int = 4
+    frames: int = 24
+    render_size: tuple[int, int] = (96, 288)
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small"
-    train_steps: int = 300
+    train_steps: int = 150
     train_batch: int = 4
     net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"
@@ -62,80 +62,105 @@ class DemoSettings:
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
         """The quickest configuration that still runs every stage (used by the tests)."""
-        return cls(out=out, drives=2, frames=8, render_size=(96, 320), train_steps=3,
+        return cls(out=out, drives=2, frames=8, render_size=(64, 192), train_steps=3,
                    train_batch=2, net_size=(64, 192))
+
+    def check_inputs(self) -> None:
+        """Raise FileNotFoundError for a given --model or --kitti that does not exist."""
+        if self.model is not None and not Path(self.model).exists():
+            raise FileNotFoundError(f"model file not found: {self.model}")
+        if self.kitti is not None and not Path(self.kitti).is_dir():
+            raise FileNotFoundError(f"KITTI drive folder not found: {self.kitti}")
 
 
 @dataclass
 class DemoResult:
-    """Paths and figures the demo produced."""
+    """The report the demo wrote and its stage times."""
 
     report: dict[str, Any]
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 class _Stages:
-    """Runs named stages, timing each one."""
+    """Runs named stages, timing each one in wall-clock and CPU seconds."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         LOG.info("demo stage '%s' ...", name)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), _cpu_seconds()
         result = fn()
-        self.seconds[name] = round(time.perf_counter() - start, 2)
-        LOG.info("demo stage '%s' done in %.1f s", name, self.seconds[name])
+        self.seconds[name] = round(time.perf_counter() - wall, 2)
+        self.cpu_seconds[name] = round(_cpu_seconds() - cpu, 2)
+        LOG.info("demo stage '%s' done in %.1f s (%.1f s CPU)", name, self.seconds[name],
+                 self.cpu_seconds[name])
         return result
 
 
-def _synthetic_world(settings: DemoSettings) -> tuple[Any, Path]:
+def _synthetic_world(settings: DemoSettings) -> Any:
     from oe_depth_ros.synthetic.dataset import generate_dataset
 
     h, w = settings.render_size
-    world = generate_dataset(settings.out / "data", drives=settings.drives,
-                             frames=settings.frames, seed=settings.seed, width=w, height=h,
-                             progress=True)
-    test_folder = world.split_files["test"].read_text().split()[0]
-    return world, world.root / test_folder
+    return generate_dataset(settings.out / "data", drives=settings.drives,
+                            frames=settings.frames, seed=settings.seed, width=w, height=h,
+                            progress=True)
 
 
-def _train(settings: DemoSettings, world: Any) -> Path:
+def _held_out_drive(world: Any) -> Path:
+    return Path(world.root) / world.split_files["test"].read_text().split()[0]
+
+
+def train_on_world(settings: DemoSettings, world: Any) -> Path:
     """Short self-supervised training on the synthetic training drives; returns the checkpoint."""
-    run_dir = settings.out / "training"
+    from training.checkpointing import LAST_NAME
+    from training.train_config import load_train_config
+    from training.trainer import Trainer
+
     h, w = settings.net_size
-    cmd = [sys.executable, "-m", "training.train", "--config", settings.train_config,
-           "--out", str(run_dir),
-           f"data.data_path={world.root}",
-           f"data.train_split={world.split_files['train']}",
-           f"data.val_split={world.split_files['val']}",
-           f"data.height={h}", f"data.width={w}",
-           f"optim.batch_size={settings.train_batch}",
-           f"max_steps={settings.train_steps}", f"seed={settings.seed}"]
+    cfg = load_train_config(settings.train_config, [
+        f"data.data_path={world.root}",
+        f"data.train_split={world.split_files['train']}",
+        f"data.val_split={world.split_files['val']}",
+        f"data.height={h}", f"data.width={w}",
+        f"optim.batch_size={settings.train_batch}",
+        f"max_steps={settings.train_steps}", f"seed={settings.seed}"])
     LOG.info("no --model given: training one on the synthetic drives (%d steps at %dx%d)",
              settings.train_steps, w, h)
-    env = dict(os.environ)
-    repo_root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo_root, env.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training failed with exit code {proc.returncode}: {' '.join(cmd)}")
-    checkpoint = run_dir / "last.pt"
+    trainer = Trainer(cfg, out_dir=settings.out / "training")
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    checkpoint = trainer.out_dir / LAST_NAME
     if not checkpoint.is_file():
-        raise RuntimeError(f"training finished but wrote no checkpoint at {checkpoint}")
+        raise RuntimeError(f"training finished but wrote no checkpoint in {trainer.out_dir}")
     return checkpoint
 
 
-def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Path:
-    """Export the checkpoint, verified on a real frame of the drive."""
+def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Any:
+    """Export the checkpoint, verified also on a real frame of the drive."""
     from oe_depth_ros.inference.export import export_onnx
     from oe_depth_ros.kitti.raw import KittiDrive
 
     h, w = settings.net_size
-    out = settings.out / "model.onnx"
-    export_onnx(None, out, h, w, checkpoint=checkpoint,
-                verify_image=KittiDrive(drive_dir).image(2, 0))
-    return out
+    return export_onnx(None, settings.out / "model.onnx", h, w, checkpoint=checkpoint,
+                       verify_image=KittiDrive(drive_dir).image(2, 0))
+
+
+def _export_summary(report: Any) -> dict[str, Any]:
+    """The export's verification and conditioning figures for report.json."""
+    return {"seconds": report.seconds,
+            "float32_vs_float64": {name: vars(s) for name, s in report.conditioning.items()},
+            "onnxruntime_vs_float64": {c.name: vars(c.runtime) for c in report.checks}}
 
 
 def _ground_truth(drive: Any, frame: int, size: tuple[int, int]) -> np.ndarray:
@@ -176,28 +201,34 @@ def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.vstack(out)
 
 
-def _report(settings: DemoSettings, in_bag: Path, out_bag: Path, drive_dir: Path,
-            model_desc: str) -> dict[str, Any]:
+def _constant_errors(gt: np.ndarray) -> dict[str, float]:
+    """Errors of the best constant depth (the Abs Rel minimiser) on the evaluated pixels."""
+    c = best_constant_depth(gt, valid_mask(gt))
+    return evaluate_depth_map(gt, np.full_like(gt, c), median_scaling=False)[0]
+
+
+def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
+            drive_dir: Path) -> dict[str, Any]:
     from oe_depth_ros.bags.bagio import BagReader
+    from oe_depth_ros.kitti.raw import KittiDrive
     from oe_depth_ros.messages import image_to_numpy, image_to_rgb, pointcloud2_to_numpy
     from oe_depth_ros.ply import write_ply
-
-    from oe_depth_ros.kitti.raw import KittiDrive
+    from oe_depth_ros.pointcloud import unpack_rgb
 
     drive = KittiDrive(drive_dir)
     panels_dir = settings.out / "panels"
     panels_dir.mkdir(parents=True, exist_ok=True)
     images: list[np.ndarray] = []
     with BagReader(in_bag) as src:
-        for conn, stamp, data in src.messages([IMAGE_TOPIC]):
+        for conn, stamp, data in src.messages([options.image_topic]):
             images.append(image_to_rgb(src.deserialize(data, conn, stamp)))
     depths: list[np.ndarray] = []
     clouds: list[np.ndarray] = []
+    depth_topic, points_topic = f"{options.namespace}/depth/image", f"{options.namespace}/points"
     with BagReader(out_bag) as dst:
-        for conn, stamp, data in dst.messages([f"{NAMESPACE}/depth/image",
-                                               f"{NAMESPACE}/points"]):
+        for conn, stamp, data in dst.messages([depth_topic, points_topic]):
             msg = dst.deserialize(data, conn, stamp)
-            if conn.topic.endswith("depth/image"):
+            if conn.topic == depth_topic:
                 depths.append(image_to_numpy(msg).astype(np.float32))
             else:
                 clouds.append(pointcloud2_to_numpy(msg))
@@ -209,26 +240,20 @@ def _report(settings: DemoSettings, in_bag: Path, out_bag: Path, drive_dir: Path
         pred = np.nan_to_num(depth, nan=80.0)
         errors, ratio = evaluate_depth_map(gt, pred)
         metric_rows.append(evaluate_depth_map(gt, pred, median_scaling=False)[0])
-        constant, _ = evaluate_depth_map(gt, np.ones_like(gt))
         model_rows.append(errors)
-        const_rows.append(constant)
+        const_rows.append(_constant_errors(gt))
         per_frame.append({"frame": idx, "abs_rel": errors["abs_rel"], "ratio": ratio})
         panel = _panel(rgb, depth * ratio, gt)
         cv2.imwrite(str(panels_dir / f"{idx:06d}.png"), panel[..., ::-1])
-    mid = len(clouds) // 2
-    cloud = clouds[mid]
-    rgb_bits = cloud["rgb"].view(np.uint32)
-    colours = np.stack([(rgb_bits >> 16) & 255, (rgb_bits >> 8) & 255, rgb_bits & 255],
-                       axis=1).astype(np.uint8)
+    cloud = clouds[len(clouds) // 2]
     write_ply(settings.out / "cloud.ply", np.stack([cloud["x"], cloud["y"], cloud["z"]], 1),
-              colours)
+              unpack_rgb(cloud["rgb"]))
 
     def mean(rows: list[dict[str, float]]) -> dict[str, float]:
         return {k: float(np.mean([r[k] for r in rows])) for k in METRIC_NAMES}
 
     return {"model": mean(model_rows), "constant_baseline": mean(const_rows),
-            "model_metric_scale": mean(metric_rows),
-            "frames": len(images), "model_source": model_desc,
+            "model_metric_scale": mean(metric_rows), "frames": len(images),
             "ground_truth": "dense depth PNGs" if drive.groundtruth_depth_path(0).is_file()
             else "projected LiDAR", "scaling": "per-image median (mono protocol)",
             "per_frame": per_frame}
@@ -241,14 +266,17 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
              f"Model: {report['model_source']}. Frames: {report['frames']}. "
              f"Ground truth: {report['ground_truth']}; scaling: {report['scaling']}.", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    rows = (("model", "model, median-scaled"), ("constant_baseline", "best constant depth"),
+    rows = (("model", "model, median-scaled"),
+            ("constant_baseline", "best constant depth (Abs Rel minimiser, per frame)"),
             ("model_metric_scale", f"model, metric ({report['scale_method']} scale)"))
     for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(f"{report[key][n]:.3f}" for n in names) + " |")
-    lines += ["", "Stage wall times (s): " + ", ".join(
-        f"{k} {v:.1f}" for k, v in report["stage_seconds"].items()), "",
+    lines += ["", "Stage times, wall s (CPU s): " + ", ".join(
+        f"{k} {v:.1f} ({report['stage_cpu_seconds'][k]:.1f})"
+        for k, v in report["stage_seconds"].items())
+        + f"; total {report['total_seconds']:.1f} ({report['total_cpu_seconds']:.1f})", "",
         "Files: output.bag (depth, camera_info, points, coloured depth), panels/*.png "
-        "(input | depth | error), cloud.ply, report.json."]
+        "(input | ground truth | depth | error), cloud.ply, report.json."]
     write_text_atomic(settings.out / "report.md", "\n".join(lines) + "\n")
 
 
@@ -260,45 +288,41 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
     from oe_depth_ros.scale import ScaleConfig
 
+    settings.check_inputs()
     settings.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter(), _cpu_seconds()
     stages = _Stages()
-    world = None
-    if settings.kitti is not None:
-        drive_dir = Path(settings.kitti)
-        if not drive_dir.is_dir():
-            raise FileNotFoundError(f"KITTI drive folder not found: {drive_dir}")
-    if settings.model is not None:
-        model_path = Path(settings.model)
-        if not model_path.exists():
-            raise FileNotFoundError(f"model file not found: {model_path}")
-        model_desc = f"user model {model_path}"
-    if settings.kitti is None or settings.model is None:
-        world, synth_drive = stages.run("data", lambda: _synthetic_world(settings))
-        if settings.kitti is None:
-            drive_dir = synth_drive
-    if settings.model is None:
+    extra: dict[str, Any] = {}
+    # A synthetic world is needed to train on, or to run on when no drive is given.
+    world = (stages.run("data", lambda: _synthetic_world(settings))
+             if settings.model is None or settings.kitti is None else None)
+    drive_dir = Path(settings.kitti) if settings.kitti is not None else _held_out_drive(world)
+    model_path = settings.model
+    model_desc = f"user model {settings.model}"
+    if model_path is None:
         if settings.kitti is not None:
             LOG.warning("no --model: training on the synthetic world and running it on the "
                         "KITTI drive; expect poor depth (pass a model trained on KITTI)")
-        checkpoint = stages.run("train", lambda: _train(settings, world))
-        model_path = stages.run("export", lambda: _export(settings, checkpoint, synth_drive))
+        checkpoint = stages.run("train", lambda: train_on_world(settings, world))
+        exported = stages.run("export", lambda: _export(settings, checkpoint,
+                                                        _held_out_drive(world)))
+        model_path, extra["export"] = exported.path, _export_summary(exported)
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
                       f"at {settings.net_size[1]}x{settings.net_size[0]}")
-    in_bag = settings.out / "input.bag"
-    out_bag = settings.out / "output.bag"
+    in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
     stages.run("kitti2bag", lambda: convert(drive_dir, in_bag, storage="mcap", distro="jazzy",
                                             max_frames=settings.max_frames, overwrite=True))
     backend = create_backend(settings.backend, model_path)
     pipeline_config = PipelineConfig(scale=ScaleConfig(method=settings.scale_method))
+    options = ProcessOptions(overwrite=True, metrics_path=settings.out / "lidar_metrics.json")
     summary = stages.run("process-bag", lambda: process_bag(
-        in_bag, out_bag, DepthPipeline(backend, pipeline_config),
-        ProcessOptions(namespace=NAMESPACE, overwrite=True,
-                       metrics_path=settings.out / "lidar_metrics.json")))
-    report = stages.run("report", lambda: _report(settings, in_bag, out_bag, drive_dir,
-                                                  model_desc))
-    report["backend"] = backend.name
-    report["scale_method"] = settings.scale_method
-    report["lidar_evaluation"] = summary.evaluation
-    report["stage_seconds"] = stages.seconds
+        in_bag, out_bag, DepthPipeline(backend, pipeline_config), options))
+    report = stages.run("report", lambda: _report(settings, options, in_bag, out_bag,
+                                                  drive_dir))
+    report.update(extra, model_source=model_desc, backend=backend.name,
+                  scale_method=settings.scale_method, lidar_evaluation=summary.evaluation,
+                  stage_seconds=stages.seconds, stage_cpu_seconds=stages.cpu_seconds,
+                  total_seconds=round(time.perf_counter() - start[0], 2),
+                  total_cpu_seconds=round(_cpu_seconds() - start[1], 2))
     _write_report(settings, report)
     return DemoResult(report=report, stage_seconds=stages.seconds)
