@@ -45,13 +45,13 @@ class DemoSettings:
     model: Path | None = None
     kitti: Path | None = None
     #: synthetic world: drives (the last is held out), frames per drive, render size (H, W)
-    drives: int = 4
+    drives: int = 5
     frames: int = 24
     render_size: tuple[int, int] = (96, 288)
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small"
-    train_steps: int = 150
+    train_steps: int = 120
     train_batch: int = 4
     net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"

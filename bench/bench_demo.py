@@ -1,0 +1,101 @@
+"""The demo's stage times and the export time of a full-size network, in one run.
+
+    .venv/bin/python bench/bench_demo.py [--fast] [--export-model oe_depth]
+        [--export-size 192x640] [--skip-demo] [--json OUT]
+
+Part 1 runs ``oe-depth demo`` (default settings, or ``--fast``) in this process and
+prints each stage's wall and CPU seconds and their share of the total, the held-out
+Abs Rel of the model next to the best constant depth, and the export's float32
+conditioning. Part 2 exports ``--export-model`` (random weights, seeded) at
+``--export-size`` with verification and prints where the export's time goes: the
+PyTorch float32 + float64 references, the trace (torch.onnx.export), the ONNX checks and
+ONNX Runtime on every verification input, each as a share of the whole export. CPU
+seconds are the steadier figure on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import cpu_name, parse_hw, write_json
+
+
+def bench_demo(fast: bool, out: Path) -> dict[str, Any]:
+    """Run the demo once; its report.json already holds the stage times."""
+    from training.demo import DemoSettings, run_demo
+
+    settings = DemoSettings.fast(out) if fast else DemoSettings(out=out)
+    return run_demo(settings).report
+
+
+def bench_export(model: str, size: tuple[int, int], out: Path) -> dict[str, Any]:
+    """Export ``model`` with random weights at ``size`` and time its parts."""
+    from oe_depth_ros.inference.export import ExportError, export_onnx
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    row: dict[str, Any] = {"model": model, "size": f"{size[1]}x{size[0]}"}
+    try:
+        report = export_onnx(model, out, *size)
+        row["seconds"] = report.seconds
+        row["conditioning_p999"] = {k: s.p999 for k, s in report.conditioning.items()}
+    except ExportError as exc:  # random weights of a full network may not verify
+        row["error"] = str(exc)
+    row["total_seconds"] = time.perf_counter() - wall
+    row["total_cpu_seconds"] = time.process_time() - cpu
+    return row
+
+
+def print_demo(report: dict[str, Any]) -> None:
+    total, total_cpu = report["total_seconds"], report["total_cpu_seconds"]
+    print(f"demo: {total:.1f} s wall, {total_cpu:.1f} s CPU")
+    print(f"{'stage':14s}{'wall s':>9s}{'CPU s':>9s}{'share of wall':>15s}")
+    for name, seconds in report["stage_seconds"].items():
+        print(f"{name:14s}{seconds:9.1f}{report['stage_cpu_seconds'][name]:9.1f}"
+              f"{seconds / total:15.1%}")
+    model, const = report["model"]["abs_rel"], report["constant_baseline"]["abs_rel"]
+    print(f"held-out Abs Rel: model {model:.3f}, best constant {const:.3f} "
+          f"(ratio {model / const:.2f})")
+    for name, stats in report.get("export", {}).get("float32_vs_float64", {}).items():
+        print(f"float32 vs float64 on the {name}: p99.9 {stats['p999']:.2e}")
+
+
+def print_export(row: dict[str, Any]) -> None:
+    print(f"export {row['model']} {row['size']}: {row['total_seconds']:.1f} s wall, "
+          f"{row['total_cpu_seconds']:.1f} s CPU")
+    parts = row.get("seconds", {})
+    whole = sum(parts.values()) or 1.0
+    for name, seconds in parts.items():
+        print(f"  {name:10s}{seconds:8.1f} s {seconds / whole:7.1%}")
+    if "error" in row:
+        print(f"  verification refused: {row['error'][:300]}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fast", action="store_true", help="the demo's --fast preset")
+    parser.add_argument("--skip-demo", action="store_true", help="only the export part")
+    parser.add_argument("--export-model", default="oe_depth")
+    parser.add_argument("--export-size", type=parse_hw, default=(192, 640), metavar="HxW")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result: dict[str, Any] = {"cpu": cpu_name()}
+    with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
+        if not args.skip_demo:
+            result["demo"] = bench_demo(args.fast, Path(tmp) / "demo")
+            print_demo(result["demo"])
+        result["export"] = bench_export(args.export_model, args.export_size,
+                                        Path(tmp) / "model.onnx")
+        print_export(result["export"])
+    if args.json is not None:
+        write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
