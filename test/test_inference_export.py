@@ -171,12 +171,14 @@ def stats(p999: float, median: float, mean: float) -> ErrorStats:
     (stats(5e-5, 1e-6, 1e-6), stats(1e-7, 1e-8, 1e-8), True),      # under the 1e-4 floor
     (stats(0.1, 1e-3, 2e-3), stats(0.08, 8e-4, 1.5e-3), True),     # both ill conditioned
     (stats(0.1, 0.01, 0.012), stats(0.08, 8e-4, 1.5e-3), False),   # wrong everywhere: median
-    (stats(0.5, 1e-3, 2e-3), stats(0.08, 8e-4, 1.5e-3), False),    # a wrong tail: p99.9
+    (stats(0.3, 2e-3, 6e-3), stats(0.08, 8e-4, 1.5e-3), True),     # chaotic tail, 4x
+    (stats(1.0, 1e-3, 2e-3), stats(0.08, 8e-4, 1.5e-3), False),    # a wrong tail: p99.9
+    (stats(0.1, 1e-3, 0.02), stats(0.08, 8e-4, 1.5e-3), False),    # a wrong region: mean
     (stats(0.01, 0.01, 0.01), stats(1e-6, 1e-7, 1e-7), False),     # scaled output, well cond.
 ])
 def test_runtime_judged_against_float32_pytorch(runtime: ErrorStats, torch32: ErrorStats,
                                                 accepted: bool) -> None:
-    """A runtime may stray from float64 as far as float32 PyTorch does (x4), not further."""
+    """A runtime may stray from float64 about as far as float32 PyTorch does, not further."""
     check = conditioning.InputCheck("x", torch32, runtime,
                                     conditioning.runtime_limits(torch32, "fp32"))
     assert (not check.failed) == accepted

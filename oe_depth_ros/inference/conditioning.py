@@ -36,12 +36,13 @@ UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11}
 ILL_CONDITIONED = 1e-4
 #: fp16 tolerance on the p99.9 and mean errors against float64.
 FP16_TOLERANCE = 2e-2
-#: A float32 runtime may deviate from float64 by FACTOR times what float32 PyTorch does
-#: (different summation orders), and always by FLOOR.
-FP32_FACTOR = 4.0
+#: A float32 runtime may deviate from float64 by these factors times what float32
+#: PyTorch does (different summation orders), and always by FLOOR. A wrong graph is
+#: wrong at most pixels (the median) or over a region (p99.9, mean); on an
+#: ill-conditioned input a few chaotic pixels make the tail statistics of two float32
+#: implementations differ by several times (3.2x measured on a demo model), not the median.
+FP32_FACTORS = {"p999": 10.0, "median": 4.0, "mean": 10.0}
 FP32_FLOOR = 1e-4
-#: The statistics a runtime is judged on.
-JUDGED = ("p999", "median", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,13 +189,13 @@ class InputCheck:
 def runtime_limits(torch32: ErrorStats, precision: str) -> dict[str, float]:
     """What a runtime's errors against float64 may be, given float32 PyTorch's.
 
-    float32: FP32_FACTOR times float32 PyTorch's own error, at least FP32_FLOOR, for each
-    judged statistic. float16: FP16_TOLERANCE on the p99.9 and mean (reduced precision
+    float32: FP32_FACTORS times float32 PyTorch's own error, at least FP32_FLOOR, for the
+    p99.9, median and mean. float16: FP16_TOLERANCE on the p99.9 and mean (reduced precision
     must stay accurate, not just faithful).
     """
     if precision == "fp16":
         return {"p999": FP16_TOLERANCE, "mean": FP16_TOLERANCE}
-    return {k: max(FP32_FLOOR, FP32_FACTOR * getattr(torch32, k)) for k in JUDGED}
+    return {k: max(FP32_FLOOR, f * getattr(torch32, k)) for k, f in FP32_FACTORS.items()}
 
 
 def check_runtime(refs: References, run: Callable[[np.ndarray], np.ndarray],
