@@ -105,6 +105,15 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
     assert "expected: 0 of 4 runs to do" in capsys.readouterr().out
     assert (run / "last.pt").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "table.json").read_text())["rows"] == table["rows"]
+    # The table at an earlier evaluated step, from the records alone.
+    assert main([*tiny, "--report-only", "--table-step", "1"]) == 0
+    early = json.loads((tmp_path / "table.json").read_text())
+    assert early["table_step"] == 1
+    assert early["rows"]["baseline"]["per_seed"]["0"]["abs_rel"] == \
+        record["points"]["1"]["abs_rel"]
+    assert (run / "last.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="not an evaluated step"):
+        main([*tiny, "--report-only", "--table-step", "7"])
 
     # A longer budget continues each run from its checkpoint instead of starting again.
     caplog.clear()

@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="timed steps per row for the estimate (0: no estimate)")
     parser.add_argument("--estimate-only", action="store_true",
                         help="print the expected time and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: tables from the evaluations already there")
+    parser.add_argument("--table-step", type=int, default=None,
+                        help="the step the table reports (default --steps; an evaluated step)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="training config overrides for every row")
     return parser
@@ -375,11 +379,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
+    table_step = args.table_step or settings.steps
+    if table_step not in settings.eval_steps:
+        raise SystemExit(f"--table-step {table_step} is not an evaluated step "
+                         f"{settings.eval_steps}")
     worlds = prepare_worlds(args.work, settings.world)
     # seed-major: with fewer --jobs than runs, every row's first seeds finish first
     jobs = [RunJob(args.work, row, seed, tuple(settings.eval_steps), worlds, settings.threads,
                    tuple(settings.overrides)) for seed in settings.seeds for row in settings.rows]
-    if args.warmup_steps > 0:
+    if args.warmup_steps > 0 and not args.report_only:
         seconds, per_step = estimate_seconds(jobs, args.warmup_steps)
         rates = ", ".join(f"{row} {s:.2f} s/step" for row, s in per_step.items())
         print(f"expected: {sum(bool(pending(j)) for j in jobs)} of {len(jobs)} runs to do, "
@@ -389,16 +397,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.estimate_only:
         return 0
     tic = time.perf_counter()
-    run_all(jobs, settings.jobs)
+    if not args.report_only:
+        run_all(jobs, settings.jobs)
     labels = label_check(worlds, args.work)
     result: dict[str, Any] = {"settings": asdict(settings), **git_state(),
                               "wall_seconds_this_call": time.perf_counter() - tic,
                               "label_check": labels,
+                              "table_step": table_step,
                               "rows": summarise(args.work, settings.rows, settings.seeds,
-                                                settings.steps),
+                                                table_step),
                               "paper_table3": {r: dict(zip(METRIC_NAMES, v))
                                                for r, v in PAPER_TABLE3.items()}}
-    text = table_markdown(result["rows"], settings.steps)
+    text = table_markdown(result["rows"], table_step)
     if len(settings.eval_steps) > 1:
         result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
                             for row in settings.rows]

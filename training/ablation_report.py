@@ -69,7 +69,10 @@ def summarise(work: Path, rows: Sequence[str], seeds: Sequence[int],
                 finished[seed] = record["points"][str(step)]
         stats = {c: mean_std([r[c] for r in finished.values() if r.get(c) is not None])
                  for c in COLUMNS}
+        const = [r["best_constant_abs_rel"] for r in finished.values()
+                 if "best_constant_abs_rel" in r]
         out[row] = {"seeds": sorted(finished), "diverged_seeds": diverged, "stats": stats,
+                    "best_constant_abs_rel": const[0] if const else None,
                     "per_seed": {str(s): {c: r.get(c) for c in COLUMNS}
                                  for s, r in finished.items()},
                     "commits": sorted({read_points(work / "runs" / row / f"seed_{s}")
@@ -103,6 +106,11 @@ def table_markdown(summary: dict[str, Any], step: int) -> str:
         cells = [row, mark(odconv), mark(triplet), str(len(res["seeds"])),
                  *(_cell(res["stats"][c]) for c in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
+    const = [r["best_constant_abs_rel"] for r in summary.values()
+             if r["best_constant_abs_rel"] is not None]
+    if const:
+        lines += ["", f"Best constant depth per image (an oracle no depth-blind predictor "
+                  f"beats): Abs Rel {const[0]:.4f}."]
     if "baseline" in summary:
         base = summary["baseline"]["stats"]
         cols = ("abs_rel", "edge_abs_rel", "semantic_abs_rel")
@@ -163,15 +171,20 @@ def curve_markdown(curve: dict[str, Any]) -> str:
     """The learning curve as a markdown table with the plateau statement."""
     lines = [f"Held-out Abs Rel of `{curve['row']}` by training step "
              f"(seeds {curve['seeds']}):", "",
-             "| step | mean | std | per seed |", "| --- | --- | --- | --- |"]
+             "| step | seeds | mean | std | per seed |", "| --- | --- | --- | --- | --- |"]
     for p in curve["points"]:
         std = "-" if p["std"] is None else f"{p['std']:.4f}"
-        lines.append(f"| {p['step']} | {p['mean']:.4f} | {std} | "
+        lines.append(f"| {p['step']} | {p['n']} | {p['mean']:.4f} | {std} | "
                      + ", ".join(f"{v:.4f}" for v in p["per_seed"]) + " |")
     step = curve["plateau_step"]
-    lines += ["", f"Plateau: after step {step} the mean moves by less than the seed-to-seed "
-              "std." if step is not None else
-              "Plateau: not reached (the mean still moves by more than the seed-to-seed std)."]
+    complete = [p for p in curve["points"] if p["n"] == len(curve["seeds"])]
+    if step is not None:
+        verdict = f"after step {step} the mean moves by less than the seed-to-seed std."
+    elif len(curve["seeds"]) < 2 or len(complete) < 2:
+        verdict = "needs at least two seeds evaluated at two steps or more."
+    else:
+        verdict = "not reached (the mean still moves by more than the seed-to-seed std)."
+    lines += ["", "Plateau: " + verdict]
     return "\n".join(lines) + "\n"
 
 
