@@ -25,7 +25,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
@@ -42,6 +42,9 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
 )
+
+if TYPE_CHECKING:
+    from oe_depth_ros.model.depth_net import DepthNet
 
 LOG = logging.getLogger(__name__)
 
@@ -72,10 +75,10 @@ class ScaledDisparityNet(nn.Module):
         self.net = net.half() if half else net
         self.min_depth = float(min_depth)
         self.max_depth = float(max_depth)
-        self.half = half
+        self.fp16 = half
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.half() if self.half else image
+        x = image.half() if self.fp16 else image
         disp = self.net(x)[("disp", 0)].to(image.dtype)
         scaled, _ = disp_to_depth(disp, self.min_depth, self.max_depth)
         return scaled
@@ -118,7 +121,7 @@ def check_input_size(height: int, width: int) -> None:
         )
 
 
-def load_network(model_config: Any, checkpoint: str | os.PathLike[str] | None) -> nn.Module:
+def load_network(model_config: Any, checkpoint: str | os.PathLike[str] | None) -> DepthNet:
     """The depth network from a checkpoint (or plain state_dict), or random weights."""
     from oe_depth_ros import model as model_pkg
 
