@@ -31,6 +31,10 @@ from oe_depth_ros.lidar_projection import pinhole_pixels
 LOG = logging.getLogger(__name__)
 
 
+#: How the pipeline scales relative depth to metres.
+ScaleMethod = Literal["fixed", "camera_height", "lidar"]
+
+
 @dataclass(frozen=True)
 class ScaleEstimate:
     """The factor to multiply unscaled depth by, where it came from and how sure it is.
@@ -61,7 +65,7 @@ class ScaleEstimator(Protocol):
 class ScaleConfig:
     """Scale settings (the ``scale`` section of the pipeline configuration)."""
 
-    method: Literal["fixed", "camera_height", "lidar"] = "fixed"
+    method: ScaleMethod = "fixed"
     #: The fixed factor; for the other methods the scale used before the first good fit.
     factor: float = 1.0
     camera_height: float = 1.65

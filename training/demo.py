@@ -32,6 +32,7 @@ import numpy as np
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
+from oe_depth_ros.scale import ScaleMethod
 from training.baselines import best_constant_depth
 
 LOG = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class DemoSettings:
     net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"
     #: metric scale of the published depth: camera_height (1.65 m mount), fixed or lidar
-    scale_method: str = "camera_height"
+    scale_method: ScaleMethod = "camera_height"
     max_frames: int | None = None
 
     @classmethod

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from oe_depth_ros.inference.backends import BACKEND_NAMES
+
 if TYPE_CHECKING:
     from training.demo import DemoSettings
 
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "of the synthetic world (give --model: a synthetically trained "
                              "model does not transfer)")
     parser.add_argument("--backend", default="auto",
-                        choices=["auto", "tensorrt", "onnxruntime", "torch"])
+                        choices=BACKEND_NAMES)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps when no --model is given")
     parser.add_argument("--frames", type=int, default=None,
