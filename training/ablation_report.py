@@ -179,7 +179,10 @@ def curve_markdown(curve: dict[str, Any]) -> str:
     step = curve["plateau_step"]
     complete = [p for p in curve["points"] if p["n"] == len(curve["seeds"])]
     if step is not None:
-        verdict = f"after step {step} the mean moves by less than the seed-to-seed std."
+        last = complete[-1]
+        verdict = (f"after step {step} the mean moves by less than the seed-to-seed std "
+                   f"(which is {last['std']:.4f} at step {last['step']}: differences between "
+                   "rows smaller than that are not resolved).")
     elif len(curve["seeds"]) < 2 or len(complete) < 2:
         verdict = "needs at least two seeds evaluated at two steps or more."
     else:
