@@ -26,9 +26,9 @@ from _common import cpu_name, parse_hw, time_passes, write_json
 from oe_depth_ros.kitti.splits import SplitEntry, write_split_file
 from oe_depth_ros.metrics import align_prediction, compute_errors, valid_mask
 from training.edge_metrics import RegionReport
+from oe_depth_ros.pipeline import disparity_to_depth
 from training.evaluate import (
     EvalOptions,
-    disparity_to_depth,
     evaluate,
     load_train_ids,
     predict_disparity,

@@ -107,8 +107,8 @@ def adjust_hue(image: np.ndarray, hue: float) -> np.ndarray:
     """
     h, s, v = cv2.split(cv2.cvtColor(image, cv2.COLOR_RGB2HSV))
     shift = (hue % 1.0) * 360.0  # in [0, 360): one wrap at most
-    h = cv2.add(h, shift)
-    cv2.subtract(h, 360.0, dst=h, mask=cv2.compare(h, 360.0, cv2.CMP_GE))
+    h = np.asarray(h) + np.float32(shift)
+    h[h >= 360.0] -= 360.0
     return cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
 
 

@@ -21,8 +21,9 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
-from oe_depth_ros.imageops import resize_depth, to_network_input
+from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
+from oe_depth_ros.pipeline import disparity_to_depth
 from oe_depth_ros.metrics import (
     METRIC_NAMES,
     CropName,
@@ -133,12 +134,6 @@ def predict_disparity(backend: Backend, image_rgb: np.ndarray, post_process: boo
     flipped = np.asarray(backend.infer(np.ascontiguousarray(batch[..., ::-1])),
                          dtype=np.float32)[0, 0]
     return flip_blend(disp, flipped[:, ::-1])
-
-
-def disparity_to_depth(disp: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize the scaled disparity bilinearly to ``size`` (H, W) and invert it to depth."""
-    resized = resize_depth(np.asarray(disp, dtype=np.float32), size)
-    return 1.0 / np.maximum(resized, 1e-8)
 
 
 class _Images:

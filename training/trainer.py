@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
 from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
+from oe_depth_ros.model.depth_net import DepthNet
 from training.checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
                                     set_rng_state)
 from training.datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
@@ -240,7 +241,7 @@ class Trainer:
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         if self.cfg.freeze_attention_bn:
-            for layer in _unwrap(self.depth_net).odconv_layers():
+            for layer in cast(DepthNet, _unwrap(self.depth_net)).odconv_layers():
                 layer.attention.bn.eval()
 
     def _to_device(self, batch: dict[Any, Any]) -> dict[Any, Any]:
