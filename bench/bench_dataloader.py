@@ -6,7 +6,7 @@
 Writes a KITTI-raw layout of 1242x375 frames (PNG as KITTI ships them, and JPG as
 Monodepth2's setup converts them) with semantic label PNGs into a temporary folder,
 then measures training samples per second of two loaders that do
-the same work per sample: frames 0, -1, +1, horizontal flip, colour jitter (p = 1, one
+the same work per sample: frames 0, -1, +1, horizontal flip, color jitter (p = 1, one
 draw per sample), four scales, intrinsics and frame 0's labels at the network size.
 ``KittiRawMonoDataset`` decodes, resizes (``INTER_AREA``) and jitters with OpenCV; the
 baseline, written the way Monodepth2-style loaders are, decodes and resizes with PIL
@@ -33,7 +33,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from _common import cpu_name, parse_hw, write_json
-from oe_depth_ros.geometry import KITTI_NORMALISED_K, normalised_to_pixels
+from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels
 from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.splits import read_split_file
 from training.datasets import Augmentation, KittiRawMonoDataset, collate
@@ -46,7 +46,7 @@ SCALES = 4
 
 
 def write_layout(root: Path, frames: int, ext: str = ".png") -> Path:
-    """Smooth random colour frames (``ext``), label PNGs and a split of the middle frames."""
+    """Smooth random color frames (``ext``), label PNGs and a split of the middle frames."""
     rng = np.random.default_rng(0)
     img_dir = root / DRIVE / "image_02" / "data"
     seg_dir = root / "segmentation" / DRIVE / "image_02"
@@ -100,7 +100,7 @@ class PilLoader(Dataset):
                 sample[("color", f, scale)] = TF.to_tensor(resized)
                 sample[("color_aug", f, scale)] = TF.to_tensor(jittered)
         for scale in range(SCALES):
-            k = normalised_to_pixels(KITTI_NORMALISED_K, self.size[1] // 2 ** scale,
+            k = normalized_to_pixels(KITTI_NORMALIZED_K, self.size[1] // 2 ** scale,
                                      self.size[0] // 2 ** scale)
             sample[("K", scale)] = torch.from_numpy(k.astype(np.float32))
             sample[("inv_K", scale)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))

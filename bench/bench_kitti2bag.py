@@ -34,7 +34,7 @@ IMAGE_TOPICS = ("/kitti/camera_color_left/image_raw",)
 
 
 def _mcap_facts(path: Path) -> dict[str, Any]:
-    """Topics, counts, QoS of /tf_static and the first colour image stamp of an MCAP file."""
+    """Topics, counts, QoS of /tf_static and the first color image stamp of an MCAP file."""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 

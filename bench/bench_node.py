@@ -32,7 +32,7 @@ own counters from /diagnostics), and the outputs that came back.
 
 Part 3 measures, in this process, building a PointCloud2 from the pipeline's cloud
 (``messages.make_pointcloud2``) and ``publisher.publish`` (rclpy's conversion to the C
-message + serialisation) with a subscriber in another context, for a full cloud and
+message + serialization) with a subscriber in another context, for a full cloud and
 decimated ones; ratios are against the full cloud. The node's per-step post-processing
 against a naive implementation is ``bench/bench_postprocess.py``.
 

@@ -46,16 +46,16 @@ def camera_height_from_calib(calib: object, cam: int = 2,
                              imu_height: float = KITTI_IMU_HEIGHT) -> float:
     """Height of rectified camera ``cam`` above a level road, from the KITTI calibration.
 
-    The IMU frame has z up; the camera centre in that frame is -R^T t of the IMU ->
+    The IMU frame has z up; the camera center in that frame is -R^T t of the IMU ->
     camera transform, so its height is imu_height + that z.
     """
     t = calib.T_imu_to_rect(cam)  # type: ignore[attr-defined]
-    centre = -t[:3, :3].T @ t[:3, 3]
-    return float(imu_height + centre[2])
+    center = -t[:3, :3].T @ t[:3, 3]
+    return float(imu_height + center[2])
 
 
 def read_gt(drive_dir: Path, idx: int) -> np.ndarray:
-    """Dense GT depth in metres (0 = none) of camera 2, frame ``idx``."""
+    """Dense GT depth in meters (0 = none) of camera 2, frame ``idx``."""
     return read_depth_png(KittiDrive(drive_dir).groundtruth_depth_path(idx))
 
 

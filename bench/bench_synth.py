@@ -68,10 +68,10 @@ def reader_rows(frames: int, repeats: int, tmp: Path) -> list[dict[str, Any]]:
     drive = KittiDrive(ds.drive_dirs[0])
     rows = []
     for name, fn in (
-        ("cv2.imread colour PNG (baseline)",
+        ("cv2.imread color PNG (baseline)",
          lambda i: cv2.imread(str(drive.image_path(2, i)), cv2.IMREAD_COLOR)),
         ("KittiDrive.image(2) RGB", lambda i: drive.image(2, i)),
-        ("KittiDrive.image(0) grey", lambda i: drive.image(0, i)),
+        ("KittiDrive.image(0) gray", lambda i: drive.image(0, i)),
         ("np.fromfile velodyne (baseline)",
          lambda i: np.fromfile(drive.velodyne_path(i), dtype="<f4").reshape(-1, 4)),
         ("KittiDrive.velodyne", lambda i: drive.velodyne(i)),

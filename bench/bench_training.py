@@ -1,4 +1,4 @@
-"""Training throughput: optimisation-step time per image and data-loading rate.
+"""Training throughput: optimization-step time per image and data-loading rate.
 
     .venv/bin/python bench/bench_training.py [--steps 3] [--threads 1] [--workers 0 1 2]
         [--no-full] [--gpu-batch 8] [--json OUT]
@@ -8,7 +8,7 @@ each case times full training steps (forward of the depth and pose networks, eve
 loss, backward, Adam) on one fixed batch after a warm-up step, and the DataLoader
 delivering one epoch of batches with N worker processes (steady rate, after the first
 batch). The loader-to-step ratio says whether
-data loading keeps up (>1) with the optimiser at that setting. Cases on the CPU:
+data loading keeps up (>1) with the optimizer at that setting. Cases on the CPU:
 the small synthetic config (oe_depth_small 64x192 batch 4), its DIFFNet counterpart
 (diffnet_small, the ratio baseline), and the full OE-Depth at 640x192 batch 2. With a
 CUDA GPU: the full model at 640x192 in fp32 eager against AMP (fp16) + channels_last.
@@ -46,7 +46,7 @@ def make_trainer(world: Any, out: Path, depth: str, size: tuple[int, int], batch
 
 
 def time_steps(trainer: Trainer, steps: int) -> list[float]:
-    """Seconds per optimisation step on one fixed batch (after one warm-up step)."""
+    """Seconds per optimization step on one fixed batch (after one warm-up step)."""
     batch = next(iter(trainer.loader))
     trainer.train_step(batch)
     times = []

@@ -24,7 +24,7 @@ def turbo_lut() -> np.ndarray:
 
 def colorize_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float = 80.0,
                    invalid_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-    """Depth [H, W] in metres (NaN = invalid) -> uint8 RGB [H, W, 3], near red, far blue."""
+    """Depth [H, W] in meters (NaN = invalid) -> uint8 RGB [H, W, 3], near red, far blue."""
     if depth.ndim != 2:
         raise ValueError(f"depth must be [H, W], got shape {depth.shape}")
     if not max_depth > min_depth:

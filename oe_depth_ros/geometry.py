@@ -1,6 +1,6 @@
 """Camera geometry shared by training, evaluation, the pipeline and the node.
 
-One place for: KITTI's normalised training intrinsics, intrinsics scaling on resize,
+One place for: KITTI's normalized training intrinsics, intrinsics scaling on resize,
 disparity <-> depth conversion, and back-projection of a depth map to 3-D points.
 Functions accept numpy arrays; ``disp_to_depth`` also accepts torch tensors.
 """
@@ -12,8 +12,8 @@ import numpy as np
 
 ArrayT = TypeVar("ArrayT")
 
-#: Monodepth2's normalised KITTI intrinsics (row 0 times width, row 1 times height).
-KITTI_NORMALISED_K = np.array(
+#: Monodepth2's normalized KITTI intrinsics (row 0 times width, row 1 times height).
+KITTI_NORMALIZED_K = np.array(
     [[0.58, 0.0, 0.5, 0.0], [0.0, 1.92, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
     dtype=np.float32,
 )
@@ -44,8 +44,8 @@ def depth_to_disp(depth: ArrayT, min_depth: float = DEFAULT_MIN_DEPTH,
     return cast(ArrayT, (1.0 / depth - min_disp) / (max_disp - min_disp))  # type: ignore[operator]
 
 
-def normalised_to_pixels(k_norm: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Turn a normalised 3x3 or 4x4 K (row 0 in widths, row 1 in heights) into pixels."""
+def normalized_to_pixels(k_norm: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Turn a normalized 3x3 or 4x4 K (row 0 in widths, row 1 in heights) into pixels."""
     k = np.array(k_norm, dtype=np.float64, copy=True)
     k[0, :] *= width
     k[1, :] *= height
@@ -76,7 +76,7 @@ def resize_intrinsics(k: np.ndarray, src_size: tuple[int, int],
 
 
 def pixel_rays(k: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Return [H, W, 3] float32 rays (x/z, y/z, 1) for every pixel centre under 3x3 ``k``."""
+    """Return [H, W, 3] float32 rays (x/z, y/z, 1) for every pixel center under 3x3 ``k``."""
     fx, fy, cx, cy = float(k[0, 0]), float(k[1, 1]), float(k[0, 2]), float(k[1, 2])
     skew = float(k[0, 1])
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)

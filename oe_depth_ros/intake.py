@@ -29,7 +29,7 @@ from typing import Any, Callable, Literal, Mapping
 import numpy as np
 
 from oe_depth_ros.config import from_dict
-from oe_depth_ros.geometry import check_intrinsics, normalised_to_pixels
+from oe_depth_ros.geometry import check_intrinsics, normalized_to_pixels
 from oe_depth_ros.messages import (
     CAMERA_ENCODINGS, ENCODINGS, MessageError, camera_info_image_size,
     camera_info_to_intrinsics, image_to_rgb, stamp_to_ns,
@@ -147,11 +147,11 @@ def image_rgb_from_msg(msg: Any) -> np.ndarray:
         raise InputError("malformed_image", f"image rejected: {exc}") from None
 
 
-def fallback_intrinsics(normalised: Any, width: int, height: int) -> np.ndarray:
+def fallback_intrinsics(normalized: Any, width: int, height: int) -> np.ndarray:
     """3x3 intrinsics in pixels from normalized [fx/W, fy/H, cx/W, cy/H]."""
-    fx, fy, cx, cy = (float(v) for v in normalised)
+    fx, fy, cx, cy = (float(v) for v in normalized)
     k_norm = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
-    return normalised_to_pixels(k_norm, width, height)
+    return normalized_to_pixels(k_norm, width, height)
 
 
 class IntrinsicsSource:

@@ -3,7 +3,7 @@
 Used by ``launch/*.launch.py``. ``launch`` and ``launch_ros`` are imported inside the
 functions, so importing this module (or the package) never needs them.
 
-Behaviour every launch file gets from here:
+Behavior every launch file gets from here:
 
 * the Fast DDS profile ``config/fastdds_shm.xml`` (shared memory with room for full-size
   frames) for every process of the launch, unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is

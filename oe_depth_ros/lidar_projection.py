@@ -3,19 +3,19 @@
 One core, :func:`scatter_nearest`, serves two conventions:
 
 * :func:`project_to_depth`: points already in the camera's optical frame, projected
-  with K; depth = z; pixel centres at integer coordinates (as in CameraInfo), so the
+  with K; depth = z; pixel centers at integer coordinates (as in CameraInfo), so the
   pixel is (round(u), round(v)).
 * :func:`project_velodyne`: the KITTI Eigen protocol; Velodyne points through a 3x4
   Velodyne -> pixel matrix; points with Velodyne x < 0 are dropped and the depth is the
   Velodyne forward (x) coordinate. The reference code takes (round(u) - 1,
   round(v) - 1), hence ``pixel_offset=-1`` by default; a camera model whose pixel
-  centres sit at integer coordinates (such as the synthetic world's) wants 0.
+  centers sit at integer coordinates (such as the synthetic world's) wants 0.
 """
 from __future__ import annotations
 
 import numpy as np
 
-#: Pixel offsets that the projections accept: KITTI's reference (-1) and 0-based centres.
+#: Pixel offsets that the projections accept: KITTI's reference (-1) and 0-based centers.
 PIXEL_OFFSETS = (-1, 0)
 
 

@@ -281,7 +281,7 @@ def _image_layout(msg: Any) -> tuple[Encoding, int, int, int, bool, np.ndarray]:
 def image_to_numpy(msg: Any) -> np.ndarray:
     """Image -> ndarray in the encoding's raw layout and native byte order.
 
-    Honours row padding (``step`` > width * pixel size) and ``is_bigendian``. Returns
+    Honors row padding (``step`` > width * pixel size) and ``is_bigendian``. Returns
     [H, W] for one-channel encodings, else [H, W, C]; may share memory with ``msg``.
     """
     enc, height, width, step, big, data = _image_layout(msg)
@@ -556,7 +556,7 @@ def _cloud_dtype(msg: Any, point_step: int, big: bool) -> np.dtype:
 def pointcloud2_to_numpy(msg: Any) -> np.ndarray:
     """PointCloud2 -> structured array in native byte order: [W] if height is 1, else [H, W].
 
-    Honours row padding (``row_step`` > point_step * width) and ``is_bigendian``.
+    Honors row padding (``row_step`` > point_step * width) and ``is_bigendian``.
     """
     height = _uint(msg, "height", "PointCloud2")
     width = _uint(msg, "width", "PointCloud2")

@@ -103,7 +103,7 @@ PARAMS: tuple[ParamSpec, ...] = (
        unit="s", limits=(0.0, 10.0)),
     _p("camera_info.use_fallback", True, "Without any CameraInfo, use "
        "camera_info.fallback_intrinsics (with a warning) instead of dropping frames."),
-    _p("camera_info.fallback_intrinsics", [0.58, 1.92, 0.5, 0.5], "Normalised "
+    _p("camera_info.fallback_intrinsics", [0.58, 1.92, 0.5, 0.5], "Normalized "
        "[fx/W, fy/H, cx/W, cy/H] used without CameraInfo (default: KITTI's, as in training).",
        limits=(0.0, 100.0), length=4),
     # --- depth output
@@ -118,15 +118,15 @@ PARAMS: tuple[ParamSpec, ...] = (
        limits=(1, 64)),
     _p("points.max_range", 0.0, "Drop points farther than this (z); 0 = max_range.",
        unit="m", limits=(0.0, 1000.0)),
-    _p("points.organized", False, "Organised cloud (rows x columns with NaN holes) "
+    _p("points.organized", False, "Organized cloud (rows x columns with NaN holes) "
        "instead of a list of valid points."),
-    _p("points.rgb_type", "float32", "Storage of the packed 0x00RRGGBB colour field "
+    _p("points.rgb_type", "float32", "Storage of the packed 0x00RRGGBB color field "
        "(RViz's RGB8 reads both).", choices=("float32", "uint32")),
-    # --- colourised depth
+    # --- colorized depth
     _p("colored.enabled", True, "Publish depth/colored (only computed while subscribed)."),
-    _p("colored.min_range", 0.0, "Depth shown in the nearest colour.", unit="m",
+    _p("colored.min_range", 0.0, "Depth shown in the nearest color.", unit="m",
        limits=(0.0, 1000.0)),
-    _p("colored.max_range", 80.0, "Depth shown in the farthest colour.", unit="m",
+    _p("colored.max_range", 80.0, "Depth shown in the farthest color.", unit="m",
        limits=(0.01, 1000.0)),
     # --- metric scale
     _p("scale.method", "fixed", "fixed: multiply by scale.factor; camera_height: fit the "
@@ -177,13 +177,13 @@ TOPICS: tuple[TopicSpec, ...] = (
               "qos_reliability, keep last qos_depth",
               "Calibration of the rectified image (P, else K)."),
     TopicSpec(DEPTH_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
-              "32FC1 depth in metres along the optical axis, NaN = invalid; input header."),
+              "32FC1 depth in meters along the optical axis, NaN = invalid; input header."),
     TopicSpec(DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "pub", "reliable, keep last 1",
               "Intrinsics of depth/image (scaled to its size); input header."),
     TopicSpec(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2", "pub", "reliable, keep last 1",
               "x, y, z float32 + rgb in the camera's optical frame (input frame_id)."),
     TopicSpec(COLORED_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
-              "rgb8 colourised depth on a fixed colored.min_range..max_range scale."),
+              "rgb8 colorized depth on a fixed colored.min_range..max_range scale."),
     TopicSpec(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "pub",
               "reliable, keep last 10",
               "Rate, latency p50/p99, per-stage times, dropped frames, backend, scale, "
@@ -217,7 +217,7 @@ def _in_limits(p: ParamSpec, value: float) -> bool:
 
 
 def validate(name: str, value: Any) -> Any:
-    """Check ``value`` for parameter ``name``; return it normalised, else raise ParamError.
+    """Check ``value`` for parameter ``name``; return it normalized, else raise ParamError.
 
     Ints are accepted for float parameters (YAML ``80`` for ``80.0``, ``ros2 param set
     ... max_range 50``) and returned as floats.
@@ -282,11 +282,11 @@ def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
     return PipelineConfig.from_params({**defaults(), **validate_all(values)})
 
 
-def fallback_k(normalised: list[float], width: int, height: int) -> list[list[float]]:
-    """3x3 intrinsics in pixels from normalised [fx/W, fy/H, cx/W, cy/H]."""
+def fallback_k(normalized: list[float], width: int, height: int) -> list[list[float]]:
+    """3x3 intrinsics in pixels from normalized [fx/W, fy/H, cx/W, cy/H]."""
     from oe_depth_ros.intake import fallback_intrinsics
 
-    return fallback_intrinsics(normalised, width, height).tolist()
+    return fallback_intrinsics(normalized, width, height).tolist()
 
 
 def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",

@@ -51,7 +51,7 @@ class PointsConfig:
 
     #: Keep every n-th row and column.
     decimation: int = 1
-    #: Drop points farther than this (z, metres); 0 = the pipeline's max_range.
+    #: Drop points farther than this (z, meters); 0 = the pipeline's max_range.
     max_range: float = 0.0
     #: Organized cloud ([H, W] with NaN holes) instead of a list of valid points.
     organized: bool = False
@@ -70,7 +70,7 @@ class ColoredConfig:
     """The colorized depth image (node parameters ``colored.*``)."""
 
     enabled: bool = True
-    #: Depth (metres) shown in the nearest and in the farthest color.
+    #: Depth (meters) shown in the nearest and in the farthest color.
     min_range: float = 0.0
     max_range: float = 80.0
 
@@ -86,7 +86,7 @@ class PipelineConfig:
 
     #: "camera": depth at the input image size; "network": at the network's input size.
     output_resolution: Literal["camera", "network"] = "camera"
-    #: Valid depth range in metres; outside it the depth is NaN.
+    #: Valid depth range in meters; outside it the depth is NaN.
     min_range: float = 0.1
     max_range: float = 80.0
     points: PointsConfig = field(default_factory=PointsConfig)
@@ -106,7 +106,7 @@ class PipelineConfig:
 
     @property
     def cloud_max_range(self) -> float:
-        """The z limit of the cloud in metres (``points.max_range``, else ``max_range``)."""
+        """The z limit of the cloud in meters (``points.max_range``, else ``max_range``)."""
         return self.points.max_range or self.max_range
 
 
@@ -123,7 +123,7 @@ ALL_OUTPUTS = Outputs()
 
 @dataclass
 class DepthResult:
-    """One frame's outputs. ``depth`` is float32 metres with NaN where invalid."""
+    """One frame's outputs. ``depth`` is float32 meters with NaN where invalid."""
 
     depth: np.ndarray
     valid: np.ndarray

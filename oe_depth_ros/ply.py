@@ -1,4 +1,4 @@
-"""Write coloured point clouds as binary PLY files that any viewer opens."""
+"""Write colored point clouds as binary PLY files that any viewer opens."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from oe_depth_ros.atomic import write_bytes_atomic
 
 
 def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray | None = None) -> None:
-    """Write N points (``xyz`` [N, 3] float) with optional colours (``rgb`` [N, 3] uint8).
+    """Write N points (``xyz`` [N, 3] float) with optional colors (``rgb`` [N, 3] uint8).
 
     Non-finite points are dropped. The file is binary little-endian PLY 1.0, written
     atomically.
@@ -19,7 +19,7 @@ def write_ply(path: str | os.PathLike[str], xyz: np.ndarray, rgb: np.ndarray | N
     if rgb is not None:
         rgb = np.asarray(rgb).reshape(-1, 3)
         if rgb.shape[0] != xyz.shape[0]:
-            raise ValueError(f"xyz has {xyz.shape[0]} points but rgb has {rgb.shape[0]} colours")
+            raise ValueError(f"xyz has {xyz.shape[0]} points but rgb has {rgb.shape[0]} colors")
         if rgb.dtype != np.uint8:
             raise ValueError(f"rgb must be uint8, got {rgb.dtype}")
         rgb = rgb[keep]

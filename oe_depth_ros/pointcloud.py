@@ -79,7 +79,7 @@ class RayCache:
 def depth_to_cloud(depth: np.ndarray, rays: np.ndarray, rgb: np.ndarray | None = None,
                    decimation: int = 1, max_range: float | None = None, organized: bool = False,
                    rgb_type: RgbType = "float32") -> np.ndarray:
-    """Back-project depth [H, W] (metres along z, NaN = invalid) to a structured array.
+    """Back-project depth [H, W] (meters along z, NaN = invalid) to a structured array.
 
     ``rays`` are the [2, H, W] planes of :meth:`RayCache.get`. ``decimation`` keeps
     every n-th row and column; ``max_range`` drops points whose depth z exceeds it.

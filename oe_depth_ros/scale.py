@@ -31,7 +31,7 @@ from oe_depth_ros.lidar_projection import pinhole_pixels
 LOG = logging.getLogger(__name__)
 
 
-#: How the pipeline scales relative depth to metres.
+#: How the pipeline scales relative depth to meters.
 ScaleMethod = Literal["fixed", "camera_height", "lidar"]
 
 
@@ -278,7 +278,7 @@ class LidarMedianScale:
 
     def estimate(self, depth_unscaled: np.ndarray, k: np.ndarray,
                  lidar_points_cam: np.ndarray | None = None) -> ScaleEstimate:
-        """``lidar_points_cam``: [N, 3+] points in this camera's optical frame (metres).
+        """``lidar_points_cam``: [N, 3+] points in this camera's optical frame (meters).
 
         Confidence is the fraction of ratios within ``agreement`` (relative) of the median.
         """

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from oe_depth_ros.geometry import KITTI_NORMALISED_K
+from oe_depth_ros.geometry import KITTI_NORMALIZED_K
 from training.datasets import Augmentation, KittiRawMonoDataset, collate
 
 torch.set_num_threads(2)
@@ -100,7 +100,7 @@ def test_missing_drive_folder_is_named(tmp_path: Path) -> None:
         KittiRawMonoDataset(tmp_path, split, 32, 64)
 
 
-def test_sample_layout_and_normalised_intrinsics(layout: tuple[Path, Path]) -> None:
+def test_sample_layout_and_normalized_intrinsics(layout: tuple[Path, Path]) -> None:
     root, split = layout
     ds = KittiRawMonoDataset(root, split, 32, 64)
     assert len(ds) == 3
@@ -118,8 +118,8 @@ def test_sample_layout_and_normalised_intrinsics(layout: tuple[Path, Path]) -> N
     for s in range(4):
         w, h = 64 // 2 ** s, 32 // 2 ** s
         k = sample[("K", s)].numpy()
-        np.testing.assert_allclose(k[0], KITTI_NORMALISED_K[0] * w, rtol=1e-6)
-        np.testing.assert_allclose(k[1], KITTI_NORMALISED_K[1] * h, rtol=1e-6)
+        np.testing.assert_allclose(k[0], KITTI_NORMALIZED_K[0] * w, rtol=1e-6)
+        np.testing.assert_allclose(k[1], KITTI_NORMALIZED_K[1] * h, rtol=1e-6)
         np.testing.assert_allclose(sample[("inv_K", s)].numpy() @ k, np.eye(4), atol=1e-5)
 
 
@@ -131,7 +131,7 @@ def test_calibration_intrinsics(layout: tuple[Path, Path]) -> None:
         w, h = 64 // 2 ** s, 32 // 2 ** s
         sx, sy = w / ORIG_W, h / ORIG_H
         k = sample[("K", s)].numpy()
-        # pixel-centre convention: u' + 0.5 = s (u + 0.5)
+        # pixel-center convention: u' + 0.5 = s (u + 0.5)
         assert k[0, 0] == pytest.approx(100.0 * sx, rel=1e-6)
         assert k[1, 1] == pytest.approx(98.0 * sy, rel=1e-6)
         assert k[0, 2] == pytest.approx((61.0 + 0.5) * sx - 0.5, rel=1e-6)
@@ -229,7 +229,7 @@ def test_bad_sizes_rejected(layout: tuple[Path, Path]) -> None:
         KittiRawMonoDataset(root, split, 32, 64, img_ext=".bmp")
 
 
-def test_labels_from_palette_and_greyscale_pngs(tmp_path: Path) -> None:
+def test_labels_from_palette_and_grayscale_pngs(tmp_path: Path) -> None:
     from PIL import Image
 
     from training.semantic_labels import read_label_ids, read_train_ids
@@ -237,18 +237,18 @@ def test_labels_from_palette_and_greyscale_pngs(tmp_path: Path) -> None:
     ids = np.full((6, 8), 7, np.uint8)  # road
     ids[:, 4:] = 26  # car
     ids[0] = 0  # unlabeled
-    grey = tmp_path / "grey.png"
-    Image.fromarray(ids, mode="L").save(grey)
+    gray = tmp_path / "gray.png"
+    Image.fromarray(ids, mode="L").save(gray)
     palette = tmp_path / "palette.png"
     pal_img = Image.fromarray(ids, mode="L").convert("P")
-    pal_img.putpalette([(i * 37) % 256 for i in range(768)])  # colours unrelated to the ids
+    pal_img.putpalette([(i * 37) % 256 for i in range(768)])  # colors unrelated to the ids
     pal_img.putdata(ids.ravel().tolist())
     pal_img.save(palette)
     assert Image.open(palette).mode == "P"
-    # OpenCV expands the palette into colours; this is why labels are read with PIL
+    # OpenCV expands the palette into colors; this is why labels are read with PIL
     assert cv2.imread(str(palette), cv2.IMREAD_UNCHANGED).ndim == 3
     expected = np.where(ids == 7, 0, np.where(ids == 26, 13, 255))
-    for path in (grey, palette):
+    for path in (gray, palette):
         np.testing.assert_array_equal(read_label_ids(path), ids)
         np.testing.assert_array_equal(read_train_ids(path), expected)
         np.testing.assert_array_equal(read_train_ids(path, flip=True), expected[:, ::-1])

@@ -112,7 +112,7 @@ def test_demo_is_registered_outside_the_library() -> None:
             assert not any(n.split(".")[0] == "training" for n in names), path
 
 
-def test_constant_baseline_is_the_abs_rel_minimiser() -> None:
+def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
     """The demo's constant row is the learning proof's best constant, on the same pixels,
     and no worse than the median-scaled constant it replaced."""
     rng = np.random.default_rng(4)

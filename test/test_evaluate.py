@@ -91,7 +91,7 @@ def test_oracle_is_accurate_against_lidar_and_dense_gt(synth_world, oracle):
 
 
 def test_velodyne_pixel_offset_zero_fits_the_synthetic_world(synth_world, oracle):
-    """The synthetic camera has pixel centres at integer coordinates: offset 0 fits better."""
+    """The synthetic camera has pixel centers at integer coordinates: offset 0 fits better."""
     kitti = evaluate(_options(synth_world, gt="velodyne", mode="metric"), oracle)
     zero = evaluate(_options(synth_world, gt="velodyne", mode="metric",
                              velodyne_pixel_offset=0), oracle)

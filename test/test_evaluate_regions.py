@@ -54,7 +54,7 @@ def test_depth_discontinuities_step_ramp_and_sparse():
 def test_near_is_a_euclidean_disk():
     mask = np.zeros((11, 11), dtype=bool)
     mask[5, 5] = True
-    # distance <= 2: the centre, 4 at 1, 4 at sqrt(2), 4 at 2 -> 13 pixels
+    # distance <= 2: the center, 4 at 1, 4 at sqrt(2), 4 at 2 -> 13 pixels
     assert near(mask, 2.0).sum() == 13
     assert near(mask, 0.0).sum() == 1
     assert not near(np.zeros((3, 3), bool), 5).any()

@@ -25,7 +25,7 @@ def test_disp_to_depth_closed_form():
 
 
 def test_scale_intrinsics_matches_cv2_resize_of_a_point():
-    # A bright pixel-centre dot resized by cv2 lands where the scaled K projects it.
+    # A bright pixel-center dot resized by cv2 lands where the scaled K projects it.
     k = np.array([[700.0, 0, 600.3], [0, 690.0, 180.7], [0, 0, 1]])
     src_hw, dst_hw = (375, 1242), (125, 414)
     k2 = geometry.resize_intrinsics(k, src_hw, dst_hw)
@@ -37,7 +37,7 @@ def test_scale_intrinsics_matches_cv2_resize_of_a_point():
     assert u2 == pytest.approx((u + 0.5) * sx - 0.5)
     assert v2 == pytest.approx((v + 0.5) * sy - 0.5)
     img = np.zeros(src_hw, np.float32)
-    img[30:33, 300:303] = 1.0  # 3x3 block centred on pixel (301, 31)
+    img[30:33, 300:303] = 1.0  # 3x3 block centered on pixel (301, 31)
     small = cv2.resize(img, dst_hw[::-1], interpolation=cv2.INTER_AREA)
     vv, uu = np.unravel_index(np.argmax(small), small.shape)
     assert (uu, vv) == (round((301 + 0.5) * sx - 0.5), round((31 + 0.5) * sy - 0.5))

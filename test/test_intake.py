@@ -152,7 +152,7 @@ DOMAIN = 20 + (os.getpid() * 11 + 5) % 180
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A hand-built ONNX network: disparity = 0.05 + 0.5 * mean of the colour channels."""
+    """A hand-built ONNX network: disparity = 0.05 + 0.5 * mean of the color channels."""
     import onnx
     from onnx import TensorProto, helper
 

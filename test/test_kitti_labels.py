@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from oe_depth_ros.kitti import world
+from oe_depth_ros.synthetic import world
 from oe_depth_ros.kitti.labels import (
     IGNORE_TRAIN_ID,
     LABEL_ID,

@@ -160,7 +160,7 @@ def test_oxts_poses_follow_the_devkit() -> None:
     poses = oxts_poses([p0, p1])
     np.testing.assert_array_equal(poses[0], np.eye(4))
     er = 6378137.0
-    # Near the first latitude the Mercator metres are the local metres north and east.
+    # Near the first latitude the Mercator meters are the local meters north and east.
     north = er * math.radians(d_lat)
     east = er * math.cos(math.radians(lat0)) * math.radians(d_lon)
     np.testing.assert_allclose(poses[1][:3, 3], [east, north, 1.5], rtol=1e-6)
@@ -176,9 +176,9 @@ def test_drive_reads_the_synthetic_data(synth_world) -> None:
     drive = KittiDrive(synth_world.drive_dirs[1])
     assert drive.name == "2020_06_01_drive_0002_sync" and drive.date == "2020_06_01"
     assert drive.num_frames == 8
-    grey, colour = drive.image(0, 2), drive.image(3, 2)
-    assert grey.shape == (128, 416) and colour.shape == (128, 416, 3)
-    assert grey.dtype == colour.dtype == np.uint8
+    gray, color = drive.image(0, 2), drive.image(3, 2)
+    assert gray.shape == (128, 416) and color.shape == (128, 416, 3)
+    assert gray.dtype == color.dtype == np.uint8
     scan = drive.velodyne(2)
     assert scan.dtype == np.float32 and scan.shape[1] == 4 and len(scan) > 50_000
     raw_bytes = drive.velodyne_path(2).read_bytes()

@@ -70,14 +70,14 @@ def test_triplet_matches_naive_loop(seed: int, k: int, min_pairs: int, distance:
 
 
 def test_triplet_uses_min_not_mean_of_negatives() -> None:
-    # 1 x 5 strip of label 0 left, label 1 right: hand-computed anchor at the centre column.
+    # 1 x 5 strip of label 0 left, label 1 right: hand-computed anchor at the center column.
     labels = torch.tensor([[0, 0, 0, 1, 1, 1, 1]]).reshape(1, 1, 1, 7).repeat(1, 1, 3, 1)
     feats = torch.zeros(1, 2, 3, 7)
     feats[:, 0] = 1.0  # all unit vectors along x ...
     feats[:, :, :, 3] = torch.tensor([0.0, 1.0])[None, :, None]  # ... except column 3 (label 1)
     per_pixel, anchors = triplet_terms(feats, labels, kernel_size=5, margin=0.3,
                                        distance="squared")
-    # Pixel (1, 2), label 0: in-window neighbours columns 0..4, rows 0..2 -> 14 taps.
+    # Pixel (1, 2), label 0: in-window neighbors columns 0..4, rows 0..2 -> 14 taps.
     # Positives: columns 0, 1 (3 rows each) + column 2 rows 0, 2 = 8, all distance 0.
     # Negatives: column 3 (distance 2, orthogonal) and column 4 (distance 0) -> min 0.
     assert bool(anchors[0, 1, 2])
@@ -189,7 +189,7 @@ def test_smoothness_matches_hand_computation() -> None:
     expected = np.mean(sx) + np.mean(sy)
     got = smoothness_loss(torch.from_numpy(disp), torch.from_numpy(img)).item()
     assert got == pytest.approx(expected, rel=1e-9)
-    # scale invariance from the mean normalisation
+    # scale invariance from the mean normalization
     got2 = smoothness_loss(torch.from_numpy(disp * 7.0), torch.from_numpy(img)).item()
     assert got2 == pytest.approx(expected, rel=1e-6)
 
@@ -214,7 +214,7 @@ def test_backproject_project_round_trip() -> None:
     assert pts[0, 0, idx].item() == pytest.approx((u - 4.5) / 8.0 * z)
     assert pts[0, 1, idx].item() == pytest.approx((v - 2.5) / 7.0 * z)
     grid = Project3D(h, w)(pts, k, torch.eye(4, dtype=torch.float64)[None])
-    # identity motion: the grid lands on the pixel centres of align_corners=False
+    # identity motion: the grid lands on the pixel centers of align_corners=False
     us = (2 * torch.arange(w, dtype=torch.float64) + 1) / w - 1
     vs = (2 * torch.arange(h, dtype=torch.float64) + 1) / h - 1
     torch.testing.assert_close(grid[0, :, :, 0], us[None].expand(h, w))
@@ -250,7 +250,7 @@ def test_automask_on_static_pair() -> None:
     res = min_reprojection_loss(wrong, identity, generator=torch.Generator().manual_seed(0))
     assert res.automask is not None and res.automask.float().mean().item() < 0.01
     assert res.loss.item() < 1e-4
-    # without auto-masking the wrong warps are what is optimised
+    # without auto-masking the wrong warps are what is optimized
     plain = min_reprojection_loss(wrong, None)
     torch.testing.assert_close(plain.min_error, torch.minimum(wrong[0], wrong[1]))
     assert plain.loss.item() > 0.05

@@ -62,9 +62,9 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
 
 
 def test_stereo_frame_warp_with_fixed_baseline(synth_world) -> None:
-    """Frame "s" with Monodepth2's stereo_T (0.1 normalised = 0.54 m) reproduces the target.
+    """Frame "s" with Monodepth2's stereo_T (0.1 normalized = 0.54 m) reproduces the target.
 
-    The synthetic rig's colour cameras are 0.54 m apart, so depth in normalised units is the
+    The synthetic rig's color cameras are 0.54 m apart, so depth in normalized units is the
     rendered depth / 5.4; mirrored pairs (flip) must warp as well with the flipped sign.
     """
     from training.datasets import Augmentation

@@ -46,7 +46,7 @@ def types(request, typestore) -> MessageTypes:
 
 
 def serialize_roundtrip(msg, types: MessageTypes, typestore):
-    """Serialise to CDR and back with the flavour's own machinery (proves field types)."""
+    """Serialize to CDR and back with the flavour's own machinery (proves field types)."""
     if types.name == "rclpy":
         from rclpy.serialization import deserialize_message, serialize_message
 
@@ -131,7 +131,7 @@ def test_image_step_padding_and_byte_order(encoding, big, pad):
     np.testing.assert_array_equal(image_to_numpy(msg), pixels)
 
 
-def test_image_to_rgb_colour_orders_and_mono(types):
+def test_image_to_rgb_color_orders_and_mono(types):
     rgb = np.random.default_rng(0).integers(0, 256, (3, 4, 3), dtype=np.uint8)
     header = make_header(0, "c", types)
     bgr = rgb[..., ::-1].copy()
@@ -172,7 +172,7 @@ def test_depth_and_data_encodings_are_refused_as_camera_images(encoding, types):
 
 
 @pytest.mark.parametrize("encoding", ["rgb16", "bgr16"])
-def test_16_bit_colour_maps_to_8_bits(encoding, types):
+def test_16_bit_color_maps_to_8_bits(encoding, types):
     rgb16 = np.array([[[0, 65535, 257 * 100], [128, 129, 65535 - 128]]], dtype=np.uint16)
     arr = rgb16 if encoding == "rgb16" else rgb16[..., ::-1].copy()
     out = image_to_rgb(numpy_to_image(arr, encoding, make_header(0, "c", types), types))
@@ -183,14 +183,14 @@ def test_16_bit_colour_maps_to_8_bits(encoding, types):
 @pytest.mark.parametrize("pattern", ["rggb", "bggr", "gbrg", "grbg"])
 @pytest.mark.parametrize("bits", [8, 16])
 def test_bayer_demosaic_pattern(pattern, bits, types):
-    """A flat-colour scene mosaiced by hand by the ROS pattern name comes back as that colour."""
-    colour = {"r": 200, "g": 100, "b": 30}
+    """A flat-color scene mosaiced by hand by the ROS pattern name comes back as that color."""
+    color = {"r": 200, "g": 100, "b": 30}
     h, w = 8, 10
     mosaic = np.zeros((h, w), dtype=np.uint8 if bits == 8 else np.uint16)
     mult = 1 if bits == 8 else 257
     for v in range(h):
         for u in range(w):
-            mosaic[v, u] = colour[pattern[2 * (v % 2) + (u % 2)]] * mult
+            mosaic[v, u] = color[pattern[2 * (v % 2) + (u % 2)]] * mult
     msg = numpy_to_image(mosaic, f"bayer_{pattern}{bits}", make_header(0, "c", types), types)
     rgb = image_to_rgb(msg)
     assert rgb.shape == (h, w, 3) and rgb.dtype == np.uint8
@@ -332,11 +332,11 @@ def cloud_dtype(with_intensity: bool, rgb_type: str) -> np.dtype:
 
 @pytest.mark.parametrize("rgb_type, with_intensity", [("<f4", False), ("<u4", False),
                                                       ("<f4", True)])
-@pytest.mark.parametrize("organised", [False, True])
-def test_pointcloud2_bytes_equal_struct_construction(rgb_type, with_intensity, organised, types,
+@pytest.mark.parametrize("organized", [False, True])
+def test_pointcloud2_bytes_equal_struct_construction(rgb_type, with_intensity, organized, types,
                                                      typestore):
     rng = np.random.default_rng(3)
-    shape = (3, 4) if organised else (12,)
+    shape = (3, 4) if organized else (12,)
     pts = np.zeros(shape, dtype=cloud_dtype(with_intensity, rgb_type))
     for axis in "xyz":
         pts[axis] = rng.normal(0, 10, shape)
@@ -357,7 +357,7 @@ def test_pointcloud2_bytes_equal_struct_construction(rgb_type, with_intensity, o
     assert bytes(msg.data) == bytes(expected)
     point_step = 20 if with_intensity else 16
     assert (msg.point_step, msg.row_step) == (point_step, point_step * shape[-1])
-    assert (msg.height, msg.width) == ((3, 4) if organised else (1, 12))
+    assert (msg.height, msg.width) == ((3, 4) if organized else (1, 12))
     assert msg.is_bigendian is False and msg.is_dense is False
     want_fields = [("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1),
                    ("rgb", 12, 7 if rgb_type == "<f4" else 6, 1)]
@@ -384,7 +384,7 @@ def test_pointcloud2_padded_dtype_and_dense_flag(types):
 
 
 def test_pointcloud2_to_numpy_big_endian_and_row_padding():
-    """A big-endian organised cloud with 5 junk bytes at the end of each row, packed by hand."""
+    """A big-endian organized cloud with 5 junk bytes at the end of each row, packed by hand."""
     fields = [FakeImage(name="x", offset=0, datatype=7, count=1),
               FakeImage(name="intensity", offset=4, datatype=4, count=1),
               FakeImage(name="t", offset=8, datatype=8, count=1)]

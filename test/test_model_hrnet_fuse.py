@@ -64,7 +64,7 @@ def test_stage_fuse_matches_an_independent_computation():
             expected = expected + bilinear_align_corners_loop(bn(conv(branches[j])), 2 ** j)
         expected = torch.relu(expected)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    # nearest-neighbour fuse layers (timm's) would differ clearly
+    # nearest-neighbor fuse layers (timm's) would differ clearly
     nearest = branches[0].clone()
     for j in range(1, 4):
         f = module.fuse_layers[0][j]

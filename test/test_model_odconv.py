@@ -12,7 +12,7 @@ from oe_depth_ros.model import ODConv2d
 torch.set_num_threads(2)
 
 
-def randomise(m: ODConv2d, seed: int = 0) -> None:
+def randomize(m: ODConv2d, seed: int = 0) -> None:
     """Give every parameter and BN statistic non-trivial values so that all attentions matter."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -76,7 +76,7 @@ def reference(m: ODConv2d, x: torch.Tensor, temperature: float = 1.0,
 @pytest.mark.parametrize("groups", [1, 2])
 def test_matches_per_sample_formula(k, kernel_num, stride, batch, groups):
     m = ODConv2d(8, 12, k, stride=stride, padding=k // 2, groups=groups, kernel_num=kernel_num)
-    randomise(m, seed=k * 100 + kernel_num * 10 + stride + batch + groups)
+    randomize(m, seed=k * 100 + kernel_num * 10 + stride + batch + groups)
     m.eval()
     x = torch.randn(batch, 8, 11, 13, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
@@ -88,7 +88,7 @@ def test_matches_per_sample_formula(k, kernel_num, stride, batch, groups):
 
 def test_training_mode_uses_batch_statistics_and_dilation():
     m = ODConv2d(6, 10, 3, padding=2, dilation=2, kernel_num=3)
-    randomise(m, seed=3)
+    randomize(m, seed=3)
     m.train()
     x = torch.randn(4, 6, 9, 9, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
@@ -99,7 +99,7 @@ def test_training_mode_uses_batch_statistics_and_dilation():
 
 def test_temperature_divides_logits():
     m = ODConv2d(8, 8, 3, padding=1, kernel_num=4)
-    randomise(m, seed=5)
+    randomize(m, seed=5)
     m.eval()
     m.update_temperature(0.5)
     x = torch.randn(2, 8, 7, 7, generator=torch.Generator().manual_seed(6))
@@ -116,7 +116,7 @@ def test_depthwise_has_no_filter_attention():
     assert m.attention.filter_fc is None
     assert "attention.filter_fc.weight" not in m.state_dict()
     assert m.weight.shape == (4, 8, 1, 3, 3)
-    randomise(m, seed=7)
+    randomize(m, seed=7)
     m.eval()
     x = torch.randn(3, 8, 10, 10, generator=torch.Generator().manual_seed(8))
     with torch.no_grad():
@@ -135,7 +135,7 @@ def test_skipped_attentions_are_one():
 
 def test_batch_independence_in_eval_mode():
     m = ODConv2d(8, 16, 3, padding=1, kernel_num=4)
-    randomise(m, seed=9)
+    randomize(m, seed=9)
     m.eval()
     x = torch.randn(5, 8, 12, 12, generator=torch.Generator().manual_seed(10))
     with torch.no_grad():
@@ -149,7 +149,7 @@ def test_batch_independence_in_eval_mode():
 def test_constant_attentions_give_a_plain_convolution():
     cin, cout, k, kn = 6, 10, 3, 4
     m = ODConv2d(cin, cout, k, padding=1, kernel_num=kn)
-    randomise(m, seed=11)
+    randomize(m, seed=11)
     g = torch.Generator().manual_seed(12)
     b_c, b_f, b_s, b_w = (torch.randn(n, generator=g) for n in (cin, cout, k * k, kn))
     att = m.attention
@@ -221,7 +221,7 @@ def test_official_state_dict_round_trips():
         torch.testing.assert_close(m(x), reference(m, x), rtol=1e-5, atol=1e-5)
 
 
-def test_initialisation_follows_kaiming_fan_out():
+def test_initialization_follows_kaiming_fan_out():
     m = ODConv2d(64, 128, 3, padding=1, kernel_num=4)
     expected_std = math.sqrt(2.0 / (128 * 9))
     for i in range(4):
@@ -247,7 +247,7 @@ def test_rejects_bad_groups():
 
 def test_channels_last_and_dtype_conversions():
     m = ODConv2d(8, 12, 3, padding=1, kernel_num=4)
-    randomise(m, seed=15)
+    randomize(m, seed=15)
     m.eval()
     x = torch.randn(3, 8, 10, 10, generator=torch.Generator().manual_seed(16))
     with torch.no_grad():

@@ -41,7 +41,7 @@ def test_parameter_count_matches_monodepth2_layout():
     assert sum(p.numel() for p in net.parameters()) == trunk + decoder
 
 
-def test_input_is_normalised_inside():
+def test_input_is_normalized_inside():
     net = build_pose_net().eval()
     x = torch.rand(1, 6, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

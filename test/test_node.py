@@ -18,7 +18,7 @@ Three node processes are started once for the module with a small exported ONNX 
 sync, reliable inputs, ``use_sim_time`` without any /clock) and ``/f`` (failures injected
 into every callback by ``test/node_faults.py``); the signal tests start their own. The
 test process has its own rclpy context, publishes Image and CameraInfo and decodes the
-outputs by hand; depth, CameraInfo, cloud and colours are compared with an offline
+outputs by hand; depth, CameraInfo, cloud and colors are compared with an offline
 ``DepthPipeline`` run on the same frame in this process.
 """
 from __future__ import annotations
@@ -484,9 +484,9 @@ def test_malformed_input_is_counted_and_the_next_good_frame_is_processed(
     bad_images.append(short_step)
     empty = Image(height=0, width=0, encoding="rgb8", step=0, data=b"")
     bad_images.append(empty)
-    for msg in bad_images:
+    for msg in bad_images:  # spaced so that a busy node's depth-1 queue never overwrites one
         probe.publish("/a/image", msg)
-        probe.spin_for(0.15)
+        probe.spin_for(0.4)
 
     zero_k = CameraInfo(width=320, height=96)  # K and P all zeros
     nan_k = info_msg(K_320 * np.nan, 320, 96, stamp_of(1002.3))

@@ -14,7 +14,7 @@
 """launch_testing: oe_depth_node started by launch answers a frame and exits cleanly.
 
 Runs on a ROS 2 machine (``colcon test``; the ROS CI workflow), where launch,
-launch_ros and launch_testing are installed; skipped elsewhere. The same behaviour is
+launch_ros and launch_testing are installed; skipped elsewhere. The same behavior is
 covered here without launch by test_node.py, which starts the node as a process.
 """
 import tempfile

@@ -41,7 +41,7 @@ class KnownDisparityBackend(DepthBackend):
 
 
 def net_k() -> np.ndarray:
-    """The camera K scaled to the network size, worked out by hand (pixel-centre rule)."""
+    """The camera K scaled to the network size, worked out by hand (pixel-center rule)."""
     sx, sy = NET_W / CAM_W, NET_H / CAM_H
     return np.array([[K_CAM[0, 0] * sx, 0.0, (K_CAM[0, 2] + 0.5) * sx - 0.5],
                      [0.0, K_CAM[1, 1] * sy, (K_CAM[1, 2] + 0.5) * sy - 0.5],
@@ -87,7 +87,7 @@ def test_network_resolution_scales_k_exactly(image):
 
 
 def test_camera_resolution_resizes_disparity_bilinearly(image):
-    """A disparity linear in v stays linear under bilinear resizing (pixel-centre mapping)."""
+    """A disparity linear in v stays linear under bilinear resizing (pixel-center mapping)."""
     v = np.arange(NET_H, dtype=np.float32)[:, None] * np.ones((1, NET_W), np.float32)
     disp = 0.01 + 0.002 * v
     pipe, _ = make({"output_resolution": "camera", "max_range": 1000.0}, disp, FixedScale(2.0))
@@ -116,7 +116,7 @@ def test_validity_mask_and_nan(image):
 
 
 def cloud_loop(depth, rgb, k, step, max_range):
-    """Per-pixel back-projection and colour packing, the straightforward way."""
+    """Per-pixel back-projection and color packing, the straightforward way."""
     out = []
     for v in range(0, depth.shape[0], step):
         for u in range(0, depth.shape[1], step):
@@ -243,7 +243,7 @@ def test_bad_inputs_and_config(image):
     assert cfg.scale == ScaleConfig(method="fixed", factor=5.4)
 
 
-def test_colour_map_against_opencv():
+def test_color_map_against_opencv():
     from oe_depth_ros.colormap import colorize_depth
 
     depth = np.array([[0.0, 10.0, 40.0, 80.0, 200.0, np.nan]], dtype=np.float32)
@@ -255,7 +255,7 @@ def test_colour_map_against_opencv():
 
 
 def test_disparity_to_depth_resizes_then_inverts():
-    """Bilinear resize of the disparity by hand at pixel centres, then scale / disparity."""
+    """Bilinear resize of the disparity by hand at pixel centers, then scale / disparity."""
     disp = np.array([[0.5, 1.0], [2.0, 0.0]], np.float32)
     out = disparity_to_depth(disp, (4, 4), scale=2.0)
     want = np.empty((4, 4))
@@ -285,7 +285,7 @@ def test_config_from_the_node_parameter_names():
         PipelineConfig.from_params({"points.organised": True})
 
 
-def test_colour_map_per_pixel_with_an_invalid_colour():
+def test_color_map_per_pixel_with_an_invalid_color():
     from oe_depth_ros.colormap import colorize_depth, turbo_lut
 
     rng = np.random.default_rng(3)

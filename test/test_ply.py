@@ -23,7 +23,7 @@ def test_ply_bytes_match_struct_encoding(tmp_path):
     assert back["z"].tolist() == [3.5, 80.0]
 
 
-def test_ply_rejects_mismatched_colours(tmp_path):
-    with pytest.raises(ValueError, match="colours"):
+def test_ply_rejects_mismatched_colors(tmp_path):
+    with pytest.raises(ValueError, match="colors"):
         write_ply(tmp_path / "x.ply", np.zeros((3, 3)), np.zeros((2, 3), np.uint8))
     assert not (tmp_path / "x.ply").exists()

@@ -126,8 +126,8 @@ def test_fit_ground_plane_least_squares_refit_against_closed_form():
     xz = rng.uniform([-5, 2], [5, 30], size=(500, 2))
     pts = np.column_stack([xz[:, 0], 1.2 + rng.normal(0, 0.005, 500), xz[:, 1]])
     fit = fit_ground_plane(pts, rng)
-    centred = pts - pts.mean(axis=0)
-    normal = np.linalg.eigh(centred.T @ centred)[1][:, 0]
+    centered = pts - pts.mean(axis=0)
+    normal = np.linalg.eigh(centered.T @ centered)[1][:, 0]
     normal *= np.sign(normal[1])
     assert fit is not None and fit.inlier_ratio == 1.0
     np.testing.assert_allclose(fit.normal, normal, atol=1e-9)

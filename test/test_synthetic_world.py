@@ -60,7 +60,7 @@ def test_layout_and_splits(synth_world) -> None:
         for line in lines[split]:
             folder, frame, side = line.split()
             assert side == "l" and folder == f"{DATE}/{DATE}_drive_0001_sync"
-            assert 1 <= int(frame) <= FRAMES - 2          # both neighbours exist
+            assert 1 <= int(frame) <= FRAMES - 2          # both neighbors exist
     assert not set(lines["train"]) & set(lines["val"])
     assert all(line.startswith(f"{DATE}/{DATE}_drive_0002_sync ") for line in lines["test"])
 
@@ -103,7 +103,7 @@ def test_rig_geometry(drive) -> None:
     assert calib.baseline(2, 3) == pytest.approx(0.54, abs=1e-9)
     assert calib.baseline(0, 2) == pytest.approx(0.06, abs=1e-9)
     assert calib.K_cam2[0, 0] == pytest.approx(721.5377 * 416 / 1242)
-    # Camera 2's centre in the IMU frame: 1.65 m above the road, 1.08 m ahead of the IMU.
+    # Camera 2's center in the IMU frame: 1.65 m above the road, 1.08 m ahead of the IMU.
     cam_in_imu = np.linalg.inv(calib.T_imu_to_rect(2))[:3, 3]
     assert cam_in_imu[2] + IMU_HEIGHT == pytest.approx(1.65, abs=1e-6)
     assert cam_in_imu[0] == pytest.approx(1.08, abs=1e-6)
@@ -113,7 +113,7 @@ def test_rig_geometry(drive) -> None:
 
 
 def test_lidar_agrees_with_dense_depth_through_the_written_calibration(drive) -> None:
-    """Pixel centres are at integer coordinates: nearest pixel = round(u), no -1."""
+    """Pixel centers are at integer coordinates: nearest pixel = round(u), no -1."""
     h, w = 128, 416
     nearest, interpolated = [], []
     for idx in (0, 4, 7):
@@ -129,7 +129,7 @@ def test_lidar_agrees_with_dense_depth_through_the_written_calibration(drive) ->
         ok = gt > 0
         assert ok.sum() > 500
         nearest.append(np.abs(gt[ok] - z[ok]) / gt[ok])
-        # Bilinear GT at the exact projection, where all four neighbours have depth.
+        # Bilinear GT at the exact projection, where all four neighbors have depth.
         u0, v0 = np.floor(uf).astype(int), np.floor(vf).astype(int)
         a, b = uf - u0, vf - v0
         q = [depth[v0, u0], depth[v0, u0 + 1], depth[v0 + 1, u0], depth[v0 + 1, u0 + 1]]
@@ -150,7 +150,7 @@ def _naive_depth(world, origin: np.ndarray, direction: np.ndarray, far: float) -
         best = -origin[2] / direction[2]
     for i in range(world.size):
         if world.is_sphere[i]:
-            oc = origin - world.centre[i]
+            oc = origin - world.center[i]
             a, b = direction @ direction, direction @ oc
             disc = b * b - a * (oc @ oc - world.radius[i] ** 2)
             if disc >= 0:
@@ -191,7 +191,7 @@ def test_labels_and_sky(synth_world, drive) -> None:
         lab = _labels(Path(synth_world.root), drive, idx)
         depth = _gt_depth(drive, idx)
         np.testing.assert_array_equal(lab == LABEL_SKY, depth == 0)
-        assert np.mean(lab[-5:, 180:236] == LABEL_ROAD) > 0.95      # road ahead, bottom centre
+        assert np.mean(lab[-5:, 180:236] == LABEL_ROAD) > 0.95      # road ahead, bottom center
         assert np.all(lab[0, 190:226] != LABEL_ROAD)
         present = set(np.unique(lab).tolist())
         assert {7, 8, 11, 23}.issubset(present)
@@ -211,11 +211,11 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("src, tgt", [(3, 4), (5, 4)])
-def test_warping_with_gt_depth_and_pose_reproduces_the_neighbour(drive, src, tgt) -> None:
-    """Self-supervision check: GT depth and pose carry target pixels to their colour.
+def test_warping_with_gt_depth_and_pose_reproduces_the_neighbor(drive, src, tgt) -> None:
+    """Self-supervision check: GT depth and pose carry target pixels to their color.
 
     Target pixels, back-projected with GT depth and moved by the GT pose (from OXTS +
-    calibration), find their colour in the source frame.
+    calibration), find their color in the source frame.
     """
     calib = drive.calib
     poses = drive.poses()

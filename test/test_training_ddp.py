@@ -89,7 +89,7 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_processes_with_batchnorm_and_triplet(tmp_path: Path) -> None:
-    # Training-mode BatchNorm normalises each process's half batch and the triplet term
+    # Training-mode BatchNorm normalizes each process's half batch and the triplet term
     # averages each process's anchors, so the trajectories agree only approximately
     # (measured: 0.07 % apart over the first two steps).
     root = tmp_path / "data"

@@ -9,7 +9,7 @@ import pytest
 from training.prove_learning import best_constant_abs_rel, main
 
 
-def test_best_constant_is_the_abs_rel_minimiser() -> None:
+def test_best_constant_is_the_abs_rel_minimizer() -> None:
     import numpy as np
 
     rng = np.random.default_rng(0)

@@ -42,7 +42,7 @@ from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES
 from training.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS, ROWS,
                                       curve_markdown, curve_summary, label_check_text,
-                                      read_points, summarise, table_markdown)
+                                      read_points, summarize, table_markdown)
 
 log = logging.getLogger("training.ablation")
 
@@ -279,7 +279,7 @@ def estimate_seconds(jobs: list[RunJob], warmup_steps: int) -> tuple[float, dict
             eval_seconds = measured if eval_seconds is None else eval_seconds
         record = read_points(job.run_dir)
         done = max((int(s) for s in record["points"]), default=0)
-        each_eval = record.get("eval_seconds", eval_seconds)
+        each_eval = float(record.get("eval_seconds") or eval_seconds or 0.0)
         total += per_step[job.row] * (todo[-1] - done) + each_eval * len(todo)
     return total, per_step
 
@@ -404,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "wall_seconds_this_call": time.perf_counter() - tic,
                               "label_check": labels,
                               "table_step": table_step,
-                              "rows": summarise(args.work, settings.rows, settings.seeds,
+                              "rows": summarize(args.work, settings.rows, settings.seeds,
                                                 table_step),
                               "paper_table3": {r: dict(zip(METRIC_NAMES, v))
                                                for r, v in PAPER_TABLE3.items()}}

@@ -1,7 +1,7 @@
 """Reporting of the Table 3 ablation: run records, mean and std per row, markdown tables.
 
 A run's record (``<run dir>/points.json``) holds its held-out evaluations by training
-step; :func:`summarise` collects the evaluations at one step over seeds,
+step; :func:`summarize` collects the evaluations at one step over seeds,
 :func:`curve_summary` follows one row over steps and finds where its learning curve
 flattens below the seed-to-seed spread.
 """
@@ -55,7 +55,7 @@ def mean_std(values: list[float]) -> dict[str, Any]:
             "std": float(arr.std(ddof=1)) if arr.size > 1 else None, "n": int(arr.size)}
 
 
-def summarise(work: Path, rows: Sequence[str], seeds: Sequence[int],
+def summarize(work: Path, rows: Sequence[str], seeds: Sequence[int],
               step: int) -> dict[str, Any]:
     """Per row: the evaluation at ``step`` of every finished seed, mean and std per column."""
     out: dict[str, Any] = {}
@@ -162,7 +162,8 @@ def plateau_step(steps: Sequence[int], means: Sequence[float],
     """
     for k in range(len(steps) - 1):
         later = range(k + 1, len(steps))
-        if all(stds[j] is not None and abs(means[j] - means[k]) < stds[j] for j in later):
+        spreads = [stds[j] for j in later]
+        if all(sd is not None and abs(means[j] - means[k]) < sd for j, sd in zip(later, spreads)):
             return steps[k]
     return None
 

@@ -5,7 +5,7 @@ import numpy as np
 
 
 def best_constant_depth(gt: np.ndarray, mask: np.ndarray) -> float:
-    """The constant depth c minimising Abs Rel mean(|gt - c| / gt) over ``mask``.
+    """The constant depth c minimizing Abs Rel mean(|gt - c| / gt) over ``mask``.
 
     Abs Rel of a constant is sum(|g - c| / g) / n, piecewise linear and convex in c with
     slope sum over g < c of 1/g minus sum over g > c of 1/g: its minimum is the weighted

@@ -3,12 +3,12 @@
 A sample holds, for every frame id f (0, -1, +1, and "s" for the other camera of the
 stereo pair at the same time) and scale s (0..num_scales-1, 1/2^s of the network size):
   ("color", f, s)      float32 [3, h, w] in [0, 1], what the losses compare;
-  ("color_aug", f, s)  the same after colour jitter, what the networks see;
+  ("color_aug", f, s)  the same after color jitter, what the networks see;
 and ("K", s), ("inv_K", s) 4x4 float32 intrinsics of scale s, "stereo_T" (with frame
-"s") the 4x4 transform from this camera to the other one in normalised units
+"s") the 4x4 transform from this camera to the other one in normalized units
 (Monodepth2: baseline 0.1, sign by side and flip), "semantics" int64 [1, H, W]
 trainIds (255 = ignored) of frame 0 when semantics are on, "depth_gt" float32
-[1, H0, W0] metres (0 = none) when ground truth is requested and present, "index"
+[1, H0, W0] meters (0 = none) when ground truth is requested and present, "index"
 and "flip".
 
 Paths and calibration come from :class:`oe_depth_ros.kitti.raw.KittiDrive`, label files
@@ -31,7 +31,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms import ColorJitter
 
-from oe_depth_ros.geometry import KITTI_NORMALISED_K, normalised_to_pixels, resize_intrinsics
+from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.raw import IMAGE_EXTENSIONS, KittiDrive, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
@@ -39,18 +39,18 @@ from training.semantic_labels import read_train_ids, semantic_label_path
 
 LOG = logging.getLogger(__name__)
 
-IntrinsicsSource = Literal["kitti_normalised", "calibration"]
+IntrinsicsSource = Literal["kitti_normalized", "calibration"]
 FrameId = Union[int, str]
 #: The frame id of the other camera of the stereo pair (same time).
 STEREO_FRAME = "s"
-#: Monodepth2's stereo baseline in the networks' normalised depth units (0.54 m -> 0.1).
+#: Monodepth2's stereo baseline in the networks' normalized depth units (0.54 m -> 0.1).
 STEREO_BASELINE = 0.1
 MAX_LISTED_MISSING = 10
 
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training augmentation: horizontal flip and colour jitter, drawn per sample.
+    """Training augmentation: horizontal flip and color jitter, drawn per sample.
 
     The jitter factors are drawn from [1 - x, 1 + x] for brightness, contrast and
     saturation and [-hue, hue] for hue; the draws depend on (seed, epoch, index) only.
@@ -73,7 +73,7 @@ class Augmentation:
 
 @dataclass(frozen=True)
 class JitterParams:
-    """Colour-jitter draw of one sample: the op order and the four factors."""
+    """Color-jitter draw of one sample: the op order and the four factors."""
 
     order: tuple[int, ...]
     brightness: float
@@ -82,8 +82,8 @@ class JitterParams:
     hue: float
 
 
-#: torchvision's greyscale weights (ITU-R 601-2 luma, as ``rgb_to_grayscale``).
-_GREY = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)
+#: torchvision's grayscale weights (ITU-R 601-2 luma, as ``rgb_to_grayscale``).
+_GRAY = np.array([[0.2989, 0.587, 0.114]], dtype=np.float32)
 
 
 def _blend(image: np.ndarray, other: np.ndarray | float, ratio: float) -> np.ndarray:
@@ -95,8 +95,8 @@ def _blend(image: np.ndarray, other: np.ndarray | float, ratio: float) -> np.nda
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def _grey(image: np.ndarray) -> np.ndarray:
-    return cv2.transform(image, _GREY)
+def _gray(image: np.ndarray) -> np.ndarray:
+    return cv2.transform(image, _GRAY)
 
 
 def adjust_hue(image: np.ndarray, hue: float) -> np.ndarray:
@@ -116,17 +116,17 @@ def apply_jitter(image: np.ndarray, params: JitterParams) -> np.ndarray:
     """Apply one jitter draw to a float RGB image [h, w, 3] in [0, 1].
 
     The operations and their order are torchvision's ``ColorJitter`` on tensors
-    (brightness, contrast about the mean grey level, saturation about the grey image,
+    (brightness, contrast about the mean gray level, saturation about the gray image,
     hue), computed with OpenCV on the HWC array.
     """
     for op in params.order:
         if op == 0:
             image = _blend(image, 0.0, params.brightness)
         elif op == 1:
-            image = _blend(image, float(_grey(image).mean()), params.contrast)
+            image = _blend(image, float(_gray(image).mean()), params.contrast)
         elif op == 2:
-            grey = _grey(image)
-            image = _blend(image, cv2.merge([grey, grey, grey]), params.saturation)
+            gray = _gray(image)
+            image = _blend(image, cv2.merge([gray, gray, gray]), params.saturation)
         else:
             image = adjust_hue(image, params.hue)
     return image
@@ -141,7 +141,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 def stereo_transform(side: str, flip: bool) -> np.ndarray:
     """4x4 transform from camera ``side``'s frame to the other camera's (Monodepth2).
 
-    Translation along x of 0.1 normalised units: negative for the left camera (the right
+    Translation along x of 0.1 normalized units: negative for the left camera (the right
     one sits at +x), the sign reversed when the pair is mirrored.
     """
     transform = np.eye(4, dtype=np.float32)
@@ -164,7 +164,7 @@ class KittiRawMonoDataset(Dataset):
     def __init__(self, data_path: str | os.PathLike[str], split_file: str | os.PathLike[str],
                  height: int, width: int, frame_ids: Sequence[FrameId] = (0, -1, 1),
                  num_scales: int = 4, img_ext: str = "auto", use_semantics: bool = False,
-                 intrinsics: IntrinsicsSource = "kitti_normalised", load_gt: bool = False,
+                 intrinsics: IntrinsicsSource = "kitti_normalized", load_gt: bool = False,
                  augment: Augmentation | None = None,
                  semantics_root: str | os.PathLike[str] | None = None) -> None:
         super().__init__()
@@ -175,8 +175,8 @@ class KittiRawMonoDataset(Dataset):
                                      for f in frame_ids):
             raise ValueError(f"frame_ids must contain 0 and hold integers or "
                              f"{STEREO_FRAME!r}, got {list(frame_ids)}")
-        if intrinsics not in ("kitti_normalised", "calibration"):
-            raise ValueError(f"intrinsics must be 'kitti_normalised' or 'calibration', "
+        if intrinsics not in ("kitti_normalized", "calibration"):
+            raise ValueError(f"intrinsics must be 'kitti_normalized' or 'calibration', "
                              f"got {intrinsics!r}")
         self.data_path = Path(data_path)
         self.split_file = Path(split_file)
@@ -295,8 +295,8 @@ class KittiRawMonoDataset(Dataset):
     def intrinsics_at(self, entry: SplitEntry, orig_size: tuple[int, int]) -> list[np.ndarray]:
         """4x4 pixel intrinsics for every scale (scale 0 = the network size)."""
         sizes = [(self.height // 2 ** s, self.width // 2 ** s) for s in range(self.num_scales)]
-        if self.intrinsics == "kitti_normalised":
-            return [normalised_to_pixels(KITTI_NORMALISED_K, w, h) for h, w in sizes]
+        if self.intrinsics == "kitti_normalized":
+            return [normalized_to_pixels(KITTI_NORMALIZED_K, w, h) for h, w in sizes]
         key = (entry.date, entry.camera, *orig_size)
         if key not in self._k_cache:
             self._k_cache[key] = self.drive(entry).calib.rect_intrinsics(entry.camera)
@@ -319,9 +319,9 @@ class KittiRawMonoDataset(Dataset):
         for f, image in originals.items():
             for s in range(self.num_scales):  # each scale from the one above (Monodepth2)
                 image = resize_rgb(image, (self.height // 2 ** s, self.width // 2 ** s))
-                colour = image.astype(np.float32) / np.float32(255.0)
-                aug = apply_jitter(colour, jitter) if jitter is not None else colour
-                sample[("color", f, s)] = torch.from_numpy(colour.transpose(2, 0, 1).copy())
+                color = image.astype(np.float32) / np.float32(255.0)
+                aug = apply_jitter(color, jitter) if jitter is not None else color
+                sample[("color", f, s)] = torch.from_numpy(color.transpose(2, 0, 1).copy())
                 sample[("color_aug", f, s)] = (sample[("color", f, s)] if jitter is None else
                                                torch.from_numpy(aug.transpose(2, 0, 1).copy()))
         for s, k in enumerate(self.intrinsics_at(entry, orig_size)):

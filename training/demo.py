@@ -12,7 +12,7 @@ Stages (each timed in wall and CPU seconds and reported):
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
    best constant depth (:func:`training.baselines.best_constant_depth`); PNG panels per
-   frame, a coloured PLY cloud, report.md/json.
+   frame, a colored PLY cloud, report.md/json.
 
 The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports it
 (``oe-depth demo`` is registered through the ``oe_depth_ros.commands`` entry point).
@@ -203,7 +203,7 @@ def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
 
 
 def _constant_errors(gt: np.ndarray) -> dict[str, float]:
-    """Errors of the best constant depth (the Abs Rel minimiser) on the evaluated pixels."""
+    """Errors of the best constant depth (the Abs Rel minimizer) on the evaluated pixels."""
     c = best_constant_depth(gt, valid_mask(gt))
     return evaluate_depth_map(gt, np.full_like(gt, c), median_scaling=False)[0]
 
@@ -268,7 +268,7 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
              f"Ground truth: {report['ground_truth']}; scaling: {report['scaling']}.", "",
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     rows = (("model", "model, median-scaled"),
-            ("constant_baseline", "best constant depth (Abs Rel minimiser, per frame)"),
+            ("constant_baseline", "best constant depth (Abs Rel minimizer, per frame)"),
             ("model_metric_scale", f"model, metric ({report['scale_method']} scale)"))
     for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(f"{report[key][n]:.3f}" for n in names) + " |")
@@ -276,7 +276,7 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
         f"{k} {v:.1f} ({report['stage_cpu_seconds'][k]:.1f})"
         for k, v in report["stage_seconds"].items())
         + f"; total {report['total_seconds']:.1f} ({report['total_cpu_seconds']:.1f})", "",
-        "Files: output.bag (depth, camera_info, points, coloured depth), panels/*.png "
+        "Files: output.bag (depth, camera_info, points, colored depth), panels/*.png "
         "(input | ground truth | depth | error), cloud.ply, report.json."]
     write_text_atomic(settings.out / "report.md", "\n".join(lines) + "\n")
 

@@ -3,17 +3,17 @@
 Definitions (all at the ground-truth resolution):
 
 * Depth discontinuity pixel: a ground-truth pixel (gt > 0) whose
-  (2 * window + 1)^2 neighbourhood holds ground-truth depths with
+  (2 * window + 1)^2 neighborhood holds ground-truth depths with
   max / min > 1 + depth_jump. Both sides of an occlusion boundary qualify. With the
   defaults (3x3, 15 %) a flat road stays below the threshold up to 80 m at KITTI's
   focal length (about 6 % per pixel there), while object outlines exceed it. On sparse
-  LiDAR ground truth the neighbourhood sees horizontally adjacent points (about one
+  LiDAR ground truth the neighborhood sees horizontally adjacent points (about one
   pixel apart), so mostly the vertical outlines of objects are found.
-* Semantic boundary pixel: a pixel with a 4-neighbour of a different Cityscapes train
+* Semantic boundary pixel: a pixel with a 4-neighbor of a different Cityscapes train
   ID (void labels, train ID 255, never form a boundary), so both sides are marked.
 * "near" = within ``radius`` pixels (Euclidean) of such a pixel; "away" = the rest of
   the evaluated pixels.
-* Distance bins: ground-truth depth in [lo, hi) metres.
+* Distance bins: ground-truth depth in [lo, hi) meters.
 
 Region errors are pooled over all pixels of a split (each pixel weighs the same), unlike
 the standard table's mean of per-image errors; the pooled errors of all pixels are
@@ -95,7 +95,7 @@ def depth_discontinuities(gt: np.ndarray, depth_jump: float = 0.15,
 
     positive = np.isfinite(gt) & (gt > 0)
     kernel = np.ones((2 * window + 1, 2 * window + 1), np.uint8)
-    # Grey dilation/erosion = max/min filters; missing pixels never win either.
+    # Gray dilation/erosion = max/min filters; missing pixels never win either.
     hi = cv2.dilate(np.where(positive, gt, 0.0), kernel,
                     borderType=cv2.BORDER_CONSTANT, borderValue=0.0)
     lo = cv2.erode(np.where(positive, gt, np.inf), kernel,
@@ -104,7 +104,7 @@ def depth_discontinuities(gt: np.ndarray, depth_jump: float = 0.15,
 
 
 def semantic_boundaries(train_ids: np.ndarray) -> np.ndarray:
-    """Pixels with a 4-neighbour of a different train ID (both non-void)."""
+    """Pixels with a 4-neighbor of a different train ID (both non-void)."""
     valid = train_ids != IGNORE_TRAIN_ID
     edge = np.zeros(train_ids.shape, dtype=bool)
     horizontal = valid[:, 1:] & valid[:, :-1] & (train_ids[:, 1:] != train_ids[:, :-1])

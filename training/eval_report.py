@@ -59,13 +59,13 @@ def ratio_statistics(ratios: Sequence[float]) -> dict[str, float]:
     """Mean, standard deviation, median, min and max of the per-image scale ratios."""
     arr = np.asarray(ratios, dtype=np.float64)
     if arr.size == 0:
-        raise ValueError("no ratios to summarise")
+        raise ValueError("no ratios to summarize")
     return {"mean": float(arr.mean()), "std": float(arr.std()), "median": float(np.median(arr)),
             "min": float(arr.min()), "max": float(arr.max())}
 
 
-def colourise(values: np.ndarray, vmin: float, vmax: float, colormap: int | None = None,
-              mask: np.ndarray | None = None) -> np.ndarray:
+def colorize(values: np.ndarray, vmin: float, vmax: float, colormap: int | None = None,
+             mask: np.ndarray | None = None) -> np.ndarray:
     """Map [H, W] values to an RGB uint8 image (magma by default); outside ``mask`` is black."""
     import cv2
 
@@ -89,7 +89,7 @@ def _titled(image_rgb: np.ndarray, title: str) -> np.ndarray:
 
 def make_panel(image_rgb: np.ndarray, pred_depth: np.ndarray, gt: np.ndarray,
                valid: np.ndarray, title: str, max_abs_rel: float = 0.5) -> np.ndarray:
-    """Stack input, colourised prediction (inverse depth) and the abs-rel error map.
+    """Stack input, colorized prediction (inverse depth) and the abs-rel error map.
 
     The error map shows |gt - pred| / gt at the evaluated pixels (dilated by one pixel so
     that sparse LiDAR points are visible); 0 is dark, ``max_abs_rel`` and above bright.
@@ -99,12 +99,12 @@ def make_panel(image_rgb: np.ndarray, pred_depth: np.ndarray, gt: np.ndarray,
     h, w = gt.shape
     image = image_rgb if image_rgb.shape[:2] == (h, w) else cv2.resize(image_rgb, (w, h))
     inv = 1.0 / np.maximum(pred_depth, 1e-6)
-    disp_rgb = colourise(inv, float(np.percentile(inv, 1)), float(np.percentile(inv, 99)))
+    disp_rgb = colorize(inv, float(np.percentile(inv, 1)), float(np.percentile(inv, 99)))
     err = np.zeros((h, w), dtype=np.float32)
     err[valid] = np.abs(gt[valid] - pred_depth[valid]) / gt[valid]
     kernel = np.ones((3, 3), np.uint8)
     shown = cv2.dilate(valid.astype(np.uint8), kernel).astype(bool)
-    err_rgb = colourise(cv2.dilate(err, kernel), 0.0, max_abs_rel, cv2.COLORMAP_INFERNO, shown)
+    err_rgb = colorize(cv2.dilate(err, kernel), 0.0, max_abs_rel, cv2.COLORMAP_INFERNO, shown)
     return np.concatenate([
         _titled(np.ascontiguousarray(image[..., :3]), f"input  {title}"),
         _titled(disp_rgb, "prediction (inverse depth)"),

@@ -7,10 +7,10 @@ Two sources:
   depth is the velodyne forward (x) coordinate, the pixel is (round(u) - 1, round(v) - 1),
   and where several points land on one pixel the nearest is kept
   (``oe_depth_ros.lidar_projection``). ``--velodyne-pixel-offset 0`` takes
-  (round(u), round(v)) instead, for cameras with pixel centres at integer coordinates
+  (round(u), round(v)) instead, for cameras with pixel centers at integer coordinates
   such as the synthetic world's.
 * improved: the annotated maps ``<drive>/proj_depth/groundtruth/image_0X/%010d.png``
-  (uint16, metres x 256, 0 = no data).
+  (uint16, meters x 256, 0 = no data).
 
 Projecting 697 scans takes a while, so the ground truth of a split can be exported once
 into a compressed ``.npz`` cache that loads without pickle::
@@ -78,7 +78,7 @@ def velodyne_gt_depth(drive: _Drive, frame: int, camera: int = 2,
                       pixel_offset: int = -1) -> np.ndarray:
     """Project one frame's scan into camera 2 (or 3), by default at the S_rect image size.
 
-    ``pixel_offset`` -1 is the KITTI protocol; 0 suits cameras whose pixel centres sit
+    ``pixel_offset`` -1 is the KITTI protocol; 0 suits cameras whose pixel centers sit
     at integer coordinates (the synthetic world, docs/synthetic.md).
     """
     size = drive_image_size(drive, camera) if image_size is None else image_size
@@ -93,7 +93,7 @@ def improved_gt_path(data_path: str | Path, entry: SplitEntry) -> Path:
 
 
 class GroundTruth(Protocol):
-    """A ground-truth provider: ``get(index, entry)`` returns [H, W] metres, 0 = no data."""
+    """A ground-truth provider: ``get(index, entry)`` returns [H, W] meters, 0 = no data."""
 
     description: str
 
@@ -245,7 +245,7 @@ def add_pixel_offset_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--velodyne-pixel-offset", type=int, choices=PIXEL_OFFSETS, default=-1,
         help="pixel = round(u) + OFFSET when projecting the Velodyne scans: -1 is the KITTI "
-             "protocol (default, for real KITTI); the synthetic world puts pixel centres at "
+             "protocol (default, for real KITTI); the synthetic world puts pixel centers at "
              "integer coordinates and wants 0 (see docs/synthetic.md)")
 
 

@@ -3,7 +3,7 @@
 The triplet term pulls features together within a semantic region and pushes them apart
 across a label boundary, on the assumption that label boundaries are depth edges. On
 one image :func:`boundary_agreement` counts, with the definitions of
-:mod:`training.edge_metrics` (3x3 relative jump > ``depth_jump``; 4-neighbour label
+:mod:`training.edge_metrics` (3x3 relative jump > ``depth_jump``; 4-neighbor label
 change, void never a boundary):
 
 * depth discontinuity pixels, and those within ``tolerance`` pixels of a label boundary;

@@ -67,7 +67,7 @@ class ReprojectionResult(NamedTuple):
     """Outputs of :func:`min_reprojection_loss` (maps are [B, 1, H, W])."""
 
     loss: torch.Tensor
-    min_error: torch.Tensor  # the per-pixel minimum that is optimised
+    min_error: torch.Tensor  # the per-pixel minimum that is optimized
     automask: torch.Tensor | None  # True where a warped source won over every identity error
 
 
@@ -97,7 +97,7 @@ def min_reprojection_loss(reprojection_errors: list[torch.Tensor],
 
 
 def smoothness_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Edge-aware first-order smoothness of mean-normalised disparity.
+    """Edge-aware first-order smoothness of mean-normalized disparity.
 
     disp [B, 1, h, w] is divided by its per-image mean; its absolute x and y
     differences are weighted by exp(-mean over channels |image difference|) and averaged.

@@ -4,7 +4,7 @@ Renders a training world and a held-out drive from another seed (``oe-depth synt
 trains with ``config/training/synth_small.yaml`` for a fixed number of steps and
 reports three figures on the held-out drive (median-scaled Abs Rel, KITTI protocol):
 the untrained network, the trained network and the best constant depth (per image,
-the constant that minimises Abs Rel: an oracle no depth-blind predictor can beat),
+the constant that minimizes Abs Rel: an oracle no depth-blind predictor can beat),
 plus the photometric loss on fixed training samples before and after training.
 ``--compare-triplet`` also trains without the triplet term and reports errors near
 semantic boundaries for both runs.

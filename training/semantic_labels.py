@@ -1,10 +1,10 @@
 """Semantic label files of a KITTI split: where they are and how they are read.
 
 FSRE-Depth's layout: ``<root>/<date>/<drive>/image_0X/%010d.png`` with ``root`` usually
-``<kitti>/segmentation``. The PNGs hold Cityscapes labelIds, either as a greyscale
+``<kitti>/segmentation``. The PNGs hold Cityscapes labelIds, either as a grayscale
 (L-mode) image or as a palette (P-mode) image whose pixel values are the palette
 indices. They are read with PIL, which returns the stored values for both modes
-(OpenCV's ``IMREAD_UNCHANGED`` would expand a palette image to BGR colours), and mapped
+(OpenCV's ``IMREAD_UNCHANGED`` would expand a palette image to BGR colors), and mapped
 to the 19 trainIds (void -> 255).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ def semantic_label_path(root: str | Path, entry: SplitEntry) -> Path:
 
 
 def read_label_ids(path: str | Path) -> np.ndarray:
-    """The labelIds [H, W] uint8 of a greyscale or palette PNG; other modes are refused."""
+    """The labelIds [H, W] uint8 of a grayscale or palette PNG; other modes are refused."""
     path = Path(path)
     try:
         with Image.open(path) as image:

@@ -34,7 +34,7 @@ class DataConfig:
     stereo: bool = False
     num_scales: int = 4
     img_ext: str = "auto"
-    intrinsics: Literal["kitti_normalised", "calibration"] = "kitti_normalised"
+    intrinsics: Literal["kitti_normalized", "calibration"] = "kitti_normalized"
     flip_prob: float = 0.5
     color_aug_prob: float = 0.5
     num_workers: int = 4
@@ -105,7 +105,7 @@ class ModelConfig:
         return self._weights(self.pose_pretrained)
 
     def check_pretrained(self) -> None:
-        """Refuse to train when an initialisation was not chosen (null).
+        """Refuse to train when an initialization was not chosen (null).
 
         Training KITTI from random weights is far from the paper; the error names the
         options, where the weights come from and how to opt out.

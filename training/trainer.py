@@ -1,7 +1,7 @@
 """The self-supervised training loop (Monodepth2 framework + the OE-Depth triplet term).
 
 One :class:`Trainer` serves one process of a job: on one device, or as one rank of a
-torchrun job with DistributedDataParallel. It owns the networks, the optimiser and
+torchrun job with DistributedDataParallel. It owns the networks, the optimizer and
 schedule, the data, checkpoints (atomic; ``--resume`` continues exactly), TensorBoard
 logging, the non-finite-loss guard and the per-epoch validation.
 """
@@ -41,7 +41,7 @@ from training.distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean,
 from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
                              semantic_triplet_loss, smoothness_loss, upsample_disp)
 from training.train_config import TrainConfig
-from training.triplet import neighbour_masks
+from training.triplet import neighbor_masks
 
 LOG = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class TrainingDivergedError(RuntimeError):
 
 @dataclass
 class StepResult:
-    """Scalars of one optimisation step (averaged over ranks)."""
+    """Scalars of one optimization step (averaged over ranks)."""
 
     step: int
     terms: dict[str, float]
@@ -95,7 +95,7 @@ class Trainer:
         self.source_ids: list[FrameId] = [f for f in d.all_frame_ids if f != 0]
         self._build_data()
         self._build_networks()
-        self._build_optimiser()
+        self._build_optimizer()
         self.ssim = SSIM().to(self.device)
         self.warper = ViewWarper(self.height, self.width).to(self.device)
         self.step = 0
@@ -167,7 +167,7 @@ class Trainer:
         else:
             self.depth_model, self.pose_model = self.depth_net, self.pose_net
 
-    def _build_optimiser(self) -> None:
+    def _build_optimizer(self) -> None:
         optim = self.cfg.optim
         self.params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=optim.lr,
@@ -236,7 +236,7 @@ class Trainer:
     def _train_mode(self) -> None:
         self.depth_model.train()
         self.pose_model.train()
-        if self.cfg.freeze_bn:  # normalise with the running statistics, leave them unchanged
+        if self.cfg.freeze_bn:  # normalize with the running statistics, leave them unchanged
             for module in list(self.depth_net.modules()) + list(self.pose_net.modules()):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -289,7 +289,7 @@ class Trainer:
     def compute_losses(self, inputs: dict[Any, Any], outputs: dict[Any, torch.Tensor],
                        transforms: dict[FrameId, torch.Tensor], with_triplet: bool = True
                        ) -> tuple[torch.Tensor, TensorMap, TensorMap]:
-        """Total loss, named terms and visualisation maps.
+        """Total loss, named terms and visualization maps.
 
         The photometric and smoothness terms are averaged over the scales (Monodepth2);
         the triplet term is added once, after the scale loop, as
@@ -348,8 +348,8 @@ class Trainer:
             terms[f"triplet/{s}"] = trip
             if s == min(lc.triplet_scales):
                 maps["triplet_labels"] = lab[:1]
-                maps["triplet_anchors"] = neighbour_masks(lab[:1], lc.triplet_kernel,
-                                                          lc.triplet_min_pairs)[2]
+                maps["triplet_anchors"] = neighbor_masks(lab[:1], lc.triplet_kernel,
+                                                         lc.triplet_min_pairs)[2]
         return summed
 
     def _check_finite(self, values: dict[str, float], what: str) -> None:
@@ -363,7 +363,7 @@ class Trainer:
                 f"{', '.join(bad)}; training stopped, {keep}")
 
     def train_step(self, batch: dict[Any, Any]) -> StepResult:
-        """One optimisation step on ``batch``; raises :class:`TrainingDivergedError`."""
+        """One optimization step on ``batch``; raises :class:`TrainingDivergedError`."""
         self._train_mode()
         inputs = self._to_device(batch)
         outputs, transforms = self.forward(inputs)
@@ -541,7 +541,7 @@ class Trainer:
             self.writer = None
 
 
-def _colourise(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
+def _colorize(values: np.ndarray, cmap: str = "magma") -> np.ndarray:
     import matplotlib
 
     lo, hi = np.percentile(values, 1), np.percentile(values, 99)
@@ -553,10 +553,10 @@ def _panels(maps: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """TensorBoard images (HWC uint8) of the first sample's disparity, error, masks, anchors."""
     out = {}
     if "disp" in maps:
-        out["disparity"] = _colourise(maps["disp"][0, 0].float().cpu().numpy())
+        out["disparity"] = _colorize(maps["disp"][0, 0].float().cpu().numpy())
     if "reprojection" in maps:
-        out["reprojection_error"] = _colourise(maps["reprojection"][0, 0].float().cpu().numpy(),
-                                               "viridis")
+        out["reprojection_error"] = _colorize(maps["reprojection"][0, 0].float().cpu().numpy(),
+                                              "viridis")
     if "automask" in maps:
         mask = maps["automask"][0, 0].cpu().numpy().astype(np.uint8) * 255
         out["automask"] = np.repeat(mask[..., None], 3, axis=2)

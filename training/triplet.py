@@ -1,8 +1,8 @@
 """The semantic-boundary triplet loss of OE-Depth (paper eq. 5-8, min-distance negatives).
 
-For every pixel, its in-image neighbours in a k x k window (centre excluded) split into
+For every pixel, its in-image neighbors in a k x k window (center excluded) split into
 positives (same semantic label) and negatives (different label); label 255 is ignored
-both as anchor and as neighbour, and taps outside the image are neither. Anchors are
+both as anchor and as neighbor, and taps outside the image are neither. Anchors are
 pixels with at least ``min_pairs`` positives and ``min_pairs`` negatives. With unit
 feature vectors f and a distance d(i, j):
 
@@ -55,11 +55,11 @@ def _offsets(kernel_size: int) -> list[tuple[int, int]]:
             if (dy, dx) != (r, r)]
 
 
-def neighbour_masks(labels: torch.Tensor, kernel_size: int = 5,
-                    min_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Positive and negative neighbour masks [B, K, h, w] and the anchor mask [B, h, w].
+def neighbor_masks(labels: torch.Tensor, kernel_size: int = 5,
+                   min_pairs: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Positive and negative neighbor masks [B, K, h, w] and the anchor mask [B, h, w].
 
-    K = kernel_size^2 - 1 window offsets (centre excluded), in :func:`_offsets` order.
+    K = kernel_size^2 - 1 window offsets (center excluded), in :func:`_offsets` order.
     Anchors depend on the labels only.
     """
     lab = _check_inputs(None, labels, kernel_size)
@@ -74,11 +74,11 @@ def neighbour_masks(labels: torch.Tensor, kernel_size: int = 5,
     return pos, neg, anchors
 
 
-def neighbour_distances(features: torch.Tensor, kernel_size: int = 5,
-                        distance: Distance = "euclidean") -> torch.Tensor:
-    """Distances [B, K, h, w] between each pixel's unit feature and its neighbours'.
+def neighbor_distances(features: torch.Tensor, kernel_size: int = 5,
+                       distance: Distance = "euclidean") -> torch.Tensor:
+    """Distances [B, K, h, w] between each pixel's unit feature and its neighbors'.
 
-    Features are L2-normalised over channels here, in float32. ``distance`` is
+    Features are L2-normalized over channels here, in float32. ``distance`` is
     ``"euclidean"`` (sqrt(max(1e-9, 2 - 2 cos))) or ``"squared"`` (2 - 2 cos).
     """
     if kernel_size < 3 or kernel_size % 2 == 0:
@@ -102,8 +102,8 @@ def triplet_terms(features: torch.Tensor, labels: torch.Tensor, kernel_size: int
                   distance: Distance = "euclidean") -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pixel loss D+ + relu(margin - D-) [B, h, w] and the anchor mask [B, h, w]."""
     _check_inputs(features, labels, kernel_size)
-    pos, neg, anchors = neighbour_masks(labels, kernel_size, min_pairs)
-    dist = neighbour_distances(features, kernel_size, distance)
+    pos, neg, anchors = neighbor_masks(labels, kernel_size, min_pairs)
+    dist = neighbor_distances(features, kernel_size, distance)
     zero = torch.zeros((), dtype=dist.dtype, device=dist.device)
     d_pos = torch.where(pos, dist, zero).sum(1) / pos.sum(1).clamp_min(1)
     far = torch.full((), _MAX_SQ_DIST + margin, dtype=dist.dtype, device=dist.device)
@@ -117,8 +117,8 @@ def semantic_triplet_loss(features: torch.Tensor, labels: torch.Tensor, kernel_s
                           min_pairs: int = 4) -> torch.Tensor:
     """Mean over all anchors of the batch of D+ + max(0, margin - D-); 0 without anchors.
 
-    ``features`` [B, C, h, w] (normalised here), ``labels`` [B, 1, h, w] integer trainIds
-    with 255 = ignored; ``distance`` as in :func:`neighbour_distances`. The result stays
+    ``features`` [B, C, h, w] (normalized here), ``labels`` [B, 1, h, w] integer trainIds
+    with 255 = ignored; ``distance`` as in :func:`neighbor_distances`. The result stays
     connected to ``features`` even when it is 0. The caller applies the loss weight and
     the per-scale 1/2^s (FSRE-Depth: ``weight * sum_s L_s / 2^s``, added once).
     """

@@ -1,8 +1,8 @@
 """View synthesis for self-supervised depth: back-project a depth map, move, re-project.
 
-Convention (used for projection AND sampling, so the two agree): pixel centres sit at
+Convention (used for projection AND sampling, so the two agree): pixel centers sit at
 integer coordinates u = 0..W-1, v = 0..H-1, and ``grid_sample`` runs with
-``align_corners=False``, so pixel coordinate u maps to the normalised coordinate
+``align_corners=False``, so pixel coordinate u maps to the normalized coordinate
 (2u + 1) / W - 1. This is the convention of :mod:`oe_depth_ros.geometry`.
 """
 from __future__ import annotations

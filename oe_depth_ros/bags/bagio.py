@@ -136,7 +136,7 @@ def atomic_bag(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 class BagWriter:
-    """Serialise messages into a new rosbag2 (use as a context manager).
+    """Serialize messages into a new rosbag2 (use as a context manager).
 
     ``compress`` writes zstd-compressed MCAP chunks (mcap) or messages (sqlite3), both
     readable by ``ros2 bag`` on Humble and Jazzy.
@@ -211,12 +211,12 @@ class BagWriter:
         return conn
 
     def write(self, topic: str, stamp_ns: int, msg: Any, qos: Qos = DEFAULT_QOS) -> None:
-        """Serialise ``msg`` (a rosbags dataclass) and write it on ``topic`` at ``stamp_ns``."""
+        """Serialize ``msg`` (a rosbags dataclass) and write it on ``topic`` at ``stamp_ns``."""
         conn = self.add_topic(topic, msg.__msgtype__, qos)
         self.write_raw(conn, stamp_ns, self.typestore.serialize_cdr(msg, msg.__msgtype__))
 
     def write_raw(self, conn: Connection, stamp_ns: int, data: bytes | memoryview) -> None:
-        """Write already serialised CDR bytes on ``conn``."""
+        """Write already serialized CDR bytes on ``conn``."""
         self._writer.write(conn, int(stamp_ns), data)
         self.counts[conn.topic] += 1
 

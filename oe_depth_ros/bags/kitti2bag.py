@@ -2,7 +2,7 @@
 
 Topics (frames in brackets):
 
-* ``/kitti/<camera>/image_raw`` (rgb8 for the colour cameras, mono8 for the grey ones)
+* ``/kitti/<camera>/image_raw`` (rgb8 for the color cameras, mono8 for the gray ones)
   and ``/kitti/<camera>/camera_info`` [the camera's rectified optical frame]; camera 2
   (``camera_color_left``) by default, the others on request.
 * ``/kitti/velo/pointcloud``: x, y, z, intensity as FLOAT32 [velo_link].
@@ -132,7 +132,7 @@ def _check_drive(drive: KittiDrive, cameras: Sequence[int],
     if len(set(counts.values())) != 1:
         listing = ", ".join(f"{k}: {v}" for k, v in counts.items())
         raise BagError(f"{drive.drive_dir}: sensors have different frame counts ({listing}); "
-                       "expected a synchronised drive (*_sync)")
+                       "expected a synchronized drive (*_sync)")
     frames = next(iter(counts.values()))
     if frames == 0:
         raise BagError(f"{drive.drive_dir}: the drive has no frames")

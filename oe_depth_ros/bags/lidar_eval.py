@@ -2,7 +2,7 @@
 
 Each depth map is paired with the LiDAR scan nearest in time (within a tolerance),
 the scan is moved into the camera's optical frame with a static transform, projected
-with the depth map's K (pixel centres at integer coordinates, as in CameraInfo;
+with the depth map's K (pixel centers at integer coordinates, as in CameraInfo;
 the nearest point wins a pixel; depth = z along the optical axis) and compared with
 ``oe_depth_ros.metrics.evaluate_depth_map``: once with per-frame median scaling (the
 paper's protocol for monocular models) and once as metric depth. Pixels where the
@@ -68,7 +68,7 @@ class LidarEvaluator:
 
     def add_depth(self, index: int, stamp_ns: int, frame_id: str, depth: np.ndarray,
                   k: np.ndarray) -> None:
-        """Queue a depth map (metres, NaN invalid) of camera frame ``frame_id``."""
+        """Queue a depth map (meters, NaN invalid) of camera frame ``frame_id``."""
         item = _Pending(index, int(stamp_ns), frame_id, depth, np.asarray(k, dtype=np.float64))
         if self._last is not None and item.stamp_ns <= self._last.stamp_ns:
             self._evaluate(item, self._last)

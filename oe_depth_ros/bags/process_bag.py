@@ -11,7 +11,7 @@ an image and its CameraInfo at the same time stamp, the CameraInfo is taken firs
 For every processed image the outputs are written with the image's header and bag
 time under a namespace ``NS`` (default ``/oe_depth``, the node's default):
 
-* ``NS/depth/image``: 32FC1 metres, NaN where invalid (REP 118);
+* ``NS/depth/image``: 32FC1 meters, NaN where invalid (REP 118);
 * ``NS/depth/camera_info``: matching the depth image's size;
 * ``NS/points``: PointCloud2 (x, y, z, rgb) in the camera's optical frame;
 * ``NS/depth/colored``: rgb8 colorized depth.

@@ -79,7 +79,7 @@ def quaternion_from_matrix(r: np.ndarray) -> np.ndarray:
 
 
 def matrix_from_quaternion(q: Sequence[float] | np.ndarray) -> np.ndarray:
-    """3x3 rotation of a quaternion (x, y, z, w); normalised first."""
+    """3x3 rotation of a quaternion (x, y, z, w); normalized first."""
     x, y, z, w = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
     return np.array([
         [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],

@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "jazzy version 9 (default: jazzy)")
     parser.add_argument("--cameras", type=int, nargs="+", default=[2], choices=(0, 1, 2, 3),
                         metavar="N", help="KITTI cameras to include (default: 2, the left "
-                                          "colour camera)")
+                                          "color camera)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N",
                         help="convert only the first N frames")
     parser.add_argument("--compress", action="store_true",

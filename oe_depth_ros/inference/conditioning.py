@@ -132,7 +132,7 @@ def verification_inputs(height: int, width: int, images: Mapping[str, np.ndarray
     """Named network inputs [1,3,H,W]: the pattern, the photograph and ``images``.
 
     ``images`` maps names to uint8 RGB frames [h, w, 3] of any size (camera frames);
-    photographs are centre-cropped to the network's aspect ratio, then resized.
+    photographs are center-cropped to the network's aspect ratio, then resized.
     """
     inputs = {"pattern": verification_image(height, width)}
     photos = {"photograph": reference_photo(), **(images or {})}

@@ -75,7 +75,7 @@ class EngineSidecar:
     format: str = SIDECAR_FORMAT
 
     def to_json(self) -> str:
-        """Serialise (sorted keys, one field per line) for a stable, readable file."""
+        """Serialize (sorted keys, one field per line) for a stable, readable file."""
         data: dict[str, Any] = {
             "format": self.format,
             **dataclasses.asdict(self.key),

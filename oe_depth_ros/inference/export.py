@@ -1,6 +1,6 @@
 """ONNX export of the depth network: batch 1, static shape, self-verified.
 
-Graph: input ``image`` float32 [1, 3, H, W], RGB in [0, 1], no normalisation; output
+Graph: input ``image`` float32 [1, 3, H, W], RGB in [0, 1], no normalization; output
 ``disparity`` float32 [1, 1, H, W], the scaled disparity of ``geometry.disp_to_depth``
 (1/depth up to the monocular scale; depth = 1/disparity). ``precision="fp16"`` keeps the
 float32 input and output but runs the network in float16 inside the graph, which is what

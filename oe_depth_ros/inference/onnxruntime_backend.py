@@ -22,7 +22,7 @@ CPU_PROVIDER = "CPUExecutionProvider"
 
 
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
-    """Full graph optimisation, sequential execution, ``threads`` intra-op threads, no denormals.
+    """Full graph optimization, sequential execution, ``threads`` intra-op threads, no denormals.
 
     ``spinning=False`` stops idle worker threads from busy-waiting between runs (lower CPU
     use when the process or the machine has other work, at some latency cost).

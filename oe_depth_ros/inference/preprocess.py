@@ -29,7 +29,7 @@ def area_weights(src: int, dst: int) -> np.ndarray:
 
 
 def linear_weights(src: int, dst: int) -> np.ndarray:
-    """[dst, src] weights of bilinear sampling at pixel centres, clamped at the borders.
+    """[dst, src] weights of bilinear sampling at pixel centers, clamped at the borders.
 
     Output pixel i samples x = (i + 0.5) * src / dst - 0.5, the convention shared by
     OpenCV's INTER_LINEAR and torch's ``align_corners=False``.

@@ -50,7 +50,7 @@ def cuda_device(device: str) -> torch.device:
 
 
 class TensorRTBackend(DepthBackend):
-    """A deserialised engine with preallocated, bound torch CUDA buffers.
+    """A deserialized engine with preallocated, bound torch CUDA buffers.
 
     Not thread-safe: one backend per inference thread.
     """
@@ -73,7 +73,7 @@ class TensorRTBackend(DepthBackend):
         self._runtime = trt.Runtime(TRT_LOGGER)
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:
-            raise BackendError(f"TensorRT could not deserialise {path}; rebuild it with "
+            raise BackendError(f"TensorRT could not deserialize {path}; rebuild it with "
                                "`oe-depth build-engine`")
         self._engine = engine
         context = engine.create_execution_context()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: trainId of void labels: neither anchor nor neighbour in the triplet loss, no boundary.
+#: trainId of void labels: neither anchor nor neighbor in the triplet loss, no boundary.
 IGNORE_TRAIN_ID = 255
 
 #: (name, labelId) of the 19 evaluated classes, in trainId order (0..18).

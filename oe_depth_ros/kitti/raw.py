@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-#: Earth radius used by the KITTI devkit's Mercator projection (metres).
+#: Earth radius used by the KITTI devkit's Mercator projection (meters).
 EARTH_RADIUS = 6378137.0
 
 #: The sensor folders of a drive.
@@ -124,7 +124,7 @@ class KittiCalib:
 
     @property
     def K_cam2(self) -> np.ndarray:
-        """The rectified 3x3 intrinsics of camera 2 (left colour camera)."""
+        """The rectified 3x3 intrinsics of camera 2 (left color camera)."""
         return self.rect_intrinsics(2)
 
     @property
@@ -150,13 +150,13 @@ class KittiCalib:
         return self.T_velo_to_rect(cam) @ self.T_imu_to_velo
 
     def baseline(self, left: int = 2, right: int = 3) -> float:
-        """Stereo baseline in metres between two rectified cameras."""
+        """Stereo baseline in meters between two rectified cameras."""
         return float(np.linalg.norm(self.T_rect0_to_rect(left)[:3, 3]
                                     - self.T_rect0_to_rect(right)[:3, 3]))
 
 
 def read_depth_png(path: str | Path) -> np.ndarray:
-    """Read a KITTI depth PNG (uint16, metres x 256, 0 = invalid) as float32 metres."""
+    """Read a KITTI depth PNG (uint16, meters x 256, 0 = invalid) as float32 meters."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ground-truth depth PNG not found: {path}")
@@ -315,7 +315,7 @@ def rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
 
 
 def mercator(lat: float, lon: float, scale: float) -> tuple[float, float]:
-    """The devkit's Mercator (x, y) in metres for a latitude/longitude in degrees."""
+    """The devkit's Mercator (x, y) in meters for a latitude/longitude in degrees."""
     x = scale * lon * math.pi * EARTH_RADIUS / 180.0
     y = scale * EARTH_RADIUS * math.log(math.tan((90.0 + lat) * math.pi / 360.0))
     return x, y
@@ -392,7 +392,7 @@ class KittiDrive:
         return folder / f"{idx:010d}{ext}"
 
     def image(self, cam: int, idx: int) -> np.ndarray:
-        """Frame ``idx`` of camera ``cam``: RGB uint8 [H, W, 3] (2, 3), grey [H, W] (0, 1)."""
+        """Frame ``idx`` of camera ``cam``: RGB uint8 [H, W, 3] (2, 3), gray [H, W] (0, 1)."""
         path = self.image_path(cam, idx)
         if not path.is_file():
             raise FileNotFoundError(f"missing KITTI image: {path}")

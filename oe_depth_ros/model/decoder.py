@@ -16,7 +16,7 @@ from torch import nn
 
 
 def upsample2(x: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour x2 upsampling."""
+    """Nearest-neighbor x2 upsampling."""
     return F.interpolate(x, scale_factor=2.0, mode="nearest")
 
 

@@ -114,7 +114,7 @@ class DepthNet(nn.Module):
 
     Keys ``("disp", s)``, s = 0..3: sigmoid disparity [B,1,H/2^s,W/2^s];
     ``("feat", s)``, s = 1..3: decoder features at H/2, H/4, H/8. H and W must be
-    multiples of 32. The input is used as is (no ImageNet normalisation).
+    multiples of 32. The input is used as is (no ImageNet normalization).
     """
 
     def __init__(self, config: DepthNetConfig) -> None:

@@ -5,7 +5,7 @@ than only the last stage. :class:`HRNetEncoder` keeps timm's module names (``con
 ``bn1``, ``conv2``, ``bn2``, ``layer1``, ``transition1..3``, ``stage2..4``), so ImageNet
 weights in timm's or the official HRNet format load by name; the classification head
 is dropped. The fuse layers upsample as DIFFNet's HRNet does (bilinear,
-``align_corners=True``) instead of timm's nearest neighbour; the upsampling has no
+``align_corners=True``) instead of timm's nearest neighbor; the upsampling has no
 parameters, so the weights and the parameter count are unchanged.
 """
 from __future__ import annotations
@@ -112,7 +112,7 @@ class HRNetEncoder(nn.Module):
 def use_bilinear_fuse_upsampling(module: nn.Module) -> int:
     """Make every fuse-layer upsampling of ``module`` bilinear with align_corners=True.
 
-    timm's HRNet upsamples the coarser branches with nearest neighbour; DIFFNet's (and the
+    timm's HRNet upsamples the coarser branches with nearest neighbor; DIFFNet's (and the
     official HRNet's) interpolates bilinearly with ``align_corners=True``. Returns how many
     upsampling layers were replaced.
     """
@@ -136,7 +136,7 @@ def replace_with_odconv(
 ) -> list[str]:
     """Swap the BasicBlock 3x3 convs of ``stages`` for ODConv2d; return their names.
 
-    The candidate kernels get ODConv's own independent initialisation;
+    The candidate kernels get ODConv's own independent initialization;
     :func:`load_pretrained_encoder` later sets each of them to the pretrained kernel.
     """
     replaced = []
@@ -171,7 +171,7 @@ def load_pretrained_encoder(encoder: HRNetEncoder, path: str | Path) -> None:
     """Load ImageNet HRNet weights (timm or official HRNet key names) from a local file.
 
     The classification head is ignored; an ODConv layer receives the static kernel in
-    every candidate and keeps its freshly initialised attention branch. Anything else
+    every candidate and keeps its freshly initialized attention branch. Anything else
     that does not match raises ``ValueError`` naming the first mismatches.
     """
     state = _strip_wrappers(read_state_dict(path))

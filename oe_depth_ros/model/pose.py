@@ -112,7 +112,7 @@ class PoseNet(nn.Module):
     """Relative camera motion from stacked frames.
 
     ``forward(frames [B, 3*num_input_frames, H, W] in [0, 1])`` -> (axisangle,
-    translation), each [B, num_frames_to_predict, 1, 3]. The input is normalised
+    translation), each [B, num_frames_to_predict, 1, 3]. The input is normalized
     inside by (x - 0.45) / 0.225.
     """
 

@@ -124,7 +124,7 @@ def _write_drive(plan: DrivePlan, rig: SensorRig, drive_dir: Path, seg_dir: Path
 def split_entries(drives: int, frames: int, date: str = DATE) -> dict[str, list[SplitEntry]]:
     """The entries of the train, val and test split files.
 
-    train/val: frames with both neighbours (1 .. frames-2) of every drive but the last
+    train/val: frames with both neighbors (1 .. frames-2) of every drive but the last
     (every drive when there is only one), about one in ten for val; test: every frame
     of the last drive (with a single drive it overlaps train).
     """

@@ -40,15 +40,15 @@ class Lidar:
         sec_max = 1.0 / math.cos(math.pi / 4 + self.step)
         v_a, v_b = -tan_e, -tan_e * sec_max
         for k in range(4):
-            centre = k * math.pi / 2
-            alpha = (self.azimuth - centre + math.pi) % (2 * math.pi) - math.pi
+            center = k * math.pi / 2
+            alpha = (self.azimuth - center + math.pi) % (2 * math.pi) - math.pi
             cols = np.flatnonzero((alpha >= -math.pi / 4) & (alpha < math.pi / 4))
             cols = cols[np.argsort(-alpha[cols])]          # u = -tan(alpha) ascending
             u = -np.tan(alpha[cols])
             v = -tan_e[:, None] / np.cos(alpha[cols])[None, :]
             dirs = np.stack([np.broadcast_to(u, v.shape), v, np.ones_like(v)], axis=-1)
-            rot = np.array([[math.sin(centre), 0.0, math.cos(centre)],
-                            [-math.cos(centre), 0.0, math.sin(centre)],
+            rot = np.array([[math.sin(center), 0.0, math.cos(center)],
+                            [-math.cos(center), 0.0, math.sin(center)],
                             [0.0, -1.0, 0.0]])        # sector frame -> LiDAR frame
             grid = RayGrid(dirs, u, np.minimum(v_a, v_b), np.maximum(v_a, v_b), self.step)
             self.sectors.append((cols, rot, grid))

@@ -1,4 +1,4 @@
-"""Exact ray casting of the street (boxes, spheres and the ground plane), vectorised.
+"""Exact ray casting of the street (boxes, spheres and the ground plane), vectorized.
 
 Every primitive's bounding box is clipped to the sensor's near plane and projected;
 only the rays inside that projected rectangle are tested against it: large
@@ -49,7 +49,7 @@ class RayGrid:
 
 
 def pinhole_grid(k: np.ndarray, height: int, width: int) -> RayGrid:
-    """The rays through the pixel centres of a pinhole camera with 3x3 intrinsics ``k``."""
+    """The rays through the pixel centers of a pinhole camera with 3x3 intrinsics ``k``."""
     fx, fy, cx, cy = k[0, 0], k[1, 1], k[0, 2], k[1, 2]
     u = (np.arange(width) - cx) / fx
     v = (np.arange(height) - cy) / fy
@@ -123,7 +123,7 @@ class _Buffers:
 def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
     """Cast the grid's rays from a sensor at ``pose`` (4x4 sensor-to-world) into ``world``.
 
-    Hits farther than ``far`` metres (Euclidean) count as no hit.
+    Hits farther than ``far`` meters (Euclidean) count as no hit.
     """
     rot, origin = pose[:3, :3], pose[:3, 3]
     dirs = np.einsum("hwk,jk->hwj", grid.dirs, rot)                        # sensor -> world
@@ -146,7 +146,7 @@ def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
     for i in np.nonzero(area >= _BLOCK_AREA)[0]:
         block = (slice(r0[i], r1[i]), slice(c0[i], c1[i]))
         if world.is_sphere[i]:
-            t_hit = _sphere_hits([c[block] for c in buf.d], origin - world.centre[i],
+            t_hit = _sphere_hits([c[block] for c in buf.d], origin - world.center[i],
                                  world.radius[i])
             ax = None
         else:
@@ -184,7 +184,7 @@ def _box_hits(inv: list[np.ndarray], lo: np.ndarray | list[np.ndarray],
 
 
 def _sphere_hits(d: list[np.ndarray], oc: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
-    """Entry distance into a sphere (inf for a miss); ``oc`` = origin - centre.
+    """Entry distance into a sphere (inf for a miss); ``oc`` = origin - center.
 
     Uses the distance of closest approach (not b^2 - ac), which stays accurate for
     spheres far away relative to their radius.
@@ -225,7 +225,7 @@ def _cast_pairs(world: World, origin: np.ndarray, rel_lo: np.ndarray, rel_hi: np
     sp = np.nonzero(sphere)[0]
     if sp.size:
         rs, ps = ray[sp], pid[sp]
-        t_hit[sp] = _sphere_hits([c.reshape(-1)[rs] for c in buf.d], origin - world.centre[ps],
+        t_hit[sp] = _sphere_hits([c.reshape(-1)[rs] for c in buf.d], origin - world.center[ps],
                                  world.radius[ps])
     best = buf.best.reshape(-1)
     good = t_hit < np.minimum(buf.t_far.reshape(-1)[ray], best[ray])

@@ -2,7 +2,7 @@
 
 Geometry follows the KITTI recording platform: an OXTS IMU 0.93 m above the road,
 a Velodyne 0.80 m above and 0.81 m ahead of it (1.73 m), camera 0 0.27 m ahead of
-the Velodyne at 1.65 m, camera 1 0.54 m to its right, colour camera 2 0.06 m to its
+the Velodyne at 1.65 m, camera 1 0.54 m to its right, color camera 2 0.06 m to its
 left and camera 3 0.54 m right of camera 2. The calibration files are written in
 KITTI's text format; rendering uses the values parsed back from those files, so
 the data and its calibration agree to the last digit.
@@ -28,7 +28,7 @@ IMU_HEIGHT = 0.93
 VELO_IN_IMU = np.array([0.81, -0.32, 0.80])
 #: Unrectified camera 0 origin in the Velodyne frame.
 CAM0_IN_VELO = np.array([0.27, 0.0, -0.08])
-#: Rectified camera centres along camera 0's x axis (metres, positive = right).
+#: Rectified camera centers along camera 0's x axis (meters, positive = right).
 CAMERA_OFFSETS = {0: 0.0, 1: 0.54, 2: -0.06, 3: 0.48}
 
 _VELO_TO_CAM_AXES = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
@@ -85,10 +85,10 @@ def calibration_texts(width: int, height: int) -> dict[str, str]:
 class Trajectory:
     """Vehicle motion in the road frame: gentle weaving in a lane, 5-15 m/s.
 
-    The vehicle's centre line (the Velodyne's lateral position) follows
+    The vehicle's center line (the Velodyne's lateral position) follows
     y = lane + A sin(2 pi x / wavelength + phase) with x(t) = v0 t + a t^2 / 2; yaw
     follows the path's tangent; small pitch and roll oscillations mimic the
-    suspension. Poses are those of the IMU, 0.32 m left of the centre line.
+    suspension. Poses are those of the IMU, 0.32 m left of the center line.
     """
 
     v0: float
@@ -114,7 +114,7 @@ class Trajectory:
                    float(rng.uniform(1.2, 2.5)))
 
     def lateral_range(self) -> tuple[float, float]:
-        """Range of the vehicle centre line's lateral position (metres)."""
+        """Range of the vehicle center line's lateral position (meters)."""
         return self.lane_y - self.amplitude, self.lane_y + self.amplitude
 
     def x_at(self, t: float) -> float:
@@ -132,7 +132,7 @@ class Trajectory:
         roll = self.roll_amp * math.sin(0.7 * s + 1.0)
         out = np.eye(4)
         out[:3, :3] = rotation_rpy(roll, pitch, yaw)
-        # The IMU sits left of the centre line by -VELO_IN_IMU[1] in the vehicle frame.
+        # The IMU sits left of the center line by -VELO_IN_IMU[1] in the vehicle frame.
         out[:3, 3] = np.array([x, y, IMU_HEIGHT]) + out[:3, :3] @ np.array([0.0, -VELO_IN_IMU[1],
                                                                             0.0])
         return out

@@ -15,9 +15,9 @@ from oe_depth_ros.synthetic.render import NOTHING, cast, pinhole_grid
 from oe_depth_ros.synthetic.shading import camera_image, surface_albedo
 from oe_depth_ros.synthetic.world import World
 
-#: Camera ray-casting limit (metres); farther surfaces dissolve into the sky haze.
+#: Camera ray-casting limit (meters); farther surfaces dissolve into the sky haze.
 CAMERA_FAR = 250.0
-#: Largest depth a uint16 PNG at metres x 256 can hold.
+#: Largest depth a uint16 PNG at meters x 256 can hold.
 MAX_PNG_DEPTH = 65535 / 256.0
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
@@ -26,7 +26,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class Frame:
     """Rendered sensor data of one time step."""
 
-    images: dict[int, np.ndarray]   # 0/1: grey uint8 [H, W]; 2/3: RGB uint8 [H, W, 3]
+    images: dict[int, np.ndarray]   # 0/1: gray uint8 [H, W]; 2/3: RGB uint8 [H, W, 3]
     depth: np.ndarray               # camera 2 z-depth, float32 [H, W], 0 = none (sky)
     labels: np.ndarray              # camera 2 Cityscapes labelIds, uint8 [H, W]
     points: np.ndarray              # LiDAR [N, 4] float32 in the Velodyne frame
@@ -81,6 +81,6 @@ class SensorRig:
 
 
 def depth_to_png16(depth: np.ndarray) -> np.ndarray:
-    """Metres -> KITTI depth PNG values (uint16 metres x 256; 0 = no depth)."""
+    """Meters -> KITTI depth PNG values (uint16 meters x 256; 0 = no depth)."""
     ok = (depth > 0) & (depth < MAX_PNG_DEPTH)
     return np.where(ok, np.clip(np.round(depth * 256.0), 1, 65535), 0).astype(np.uint16)

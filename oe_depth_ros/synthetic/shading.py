@@ -1,7 +1,7 @@
 """Surface appearance of the street: per-material textures, labels, lighting and sky.
 
-Colours are view-independent (Lambertian, fixed sun, no shadows or specular), so a
-surface point has the same colour in every frame; only distant haze depends on the
+Colors are view-independent (Lambertian, fixed sun, no shadows or specular), so a
+surface point has the same color in every frame; only distant haze depends on the
 viewer, and it starts beyond 40% of the far limit.
 """
 from __future__ import annotations
@@ -103,13 +103,13 @@ def _sidewalk(s: Surface, world: World) -> np.ndarray:
 
 def _building(s: Surface, world: World) -> np.ndarray:
     pid, fp = s.pid, s.fp
-    colour = world.colour[pid]
+    color = world.color[pid]
     spacing, floor_h, win_w, win_h = (world.params[pid, k] for k in range(4))
     lo, hi = world.lo[pid], world.hi[pid]
     along, z = s.face_coords()
     start = np.where(s.axis == 0, lo[:, 1], lo[:, 0])
     length = np.where(s.axis == 0, hi[:, 1] - lo[:, 1], hi[:, 0] - lo[:, 0])
-    wall = colour * (1.0 + 0.5 * s.noise(2.5, 5) + 0.3 * s.noise(0.25, 4, 11))[:, None]
+    wall = color * (1.0 + 0.5 * s.noise(2.5, 5) + 0.3 * s.noise(0.25, 4, 11))[:, None]
     course = coverage(periodic(z, 0.3), 0.01, fp) * 0.08
     band = coverage(periodic(z, floor_h, 0.0), 0.12, fp) * (z > 1.0)
     wall = wall * (1.0 - course - 0.25 * band)[:, None]
@@ -141,13 +141,13 @@ def _building(s: Surface, world: World) -> np.ndarray:
 def _trunk(s: Surface, world: World) -> np.ndarray:
     a, z = s.face_coords()
     streak = fbm(a * 8.0, z, s.fp * 8.0, 1.0, 6, world.seed[s.pid])
-    return world.colour[s.pid] * (1.0 + 0.8 * streak)[:, None]
+    return world.color[s.pid] * (1.0 + 0.8 * streak)[:, None]
 
 
 def _foliage(s: Surface, world: World) -> np.ndarray:
     coarse = s.noise(1.5, 4)
     leaves = s.noise(0.25, 5, 5)
-    base = world.colour[s.pid]
+    base = world.color[s.pid]
     dark = base * 0.45
     light = np.minimum(base * 1.7, 1.0)
     return mix(dark, light, np.clip(0.5 + 1.5 * coarse + 2.0 * leaves, 0, 1))
@@ -156,13 +156,13 @@ def _foliage(s: Surface, world: World) -> np.ndarray:
 def _car(s: Surface, world: World) -> np.ndarray:
     pid, fp, axis = s.pid, s.fp, s.axis
     lo, hi = world.lo[pid], world.hi[pid]
-    colour = world.colour[pid] * (1.0 + 0.15 * s.noise(1.0, 5) + 0.12 * s.noise(0.12, 3, 4)
-                                  )[:, None] + 0.04 * s.noise(0.4, 3, 6)[:, None]
+    color = world.color[pid] * (1.0 + 0.15 * s.noise(1.0, 5) + 0.12 * s.noise(0.12, 3, 4)
+                                )[:, None] + 0.04 * s.noise(0.4, 3, 6)[:, None]
     a, z = s.face_coords()
     side = axis == 1
     ends = axis == 0
     sill = coverage(z - 0.3, 0.14, fp) * (axis != 2)
-    rgb = mix(colour, np.array([0.08, 0.08, 0.08], dtype=np.float32), sill)
+    rgb = mix(color, np.array([0.08, 0.08, 0.08], dtype=np.float32), sill)
     length = hi[:, 0] - lo[:, 0]
     doors = (coverage(a - lo[:, 0] - 0.38 * length, 0.01, fp)
              + coverage(a - lo[:, 0] - 0.62 * length, 0.01, fp)) * side
@@ -185,16 +185,16 @@ def _cabin(s: Surface, world: World) -> np.ndarray:
     a, z = s.face_coords()
     a_lo = np.where(axis == 0, lo[:, 1], lo[:, 0])
     a_hi = np.where(axis == 0, hi[:, 1], hi[:, 0])
-    centre, half = 0.5 * (a_lo + a_hi), 0.5 * (a_hi - a_lo)
+    center, half = 0.5 * (a_lo + a_hi), 0.5 * (a_hi - a_lo)
     zc, zh = 0.5 * (lo[:, 2] + hi[:, 2]), 0.5 * (hi[:, 2] - lo[:, 2])
-    glass = coverage(a - centre, half - 0.07, fp) * coverage(z - zc, zh - 0.06, fp) * (axis != 2)
-    pillar = coverage(a - centre, 0.05, fp) * (axis == 1)
+    glass = coverage(a - center, half - 0.07, fp) * coverage(z - zc, zh - 0.06, fp) * (axis != 2)
+    pillar = coverage(a - center, 0.05, fp) * (axis == 1)
     glass = glass * (1.0 - pillar)
     sheen = (0.15 * np.clip((z - zc) / np.maximum(zh, 0.1), -1, 1) + 0.1
              + 0.3 * s.noise(0.7, 3, 2))
     glass_rgb = (np.array([0.07, 0.09, 0.12], dtype=np.float32)
                  + sheen[:, None] * np.array([0.6, 0.7, 0.8], dtype=np.float32))
-    return mix(world.colour[pid], glass_rgb, glass)
+    return mix(world.color[pid], glass_rgb, glass)
 
 
 def _wheel(s: Surface, world: World) -> np.ndarray:
@@ -206,7 +206,7 @@ def _wheel(s: Surface, world: World) -> np.ndarray:
 
 
 def _pole(s: Surface, world: World) -> np.ndarray:
-    return world.colour[s.pid] * (1.0 + 0.5 * s.noise(0.8, 5))[:, None]
+    return world.color[s.pid] * (1.0 + 0.5 * s.noise(0.8, 5))[:, None]
 
 
 def _sign(s: Surface, world: World) -> np.ndarray:
@@ -216,7 +216,7 @@ def _sign(s: Surface, world: World) -> np.ndarray:
     half = 0.5 * (hi[:, 2] - lo[:, 2])
     inner = coverage(s.y - yc, half - 0.06, fp) * coverage(s.z - zc, half - 0.06, fp)
     symbol = coverage(s.y - yc, 0.3 * half, fp) * coverage(s.z - zc, 0.12 * half, fp)
-    face = mix(_WHITE, world.colour[pid], inner * (1.0 - symbol))
+    face = mix(_WHITE, world.color[pid], inner * (1.0 - symbol))
     back = np.array([0.5, 0.5, 0.52], dtype=np.float32) * (1.0 + 0.3 * s.noise(0.5, 3))[:, None]
     return np.where((s.axis == 0)[:, None] & (s.n[:, 0] < 0)[:, None], face, back)
 
@@ -229,7 +229,7 @@ def _wall(s: Surface, world: World) -> np.ndarray:
                         coverage(periodic(a + 0.2 * (row % 2), 0.4), 0.01, s.fp))
     tint = cell_random(a / 0.4 + 0.5 * (row % 2), row, world.seed[s.pid]) - 0.5
     g = 1.0 + 0.4 * s.noise(0.5, 5) + 0.2 * tint - 0.35 * joints
-    return world.colour[s.pid] * g[:, None]
+    return world.color[s.pid] * g[:, None]
 
 
 _MATERIALS: dict[int, Callable[[Surface, World], np.ndarray]] = {
@@ -263,7 +263,7 @@ def surface_albedo(world: World, hits: Hits, pixel_angle: float
         n = np.zeros_like(d)
         rows = np.flatnonzero(~sphere)
         n[rows, axis[rows]] = -np.sign(d[rows, axis[rows]])
-        n[sphere] = (p[sphere] - world.centre[pid[sphere]]) / world.radius[pid[sphere], None]
+        n[sphere] = (p[sphere] - world.center[pid[sphere]]) / world.radius[pid[sphere], None]
         cosine = np.abs((n * d).sum(axis=1)) / dn
         fp = (t * dn * pixel_angle / np.maximum(cosine, 0.2)).astype(np.float32)
         rgb = np.zeros((idx.size, 3), dtype=np.float32)
@@ -284,8 +284,8 @@ def surface_albedo(world: World, hits: Hits, pixel_angle: float
     return albedo.reshape(shape + (3,)), normal.reshape(shape + (3,)), labels.reshape(shape)
 
 
-def sky_colour(world_dirs: np.ndarray) -> np.ndarray:
-    """Sky colour [..., 3] for world ray directions (brighter towards the horizon)."""
+def sky_color(world_dirs: np.ndarray) -> np.ndarray:
+    """Sky color [..., 3] for world ray directions (brighter towards the horizon)."""
     elev = world_dirs[..., 2] / np.sqrt((world_dirs * world_dirs).sum(axis=-1))
     w = np.clip(elev / 0.5, 0.0, 1.0) ** 0.7
     return mix(SKY_HORIZON, SKY_ZENITH, w.astype(np.float32))
@@ -293,7 +293,7 @@ def sky_colour(world_dirs: np.ndarray) -> np.ndarray:
 
 def camera_image(world: World, hits: Hits, albedo: np.ndarray, normal: np.ndarray,
                  far: float) -> np.ndarray:
-    """Lit colour image [H, W, 3] float32 in [0, 1] with sky and distance haze."""
+    """Lit color image [H, W, 3] float32 in [0, 1] with sky and distance haze."""
     sun = world.sun.astype(np.float32)
     light = AMBIENT + DIFFUSE * np.maximum(normal @ sun, 0.0)
     points = hits.points()
@@ -304,5 +304,5 @@ def camera_image(world: World, hits: Hits, albedo: np.ndarray, normal: np.ndarra
     haze = np.clip((dist - 0.4 * far) / (0.6 * far), 0.0, 1.0)
     haze = np.where(np.isfinite(dist), haze * haze * (3.0 - 2.0 * haze), 1.0).astype(np.float32)
     hazy = haze > 0
-    rgb[hazy] = mix(rgb[hazy], sky_colour(hits.world_dirs[hazy]), haze[hazy])
+    rgb[hazy] = mix(rgb[hazy], sky_color(hits.world_dirs[hazy]), haze[hazy])
     return np.clip(rgb, 0.0, 1.0)

@@ -100,13 +100,13 @@ def coverage(dist: np.ndarray, half: np.ndarray | float, footprint: np.ndarray) 
     return np.clip((half - np.abs(dist)) / fp + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def periodic(x: np.ndarray, period: float | np.ndarray, centre: float | np.ndarray = 0.0
+def periodic(x: np.ndarray, period: float | np.ndarray, center: float | np.ndarray = 0.0
              ) -> np.ndarray:
-    """Signed distance of ``x`` to the nearest of the points ``centre + k * period``."""
-    return (x - centre + 0.5 * period) % period - 0.5 * period
+    """Signed distance of ``x`` to the nearest of the points ``center + k * period``."""
+    return (x - center + 0.5 * period) % period - 0.5 * period
 
 
 def mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Linear blend of colours ``a`` and ``b`` ([M, 3] or [3]) by weights ``t`` [M]."""
+    """Linear blend of colors ``a`` and ``b`` ([M, 3] or [3]) by weights ``t`` [M]."""
     t = np.asarray(t, dtype=np.float32)[..., None]
     return a + (b - a) * t

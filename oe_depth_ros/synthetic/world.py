@@ -53,20 +53,20 @@ MATERIAL_LABEL = {
     Material.POLE: LABEL_POLE, Material.SIGN: LABEL_SIGN, Material.WALL: LABEL_WALL,
 }
 
-_FACADE_COLOURS = np.array([
+_FACADE_COLORS = np.array([
     [0.80, 0.74, 0.62], [0.88, 0.86, 0.80], [0.62, 0.32, 0.24], [0.55, 0.56, 0.58],
     [0.85, 0.76, 0.50], [0.70, 0.55, 0.42], [0.78, 0.80, 0.72], [0.50, 0.40, 0.35],
 ])
-_CAR_COLOURS = np.array([
+_CAR_COLORS = np.array([
     [0.75, 0.75, 0.77], [0.15, 0.15, 0.17], [0.55, 0.08, 0.08], [0.10, 0.20, 0.45],
     [0.90, 0.90, 0.88], [0.35, 0.37, 0.40], [0.12, 0.30, 0.18], [0.60, 0.50, 0.30],
 ])
-_SIGN_COLOURS = np.array([[0.10, 0.30, 0.70], [0.75, 0.10, 0.10], [0.90, 0.75, 0.10]])
+_SIGN_COLORS = np.array([[0.10, 0.30, 0.70], [0.75, 0.10, 0.10], [0.90, 0.75, 0.10]])
 
 
 @dataclass(frozen=True)
 class RoadSpec:
-    """Cross-section of the street (metres, y measured from the road centre line)."""
+    """Cross-section of the street (meters, y measured from the road center line)."""
 
     lanes_per_direction: int
     lane_edge: float        # |y| of the solid edge line (driving lanes end)
@@ -79,7 +79,7 @@ class RoadSpec:
 class World:
     """The primitives of a street (N of them) plus the road cross-section and the sun.
 
-    Boxes are [lo, hi]; spheres have ``centre`` and ``radius`` and their bounding box
+    Boxes are [lo, hi]; spheres have ``center`` and ``radius`` and their bounding box
     in [lo, hi]. ``params`` holds per-primitive texture parameters (see ``shading``).
     """
 
@@ -88,10 +88,10 @@ class World:
     lo: np.ndarray
     hi: np.ndarray
     is_sphere: np.ndarray
-    centre: np.ndarray
+    center: np.ndarray
     radius: np.ndarray
     material: np.ndarray
-    colour: np.ndarray
+    color: np.ndarray
     params: np.ndarray
     seed: np.ndarray
     ground_seed: int
@@ -114,20 +114,20 @@ class _Builder:
     rng: np.random.Generator
     boxes: list[tuple] = field(default_factory=list)
 
-    def box(self, lo, hi, material: Material, colour=(0.5, 0.5, 0.5), params=(0, 0, 0, 0)):
+    def box(self, lo, hi, material: Material, color=(0.5, 0.5, 0.5), params=(0, 0, 0, 0)):
         lo, hi = np.asarray(lo, float), np.asarray(hi, float)
         self.boxes.append((np.minimum(lo, hi), np.maximum(lo, hi), False, np.zeros(3), 0.0,
-                           int(material), colour, params))
+                           int(material), color, params))
 
-    def sphere(self, centre, radius: float, material: Material, colour=(0.5, 0.5, 0.5),
+    def sphere(self, center, radius: float, material: Material, color=(0.5, 0.5, 0.5),
                params=(0, 0, 0, 0)):
-        c = np.asarray(centre, float)
+        c = np.asarray(center, float)
         self.boxes.append((c - radius, c + radius, True, c, float(radius), int(material),
-                           colour, params))
+                           color, params))
 
 
-def _jitter(rng: np.random.Generator, colour: np.ndarray, amount: float = 0.06) -> np.ndarray:
-    return np.clip(colour + rng.uniform(-amount, amount, 3), 0.03, 0.97)
+def _jitter(rng: np.random.Generator, color: np.ndarray, amount: float = 0.06) -> np.ndarray:
+    return np.clip(color + rng.uniform(-amount, amount, 3), 0.03, 0.97)
 
 
 def _buildings(b: _Builder, side: int, x0: float, x1: float, near: float, back: bool) -> None:
@@ -145,9 +145,9 @@ def _buildings(b: _Builder, side: int, x0: float, x1: float, near: float, back: 
         depth = rng.uniform(8.0, 16.0)
         floor_h = rng.uniform(2.8, 3.6)
         params = (rng.uniform(2.0, 3.4), floor_h, rng.uniform(0.8, 1.4), rng.uniform(1.1, 1.7))
-        colour = _jitter(rng, _FACADE_COLOURS[rng.integers(len(_FACADE_COLOURS))])
+        color = _jitter(rng, _FACADE_COLORS[rng.integers(len(_FACADE_COLORS))])
         y_in, y_out = side * setback, side * (setback + depth)
-        b.box((x, y_in, 0.0), (x + length, y_out, height), Material.BUILDING, colour, params)
+        b.box((x, y_in, 0.0), (x + length, y_out, height), Material.BUILDING, color, params)
         if not back and setback - near > 2.5:
             _garden(b, side, x, x + length, near, setback)
         x += length
@@ -200,7 +200,7 @@ def _street_furniture(b: _Builder, side: int, x0: float, x1: float, road: RoadSp
               np.array([0.55, 0.55, 0.57]))
         size = rng.uniform(0.55, 0.8)
         b.box((x - 0.07, y - size / 2, top - 0.1), (x - 0.03, y + size / 2, top - 0.1 + size),
-              Material.SIGN, _SIGN_COLOURS[rng.integers(len(_SIGN_COLOURS))])
+              Material.SIGN, _SIGN_COLORS[rng.integers(len(_SIGN_COLORS))])
         x += rng.uniform(35.0, 80.0)
     x = x0 + rng.uniform(0, 15)
     while x < x1:
@@ -220,18 +220,18 @@ def _parked_cars(b: _Builder, side: int, x0: float, x1: float, road: RoadSpec) -
         length = rng.uniform(3.8, 4.9)
         width = rng.uniform(1.68, 1.9)
         y = yc + rng.uniform(-0.1, 0.1)
-        colour = _jitter(rng, _CAR_COLOURS[rng.integers(len(_CAR_COLOURS))], 0.04)
+        color = _jitter(rng, _CAR_COLORS[rng.integers(len(_CAR_COLORS))], 0.04)
         heading = 1.0 if side < 0 else -1.0     # parked in the direction of its lane
         body_top = rng.uniform(0.95, 1.1)
         cab_top = body_top + rng.uniform(0.4, 0.55)
         params = (heading, rng.uniform(0, 1), 0, 0)
-        b.box((x, y - width / 2, 0.3), (x + length, y + width / 2, body_top), Material.CAR, colour,
+        b.box((x, y - width / 2, 0.3), (x + length, y + width / 2, body_top), Material.CAR, color,
               params)
         front = rng.uniform(0.9, 1.3)
         rear = rng.uniform(0.5, 0.9)
         ca, cb = (x + rear, x + length - front) if heading > 0 else (x + front, x + length - rear)
         b.box((ca, y - width / 2 + 0.1, body_top), (cb, y + width / 2 - 0.1, cab_top),
-              Material.CABIN, colour, params)
+              Material.CABIN, color, params)
         for wx in (x + 0.6, x + length - 1.25):
             b.box((wx, y - width / 2 + 0.04, 0.0), (wx + 0.65, y + width / 2 - 0.04, 0.62),
                   Material.WHEEL, np.array([0.06, 0.06, 0.065]), (wx + 0.325, 0.31, 0, 0))
@@ -242,7 +242,7 @@ def build_world(rng: np.random.Generator, x_min: float, x_max: float, lanes: int
                 corridor_y: tuple[float, float]) -> World:
     """Generate a street with ``lanes`` lanes per direction over road-frame x in [x_min, x_max].
 
-    ``corridor_y`` is the (min, max) lateral range of the vehicle's centre line: nothing
+    ``corridor_y`` is the (min, max) lateral range of the vehicle's center line: nothing
     but the ground is placed within the vehicle's half width (plus clearance) of it.
     """
     lane_edge = lanes * LANE_WIDTH
@@ -275,10 +275,10 @@ def build_world(rng: np.random.Generator, x_min: float, x_max: float, lanes: int
         road=road, sun=sun,
         lo=lo[keep], hi=hi[keep],
         is_sphere=np.array([it[2] for it in sel], dtype=bool),
-        centre=np.array([it[3] for it in sel], dtype=np.float64).reshape(-1, 3),
+        center=np.array([it[3] for it in sel], dtype=np.float64).reshape(-1, 3),
         radius=np.array([it[4] for it in sel], dtype=np.float64),
         material=np.array([it[5] for it in sel], dtype=np.int16),
-        colour=np.array([it[6] for it in sel], dtype=np.float32).reshape(-1, 3),
+        color=np.array([it[6] for it in sel], dtype=np.float32).reshape(-1, 3),
         params=np.array([it[7] for it in sel], dtype=np.float64).reshape(-1, 4),
         seed=rng.integers(0, 2**31, len(sel)).astype(np.uint32),
         ground_seed=int(rng.integers(0, 2**31)),

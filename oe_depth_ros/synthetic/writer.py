@@ -17,7 +17,7 @@ _OXTS_UNITS = {
 
 
 def png_bytes(image: np.ndarray) -> bytes:
-    """Encode a uint8 grey/RGB or uint16 single-channel image as PNG bytes (RGB order in)."""
+    """Encode a uint8 gray/RGB or uint16 single-channel image as PNG bytes (RGB order in)."""
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     ok, buf = cv2.imencode(".png", image)
