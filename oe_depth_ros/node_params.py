@@ -282,13 +282,6 @@ def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
     return PipelineConfig.from_params({**defaults(), **validate_all(values)})
 
 
-def fallback_k(normalized: list[float], width: int, height: int) -> list[list[float]]:
-    """3x3 intrinsics in pixels from normalized [fx/W, fy/H, cx/W, cy/H]."""
-    from oe_depth_ros.intake import fallback_intrinsics
-
-    return fallback_intrinsics(normalized, width, height).tolist()
-
-
 def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",
                         source: str = "<params>") -> dict[str, Any]:
     """A ROS parameter file's mapping -> dotted name -> value for ``node_name``.

@@ -585,7 +585,7 @@ def test_parameter_changes_are_checked(probe: Probe, offline) -> None:
 
 
 def test_no_subscribers_no_work_then_fallback_and_approximate_sync(probe: Probe) -> None:
-    from oe_depth_ros.node_params import fallback_k
+    from oe_depth_ros.intake import fallback_intrinsics
 
     rgb = make_image(96, 320, seed=6)
     # Nobody listens to /b's outputs: frames are counted as skipped, not processed.
@@ -604,7 +604,7 @@ def test_no_subscribers_no_work_then_fallback_and_approximate_sync(probe: Probe)
     out = send_until_outputs(probe, "b", image_msg(rgb, stamp, "rgb8"), None,
                              ["depth/camera_info"])
     np.testing.assert_allclose(np.reshape(out["depth/camera_info"].k, (3, 3)),
-                               np.array(fallback_k([0.58, 1.92, 0.5, 0.5], 320, 96)))
+                               fallback_intrinsics([0.58, 1.92, 0.5, 0.5], 320, 96))
     values = diag_values(probe, "b", time.monotonic())
     assert count(values, "errors.no_camera_info") >= 1
     assert values["intrinsics"] == "fallback" and values["_level"] == "1"

@@ -98,7 +98,9 @@ def test_pipeline_config_maps_every_pipeline_parameter():
 
 
 def test_fallback_intrinsics_in_pixels():
-    k = node_params.fallback_k([0.58, 1.92, 0.5, 0.5], 1242, 375)
+    from oe_depth_ros.intake import fallback_intrinsics
+
+    k = fallback_intrinsics([0.58, 1.92, 0.5, 0.5], 1242, 375).tolist()
     assert k == [[0.58 * 1242, 0.0, 621.0], [0.0, 1.92 * 375, 187.5], [0.0, 0.0, 1.0]]
 
 
