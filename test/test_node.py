@@ -748,7 +748,11 @@ def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Pro
     log = nodes["f"].log()
     for callback in FAULTS:  # logged once, with the traceback, however often it happened
         kind = CALLBACK_FAILURES[callback]
-        assert log.count(f"{kind}: RuntimeError: injected failure") == 1, (kind, log)
+        # Only the node's own "logged once" lines: the diagnostics status may quote the
+        # same message ("no frame processed: <kind>: ...") when frames are still failing.
+        logged = [line for line in log.splitlines()
+                  if f"{kind}: RuntimeError: injected failure" in line and "(logged once" in line]
+        assert len(logged) == 1, (kind, log)
     assert log.count("Traceback") == len(FAULTS)
 
 
