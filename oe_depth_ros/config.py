@@ -6,6 +6,7 @@ naming the key (with its dotted path) and the file it came from.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -14,6 +15,10 @@ from typing import Any, Mapping, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+#: A decimal number in exponent notation without a dot ("1e-4"): YAML 1.1, which PyYAML
+#: follows, reads it as a string, yet everyone writes learning rates that way.
+_EXPONENT_NUMBER = re.compile(r"[+-]?\d+[eE][+-]?\d+")
 
 
 class ConfigError(ValueError):
@@ -78,6 +83,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {k: _check_value(v, vt, f"{where}.{k}") for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str) and _EXPONENT_NUMBER.fullmatch(value.strip()):
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)

@@ -12,6 +12,7 @@ import torch
 
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.model import load_depth_net
+from oe_depth_ros.paths import config_dir
 from training.checkpointing import load_checkpoint, rng_state, set_rng_state
 from training.losses import semantic_triplet_loss
 from training.train import main as train_main
@@ -63,6 +64,21 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_train_config(cyc)
     with pytest.raises(ConfigError, match="unknown training config"):
         load_train_config("no_such_config")
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:
+    """YAML 1.1 reads "1e-4" as a string; a float option takes it as the number."""
+    assert load_train_config("oe_depth", ["optim.lr=1e-4"]).optim.lr == 1e-4
+    assert load_train_config("oe_depth", ["optim.lr=5E+0"]).optim.lr == 5.0
+    config = tmp_path / "lr.yaml"
+    base = config_dir() / "training" / "oe_depth.yaml"
+    config.write_text(f"inherit: {base}\noptim:\n  lr: 3e-5\n")
+    assert load_train_config(config).optim.lr == 3e-5
+    for bad in ("1e", "e-4", "fast", "1e-4x"):
+        with pytest.raises(ConfigError, match="optim.*lr.*expected a number"):
+            load_train_config("oe_depth", [f"optim.lr={bad}"])
+    with pytest.raises(ConfigError, match="expected an integer"):  # ints stay exact
+        load_train_config("oe_depth", ["optim.batch_size=1e1"])
 
 
 def _sha(path: Path) -> str:
