@@ -296,13 +296,13 @@ def test_check_precision_command(ill_checkpoint: Path, tmp_path: Path,
     assert cv2.imwrite(str(frame), (np.random.default_rng(1).random((50, 120, 3)) * 255)
                        .astype(np.uint8))
     with caplog.at_level(logging.INFO):
-        rc = cli_main(["check-precision", str(ill_checkpoint), "--height", str(HEIGHT),
-                       "--width", str(WIDTH), "--image", str(frame)])
+        # No size given: the one the checkpoint was trained at.
+        rc = cli_main(["check-precision", str(ill_checkpoint), "--image", str(frame)])
     assert rc == 0
     text = caplog.text
+    assert f"input {WIDTH}x{HEIGHT}" in text
     for name in ("pattern", "photograph", str(frame)):
         assert f"float32 vs float64 PyTorch on the {name}: p99.9" in text
     assert "ILL-CONDITIONED" in text and "largest BatchNorm gains" in text
-    rc = cli_main(["check-precision", str(tmp_path / "nope.pt"), "--height", "64",
-                   "--width", "192"])
-    assert rc == 1
+    for size in ([], ["--height", "64", "--width", "192"]):
+        assert cli_main(["check-precision", str(tmp_path / "nope.pt"), *size]) == 1

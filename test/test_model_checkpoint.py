@@ -107,3 +107,37 @@ def test_format_errors(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="other.pt"):
         load_depth_net(path, config="diffnet_small")
+
+
+def test_batchnorm_epsilon_is_part_of_the_architecture(tmp_path):
+    """bn_eps reaches every BatchNorm, bounds its gain and survives a checkpoint."""
+    from dataclasses import replace
+
+    from oe_depth_ros.model import load_depth_config
+
+    torch.manual_seed(0)
+    cfg = replace(load_depth_config("diffnet_small"), bn_eps=1e-3)
+    net = build_depth_net(cfg).eval()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-3 for m in norms)
+    # A channel that never varied in training (running_var 0): gain |gamma| / sqrt(eps).
+    bn = norms[0]
+    with torch.no_grad():
+        bn.running_var.zero_()
+        bn.running_mean.zero_()
+        bn.weight.fill_(2.0)
+        bn.bias.zero_()
+        x = torch.randn(1, bn.num_features, 4, 4)
+        torch.testing.assert_close(bn(x), x * 2.0 / 1e-3 ** 0.5)
+    path = tmp_path / "eps.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model_config": to_dict(net.config),
+                "depth": net.state_dict()}, path)
+    loaded = load_depth_net(path)
+    assert loaded.config.bn_eps == 1e-3
+    assert all(m.eps == 1e-3 for m in loaded.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    x = torch.rand(1, 3, 64, 96)
+    torch.testing.assert_close(_outputs(loaded, x), _outputs(net, x), rtol=0, atol=0)
+    # Checkpoints written before the option existed keep PyTorch's default.
+    old = to_dict(net.config)
+    del old["bn_eps"]
+    assert load_depth_config(old).bn_eps == 1e-5

@@ -14,8 +14,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training checkpoint or depth-network state_dict")
     parser.add_argument("--model-config", default=None, metavar="NAME_OR_YAML",
                         help="architecture; optional with a training checkpoint")
-    parser.add_argument("--height", type=int, default=192, help="input height (default 192)")
-    parser.add_argument("--width", type=int, default=640, help="input width (default 640)")
+    parser.add_argument("--height", type=int, default=None,
+                        help="input height (default: the size the checkpoint was trained at, "
+                             "else 192)")
+    parser.add_argument("--width", type=int, default=None,
+                        help="input width (default: the checkpoint's, else 640)")
     parser.add_argument("--image", type=Path, action="append", default=[],
                         help="a camera frame to check on as well (repeatable)")
 
@@ -27,9 +30,15 @@ def run(args: argparse.Namespace) -> int:
     )
     from oe_depth_ros.inference.export import ScaledDisparityNet, check_input_size, load_network
 
-    check_input_size(args.height, args.width)
+    from oe_depth_ros.inference.torch_backend import DEFAULT_INPUT_SIZE, checkpoint_input_size
+
+    trained = checkpoint_input_size(args.checkpoint) or DEFAULT_INPUT_SIZE
+    height = trained[0] if args.height is None else args.height
+    width = trained[1] if args.width is None else args.width
+    check_input_size(height, width)
     net = load_network(args.model_config, args.checkpoint).eval()
-    inputs = verification_inputs(args.height, args.width,
+    LOG.info("input %dx%d", width, height)
+    inputs = verification_inputs(height, width,
                                  {str(path): read_rgb(path) for path in args.image})
     cfg = net.config
     refs = References.compute(ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth), inputs)

@@ -64,6 +64,11 @@ class DepthNetConfig:
     se_reduction: int = 16
     min_depth: float = 0.1
     max_depth: float = 100.0
+    #: epsilon of every BatchNorm (PyTorch's default 1e-5). A larger one bounds the gain
+    #: |gamma| / sqrt(running_var + eps) that a channel which barely varied on the
+    #: training images applies to an unfamiliar one; networks trained briefly from
+    #: random weights need it to stay well conditioned in float32 and float16.
+    bn_eps: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.encoder not in SUPPORTED_ENCODERS:
@@ -76,6 +81,8 @@ class DepthNetConfig:
             )
         if self.se_reduction < 1:
             raise ConfigError(f"se_reduction must be >= 1, got {self.se_reduction}")
+        if not 0.0 < self.bn_eps < 1.0:
+            raise ConfigError(f"bn_eps must be in (0, 1), got {self.bn_eps}")
         if not 0.0 < self.min_depth < self.max_depth:
             raise ConfigError(
                 f"need 0 < min_depth < max_depth, got {self.min_depth} and {self.max_depth}"
@@ -131,6 +138,9 @@ class DepthNet(nn.Module):
         self.decoder = DepthDecoder(
             self.encoder.group_channels, config.decoder_channels, config.se_reduction
         )
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eps = config.bn_eps
 
     def odconv_layers(self) -> list[ODConv2d]:
         """All ODConv layers of the network."""
