@@ -16,7 +16,7 @@ from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
 from training.baselines import best_constant_abs_rel
-from training.demo import DemoSettings, _constant_errors
+from training.demo import DemoSettings, _constant_errors, select_checkpoint
 from training.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
@@ -50,6 +50,12 @@ def test_demo_fast_end_to_end(tmp_path):
     cloud = read_ply(out / "cloud.ply")
     assert len(cloud) > 100 and np.all(np.isfinite(cloud["z"])) and np.all(cloud["z"] > 0)
     assert "| model, median-scaled |" in (out / "report.md").read_text()
+    # The exported checkpoint is the validation-selected one, and the report says which.
+    validation = json.loads((out / "training" / "validation.json").read_text())
+    chosen = report["checkpoint"]
+    assert Path(chosen["file"]).name == "best.pt"
+    assert chosen["validation"] == min(validation, key=lambda r: r["abs_rel"])
+    assert f"step {chosen['validation']['step']}" in report["model_source"]
 
 
 def test_demo_rejects_missing_model(tmp_path):
@@ -136,3 +142,41 @@ def test_settings_from_arguments(argv: list[str], want: dict) -> None:
     settings = settings_from_args(parser.parse_args(argv))
     for key, value in want.items():
         assert getattr(settings, key) == value, key
+
+
+def _run_dir(tmp_path: Path, records: list[dict] | None, files: tuple[str, ...]) -> Path:
+    for name in files:
+        (tmp_path / name).write_bytes(b"checkpoint")
+    if records is not None:
+        (tmp_path / "validation.json").write_text(json.dumps(records))
+    return tmp_path
+
+
+def test_select_checkpoint_takes_the_epoch_of_lowest_validation_abs_rel(tmp_path) -> None:
+    records = [{"epoch": 0, "step": 20, "abs_rel": 0.41, "photometric": 0.09},
+               {"epoch": 1, "step": 40, "abs_rel": 0.27, "photometric": 0.11},
+               {"epoch": 2, "step": 60, "abs_rel": 0.35, "photometric": 0.08}]
+    chosen = select_checkpoint(_run_dir(tmp_path, records, ("best.pt", "last.pt")))
+    assert chosen.checkpoint == tmp_path / "best.pt"
+    assert chosen.validation["step"] == 40 and chosen.chosen_by == "abs_rel"
+    assert "step 40" in chosen.describe() and "0.27" in chosen.describe()
+
+
+def test_select_checkpoint_without_ground_truth_uses_the_photometric_error(tmp_path) -> None:
+    records = [{"epoch": 0, "step": 20, "photometric": 0.09},
+               {"epoch": 1, "step": 40, "photometric": 0.07}]
+    chosen = select_checkpoint(_run_dir(tmp_path, records, ("best.pt", "last.pt")))
+    assert chosen.checkpoint.name == "best.pt" and chosen.validation["step"] == 40
+    assert chosen.chosen_by == "photometric"
+
+
+@pytest.mark.parametrize("records", [None, []])
+def test_select_checkpoint_falls_back_to_the_last_step(tmp_path, records) -> None:
+    chosen = select_checkpoint(_run_dir(tmp_path, records, ("last.pt",)))
+    assert chosen.checkpoint.name == "last.pt" and chosen.validation is None
+    assert "no validation" in chosen.describe()
+
+
+def test_select_checkpoint_names_a_run_without_checkpoints(tmp_path) -> None:
+    with pytest.raises(RuntimeError, match="no checkpoint"):
+        select_checkpoint(_run_dir(tmp_path, None, ()))

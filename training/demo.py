@@ -6,8 +6,9 @@ Stages (each timed in wall and CPU seconds and reported):
    unless both ``--kitti`` and ``--model`` are given.
 2. ``train``: without ``--model``, a short self-supervised training run on the
    synthetic training drives (:class:`training.trainer.Trainer`, in this process).
-3. ``export``: the checkpoint to ONNX, verified against float64 PyTorch on the
-   pattern, the shipped photograph and a frame of the drive.
+3. ``export``: the checkpoint of lowest validation error (:func:`select_checkpoint`) to
+   ONNX, verified against float64 PyTorch on the pattern, the shipped photograph and a
+   frame of the drive.
 4. ``kitti2bag``: the held-out drive (or ``--kitti``) to a rosbag2.
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
@@ -120,9 +121,48 @@ def _held_out_drive(world: Any) -> Path:
     return Path(world.root) / world.split_files["test"].read_text().split()[0]
 
 
-def train_on_world(settings: DemoSettings, world: Any) -> Path:
-    """Short self-supervised training on the synthetic training drives; returns the checkpoint."""
+@dataclass(frozen=True)
+class TrainedModel:
+    """The checkpoint the demo exports and why it was chosen."""
+
+    checkpoint: Path
+    #: the validation record of the chosen epoch (step, abs_rel, ...); None without validation
+    validation: dict[str, Any] | None = None
+    #: the record's key that chose it (the trainer's BEST_BY order)
+    chosen_by: str | None = None
+
+    def describe(self) -> str:
+        if self.validation is None or self.chosen_by is None:
+            return f"{self.checkpoint.name} (last step; no validation ran)"
+        return (f"{self.checkpoint.name}: step {self.validation['step']}, the lowest validation "
+                f"{self.chosen_by} ({self.validation[self.chosen_by]:.4g}) on the frames held "
+                "back from the training drives")
+
+
+def select_checkpoint(run_dir: Path) -> TrainedModel:
+    """best.pt (the epoch of lowest validation error) when validation ran, else last.pt.
+
+    Training from scratch swings widely at the demo's budget (docs/training.md), so the
+    last step may fall on a poor moment. The validation frames are held back from the
+    training drives (with ground truth in the synthetic world); the held-out drive the
+    demo scores on takes no part in the choice.
+    """
     from training.checkpointing import LAST_NAME
+    from training.trainer import BEST_BY, BEST_NAME, VALIDATION_NAME
+
+    records = []
+    if (run_dir / VALIDATION_NAME).is_file():
+        records = json.loads((run_dir / VALIDATION_NAME).read_text())
+    key = next((k for k in BEST_BY if records and all(k in r for r in records)), None)
+    if key is not None and (run_dir / BEST_NAME).is_file():
+        return TrainedModel(run_dir / BEST_NAME, min(records, key=lambda r: r[key]), key)
+    if not (run_dir / LAST_NAME).is_file():
+        raise RuntimeError(f"training finished but wrote no checkpoint in {run_dir}")
+    return TrainedModel(run_dir / LAST_NAME)
+
+
+def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
+    """Short self-supervised training on the synthetic training drives; returns the model."""
     from training.train_config import load_train_config
     from training.trainer import Trainer
 
@@ -141,10 +181,9 @@ def train_on_world(settings: DemoSettings, world: Any) -> Path:
         trainer.fit()
     finally:
         trainer.close()
-    checkpoint = trainer.out_dir / LAST_NAME
-    if not checkpoint.is_file():
-        raise RuntimeError(f"training finished but wrote no checkpoint in {trainer.out_dir}")
-    return checkpoint
+    trained = select_checkpoint(trainer.out_dir)
+    LOG.info("exporting %s", trained.describe())
+    return trained
 
 
 def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Any:
@@ -304,12 +343,15 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         if settings.kitti is not None:
             LOG.warning("no --model: training on the synthetic world and running it on the "
                         "KITTI drive; expect poor depth (pass a model trained on KITTI)")
-        checkpoint = stages.run("train", lambda: train_on_world(settings, world))
-        exported = stages.run("export", lambda: _export(settings, checkpoint,
+        trained = stages.run("train", lambda: train_on_world(settings, world))
+        exported = stages.run("export", lambda: _export(settings, trained.checkpoint,
                                                         _held_out_drive(world)))
         model_path, extra["export"] = exported.path, _export_summary(exported)
+        extra["checkpoint"] = {"file": str(trained.checkpoint),
+                               "validation": trained.validation}
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
-                      f"at {settings.net_size[1]}x{settings.net_size[0]}")
+                      f"at {settings.net_size[1]}x{settings.net_size[0]}, "
+                      f"{trained.describe()}")
     in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
     stages.run("kitti2bag", lambda: convert(drive_dir, in_bag, storage="mcap", distro="jazzy",
                                             max_frames=settings.max_frames, overwrite=True))
