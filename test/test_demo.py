@@ -35,6 +35,9 @@ def test_demo_fast_end_to_end(tmp_path):
     # The export was verified against float64 on the pattern, the photograph and a frame.
     assert set(report["export"]["onnxruntime_vs_float64"]) == {"pattern", "photograph",
                                                                "verify-image"}
+    pinned = report["export"]["pinned_fraction"]
+    assert set(pinned) == {"pattern", "photograph", "verify-image"}
+    assert all(0.0 <= f <= 1.0 for f in pinned.values())
     frames = report["frames"]
     assert frames == len(report["per_frame"]) > 0
     for row in ("model", "constant_baseline", "model_metric_scale"):

@@ -220,6 +220,9 @@ def test_verify_image_of_any_size(tmp_path: Path, checkpoint: Path) -> None:
     report = export.export_onnx(None, tmp_path / "m.onnx", HEIGHT, WIDTH,
                                 checkpoint=checkpoint, verify_image=frame)
     assert report.max_rel_error <= 1e-4
+    # The spread network responds to every input: almost nothing pinned at a depth bound.
+    assert set(report.pinned) == {"pattern", "photograph", "verify-image"}
+    assert all(0.0 <= f < conditioning.PINNED_WARNING for f in report.pinned.values())
 
 
 def ill_conditioned_net(shift: float = 100.0) -> torch.nn.Module:
@@ -306,3 +309,32 @@ def test_check_precision_command(ill_checkpoint: Path, tmp_path: Path,
     assert "ILL-CONDITIONED" in text and "largest BatchNorm gains" in text
     for size in ([], ["--height", "64", "--width", "192"]):
         assert cli_main(["check-precision", str(tmp_path / "nope.pt"), *size]) == 1
+
+
+def test_pinned_fraction_counts_pixels_at_either_depth_bound() -> None:
+    """Hand-worked: range 0.1-100 m is disparity 0.01-10; sigmoid = (d - 0.01) / 9.99."""
+    lo, hi = 0.01, 10.0
+    sigmoid = np.array([0.0, 5e-5, 2e-4, 0.5, 1 - 2e-4, 1 - 5e-5, 1.0])
+    disparity = lo + sigmoid * (hi - lo)
+    assert conditioning.pinned_fraction(disparity, 0.1, 100.0) == pytest.approx(4 / 7)
+    assert conditioning.pinned_fraction(disparity[2:5], 0.1, 100.0) == 0.0
+
+
+def test_check_precision_flags_a_network_pinned_at_a_depth_bound(
+        tmp_path: Path, checkpoint: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A head bias of -1000 pins every pixel at the far bound; the spread net is not flagged."""
+    net = spread_disparity_net()
+    with torch.no_grad():
+        net.decoder.heads[0].conv.bias.fill_(-1000.0)
+    pinned = tmp_path / "pinned.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model_config": to_dict(net.config),
+                "depth": net.state_dict(), "input_size": [HEIGHT, WIDTH], "step": 1}, pinned)
+    with caplog.at_level(logging.INFO):
+        assert cli_main(["check-precision", str(pinned)]) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("pattern is pinned at a depth bound" in m and "100 %" in m for m in warned)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert cli_main(["check-precision", str(checkpoint)]) == 0
+    assert "pinned at a depth bound on" in caplog.text
+    assert not any("is pinned" in r.getMessage() for r in caplog.records)

@@ -200,7 +200,8 @@ def _export_summary(report: Any) -> dict[str, Any]:
     """The export's verification and conditioning figures for report.json."""
     return {"seconds": report.seconds,
             "float32_vs_float64": {name: vars(s) for name, s in report.conditioning.items()},
-            "onnxruntime_vs_float64": {c.name: vars(c.runtime) for c in report.checks}}
+            "onnxruntime_vs_float64": {c.name: vars(c.runtime) for c in report.checks},
+            "pinned_fraction": report.pinned}
 
 
 def _ground_truth(drive: Any, frame: int, size: tuple[int, int]) -> np.ndarray:

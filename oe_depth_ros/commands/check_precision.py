@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print float32 vs float64 PyTorch per input, the fp16 estimate and the largest BN gains."""
     from oe_depth_ros.inference.conditioning import (
-        References, batchnorm_gains, conditioning_lines, read_rgb, verification_inputs,
+        References, batchnorm_gains, conditioning_lines, log_pinned, read_rgb,
+        verification_inputs,
     )
     from oe_depth_ros.inference.export import ScaledDisparityNet, check_input_size, load_network
 
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     refs = References.compute(ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth), inputs)
     for line in conditioning_lines(refs.conditioning()):
         LOG.info("%s", line)
+    log_pinned(refs, cfg.min_depth, cfg.max_depth)
     LOG.info("largest BatchNorm gains |gamma|/sqrt(running_var+eps): %s", ", ".join(
         f"{name} {gain:.1f}" for name, gain in batchnorm_gains(net)))
     return 0

@@ -43,6 +43,10 @@ FP16_TOLERANCE = 2e-2
 #: implementations differ by several times (3.2x measured on a demo model), not the median.
 FP32_FACTORS = {"p999": 10.0, "median": 4.0, "mean": 10.0}
 FP32_FLOOR = 1e-4
+#: A pixel whose sigmoid output is within this of 0 or 1 is pinned at a depth bound.
+PINNED_SIGMOID = 1e-4
+#: Above this fraction of pinned pixels an input's conditioning figure is flagged.
+PINNED_WARNING = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -236,6 +240,34 @@ def log_conditioning(conditioning: Mapping[str, ErrorStats]) -> None:
     """Log the conditioning lines, as warnings for ill-conditioned inputs."""
     for line, stats in zip(conditioning_lines(conditioning), conditioning.values()):
         LOG.log(logging.WARNING if stats.p999 > ILL_CONDITIONED else logging.INFO, "%s", line)
+
+
+def pinned_fraction(disparity: np.ndarray, min_depth: float, max_depth: float) -> float:
+    """Fraction of pixels whose scaled disparity sits at a bound of the network's range.
+
+    There the output sigmoid is saturated (within :data:`PINNED_SIGMOID` of 0 or 1): the
+    network does not respond to the image at those pixels, and a small float32 error
+    there only says that a clamped value is reproduced.
+    """
+    lo, hi = 1.0 / max_depth, 1.0 / min_depth
+    sigmoid = (np.asarray(disparity, dtype=np.float64) - lo) / (hi - lo)
+    return float(np.mean((sigmoid < PINNED_SIGMOID) | (sigmoid > 1.0 - PINNED_SIGMOID)))
+
+
+def log_pinned(refs: References, min_depth: float, max_depth: float) -> dict[str, float]:
+    """Log, per input, how much of the float64 output is pinned at a depth bound."""
+    pinned = {name: pinned_fraction(disp, min_depth, max_depth)
+              for name, disp in refs.float64.items()}
+    for name, fraction in pinned.items():
+        if fraction > PINNED_WARNING:
+            LOG.warning("the output on the %s is pinned at a depth bound (%g-%g m) on %.0f %% "
+                        "of the pixels: the network does not respond to this image, so its "
+                        "conditioning figure there says little", name, min_depth, max_depth,
+                        100 * fraction)
+        else:
+            LOG.info("output on the %s pinned at a depth bound on %.1f %% of the pixels",
+                     name, 100 * fraction)
+    return pinned
 
 
 def batchnorm_gains(net: nn.Module, top: int = 5) -> list[tuple[str, float]]:

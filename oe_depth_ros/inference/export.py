@@ -36,8 +36,8 @@ from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.geometry import disp_to_depth
 from oe_depth_ros.inference.conditioning import (
-    ErrorStats, InputCheck, References, check_runtime, log_conditioning, max_relative_error,
-    verification_image, verification_inputs,
+    ErrorStats, InputCheck, References, check_runtime, log_conditioning, log_pinned,
+    max_relative_error, verification_image, verification_inputs,
 )
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
@@ -103,6 +103,8 @@ class ExportReport:
     conditioning: dict[str, ErrorStats]
     seconds: dict[str, float]
     random_weights: bool
+    #: per input, the fraction of output pixels pinned at a depth bound (float64 network)
+    pinned: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def max_rel_error(self) -> float:
@@ -298,6 +300,7 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
             _judge(checks, out, checkpoint is None, precision)
     conditioning = refs.conditioning() if refs is not None else {}
     log_conditioning(conditioning)
+    pinned = log_pinned(refs, cfg.min_depth, cfg.max_depth) if refs is not None else {}
     for c in checks:
         LOG.info("ONNX Runtime (%s) vs float64 PyTorch on the %s: %s", precision, c.name,
                  c.runtime.describe())
@@ -306,4 +309,4 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
              "verified on " + ", ".join(inputs) if verify else "NOT verified (--no-verify)",
              ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     return ExportReport(out, info, opset, num_nodes, tuple(checks), conditioning, seconds,
-                        checkpoint is None)
+                        checkpoint is None, pinned)
