@@ -94,6 +94,7 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
     assert base["stats"]["abs_rel"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert base["stats"]["edge_abs_rel"]["n"] == 2
     assert [p["step"] for p in table["curves"][0]["points"]] == [1, 2]
+    assert (tmp_path / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0 <= table["label_check"]["tolerance_1px"]["discontinuity_fraction"] <= 1
     run = tmp_path / "runs" / "baseline" / "seed_0"
     record = json.loads((run / "points.json").read_text())

@@ -6,8 +6,9 @@ baseline, odconv_only, triplet_only, oe_depth; the small networks of
 run on held-out drives rendered from another world seed: the 7 KITTI metrics
 (median-scaled, per-image means) and the pooled Abs Rel near depth edges and near
 semantic boundaries (:mod:`training.edge_metrics`). Writes ``table.md`` and
-``table.json`` (mean and standard deviation per row, the paper's Table 3 beside them)
-and the label check of :mod:`training.label_edges` on the training drives.
+``table.json`` (mean and standard deviation per row, the paper's Table 3 beside them,
+and the label check of :mod:`training.label_edges` on the training drives) and, with
+``--eval-every``, ``table.png`` (the learning curves).
 
 Runs live in ``<work>/runs/<row>/seed_<n>``. A run whose evaluation at ``--steps``
 exists is not redone; an interrupted run continues from its last checkpoint (the
@@ -42,7 +43,7 @@ from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES
 from training.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS, ROWS,
                                       curve_markdown, curve_summary, label_check_text,
-                                      read_points, summarize, table_markdown)
+                                      plot_curves, read_points, summarize, table_markdown)
 
 log = logging.getLogger("training.ablation")
 
@@ -408,13 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                 table_step),
                               "paper_table3": {r: dict(zip(METRIC_NAMES, v))
                                                for r, v in PAPER_TABLE3.items()}}
+    name = "curve" if args.curve else "table"
     text = table_markdown(result["rows"], table_step)
     if len(settings.eval_steps) > 1:
         result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
                             for row in settings.rows]
         text += "\n" + "\n".join(curve_markdown(c) for c in result["curves"])
+        plot_curves(result["curves"], args.work / f"{name}.png")
     text += "\n" + label_check_text(labels)
-    name = "curve" if args.curve else "table"
     write_text_atomic(args.work / f"{name}.json", json.dumps(result, indent=1))
     write_text_atomic(args.work / f"{name}.md", text)
     print(text)

@@ -192,6 +192,34 @@ def curve_markdown(curve: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_curves(curves: Sequence[dict[str, Any]], out: Path) -> None:
+    """Held-out Abs Rel against step, one line per row (seeds' mean, band of +-1 std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from oe_depth_ros.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for curve in curves:
+        pts = curve["points"]
+        steps = np.array([p["step"] for p in pts])
+        mean = np.array([p["mean"] for p in pts])
+        std = np.array([p["std"] or 0.0 for p in pts])
+        ax.plot(steps, mean, marker="o", label=f"{curve['row']} ({len(curve['seeds'])} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("held-out Abs Rel (median-scaled)")
+    ax.set_title("Learning curves: mean over seeds, band = seed-to-seed std")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def label_check_text(labels: dict[str, Any]) -> str:
     """One sentence on the label check."""
     def frac(value: Optional[float]) -> str:
