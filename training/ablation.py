@@ -415,7 +415,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
                             for row in settings.rows]
         text += "\n" + "\n".join(curve_markdown(c) for c in result["curves"])
-        plot_curves(result["curves"], args.work / f"{name}.png")
+        constants = [r["best_constant_abs_rel"] for r in result["rows"].values()
+                     if r["best_constant_abs_rel"] is not None]
+        plot_curves(result["curves"], args.work / f"{name}.png",
+                    constants[0] if constants else None)
     text += "\n" + label_check_text(labels)
     write_text_atomic(args.work / f"{name}.json", json.dumps(result, indent=1))
     write_text_atomic(args.work / f"{name}.md", text)

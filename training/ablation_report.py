@@ -192,8 +192,12 @@ def curve_markdown(curve: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(curves: Sequence[dict[str, Any]], out: Path) -> None:
-    """Held-out Abs Rel against step, one line per row (seeds' mean, band of +-1 std)."""
+def plot_curves(curves: Sequence[dict[str, Any]], out: Path,
+                constant: Optional[float] = None) -> None:
+    """Held-out Abs Rel against step, one line per row (seeds' mean, band of +-1 std).
+
+    ``constant``: the best constant depth's Abs Rel, drawn as a dashed line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,6 +213,8 @@ def plot_curves(curves: Sequence[dict[str, Any]], out: Path) -> None:
         std = np.array([p["std"] or 0.0 for p in pts])
         ax.plot(steps, mean, marker="o", label=f"{curve['row']} ({len(curve['seeds'])} seeds)")
         ax.fill_between(steps, mean - std, mean + std, alpha=0.15)
+    if constant is not None:
+        ax.axhline(constant, color="gray", linestyle="--", label="best constant depth")
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out Abs Rel (median-scaled)")
     ax.set_title("Learning curves: mean over seeds, band = seed-to-seed std")
