@@ -124,3 +124,13 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
                for r in caplog.records) == 2
     record = json.loads((run / "points.json").read_text())
     assert sorted(record["points"]) == ["1", "2", "3"]
+
+
+def test_porcelain_paths_keep_the_first_character() -> None:
+    """The leading space of an unstaged change is part of the status, not of the path."""
+    from training.ablation import porcelain_paths
+
+    status = " M training/ablation.py\nM  config/a.yaml\n?? oe_depth_ros/new.py\n"
+    assert porcelain_paths(status) == ["config/a.yaml", "oe_depth_ros/new.py",
+                                       "training/ablation.py"]
+    assert porcelain_paths("") == []

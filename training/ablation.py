@@ -112,10 +112,18 @@ def git_state() -> dict[str, Any]:
                                 text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "oe_depth_ros", "training",
                                 "config"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
+                               check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "modified": None}
-    return {"commit": commit, "modified": sorted(line[3:] for line in dirty.splitlines())}
+    return {"commit": commit, "modified": porcelain_paths(dirty)}
+
+
+def porcelain_paths(status: str) -> list[str]:
+    """The paths of ``git status --porcelain`` output (two status letters, a space, path).
+
+    The status column may start with a space (" M file"), so lines are not stripped.
+    """
+    return sorted(line[3:] for line in status.splitlines() if len(line) > 3)
 
 
 # ---- worlds --------------------------------------------------------------------------------
