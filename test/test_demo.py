@@ -147,11 +147,9 @@ def test_settings_from_arguments(argv: list[str], want: dict) -> None:
         assert getattr(settings, key) == value, key
 
 
-def _run_dir(tmp_path: Path, records: list[dict] | None, files: tuple[str, ...]) -> Path:
+def _run_dir(tmp_path: Path, files: tuple[str, ...]) -> Path:
     for name in files:
         (tmp_path / name).write_bytes(b"checkpoint")
-    if records is not None:
-        (tmp_path / "validation.json").write_text(json.dumps(records))
     return tmp_path
 
 
@@ -159,7 +157,7 @@ def test_select_checkpoint_takes_the_epoch_of_lowest_validation_abs_rel(tmp_path
     records = [{"epoch": 0, "step": 20, "abs_rel": 0.41, "photometric": 0.09},
                {"epoch": 1, "step": 40, "abs_rel": 0.27, "photometric": 0.11},
                {"epoch": 2, "step": 60, "abs_rel": 0.35, "photometric": 0.08}]
-    chosen = select_checkpoint(_run_dir(tmp_path, records, ("best.pt", "last.pt")))
+    chosen = select_checkpoint(_run_dir(tmp_path, ("best.pt", "last.pt")), records)
     assert chosen.checkpoint == tmp_path / "best.pt"
     assert chosen.validation["step"] == 40 and chosen.chosen_by == "abs_rel"
     assert "step 40" in chosen.describe() and "0.27" in chosen.describe()
@@ -168,18 +166,20 @@ def test_select_checkpoint_takes_the_epoch_of_lowest_validation_abs_rel(tmp_path
 def test_select_checkpoint_without_ground_truth_uses_the_photometric_error(tmp_path) -> None:
     records = [{"epoch": 0, "step": 20, "photometric": 0.09},
                {"epoch": 1, "step": 40, "photometric": 0.07}]
-    chosen = select_checkpoint(_run_dir(tmp_path, records, ("best.pt", "last.pt")))
+    chosen = select_checkpoint(_run_dir(tmp_path, ("best.pt", "last.pt")), records)
     assert chosen.checkpoint.name == "best.pt" and chosen.validation["step"] == 40
     assert chosen.chosen_by == "photometric"
 
 
-@pytest.mark.parametrize("records", [None, []])
-def test_select_checkpoint_falls_back_to_the_last_step(tmp_path, records) -> None:
-    chosen = select_checkpoint(_run_dir(tmp_path, records, ("last.pt",)))
+def test_select_checkpoint_ignores_what_an_earlier_run_left(tmp_path) -> None:
+    """No validation in this run: last.pt, even beside an old best.pt and validation.json."""
+    run = _run_dir(tmp_path, ("best.pt", "last.pt"))
+    (run / "validation.json").write_text(json.dumps([{"epoch": 0, "step": 20, "abs_rel": 0.2}]))
+    chosen = select_checkpoint(run, [])
     assert chosen.checkpoint.name == "last.pt" and chosen.validation is None
     assert "no validation" in chosen.describe()
 
 
 def test_select_checkpoint_names_a_run_without_checkpoints(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="no checkpoint"):
-        select_checkpoint(_run_dir(tmp_path, None, ()))
+        select_checkpoint(_run_dir(tmp_path, ()), [])

@@ -139,20 +139,18 @@ class TrainedModel:
                 "back from the training drives")
 
 
-def select_checkpoint(run_dir: Path) -> TrainedModel:
+def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedModel:
     """best.pt (the epoch of lowest validation error) when validation ran, else last.pt.
 
-    Training from scratch swings widely at the demo's budget (docs/training.md), so the
-    last step may fall on a poor moment. The validation frames are held back from the
-    training drives (with ground truth in the synthetic world); the held-out drive the
-    demo scores on takes no part in the choice.
+    ``records`` are this run's validation results (``Trainer.val_history``), not a file
+    that an earlier run in the same folder may have left. Training from scratch swings
+    widely at the demo's budget (docs/training.md), so the last step may fall on a poor
+    moment. The validation frames are held back from the training drives (with ground
+    truth in the synthetic world); the held-out drive the demo scores on takes no part.
     """
     from training.checkpointing import LAST_NAME
-    from training.trainer import BEST_BY, BEST_NAME, VALIDATION_NAME
+    from training.trainer import BEST_BY, BEST_NAME
 
-    records = []
-    if (run_dir / VALIDATION_NAME).is_file():
-        records = json.loads((run_dir / VALIDATION_NAME).read_text())
     key = next((k for k in BEST_BY if records and all(k in r for r in records)), None)
     if key is not None and (run_dir / BEST_NAME).is_file():
         return TrainedModel(run_dir / BEST_NAME, min(records, key=lambda r: r[key]), key)
@@ -181,7 +179,7 @@ def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
         trainer.fit()
     finally:
         trainer.close()
-    trained = select_checkpoint(trainer.out_dir)
+    trained = select_checkpoint(trainer.out_dir, trainer.val_history)
     LOG.info("exporting %s", trained.describe())
     return trained
 
