@@ -18,7 +18,7 @@ import pytest
 
 from oe_depth_ros.imageops import resize_depth, to_network_input
 from oe_depth_ros.kitti.splits import read_split_file
-from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map
+from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
 from training.evaluate import EvalOptions, evaluate
 from training.gt_depth import ImprovedGroundTruth
 
@@ -196,8 +196,12 @@ def test_command_line_with_onnx_model(synth_world, small_model, tmp_path):
     up = cv2.resize(disp, (gt.shape[1], gt.shape[0]), interpolation=cv2.INTER_LINEAR)
     errors, ratio = evaluate_depth_map(gt, 1.0 / up)
     assert float(rows[0]["ratio"]) == pytest.approx(ratio, rel=1e-4)
+    # d1-d3 are pixel fractions: a float32 rounding difference between the two resize and
+    # inference paths may move a pixel or two across a threshold, worth 1/n each.
+    pixels = int(valid_mask(gt).sum())
     for name in METRIC_NAMES:
-        assert float(rows[0][name]) == pytest.approx(errors[name], rel=1e-4, abs=1e-6)
+        tolerance = 2.5 / pixels if name in ("a1", "a2", "a3") else 1e-6
+        assert float(rows[0][name]) == pytest.approx(errors[name], rel=1e-4, abs=tolerance)
 
     # Evaluating from the exported cache gives the same numbers.
     again = evaluate(_options(synth_world, gt=str(cache), model=str(onnx_model),
