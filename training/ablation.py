@@ -42,8 +42,9 @@ from tqdm import tqdm
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES
 from training.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS, ROWS,
-                                      curve_markdown, curve_summary, label_check_text,
-                                      plot_curves, read_points, summarize, table_markdown)
+                                      best_constant, curve_markdown, curve_summary,
+                                      label_check_text, plot_curves, read_points, summarize,
+                                      table_markdown)
 
 log = logging.getLogger("training.ablation")
 
@@ -423,10 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
                             for row in settings.rows]
         text += "\n" + "\n".join(curve_markdown(c) for c in result["curves"])
-        constants = [r["best_constant_abs_rel"] for r in result["rows"].values()
-                     if r["best_constant_abs_rel"] is not None]
-        plot_curves(result["curves"], args.work / f"{name}.png",
-                    constants[0] if constants else None)
+        plot_curves(result["curves"], args.work / f"{name}.png", best_constant(result["rows"]))
     text += "\n" + label_check_text(labels)
     write_text_atomic(args.work / f"{name}.json", json.dumps(result, indent=1))
     write_text_atomic(args.work / f"{name}.md", text)

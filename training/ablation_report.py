@@ -93,6 +93,13 @@ def _cell(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.4f}" + (f" ± {stat['std']:.4f}" if stat["std"] is not None else "")
 
 
+def best_constant(summary: dict[str, Any]) -> Optional[float]:
+    """The best constant depth's Abs Rel on the held-out drives (the same for every row)."""
+    const = [r["best_constant_abs_rel"] for r in summary.values()
+             if r["best_constant_abs_rel"] is not None]
+    return const[0] if const else None
+
+
 def table_markdown(summary: dict[str, Any], step: int) -> str:
     """Our rows (mean ± std over seeds), changes against the baseline, the paper's table."""
     def mark(flag: bool) -> str:
@@ -106,11 +113,10 @@ def table_markdown(summary: dict[str, Any], step: int) -> str:
         cells = [row, mark(odconv), mark(triplet), str(len(res["seeds"])),
                  *(_cell(res["stats"][c]) for c in COLUMNS)]
         lines.append("| " + " | ".join(cells) + " |")
-    const = [r["best_constant_abs_rel"] for r in summary.values()
-             if r["best_constant_abs_rel"] is not None]
-    if const:
+    const = best_constant(summary)
+    if const is not None:
         lines += ["", f"Best constant depth per image (an oracle no depth-blind predictor "
-                  f"beats): Abs Rel {const[0]:.4f}."]
+                  f"beats): Abs Rel {const:.4f}."]
     if "baseline" in summary:
         base = summary["baseline"]["stats"]
         cols = ("abs_rel", "edge_abs_rel", "semantic_abs_rel")
