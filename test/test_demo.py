@@ -16,7 +16,8 @@ from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
 from training.baselines import best_constant_abs_rel
-from training.demo import DemoSettings, _constant_errors, select_checkpoint
+from training.demo import (DemoSettings, _constant_errors, describe_versus_constant,
+                           select_checkpoint, versus_constant)
 from training.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
@@ -53,6 +54,11 @@ def test_demo_fast_end_to_end(tmp_path):
     cloud = read_ply(out / "cloud.ply")
     assert len(cloud) > 100 and np.all(np.isfinite(cloud["z"])) and np.all(cloud["z"] > 0)
     assert "| model, median-scaled |" in (out / "report.md").read_text()
+    # The comparison with the constant follows from the two rows and is written out.
+    comparison = report["versus_constant"]
+    assert comparison["beats_constant"] == (report["model"]["abs_rel"]
+                                            < report["constant_baseline"]["abs_rel"])
+    assert describe_versus_constant(comparison) in (out / "report.md").read_text()
     # The exported checkpoint is the validation-selected one, and the report says which.
     validation = json.loads((out / "training" / "validation.json").read_text())
     chosen = report["checkpoint"]
@@ -70,8 +76,10 @@ def test_demo_rejects_missing_model(tmp_path):
 
 
 def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
-    """Without dense GT (a real KITTI drive), the demo projects the LiDAR into camera 2;
-    the projected depths agree with the renderer's dense depth where both exist."""
+    """Without dense GT the demo projects the LiDAR into camera 2, as on a real KITTI drive.
+
+    The projected depths agree with the renderer's dense depth where both exist.
+    """
     import shutil
 
     import cv2
@@ -110,8 +118,10 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path):
 
 
 def test_demo_is_registered_outside_the_library() -> None:
-    """`oe-depth demo` comes from the training package's entry point; oe_depth_ros
-    never imports training."""
+    """`oe-depth demo` comes from the training package's entry point.
+
+    oe_depth_ros never imports training.
+    """
     assert plugin_commands()["demo"].__name__ == "training.demo_command"
     root = Path(__file__).resolve().parents[1] / "oe_depth_ros"
     for path in root.rglob("*.py"):
@@ -122,8 +132,10 @@ def test_demo_is_registered_outside_the_library() -> None:
 
 
 def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
-    """The demo's constant row is the learning proof's best constant, on the same pixels,
-    and no worse than the median-scaled constant it replaced."""
+    """The demo's constant row is the learning proof's best constant, on the same pixels.
+
+    It is no worse than the median-scaled constant it replaced.
+    """
     rng = np.random.default_rng(4)
     gt = rng.uniform(3, 70, size=(60, 200)).astype(np.float32)
     gt[rng.random(gt.shape) < 0.3] = 0.0
@@ -183,3 +195,36 @@ def test_select_checkpoint_ignores_what_an_earlier_run_left(tmp_path) -> None:
 def test_select_checkpoint_names_a_run_without_checkpoints(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="no checkpoint"):
         select_checkpoint(_run_dir(tmp_path, ()), [])
+
+
+CONSTANT = {"abs_rel": 0.364, "sq_rel": 4.9, "rmse": 13.2, "rmse_log": 0.72, "a1": 0.340,
+            "a2": 0.598, "a3": 0.702}
+
+
+def test_versus_constant_model_better() -> None:
+    """A lower Abs Rel beats the constant; each metric is judged in its own direction."""
+    model = {"abs_rel": 0.273, "sq_rel": 3.1, "rmse": 10.3, "rmse_log": 0.48, "a1": 0.334,
+             "a2": 0.699, "a3": 0.870}
+    comparison = versus_constant(model, CONSTANT)
+    assert comparison["beats_constant"] is True
+    assert comparison["abs_rel_ratio"] == pytest.approx(0.75)
+    assert comparison["worse_metrics"] == ["a1"]  # 0.334 < 0.340: fewer pixels within 1.25
+    assert comparison["better_metrics"] == ["abs_rel", "sq_rel", "rmse", "rmse_log", "a2",
+                                            "a3"]
+    text = describe_versus_constant(comparison)
+    assert text.startswith("The model beats") and "0.75x" in text and "6 of 7" in text
+
+
+def test_versus_constant_model_worse() -> None:
+    """A model above the constant's Abs Rel is called out, even when other metrics win."""
+    model = dict(CONSTANT, abs_rel=0.408, rmse=12.0, a3=0.75)
+    comparison = versus_constant(model, CONSTANT)
+    assert comparison["beats_constant"] is False
+    assert comparison["better_metrics"] == ["rmse", "a3"]
+    assert set(comparison["worse_metrics"]) == {"abs_rel", "sq_rel", "rmse_log", "a1", "a2"}
+    text = describe_versus_constant(comparison)
+    assert "does NOT beat" in text and "1.12x" in text and "2 of 7" in text
+    assert "--seed" in text  # the demo's own model: train it differently
+    assert "--seed" not in describe_versus_constant(comparison, trained_here=False)
+    # equal Abs Rel is not a win
+    assert versus_constant(dict(CONSTANT), CONSTANT)["beats_constant"] is False

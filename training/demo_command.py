@@ -54,13 +54,16 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its results are."""
-    from training.demo import run_demo
+    from training.demo import describe_versus_constant, run_demo
 
     result = run_demo(settings_from_args(args))
     model, const = result.report["model"], result.report["constant_baseline"]
     LOG.info("AbsRel: model %.3f vs best constant depth %.3f (d1 %.3f vs %.3f) over %d frames",
              model["abs_rel"], const["abs_rel"], model["a1"], const["a1"],
              result.report["frames"])
+    comparison = result.report["versus_constant"]
+    LOG.log(logging.INFO if comparison["beats_constant"] else logging.WARNING, "%s",
+            describe_versus_constant(comparison, trained_here=args.model is None))
     LOG.info("total %.0f s wall, %.0f s CPU; results in %s: report.md, report.json, "
              "output.bag, panels/, cloud.ply", result.report["total_seconds"],
              result.report["total_cpu_seconds"], args.out)
