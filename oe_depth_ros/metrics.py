@@ -15,6 +15,9 @@ import numpy as np
 #: Names of the error measures, in the order of the paper's tables.
 METRIC_NAMES: tuple[str, ...] = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3")
 
+#: The threshold accuracies, where higher is better; the other measures are errors.
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"a1", "a2", "a3"})
+
 #: Column headings of the paper-style table, matching :data:`METRIC_NAMES`.
 METRIC_LABELS: tuple[str, ...] = ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "d1", "d2", "d3")
 

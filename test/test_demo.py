@@ -16,8 +16,7 @@ from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
 from training.baselines import best_constant_abs_rel
-from training.demo import (DemoSettings, _constant_errors, describe_versus_constant,
-                           select_checkpoint, versus_constant)
+from training.demo import DemoSettings, _constant_errors, select_checkpoint, versus_constant
 from training.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
@@ -58,7 +57,9 @@ def test_demo_fast_end_to_end(tmp_path):
     comparison = report["versus_constant"]
     assert comparison["beats_constant"] == (report["model"]["abs_rel"]
                                             < report["constant_baseline"]["abs_rel"])
-    assert describe_versus_constant(comparison) in (out / "report.md").read_text()
+    opening = "The model beats" if comparison["beats_constant"] else "The model does NOT beat"
+    assert comparison["summary"].startswith(opening)
+    assert comparison["summary"] in (out / "report.md").read_text()
     # The exported checkpoint is the validation-selected one, and the report says which.
     validation = json.loads((out / "training" / "validation.json").read_text())
     chosen = report["checkpoint"]
@@ -211,7 +212,7 @@ def test_versus_constant_model_better() -> None:
     assert comparison["worse_metrics"] == ["a1"]  # 0.334 < 0.340: fewer pixels within 1.25
     assert comparison["better_metrics"] == ["abs_rel", "sq_rel", "rmse", "rmse_log", "a2",
                                             "a3"]
-    text = describe_versus_constant(comparison)
+    text = comparison["summary"]
     assert text.startswith("The model beats") and "0.75x" in text and "6 of 7" in text
 
 
@@ -222,9 +223,10 @@ def test_versus_constant_model_worse() -> None:
     assert comparison["beats_constant"] is False
     assert comparison["better_metrics"] == ["rmse", "a3"]
     assert set(comparison["worse_metrics"]) == {"abs_rel", "sq_rel", "rmse_log", "a1", "a2"}
-    text = describe_versus_constant(comparison)
+    text = comparison["summary"]
     assert "does NOT beat" in text and "1.12x" in text and "2 of 7" in text
     assert "--seed" in text  # the demo's own model: train it differently
-    assert "--seed" not in describe_versus_constant(comparison, trained_here=False)
+    user_model = versus_constant(model, CONSTANT, trained_here=False)["summary"]
+    assert "does NOT beat" in user_model and "--seed" not in user_model
     # equal Abs Rel is not a win
     assert versus_constant(dict(CONSTANT), CONSTANT)["beats_constant"] is False

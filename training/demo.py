@@ -32,7 +32,8 @@ import cv2
 import numpy as np
 
 from oe_depth_ros.atomic import write_text_atomic
-from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
+from oe_depth_ros.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, evaluate_depth_map,
+                                  valid_mask)
 from oe_depth_ros.scale import ScaleMethod
 from training.baselines import best_constant_depth
 
@@ -246,24 +247,34 @@ def _constant_errors(gt: np.ndarray) -> dict[str, float]:
     return evaluate_depth_map(gt, np.full_like(gt, c), median_scaling=False)[0]
 
 
-#: Metrics where a higher value is better (the threshold accuracies); the others are errors.
-HIGHER_IS_BETTER = frozenset({"a1", "a2", "a3"})
-
-
-def versus_constant(model: dict[str, float], constant: dict[str, float]) -> dict[str, Any]:
+def versus_constant(model: dict[str, float], constant: dict[str, float],
+                    trained_here: bool = True) -> dict[str, Any]:
     """How the model compares with the best constant depth, metric by metric.
 
     ``beats_constant`` is the headline: a lower Abs Rel. A briefly trained network from
-    random weights can end up worse than the constant (docs/deployment.md), and the demo must say
-    so rather than let a user read a depth-blind model as a working one.
+    random weights can end up worse than the constant (docs/deployment.md), and the demo
+    must say so rather than let a user read a depth-blind model as a working one.
+    ``summary`` says it in a sentence (report.md and the log); ``trained_here`` (the demo
+    trained the model, else it is the user's ``--model``) decides what it suggests when
+    the model loses.
     """
     better = [name for name in METRIC_NAMES
               if (model[name] > constant[name] if name in HIGHER_IS_BETTER
                   else model[name] < constant[name])]
-    return {"beats_constant": model["abs_rel"] < constant["abs_rel"],
-            "abs_rel_ratio": model["abs_rel"] / constant["abs_rel"],
-            "better_metrics": better,
-            "worse_metrics": [n for n in METRIC_NAMES if n not in better]}
+    beats, ratio = model["abs_rel"] < constant["abs_rel"], model["abs_rel"] / constant["abs_rel"]
+    counted = f"{len(better)} of {len(METRIC_NAMES)} metrics"
+    if beats:
+        summary = (f"The model beats the best constant depth: Abs Rel {ratio:.2f}x the "
+                   f"constant's, better on {counted}.")
+    else:
+        summary = (f"The model does NOT beat the best constant depth: Abs Rel {ratio:.2f}x the "
+                   f"constant's (better on {counted}). "
+                   + ("Training from random weights for a few minutes swings from seed to "
+                      "seed; try another --seed or more --train-steps, or pass a trained "
+                      "--model." if trained_here
+                      else "Check that the model was trained on images like these."))
+    return {"beats_constant": beats, "abs_rel_ratio": ratio, "better_metrics": better,
+            "worse_metrics": [n for n in METRIC_NAMES if n not in better], "summary": summary}
 
 
 def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
@@ -318,24 +329,6 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
             "per_frame": per_frame}
 
 
-def describe_versus_constant(comparison: dict[str, Any], trained_here: bool = True) -> str:
-    """One sentence on the model against the best constant depth (report.md and the log).
-
-    ``trained_here``: the demo trained the model (else it is the user's ``--model``), which
-    decides what the sentence suggests when the model loses.
-    """
-    better, total = len(comparison["better_metrics"]), len(METRIC_NAMES)
-    ratio = comparison["abs_rel_ratio"]
-    if comparison["beats_constant"]:
-        return (f"The model beats the best constant depth: Abs Rel {ratio:.2f}x the "
-                f"constant's, better on {better} of {total} metrics.")
-    return (f"The model does NOT beat the best constant depth: Abs Rel "
-            f"{ratio:.2f}x the constant's (better on {better} of {total} metrics). "
-            + ("Training from random weights for a few minutes swings from seed to seed; "
-               "try another --seed or more --train-steps, or pass a trained --model."
-               if trained_here else "Check that the model was trained on images like these."))
-
-
 def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
     write_text_atomic(settings.out / "report.json", json.dumps(report, indent=2) + "\n")
     names = list(METRIC_NAMES)
@@ -350,8 +343,7 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
         lines.append(f"| {label} | " + " | ".join(f"{report[key][n]:.3f}" for n in names) + " |")
     stage_times = ", ".join(f"{k} {v:.1f} ({report['stage_cpu_seconds'][k]:.1f})"
                             for k, v in report["stage_seconds"].items())
-    lines += ["", describe_versus_constant(report["versus_constant"], settings.model is None),
-              "",
+    lines += ["", report["versus_constant"]["summary"], "",
               f"Stage times, wall s (CPU s): {stage_times}; total "
               f"{report['total_seconds']:.1f} ({report['total_cpu_seconds']:.1f})", "",
               "Files: output.bag (depth, camera_info, points, colored depth), panels/*.png "
@@ -401,7 +393,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         in_bag, out_bag, DepthPipeline(backend, pipeline_config), options))
     report = stages.run("report", lambda: _report(settings, options, in_bag, out_bag,
                                                   drive_dir))
-    report["versus_constant"] = versus_constant(report["model"], report["constant_baseline"])
+    report["versus_constant"] = versus_constant(report["model"], report["constant_baseline"],
+                                                trained_here=settings.model is None)
     report.update(extra, model_source=model_desc, backend=backend.name,
                   scale_method=settings.scale_method, lidar_evaluation=summary.evaluation,
                   stage_seconds=stages.seconds, stage_cpu_seconds=stages.cpu_seconds,

@@ -54,7 +54,7 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its results are."""
-    from training.demo import describe_versus_constant, run_demo
+    from training.demo import run_demo
 
     result = run_demo(settings_from_args(args))
     model, const = result.report["model"], result.report["constant_baseline"]
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
              result.report["frames"])
     comparison = result.report["versus_constant"]
     LOG.log(logging.INFO if comparison["beats_constant"] else logging.WARNING, "%s",
-            describe_versus_constant(comparison, trained_here=args.model is None))
+            comparison["summary"])
     LOG.info("total %.0f s wall, %.0f s CPU; results in %s: report.md, report.json, "
              "output.bag, panels/, cloud.ply", result.report["total_seconds"],
              result.report["total_cpu_seconds"], args.out)
