@@ -95,3 +95,48 @@ def test_stereo_frame_warp_with_fixed_baseline(synth_world) -> None:
         err_id = (source - target).abs().mean(1, keepdim=True)[valid].mean().item()
         assert errors["right"] < 0.03 and errors["right"] < 0.35 * err_id, (flip, errors, err_id)
         assert errors["wrong sign"] > 2 * errors["right"], (flip, errors)
+
+
+def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path) -> None:
+    """("T", f) equals the OXTS transform (mirrored when flipped) and warps with GT depth."""
+    import shutil
+
+    from training.datasets import Augmentation
+
+    split = synth_world.split_files["train"]
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    for flip in (0.0, 1.0):
+        ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, num_scales=1, load_gt=True,
+                                 intrinsics="calibration", ego_motion=True,
+                                 augment=Augmentation(flip_prob=flip, color_aug_prob=0.0))
+        warper = ViewWarper(128, 416)
+        sample, entry = ds[2], ds.entries[2]
+        assert sample["flip"] == bool(flip)
+        drive = KittiDrive(synth_world.root / entry.folder)
+        gt = sample["depth_gt"][None]
+        if flip:
+            gt = gt.flip(-1)
+        valid = gt > 0
+        depth = torch.where(valid, gt, torch.full_like(gt, 1e4))
+        target = sample[("color", 0, 0)][None]
+        k, inv_k = sample[("K", 0)][None], sample[("inv_K", 0)][None]
+        for f in (-1, 1):
+            expected = _gt_transform(drive, entry.frame, entry.frame + f)[0]
+            if flip:
+                expected = mirror @ expected @ mirror
+            torch.testing.assert_close(sample[("T", f)], expected, atol=1e-5, rtol=1e-5)
+            source = sample[("color", f, 0)][None]
+            warped, grid = warper(source, depth, k, inv_k, sample[("T", f)][None])
+            inside = (grid.abs() < 0.98).all(-1)[:, None] & valid
+            err_warp = (warped - target).abs().mean(1, keepdim=True)[inside].mean().item()
+            err_id = (source - target).abs().mean(1, keepdim=True)[inside].mean().item()
+            assert err_warp < 0.03 and err_warp < 0.35 * err_id, (flip, f, err_warp, err_id)
+    # without the drive's OXTS packets the dataset refuses before training, naming the file
+    copy = tmp_path / "world"
+    shutil.copytree(synth_world.root, copy)
+    gone = KittiDrive(copy / entry.folder).oxts_path(entry.frame)
+    gone.unlink()
+    with pytest.raises(FileNotFoundError, match=gone.name):
+        KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration",
+                            ego_motion=True)
+    KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration")

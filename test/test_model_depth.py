@@ -187,3 +187,19 @@ def test_temperature_reaches_every_odconv():
     net.update_temperature(4.0)
     assert all(isinstance(m, ODConv2d) and m.attention.temperature == 4.0
                for m in net.odconv_layers())
+
+
+def test_start_at_depth_sets_the_first_output():
+    """The heads' bias alone gives the requested depth (1 / (1/100 + 9.99 sigmoid(b)) = d)."""
+    net = build_depth_net("diffnet_small").eval()
+    net.start_at_depth(3.16)
+    for head in net.decoder.heads:
+        torch.nn.init.zeros_(head.conv.weight)
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 64, 192))
+    for s in range(4):
+        sigmoid = out[("disp", s)].double()
+        depth = 1.0 / (1.0 / 100.0 + (1.0 / 0.1 - 1.0 / 100.0) * sigmoid)
+        torch.testing.assert_close(depth, torch.full_like(depth, 3.16), rtol=1e-5, atol=0)
+    with pytest.raises(ValueError, match="start depth 100.0 must lie within"):
+        net.start_at_depth(100.0)

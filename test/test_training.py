@@ -259,3 +259,46 @@ def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
     best = load_checkpoint(tmp_path / "best.pt")["step"]
     losses = {v["step"]: v["photometric"] for v in val}
     assert best == min(losses, key=losses.get)
+
+
+def test_oxts_ego_motion_trains_without_a_pose_network(synth_world, tmp_path: Path) -> None:
+    """model.ego_motion=oxts: the batch's drive motion replaces the pose network."""
+    demo = load_train_config("synth_small_oxts")
+    assert (demo.model.ego_motion, demo.model.init_depth) == ("oxts", 3.16)
+    cfg = load_train_config("synth_small_oxts", tiny_overrides(
+        synth_world, max_steps=2, validate=False, **{"model.depth": "diffnet_small",
+                                                     "loss.triplet_weight": 0.0}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    assert trainer.pose_net is None and len(trainer.networks()) == 1
+    assert len(trainer.params) == len(list(trainer.depth_net.parameters()))
+    batch = next(iter(trainer.loader))
+    _, transforms = trainer.forward(trainer._to_device(batch))
+    for f in (-1, 1):
+        torch.testing.assert_close(transforms[f], batch[("T", f)])
+    # the synthetic car drives forward: the previous camera is behind, the next ahead
+    assert (batch[("T", -1)][:, 2, 3] > 0.3).all() and (batch[("T", 1)][:, 2, 3] < -0.3).all()
+    history = trainer.fit()
+    trainer.close()
+    assert [h["step"] for h in history] == [1, 2]
+    assert all(np.isfinite(h["total"]) for h in history)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["pose"] is None and ckpt["train_config"]["model"]["ego_motion"] == "oxts"
+    # a run with a pose network cannot continue from it, and says why
+    with_pose = Trainer(load_train_config("synth_small", tiny_overrides(
+        synth_world, validate=False, **{"model.depth": "diffnet_small"})), out_dir=tmp_path / "b")
+    with pytest.raises(ValueError, match="has no pose network.*ego_motion is pose_net"):
+        with_pose.resume(tmp_path / "last.pt")
+
+
+def test_ego_motion_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="data.stereo needs model.ego_motion=pose_net"):
+        load_train_config("oe_depth_ms", ["model.ego_motion=oxts"])
+    with pytest.raises(ConfigError, match="model.*ego_motion"):
+        load_train_config("oe_depth", ["model.ego_motion=gps"])
+    with pytest.raises(ConfigError, match="model.init_depth must be positive"):
+        load_train_config("oe_depth", ["model.init_depth=-1"])
+    # without a pose network its weights need no choosing; the depth encoder's still do
+    oxts = load_train_config("oe_depth", ["model.ego_motion=oxts", "model.depth_pretrained=none"])
+    oxts.model.check_pretrained()
+    with pytest.raises(ConfigError, match=r"^model.depth_pretrained not set"):
+        load_train_config("oe_depth", ["model.ego_motion=oxts"]).model.check_pretrained()

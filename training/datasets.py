@@ -6,7 +6,9 @@ stereo pair at the same time) and scale s (0..num_scales-1, 1/2^s of the network
   ("color_aug", f, s)  the same after color jitter, what the networks see;
 and ("K", s), ("inv_K", s) 4x4 float32 intrinsics of scale s, "stereo_T" (with frame
 "s") the 4x4 transform from this camera to the other one in normalized units
-(Monodepth2: baseline 0.1, sign by side and flip), "semantics" int64 [1, H, W]
+(Monodepth2: baseline 0.1, sign by side and flip), ("T", f) with ``ego_motion`` the
+4x4 float32 transform taking frame 0's camera points into temporal source frame f's
+(metres, from the drive's OXTS poses; mirrored when flipped), "semantics" int64 [1, H, W]
 trainIds (255 = ignored) of frame 0 when semantics are on, "depth_gt" float32
 [1, H0, W0] meters (0 = none) when ground truth is requested and present, "index"
 and "flip".
@@ -35,6 +37,7 @@ from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels, resi
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.raw import IMAGE_EXTENSIONS, KittiDrive, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
+from training.ego_motion import camera_motion, mirrored
 from training.semantic_labels import read_train_ids, semantic_label_path
 
 LOG = logging.getLogger(__name__)
@@ -166,7 +169,8 @@ class KittiRawMonoDataset(Dataset):
                  num_scales: int = 4, img_ext: str = "auto", use_semantics: bool = False,
                  intrinsics: IntrinsicsSource = "kitti_normalized", load_gt: bool = False,
                  augment: Augmentation | None = None,
-                 semantics_root: str | os.PathLike[str] | None = None) -> None:
+                 semantics_root: str | os.PathLike[str] | None = None,
+                 ego_motion: bool = False) -> None:
         super().__init__()
         if height % (2 ** (num_scales - 1)) or width % (2 ** (num_scales - 1)):
             raise ValueError(f"height {height} and width {width} must be divisible by "
@@ -187,11 +191,13 @@ class KittiRawMonoDataset(Dataset):
         self.use_semantics = use_semantics
         self.intrinsics = intrinsics
         self.augment = augment
+        self.ego_motion = ego_motion
         self.epoch = 0
         self.semantics_root = (Path(semantics_root) if semantics_root
                                else self.data_path / "segmentation")
         self._drives: dict[str, KittiDrive] = {}
         self._k_cache: dict[tuple[str, int, int, int], np.ndarray] = {}
+        self._poses: dict[str, np.ndarray] = {}
         self.img_ext = self._resolve_ext(img_ext)
         self._check_files()
         self.has_gt = load_gt and all(self.gt_path(e).is_file() for e in self.entries)
@@ -244,9 +250,27 @@ class KittiRawMonoDataset(Dataset):
         paths = [self.image_path(entry, f) for f in self.frame_ids]
         if self.use_semantics:
             paths.append(self.label_path(entry))
-        if self.intrinsics == "calibration":
+        if self.intrinsics == "calibration" or self.ego_motion:
             paths.append(self.calib_path(entry))
+        if self.ego_motion:
+            paths += [self.data_path / entry.date / name
+                      for name in ("calib_velo_to_cam.txt", "calib_imu_to_velo.txt")]
+            paths += [self.drive(entry).oxts_path(self.frame_source(entry, f)[1])
+                      for f in self.frame_ids if f != STEREO_FRAME]
         return paths
+
+    def camera_motion(self, entry: SplitEntry, frame: int, flip: bool = False) -> np.ndarray:
+        """4x4 transform taking ``entry``'s camera points into temporal frame ``frame``'s.
+
+        Metres, from the drive's OXTS poses and calibration (cached per drive); mirrored
+        for a flipped sample.
+        """
+        if entry.folder not in self._poses:
+            self._poses[entry.folder] = self.drive(entry).poses()
+        imu_to_cam = self.drive(entry).calib.T_imu_to_rect(entry.camera)
+        transform = camera_motion(self._poses[entry.folder], imu_to_cam, entry.frame,
+                                  entry.frame + frame)
+        return mirrored(transform) if flip else transform
 
     def _check_files(self) -> None:
         missing: list[str] = []
@@ -329,6 +353,11 @@ class KittiRawMonoDataset(Dataset):
             sample[("inv_K", s)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))
         if STEREO_FRAME in self.frame_ids:
             sample["stereo_T"] = torch.from_numpy(stereo_transform(entry.side, flip))
+        if self.ego_motion:
+            for f in self.frame_ids:
+                if f not in (0, STEREO_FRAME):
+                    motion = self.camera_motion(entry, int(f), flip)
+                    sample[("T", f)] = torch.from_numpy(motion.astype(np.float32))
         if self.use_semantics:
             labels = read_train_ids(self.label_path(entry), (self.height, self.width), flip)
             sample["semantics"] = torch.from_numpy(labels.astype(np.int64))[None]

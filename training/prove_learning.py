@@ -77,8 +77,8 @@ def photometric_loss(trainer: Any, dataset: Any, batch_size: int = 4) -> float:
 
     from training.datasets import collate
 
-    trainer.depth_net.eval()
-    trainer.pose_net.eval()
+    for net in trainer.networks():
+        net.eval()
     total, count = 0.0, 0
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
         inputs = trainer._to_device(batch)

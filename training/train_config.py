@@ -83,12 +83,32 @@ class ModelConfig:
     ``depth_pretrained`` / ``pose_pretrained``: a local weights file, ``none`` to start
     from random weights on purpose, or null (not chosen: training refuses to start,
     see :meth:`check_pretrained`).
+
+    ``ego_motion``: ``pose_net`` (the paper: the pose network estimates each pair's
+    motion) or ``oxts`` (the drives' GNSS/INS poses give it, in metres; no pose network
+    is built, and depth comes out metric). ``init_depth``: the depth (metres, or the
+    pose network's units) the disparity heads output at the start; null keeps the
+    reference initialization (a sigmoid of ~0.5, about twice ``min_depth``).
     """
 
     depth: str = "oe_depth"
     pose: str = "resnet18"
     depth_pretrained: Optional[str] = None
     pose_pretrained: Optional[str] = None
+    ego_motion: Literal["pose_net", "oxts"] = "pose_net"
+    init_depth: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if self.ego_motion not in ("pose_net", "oxts"):
+            raise ConfigError(f"model.ego_motion must be 'pose_net' or 'oxts', "
+                              f"got {self.ego_motion!r}")
+        if self.init_depth is not None and not self.init_depth > 0:
+            raise ConfigError(f"model.init_depth must be positive, got {self.init_depth}")
+
+    @property
+    def uses_pose_net(self) -> bool:
+        """Whether a pose network is trained (``ego_motion: pose_net``)."""
+        return self.ego_motion == "pose_net"
 
     @staticmethod
     def _weights(value: Optional[str]) -> Optional[str]:
@@ -110,7 +130,8 @@ class ModelConfig:
         Training KITTI from random weights is far from the paper; the error names the
         options, where the weights come from and how to opt out.
         """
-        unset = [name for name in PRETRAINED_SOURCES if getattr(self, name) is None]
+        unset = [name for name in PRETRAINED_SOURCES if getattr(self, name) is None
+                 and (name != "pose_pretrained" or self.uses_pose_net)]
         if not unset:
             return
         lines = [f"  model.{name}=/path/to/file   # {PRETRAINED_SOURCES[name]}" for name in unset]
@@ -203,6 +224,10 @@ class TrainConfig:
             raise ConfigError("checkpoint_every, log_every and image_log_every must be >= 1")
         if self.max_steps is not None and self.max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.data.stereo and not self.model.uses_pose_net:
+            raise ConfigError("data.stereo needs model.ego_motion=pose_net: the stereo frame's "
+                              "fixed transform is in the pose network's units (baseline 0.1), "
+                              "OXTS motion is in metres")
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 class Trainer:
-    """Train the depth and pose networks of ``config`` for one process of a job."""
+    """Train the depth network (and the pose network) of ``config`` for one process of a job."""
 
     def __init__(self, config: TrainConfig, out_dir: str | Path | None = None,
                  env: DistEnv | None = None) -> None:
@@ -123,7 +123,8 @@ class Trainer:
         self.train_set = KittiRawMonoDataset(
             d.data_path, d.train_split, d.height, d.width, frame_ids=d.all_frame_ids,
             num_scales=d.num_scales, img_ext=d.img_ext, use_semantics=cfg.loss.use_triplet,
-            intrinsics=d.intrinsics, augment=augment)
+            intrinsics=d.intrinsics, augment=augment,
+            ego_motion=not cfg.model.uses_pose_net)
         self.val_set = None
         if cfg.validate and d.val_split:  # depth errors with ground truth, else photometric
             self.val_set = KittiRawMonoDataset(
@@ -132,7 +133,8 @@ class Trainer:
             if not self.val_set.has_gt:
                 self.val_set = KittiRawMonoDataset(
                     d.data_path, d.val_split, d.height, d.width, frame_ids=d.all_frame_ids,
-                    num_scales=d.num_scales, img_ext=d.img_ext, intrinsics=d.intrinsics)
+                    num_scales=d.num_scales, img_ext=d.img_ext, intrinsics=d.intrinsics,
+                    ego_motion=not cfg.model.uses_pose_net)
         self.sampler = ShardedBatchSampler(len(self.train_set), cfg.optim.batch_size,
                                            self.env.rank, self.env.world_size, cfg.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
@@ -145,7 +147,12 @@ class Trainer:
     def _build_networks(self) -> None:
         cfg = self.cfg
         self.depth_net = build_depth_net(cfg.model.depth, pretrained=cfg.model.depth_weights)
-        self.pose_net = build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
+        if cfg.model.init_depth is not None:
+            self.depth_net.start_at_depth(cfg.model.init_depth)
+        #: None with ``model.ego_motion: oxts`` (the batch carries each pair's motion)
+        self.pose_net: nn.Module | None = (
+            build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
+            if cfg.model.uses_pose_net else None)
         self.min_depth = self.depth_net.config.min_depth
         self.max_depth = self.depth_net.config.max_depth
         if cfg.sync_bn and self.env.distributed:
@@ -153,8 +160,9 @@ class Trainer:
                 raise RuntimeError("sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no "
                                    "CPU implementation); use sync_bn=false")
             self.depth_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.depth_net)
-            self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
-        for net in (self.depth_net, self.pose_net):
+            if self.pose_net is not None:
+                self.pose_net = nn.SyncBatchNorm.convert_sync_batchnorm(self.pose_net)
+        for net in self.networks():
             net.to(self.device)
             if self.channels_last:
                 net.to(memory_format=torch.channels_last)
@@ -163,13 +171,18 @@ class Trainer:
             unused = len(self.scales) < 4
             self.depth_model: nn.Module = DDP(self.depth_net, device_ids=ids,
                                               find_unused_parameters=unused)
-            self.pose_model: nn.Module = DDP(self.pose_net, device_ids=ids)
+            self.pose_model: nn.Module | None = (
+                None if self.pose_net is None else DDP(self.pose_net, device_ids=ids))
         else:
             self.depth_model, self.pose_model = self.depth_net, self.pose_net
 
+    def networks(self) -> list[nn.Module]:
+        """The networks being trained: depth, and pose unless the drives give the motion."""
+        return [net for net in (self.depth_net, self.pose_net) if net is not None]
+
     def _build_optimizer(self) -> None:
         optim = self.cfg.optim
-        self.params = list(self.depth_net.parameters()) + list(self.pose_net.parameters())
+        self.params = [p for net in self.networks() for p in net.parameters()]
         self.optimizer = torch.optim.Adam(self.params, lr=optim.lr,
                                           weight_decay=optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
@@ -185,7 +198,7 @@ class Trainer:
         return {
             "model_config": to_dict(self.depth_net.config),
             "depth": _unwrap(self.depth_net).state_dict(),
-            "pose": _unwrap(self.pose_net).state_dict(),
+            "pose": None if self.pose_net is None else _unwrap(self.pose_net).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -212,7 +225,11 @@ class Trainer:
             LOG.warning("checkpoint %s was trained at %s; this run uses %dx%d", path,
                         ckpt.get("input_size"), self.height, self.width)
         load_state_dict_checked(self.depth_net, ckpt["depth"], f"{path} (depth)")
-        load_state_dict_checked(self.pose_net, ckpt["pose"], f"{path} (pose)")
+        if (self.pose_net is None) != (ckpt.get("pose") is None):
+            raise ValueError(f"{path}: {'has no' if self.pose_net is not None else 'has a'} pose "
+                             f"network, this run's model.ego_motion is {self.cfg.model.ego_motion}")
+        if self.pose_net is not None:
+            load_state_dict_checked(self.pose_net, ckpt["pose"], f"{path} (pose)")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if "scaler" in ckpt and self.use_amp:
@@ -234,10 +251,10 @@ class Trainer:
 
     # ---- one step --------------------------------------------------------------------------
     def _train_mode(self) -> None:
-        self.depth_model.train()
-        self.pose_model.train()
+        for net in self.networks():
+            net.train()
         if self.cfg.freeze_bn:  # normalize with the running statistics, leave them unchanged
-            for module in list(self.depth_net.modules()) + list(self.pose_net.modules()):
+            for module in (m for net in self.networks() for m in net.modules()):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
         if self.cfg.freeze_attention_bn:
@@ -259,13 +276,15 @@ class Trainer:
             return torch.autocast(device_type="cuda", dtype=torch.float16)
         return nullcontext()
 
-    def forward(self, inputs: dict[Any, Any], nets: tuple[nn.Module, nn.Module] | None = None
+    def forward(self, inputs: dict[Any, Any],
+                nets: tuple[nn.Module, nn.Module | None] | None = None
                 ) -> tuple[dict[Any, torch.Tensor], dict[FrameId, torch.Tensor]]:
         """Depth outputs (float32) and the target->source transforms of every source frame.
 
         ``nets`` = (depth, pose) replaces the (possibly DDP-wrapped) training networks. The
-        stereo frame "s" takes the batch's fixed ``stereo_T``; the others the pose network's
-        estimate on the pair in temporal order, inverted for a frame before the target.
+        stereo frame "s" takes the batch's fixed ``stereo_T``; the others the batch's OXTS
+        motion ("T", f) without a pose network, else the pose network's estimate on the
+        pair in temporal order, inverted for a frame before the target.
         """
         depth_model, pose_model = nets or (self.depth_model, self.pose_model)
         transforms: dict[FrameId, torch.Tensor] = {}
@@ -275,6 +294,9 @@ class Trainer:
             for f in self.source_ids:
                 if f == STEREO_FRAME:
                     transforms[f] = inputs["stereo_T"].float()
+                    continue
+                if pose_model is None:
+                    transforms[f] = inputs[("T", f)].float()
                     continue
                 pair = [inputs[("color_aug", f, 0)], inputs[("color_aug", 0, 0)]]
                 if int(f) > 0:
@@ -524,7 +546,8 @@ class Trainer:
 
     @torch.no_grad()
     def _validate_photometric(self, loader: DataLoader) -> dict[str, float]:
-        nets = (_unwrap(self.depth_net).eval(), _unwrap(self.pose_net).eval())
+        pose = None if self.pose_net is None else _unwrap(self.pose_net).eval()
+        nets = (_unwrap(self.depth_net).eval(), pose)
         total, count = 0.0, 0
         for batch in loader:
             inputs = self._to_device(batch)

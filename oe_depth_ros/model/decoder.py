@@ -8,7 +8,8 @@ H/2 feature to full resolution; sigmoid disparity heads read H, H/2, H/4 and H/8
 """
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -66,6 +67,11 @@ class DispHead(nn.Module):
     def __init__(self, in_channels: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, 1, 3, bias=True)
+
+    def start_at(self, value: float) -> None:
+        """Set the bias so that the head outputs ``value`` (in (0, 1)) where the conv sums to 0."""
+        with torch.no_grad():
+            cast(torch.Tensor, self.conv.bias).fill_(math.log(value / (1.0 - value)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.conv(F.pad(x, (1, 1, 1, 1), mode="reflect")))

@@ -11,15 +11,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Union, cast
 
+import numpy as np
 import torch
 from torch import nn
 
 from oe_depth_ros.config import ConfigError, from_dict, load_yaml
+from oe_depth_ros.geometry import depth_to_disp
 from oe_depth_ros.paths import config_dir
 
-from .decoder import DepthDecoder
+from .decoder import DepthDecoder, DispHead
 from .hrnet import SUPPORTED_ENCODERS, HRNetEncoder, load_pretrained_encoder, replace_with_odconv
 from .odconv import ODConv2d
 
@@ -150,6 +152,21 @@ class DepthNet(nn.Module):
         """Set the attention temperature of every ODConv layer."""
         for layer in self.odconv_layers():
             layer.update_temperature(temperature)
+
+    def start_at_depth(self, depth: float) -> None:
+        """Set the disparity heads' bias so that the network's first output is about ``depth``.
+
+        Training from random weights: the reference initialization starts the sigmoid near
+        0.5, about twice ``min_depth``, where log depth responds only weakly to the logits
+        and a scene's range is squeezed against the lower bound.
+        """
+        cfg = self.config
+        if not cfg.min_depth < depth < cfg.max_depth:
+            raise ValueError(f"start depth {depth} must lie within ({cfg.min_depth}, "
+                             f"{cfg.max_depth})")
+        fraction = float(depth_to_disp(np.float64(depth), cfg.min_depth, cfg.max_depth))
+        for head in self.decoder.heads:
+            cast(DispHead, head).start_at(fraction)
 
     def forward(self, x: torch.Tensor) -> DepthOutputs:
         if x.dim() != 4 or x.shape[1] != 3:
