@@ -54,7 +54,7 @@ class DemoSettings:
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small_oxts"
-    train_steps: int = 120
+    train_steps: int = 240
     train_batch: int = 4
     net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"
