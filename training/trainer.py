@@ -224,10 +224,10 @@ class Trainer:
         if list(ckpt.get("input_size", [])) != [self.height, self.width]:
             LOG.warning("checkpoint %s was trained at %s; this run uses %dx%d", path,
                         ckpt.get("input_size"), self.height, self.width)
-        load_state_dict_checked(self.depth_net, ckpt["depth"], f"{path} (depth)")
         if (self.pose_net is None) != (ckpt.get("pose") is None):
             raise ValueError(f"{path}: {'has no' if self.pose_net is not None else 'has a'} pose "
                              f"network, this run's model.ego_motion is {self.cfg.model.ego_motion}")
+        load_state_dict_checked(self.depth_net, ckpt["depth"], f"{path} (depth)")
         if self.pose_net is not None:
             load_state_dict_checked(self.pose_net, ckpt["pose"], f"{path} (pose)")
         self.optimizer.load_state_dict(ckpt["optimizer"])
