@@ -99,9 +99,6 @@ class ModelConfig:
     init_depth: Optional[float] = None
 
     def __post_init__(self) -> None:
-        if self.ego_motion not in ("pose_net", "oxts"):
-            raise ConfigError(f"model.ego_motion must be 'pose_net' or 'oxts', "
-                              f"got {self.ego_motion!r}")
         if self.init_depth is not None and not self.init_depth > 0:
             raise ConfigError(f"model.init_depth must be positive, got {self.init_depth}")
 

@@ -118,13 +118,13 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, d = self.cfg, self.cfg.data
+        ego_motion = not cfg.model.uses_pose_net  # the batch carries the drives' motion
         augment = Augmentation(seed=cfg.seed, flip_prob=d.flip_prob,
                                color_aug_prob=d.color_aug_prob)
         self.train_set = KittiRawMonoDataset(
             d.data_path, d.train_split, d.height, d.width, frame_ids=d.all_frame_ids,
             num_scales=d.num_scales, img_ext=d.img_ext, use_semantics=cfg.loss.use_triplet,
-            intrinsics=d.intrinsics, augment=augment,
-            ego_motion=not cfg.model.uses_pose_net)
+            intrinsics=d.intrinsics, augment=augment, ego_motion=ego_motion)
         self.val_set = None
         if cfg.validate and d.val_split:  # depth errors with ground truth, else photometric
             self.val_set = KittiRawMonoDataset(
@@ -134,7 +134,7 @@ class Trainer:
                 self.val_set = KittiRawMonoDataset(
                     d.data_path, d.val_split, d.height, d.width, frame_ids=d.all_frame_ids,
                     num_scales=d.num_scales, img_ext=d.img_ext, intrinsics=d.intrinsics,
-                    ego_motion=not cfg.model.uses_pose_net)
+                    ego_motion=ego_motion)
         self.sampler = ShardedBatchSampler(len(self.train_set), cfg.optim.batch_size,
                                            self.env.rank, self.env.world_size, cfg.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch
