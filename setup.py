@@ -20,6 +20,8 @@ setup(
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],
+    # Optional CPU backend (oe_depth_ros.inference.openvino_backend); pins: requirements.txt.
+    extras_require={"openvino": ["openvino", "onnx"]},
     zip_safe=False,
     maintainer="oe_depth_ros maintainers",
     maintainer_email="maintainers@oe-depth-ros.dev",

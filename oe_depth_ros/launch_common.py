@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence, Union
 
+from oe_depth_ros.inference.backends import BACKEND_NAMES
+
 PACKAGE = "oe_depth_ros"
 
 #: A launch argument: (name, default, description). A default of None makes the
@@ -27,7 +29,7 @@ Argument = tuple[str, Union[str, tuple[str, ...], None], str]
 #: Arguments of the node that every launch file declares.
 NODE_ARGUMENTS: tuple[Argument, ...] = (
     ("params_file", ("config", "oe_depth.yaml"), "ROS parameter file of the node"),
-    ("backend", "", "auto | tensorrt | onnxruntime | torch (empty: from params_file)"),
+    ("backend", "", f"{' | '.join(BACKEND_NAMES)} (empty: from params_file)"),
     ("model_path", "", "engine, ONNX or checkpoint (empty: from params_file)"),
     ("namespace", "oe_depth", "namespace of the node and its output topics"),
     ("log_level", "info", "debug | info | warn | error | fatal"),
