@@ -38,9 +38,8 @@ ILL_CONDITIONED = 1e-4
 FP16_TOLERANCE = 2e-2
 #: INT8 bounds against float64, per verification input: the depth Abs Rel (mean
 #: |d_int8 - d| / d) and the p99.9 relative disparity error. Chosen from measurement
-#: (docs/results/2026-12-06-cpu-inference.md): INT8 exports calibrated on the synthetic
-#: drives stayed at or below 7e-3 and 3e-2, the same networks calibrated on a constant
-#: image reached 1.5e-2 to 2e-2 and 6e-2 to 1.5e-1.
+#: (docs/results/2026-12-06-cpu-inference.md): between what the test network reaches
+#: calibrated on synthetic drives and what it reaches calibrated on a constant image.
 INT8_TOLERANCE = {"abs_rel": 1.2e-2, "p999": 5e-2}
 #: A float32 runtime may deviate from float64 by these factors times what float32
 #: PyTorch does (different summation orders), and always by FLOOR. A wrong graph is
