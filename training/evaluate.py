@@ -22,6 +22,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from oe_depth_ros.imageops import to_network_input
+from oe_depth_ros.inference.backends import BACKEND_NAMES
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
 from oe_depth_ros.metrics import (
@@ -316,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.evaluate",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="checkpoint (.pth/.pt), .onnx or .engine")
-    p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime | tensorrt (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="inference backend (default auto)")
     p.add_argument("--device", default="auto", help="device for the backend (default auto)")
     p.add_argument("--model-config", default=None,
                    help="architecture name or YAML for a plain state dict")
