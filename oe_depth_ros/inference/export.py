@@ -47,7 +47,7 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
 )
-from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, ODCONV_MODES, quantize_int8
+from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, quantize_int8
 
 if TYPE_CHECKING:
     from oe_depth_ros.inference.calibration import CalibrationSet
@@ -249,11 +249,9 @@ def _judge(checks: list[InputCheck], out: Path, random_weights: bool, precision:
                       f"written{hint}")
 
 
-def _check_calibration(precision: str, calibration: CalibrationSet | None, odconv: str,
+def _check_calibration(precision: str, calibration: CalibrationSet | None,
                        size: tuple[int, int]) -> None:
     """ValueError unless int8 comes with calibration inputs of the network size (and only it)."""
-    if odconv not in ODCONV_MODES:
-        raise ValueError(f"odconv must be one of {ODCONV_MODES}, got {odconv!r}")
     if precision != "int8":
         if calibration is not None:
             raise ValueError(f"calibration images are for --precision int8, not {precision}")
@@ -277,8 +275,7 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
                 checkpoint: str | os.PathLike[str] | None = None, opset: int = DEFAULT_OPSET,
                 precision: str = "fp32", verify: bool = True,
                 verify_image: np.ndarray | None = None,
-                calibration: CalibrationSet | None = None,
-                odconv: str = DEFAULT_ODCONV) -> ExportReport:
+                calibration: CalibrationSet | None = None) -> ExportReport:
     """Export a depth network to ``out`` (atomically) and check it with ONNX Runtime.
 
     ``model_config`` is a config name, YAML path or DepthNetConfig (it may be ``None``
@@ -290,9 +287,9 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     them: for fp32, materially more than float32 PyTorch's own error (so an
     ill-conditioned but faithful export passes, with a warning); for fp16, more than
     ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``.
-    ``calibration`` (int8 only, required there) holds the calibration inputs; ``odconv``
-    says what of the ODConv layers stays float (``quantize.ODCONV_MODES``). Raises
-    ValueError for bad arguments or checkpoints.
+    ``calibration`` (int8 only, required there) holds the calibration inputs; ODConv
+    attention stays float (``quantize.DEFAULT_ODCONV``). Raises ValueError for bad
+    arguments or checkpoints.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
@@ -300,7 +297,7 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
                          f"opset {MIN_OPSET} or newer")
     if precision not in ONNX_PRECISIONS:
         raise ValueError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
-    _check_calibration(precision, calibration, odconv, (height, width))
+    _check_calibration(precision, calibration, (height, width))
     net = load_network(model_config, checkpoint).eval()
     cfg = net.config
     info = ModelInfo(
@@ -332,10 +329,11 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
                 _trace_to_onnx(wrapper, torch.from_numpy(inputs["pattern"]), float_path, opset)
                 tic = _stage(seconds, "trace", tic)
                 _finalise(float_path, dataclasses.replace(info, precision="fp32"), opset)
-                kept = quantize_int8(float_path, tmp, calibration.batches, odconv)
+                kept = quantize_int8(float_path, tmp, calibration.batches, DEFAULT_ODCONV)
                 LOG.info("INT8 (QDQ, per-channel weights) calibrated on %d inputs of %s; "
                          "%d ODConv nodes kept in float (odconv=%s)",
-                         len(calibration.batches), calibration.source, len(kept), odconv)
+                         len(calibration.batches), calibration.source, len(kept),
+                         DEFAULT_ODCONV)
                 tic = _stage(seconds, "quantize", tic)
         num_nodes = _finalise(tmp, info, opset)
         tic = _stage(seconds, "checks", tic)
