@@ -34,6 +34,7 @@ from oe_depth_ros.compressed import (
     CompressedFormat, encode_like_plugin, header_size, parse_format, transport_topic,
 )
 from oe_depth_ros.intake import ERROR_KINDS, FrameIntake, any_image_rgb_from_msg
+from test_intake import tiny_model  # noqa: F401 - a fixture
 
 cv2 = pytest.importorskip("cv2")
 
@@ -173,3 +174,141 @@ def test_distortion_is_reported_once_per_calibration():
     for d in ([0.0] * 5, [-0.1, 0.01, 0, 0, 0], [-0.1, 0.01, 0, 0, 0], [-0.2, 0, 0, 0, 0]):
         assert intake.add_camera_info(info(d))
     assert seen == ["camera_info_distorted", "camera_info_distorted"]
+
+
+# ------------------------------------------------------------- node and process-bag
+
+
+def _live_sequence() -> list[tuple[str, Any, str | None]]:
+    """(topic, rclpy message, outcome) sent to the node; outcome 'frame' or an error kind."""
+    from sensor_msgs.msg import CameraInfo, CompressedImage
+
+    t = iter(range(10**9, 10**9 + 50 * 10**8, 10**8))
+    rgb = smooth_rgb(96, 320)
+
+    def comp(codec: str, frame_id: str = "cam", data: bytes | None = None,
+             fmt: str | None = None) -> CompressedImage:
+        made = compressed(rgb, "rgb8", codec, frame_id=frame_id)
+        msg = CompressedImage(format=fmt or made.format, data=data if data is not None
+                              else made.data)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(next(t), 10**9)
+        msg.header.frame_id = frame_id
+        return msg
+
+    info = CameraInfo(width=320, height=96, distortion_model="plumb_bob")
+    k = [210.0, 0.0, 159.5, 0.0, 205.0, 47.5, 0.0, 0.0, 1.0]
+    info.k, info.p = k, k[:3] + [0.0] + k[3:6] + [0.0] + k[6:] + [0.0]
+    info.d = [-0.1, 0.01, 0.0, 0.0, 0.0]
+    info.header.stamp.sec = 1
+    info.header.frame_id = "cam"
+    return [
+        ("camera_info", info, "camera_info_distorted"),
+        ("image", comp("png"), "frame"),
+        ("image", comp("jpeg"), "frame"),
+        ("image", comp("jpeg", data=bytes(compressed(rgb, "rgb8", "jpeg").data)[:500]),
+         "undecodable_image"),
+        ("image", comp("png", frame_id=""), "missing_frame_id"),
+        ("image", comp("png", fmt="rgb8; tiff compressed bgr8"), "unsupported_encoding"),
+        ("image", comp("png", data=png_header_only(1000, 1000)), "image_too_large"),
+        ("camera_info", info, None),  # the same calibration: reported once
+        ("image", comp("png"), "frame"),
+    ]
+
+
+def _bag_depths(tiny_model, tmp, topic: str, messages: list[tuple[str, Any]],  # noqa: F811
+                msgtype: str) -> tuple[Any, dict[int, np.ndarray]]:
+    """process-bag over ``messages`` written to a real rosbag2: (summary, stamp -> depth)."""
+    from rclpy.serialization import serialize_message
+
+    from oe_depth_ros.bags.bagio import BagReader, BagWriter
+    from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
+    from oe_depth_ros.inference.backends import create_backend
+    from oe_depth_ros.messages import image_to_numpy
+    from oe_depth_ros.node_params import defaults, pipeline_config
+    from oe_depth_ros.pipeline import DepthPipeline
+
+    types = {topic: msgtype, "/cam/camera_info": "sensor_msgs/msg/CameraInfo"}
+    with BagWriter(tmp / "in", "mcap", "jazzy") as bag:
+        conns = {name: bag.add_topic(name, t) for name, t in types.items()}
+        for name, msg in messages:
+            when = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            bag.write_raw(conns[name], when, serialize_message(msg))
+    pipeline = DepthPipeline(create_backend("onnxruntime", tiny_model, threads=1),
+                             pipeline_config(defaults()))
+    summary = process_bag(tmp / "in", tmp / "out", pipeline, ProcessOptions(
+        image_topic=topic, lidar_topic=None, progress=False, max_pixels=100_000))
+    depths = {}
+    with BagReader(tmp / "out") as reader:
+        for conn, when, data in reader.messages(["/oe_depth/depth/image"]):
+            depths[when] = image_to_numpy(reader.deserialize(data, conn, when))
+    return summary, depths
+
+
+@pytest.mark.ros
+@pytest.mark.timeout(240)
+def test_node_and_process_bag_read_compressed_images_like_raw_ones(
+        tiny_model, tmp_path):  # noqa: F811
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from test_intake import NodeUnderTest, stamp_of
+
+    sequence = _live_sequence()
+    expected = {kind: 1 for _, _, kind in sequence if kind not in (None, "frame")}
+    frames = [stamp_of(m) for _, m, outcome in sequence if outcome == "frame"]
+
+    # process-bag on the compressed topic, and on the same pixels as raw Images.
+    base = "/cam/image_rect"
+    summary, offline = _bag_depths(
+        tiny_model, tmp_path / "compressed", f"{base}/compressed",
+        [(f"{base}/compressed" if topic == "image" else "/cam/camera_info", msg)
+         for topic, msg, _ in sequence], "sensor_msgs/msg/CompressedImage")
+    assert summary.skipped == expected and sorted(offline) == frames
+    rgb = smooth_rgb(96, 320)
+    raw_frames = []
+    for s in frames:
+        msg = Image(height=96, width=320, encoding="rgb8", step=960, data=rgb.tobytes())
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(s, 10**9)
+        msg.header.frame_id = "cam"
+        raw_frames.append((base, msg))
+    info = next(m for topic, m, _ in sequence if topic == "camera_info")
+    _, raw_depths = _bag_depths(tiny_model, tmp_path / "raw", base,
+                                [("/cam/camera_info", info), *raw_frames],
+                                "sensor_msgs/msg/Image")
+    png, jpeg = frames[0], frames[1]
+    np.testing.assert_array_equal(offline[png], raw_depths[png])
+    # jpeg: pixels within 12 levels, about 1 on average (test above); the tiny model's
+    # disparity is linear in the mean color and the network input averages neighbouring
+    # pixels, so the depth moves by a few percent at most.
+    np.testing.assert_allclose(offline[jpeg], raw_depths[jpeg], rtol=0.03)
+    assert not np.array_equal(offline[jpeg], raw_depths[jpeg])  # it was really a jpeg
+
+    # The node, with the base topic remapped as a launch file does.
+    live = NodeUnderTest(tiny_model, tmp_path / "node.log", extra=(
+        "-p", "image_transport:=compressed", "-p", "max_input_pixels:=100000",
+        "-r", f"image:={base}"))
+    try:
+        pub = live.node.create_publisher(CompressedImage, f"{base}/compressed",
+                                         live.pubs["image"].qos_profile)
+        live.pubs["image"] = pub
+        ready = live.spin_until(lambda: pub.get_subscription_count() > 0 and
+                                live.node.count_publishers("/cam/depth/image") > 0, 60)
+        assert ready, "the node did not subscribe to the compressed topic"
+        live.spin_until(lambda: False, 1.0)
+        for topic, msg, outcome in sequence:
+            live.pubs[topic].publish(msg)
+            if outcome == "frame":
+                assert live.spin_until(lambda: stamp_of(msg) in live.got["depth/image"], 20)
+            else:
+                live.spin_until(lambda: False, 0.4)
+        live.spin_until(lambda: live.errors() == expected, 5)
+        assert live.errors() == expected
+    finally:
+        log = live.close()
+    from oe_depth_ros.messages import image_to_numpy
+
+    assert sorted(live.got["depth/image"]) == frames, log
+    for when in frames:
+        depth = image_to_numpy(live.got["depth/image"][when])
+        np.testing.assert_allclose(depth, offline[when], rtol=1e-6)
+        assert live.got["depth/image"][when].header.frame_id == "cam"
