@@ -312,3 +312,110 @@ def test_node_and_process_bag_read_compressed_images_like_raw_ones(
         depth = image_to_numpy(live.got["depth/image"][when])
         np.testing.assert_allclose(depth, offline[when], rtol=1e-6)
         assert live.got["depth/image"][when].header.frame_id == "cam"
+
+
+# -------------------------------------------------------------------------- memory
+
+_MEMORY_PROBE = r"""
+import json, sys
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from oe_depth_ros.inference.backends import create_backend
+from oe_depth_ros.intake import FrameIntake
+from oe_depth_ros.node_params import defaults, pipeline_config
+from oe_depth_ros.pipeline import DepthPipeline, Outputs
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024  # MiB
+
+
+def header():
+    return SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="cam")
+
+
+def raw(h, w):
+    return SimpleNamespace(header=header(), height=h, width=w, encoding="rgb8",
+                           is_bigendian=0, step=w * 3, data=np.full(h * w * 3, 90, np.uint8))
+
+
+pipeline = DepthPipeline(create_backend("onnxruntime", sys.argv[1], threads=1),
+                         pipeline_config(defaults()))
+intake = FrameIntake()  # the default limit, 16 Mpx
+worker = ThreadPoolExecutor(2)  # frames are processed off the main thread, as in the node
+
+
+def answer(msg):
+    frame = intake.take_image(msg)
+    if frame is None:
+        return None
+    result = pipeline.process(frame.rgb, frame.k, outputs=Outputs(points=True, colored=True))
+    return result.depth.shape
+
+
+def run(msg):
+    return worker.submit(answer, msg).result()
+
+
+for _ in range(5):
+    run(raw(375, 1242))
+out = {"before": status("VmRSS")}
+big = np.full((8000, 8000, 3), 90, np.uint8)
+jpeg = cv2.imencode(".jpg", big)[1].tobytes()
+del big
+huge_jpeg = SimpleNamespace(header=header(), format="rgb8; jpeg compressed bgr8", data=jpeg)
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM)
+out["refused_jpeg"] = run(huge_jpeg)
+out["refused_jpeg_peak"] = status("VmHWM")
+out["refused_raw"] = run(raw(8000, 8000))
+out["after_refused"] = status("VmRSS")
+intake.max_pixels = 6000 * 5000  # a node configured for larger frames
+out["processed"] = run(raw(5000, 6000))
+for _ in range(3):
+    run(raw(375, 1242))
+out["after_processed"] = status("VmRSS")
+out["counts"] = intake.counts
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.timeout(300)
+def test_huge_frames_are_refused_before_decoding_and_memory_returns(tiny_model,  # noqa: F811
+                                                                    tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from test_intake import REPO
+
+    done = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, str(tiny_model)], cwd=REPO,
+                          capture_output=True, text=True, timeout=280,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    m = json.loads(done.stdout.strip().splitlines()[-1])
+    assert m["refused_jpeg"] is None and m["refused_raw"] is None
+    assert m["counts"]["image_too_large"] == 2
+    # Decoding the 8000x8000 jpeg would need 183 MiB for its pixels alone.
+    assert m["refused_jpeg_peak"] - m["before"] < 50, m
+    assert m["after_refused"] - m["before"] < 200, m
+    # Answered; its 229 MiB of cached rays would be resident, had the cache kept them.
+    assert m["processed"] == [5000, 6000]
+    assert m["after_processed"] - m["before"] < 200, m
+
+
+def test_ray_cache_keeps_no_rays_of_huge_frames():
+    from oe_depth_ros.pointcloud import RayCache
+
+    k = np.array([[500.0, 0, 2000], [0, 500, 2000], [0, 0, 1]])
+    cache = RayCache()
+    small = cache.get(k, 375, 1242)
+    assert cache.get(k, 375, 1242) is small  # cached
+    huge = cache.get(k, 4000, 4000)
+    assert huge.shape == (2, 4000, 4000) and cache.nbytes == small.nbytes
+    np.testing.assert_allclose(huge[:, 10, 20], [(20 - 2000) / 500, (10 - 2000) / 500])
