@@ -201,6 +201,7 @@ def stream(model: Path, image: np.ndarray, frames: int, rate: float,
             info.header.stamp.sec = stamp[0]
             msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=data)
             msg.header.stamp.sec = stamp[0]
+            msg.header.frame_id = "camera_color_left"  # the node refuses an empty one
             pub_info.publish(info)
             pub_img.publish(msg)
             probe.spin_until(lambda: False, start + (i + 1) / rate - time.perf_counter())
