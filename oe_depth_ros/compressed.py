@@ -66,11 +66,16 @@ def transport_topic(base: str, transport: str) -> str:
 
 @dataclass(frozen=True)
 class CompressedFormat:
-    """A parsed ``format``: the original encoding (None if not given), codec, BGR order."""
+    """A parsed ``format``: original encoding (None if not given), codec, BGR order, target.
+
+    ``target`` is the encoding the plugin converted to before compressing; empty when
+    the image was compressed in its own encoding (png of a mono or bayer image).
+    """
 
     encoding: str | None
     codec: str
     bgr: bool
+    target: str = ""
 
 
 def parse_format(text: object) -> CompressedFormat:
@@ -82,7 +87,7 @@ def parse_format(text: object) -> CompressedFormat:
         if codec not in CODECS:
             raise MessageError(f"CompressedImage format {text!r}: codec is not one of "
                                f"{', '.join(CODECS)}")
-        return CompressedFormat(None, codec, True)
+        return CompressedFormat(None, codec, True, "")
     encoding, rest = (part.strip() for part in text.split(";", 1))
     words = rest.split()
     codec = words[0].lower() if words else ""
@@ -93,7 +98,8 @@ def parse_format(text: object) -> CompressedFormat:
     if encoding not in CAMERA_ENCODINGS:
         what = "a depth/data encoding" if encoding in ENCODINGS else "not supported"
         raise MessageError(f"CompressedImage format {text!r}: encoding {encoding!r} is {what}")
-    return CompressedFormat(encoding, codec, "compressed bgr" in rest)
+    return CompressedFormat(encoding, codec, "compressed bgr" in rest,
+                            words[2] if len(words) > 2 else "")
 
 
 def _be16(buf: memoryview, at: int) -> int:
@@ -161,8 +167,10 @@ def decode_to_rgb(fmt: CompressedFormat, data: np.ndarray, size: tuple[int, int]
                            f"says {size[0]}x{size[1]}")
     channels = 1 if arr.ndim == 2 else arr.shape[2]
     if channels == 1:
+        # A bayer image compressed as it is (png, empty target) is still the mosaic; the
+        # plugin's jpeg got it converted to mono8 first.
         original = ENCODINGS[fmt.encoding].kind if fmt.encoding else "mono"
-        kind = original if original.startswith("bayer_") else "mono"
+        kind = original if original.startswith("bayer_") and not fmt.target else "mono"
         return array_to_rgb(arr.reshape(arr.shape[:2]), kind)
     if channels not in (3, 4):
         raise MessageError(f"{fmt.codec} data has {channels} channels")

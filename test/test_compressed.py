@@ -95,7 +95,8 @@ def test_formats_are_the_plugins_and_decode_to_the_raw_pixels(encoding, codec, e
 
 
 def test_format_parsing_follows_the_plugins_subscriber():
-    assert parse_format("rgb8; jpeg compressed bgr8") == CompressedFormat("rgb8", "jpeg", True)
+    assert parse_format("rgb8; jpeg compressed bgr8") == CompressedFormat("rgb8", "jpeg", True,
+                                                                          "bgr8")
     assert parse_format("mono16; png compressed ") == CompressedFormat("mono16", "png", False)
     # A publisher that compressed RGB data says so; the decoded array is then RGB already.
     assert parse_format("rgb8; png compressed rgb8").bgr is False
@@ -113,6 +114,23 @@ def test_rgb_order_is_honoured_when_the_data_was_compressed_as_rgb():
     msg = SimpleNamespace(header=SimpleNamespace(stamp=stamp(0), frame_id="c"),
                           format="rgb8; png compressed rgb8", data=buf.tobytes())
     np.testing.assert_array_equal(any_image_rgb_from_msg(msg), rgb)
+
+
+def test_bayer_is_demosaiced_only_when_compressed_as_the_mosaic():
+    """png keeps a bayer image as it is; the plugin's jpeg gets cv_bridge's mono8 of it."""
+    mosaic = smooth_rgb(40, 60)[..., 1].copy()
+    mosaic[::2, ::2] = 30  # a pattern that demosaicing visibly colors
+    raw_rgb = any_image_rgb_from_msg(raw(mosaic, "bayer_rggb8"))
+    ok, png = cv2.imencode(".png", mosaic)
+    as_png = SimpleNamespace(header=SimpleNamespace(stamp=stamp(0), frame_id="c"),
+                             format="bayer_rggb8; png compressed ", data=png.tobytes())
+    np.testing.assert_array_equal(any_image_rgb_from_msg(as_png), raw_rgb)
+    gray = cv2.cvtColor(mosaic, cv2.COLOR_BayerBG2GRAY)  # what cv_bridge hands to the jpeg
+    ok, mono_png = cv2.imencode(".png", gray)  # png with a mono8 target: exact to compare
+    as_mono = SimpleNamespace(header=as_png.header, format="bayer_rggb8; png compressed mono8",
+                              data=mono_png.tobytes())
+    want = np.repeat(gray[..., None], 3, axis=2)
+    np.testing.assert_array_equal(any_image_rgb_from_msg(as_mono), want)
 
 
 def png_header_only(width: int, height: int) -> bytes:
