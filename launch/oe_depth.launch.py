@@ -14,7 +14,7 @@
 """Launch oe_depth_node on a camera stream (and RViz on request).
 
     ros2 launch oe_depth_ros oe_depth.launch.py model_path:=/path/model.onnx
-        image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info
+        image_topic:=/camera/image_rect camera_info_topic:=/camera/camera_info
 
 (one command line).
 
@@ -34,7 +34,8 @@ from oe_depth_ros.launch_common import (NODE_ARGUMENTS, argument_values, declare
 
 #: (name, default, description) of every launch argument (see oe_depth_ros.launch_common).
 ARGUMENTS = NODE_ARGUMENTS + (
-    ("image_topic", "/camera/image_raw", "input sensor_msgs/Image topic"),
+    ("image_topic", "/camera/image_rect", "input rectified image (base topic; the "
+     "image_transport parameter picks Image or <topic>/compressed)"),
     ("camera_info_topic", "/camera/camera_info", "input sensor_msgs/CameraInfo topic"),
     ("use_sim_time", "false", "use /clock (true when replaying a bag)"),
     ("use_rviz", "false", "start RViz with config/oe_depth.rviz"),

@@ -56,9 +56,10 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from oe_depth_ros import node_params
+from oe_depth_ros.compressed import transport_topic
 from oe_depth_ros.diagnostics import CALLBACK_FAILURES, FrameMailbox, NodeStats
 from oe_depth_ros.inference.backends import CPU_BACKENDS, DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
@@ -233,11 +234,12 @@ class DepthNode(Node):
         self._types = MessageTypes.rclpy()
         self._stats = NodeStats()
         #: (message, RGB, K, perf_counter at arrival, conversion ms) of the newest good frame
-        self._mailbox: FrameMailbox[tuple[Image, np.ndarray, np.ndarray, float, float]] = \
+        self._mailbox: FrameMailbox[tuple[Any, np.ndarray, np.ndarray, float, float]] = \
             FrameMailbox()
         self._intake = FrameIntake(
             camera_info_config(self._values), report=self._bad_input,
-            camera_info_topic=self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC))
+            camera_info_topic=self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC),
+            max_pixels=self._values["max_input_pixels"])
         self._pending_lock = threading.Lock()
         self._pending: dict[str, Any] | None = None
         self._last_size: tuple[int, int] | None = None
@@ -256,8 +258,13 @@ class DepthNode(Node):
         input_group = MutuallyExclusiveCallbackGroup()
         self._inference_group = MutuallyExclusiveCallbackGroup()
         diag_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, node_params.IMAGE_TOPIC,
-                                 self._guarded("image", self._on_image), qos_in,
+        # As image_transport does: the transport's topic hangs off the resolved (remapped)
+        # base topic, so remapping ``image`` moves ``image/compressed`` with it.
+        transport = self._values["image_transport"]
+        image_topic = transport_topic(self.resolve_topic_name(node_params.IMAGE_TOPIC),
+                                      transport)
+        self.create_subscription(CompressedImage if transport == "compressed" else Image,
+                                 image_topic, self._guarded("image", self._on_image), qos_in,
                                  callback_group=input_group)
         self.create_subscription(CameraInfo, node_params.CAMERA_INFO_TOPIC,
                                  self._guarded("camera_info", self._on_camera_info), qos_in,
@@ -285,8 +292,7 @@ class DepthNode(Node):
                                          "node's log)")))
         self.get_logger().info(
             f"ready: {self._stats.info['backend']} backend, network input "
-            f"{self._stats.info['network_input']}, subscribed to "
-            f"{self.resolve_topic_name(node_params.IMAGE_TOPIC)} and "
+            f"{self._stats.info['network_input']}, subscribed to {image_topic} and "
             f"{self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC)}")
 
     # -- start-up
@@ -362,7 +368,7 @@ class DepthNode(Node):
 
     # -- callbacks
 
-    def _on_image(self, msg: Image) -> None:
+    def _on_image(self, msg: Image | CompressedImage) -> None:
         received = time.perf_counter()
         self._stats.frame_received()
         if not self._outputs_wanted():
@@ -438,8 +444,8 @@ class DepthNode(Node):
 
     # -- the work
 
-    def _process(self, msg: Image, rgb: np.ndarray, k: np.ndarray, received: float,
-                 convert_ms: float) -> None:
+    def _process(self, msg: Image | CompressedImage, rgb: np.ndarray, k: np.ndarray,
+                 received: float, convert_ms: float) -> None:
         self._apply_pending()
         want_depth = self._pub_depth.get_subscription_count() > 0
         want_info = self._pub_info.get_subscription_count() > 0
@@ -449,7 +455,7 @@ class DepthNode(Node):
         if not (want_depth or want_info or want_points or want_colored):
             self._stats.frame_skipped()
             return
-        size = (int(msg.height), int(msg.width))
+        size = (int(rgb.shape[0]), int(rgb.shape[1]))
         if self._last_size is not None and size != self._last_size:
             self.get_logger().info(f"input resolution changed from {self._last_size[1]}x"
                                    f"{self._last_size[0]} to {size[1]}x{size[0]}")

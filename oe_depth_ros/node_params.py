@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from oe_depth_ros.compressed import TRANSPORTS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
+from oe_depth_ros.intake import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from oe_depth_ros.pipeline import PipelineConfig
@@ -96,6 +98,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("qos_reliability", "best_effort", "Reliability of the image and camera_info "
        "subscriptions; reliable retransmits lost fragments of large images (UDP transport).",
        choices=("best_effort", "reliable"), read_only=True),
+    _p("image_transport", "raw", "How images arrive (image_transport's transport names): raw "
+       "subscribes to image (sensor_msgs/Image), compressed to image/compressed "
+       "(CompressedImage, jpeg or png).", choices=TRANSPORTS, read_only=True),
+    _p("max_input_pixels", DEFAULT_MAX_PIXELS, "Larger images (width x height) are refused "
+       "and counted before they are converted or decoded.", unit="pixels",
+       limits=(1, 2 ** 31 - 1), read_only=True),
     _p("camera_info.sync", "latest", "latest: use the newest valid CameraInfo; approximate: "
        "use the one whose stamp is nearest the image's, within camera_info.slop.",
        choices=("latest", "approximate")),
@@ -163,6 +171,8 @@ class TopicSpec:
 #: The node's topic names (relative ones follow the node's namespace); one home for
 #: the node, ``process-bag`` and the tables below.
 IMAGE_TOPIC = "image"
+#: Where image_transport's compressed plugin publishes for the base topic IMAGE_TOPIC.
+COMPRESSED_IMAGE_TOPIC = IMAGE_TOPIC + "/compressed"
 CAMERA_INFO_TOPIC = "camera_info"
 DEPTH_TOPIC = "depth/image"
 DEPTH_INFO_TOPIC = "depth/camera_info"
@@ -172,7 +182,12 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "sub", "qos_reliability, keep last qos_depth",
-              "Camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*)."),
+              "Rectified camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*); "
+              "with image_transport raw."),
+    TopicSpec(COMPRESSED_IMAGE_TOPIC, "sensor_msgs/msg/CompressedImage", "sub",
+              "qos_reliability, keep last qos_depth",
+              "The same image, jpeg or png as image_transport's compressed plugin writes it; "
+              "with image_transport compressed."),
     TopicSpec(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "sub",
               "qos_reliability, keep last qos_depth",
               "Calibration of the rectified image (P, else K)."),

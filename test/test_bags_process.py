@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -375,3 +376,55 @@ def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model
                      str(repo / "config" / "oe_depth.yaml"), "--model", str(onnx_model),
                      "--max-frames", "1", "--lidar-topic", "none", "--no-progress"]) == 0
     assert len(_by_topic(shipped)[f"{NS}/depth/colored"]) == 1
+
+
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_compressed_bag_gives_the_raw_bags_depth(in_bag, drive, tmp_path, onnx_model, config,
+                                                 codec) -> None:
+    """kitti2bag --compressed, read back with mcap and PIL; process-bag on it vs the raw bag."""
+    import io
+
+    packed = tmp_path / f"{codec}_bag"
+    assert cli_main(["kitti2bag", str(drive), str(packed), "--compressed", codec,
+                     "--max-frames", "3", "--no-progress"]) == 0
+    topic = f"{IMAGE}/compressed"
+    meta = yaml.safe_load((packed / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    (name,) = meta["relative_file_paths"]
+    decoders: dict[str, Any] = {}
+    images = []
+    with (packed / name).open("rb") as f:
+        for schema, channel, message in make_reader(f).iter_messages(
+                log_time_order=True, topics=[topic]):
+            decoder = decoders.setdefault(
+                schema.name, DecoderFactory().decoder_for("cdr", schema))
+            images.append(decoder(message.data))
+    assert [m._type for m in images] == ["sensor_msgs/CompressedImage"] * 3
+    for idx, msg in enumerate(images):
+        assert msg.format == f"rgb8; {codec} compressed bgr8"
+        assert msg.header.frame_id == "camera_color_left"
+        pixels = np.asarray(Image.open(io.BytesIO(bytes(msg.data))).convert("RGB"))
+        diff = np.abs(pixels.astype(int) - _png(drive, idx).astype(int))
+        if codec == "png":
+            assert diff.max() == 0
+        else:  # jpeg quality 95, the plugin's default
+            assert 0 < diff.mean() < 3, diff.mean()
+
+    results = {}
+    for kind, bag, image_topic in (("raw", in_bag, IMAGE), (codec, packed, topic)):
+        pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), config)
+        summary = process_bag(bag, tmp_path / f"out_{kind}", pipeline, ProcessOptions(
+            image_topic=image_topic, max_frames=3, lidar_topic=None, progress=False,
+            outputs=("depth/image",)))
+        assert summary.frames == 3 and summary.skipped == {}
+        results[kind] = [image_to_numpy(m) for _, m in _by_topic(
+            tmp_path / f"out_{kind}")[f"{NS}/depth/image"]]
+    for raw, got in zip(results["raw"], results[codec]):
+        if codec == "png":
+            np.testing.assert_array_equal(got, raw)  # NaN where the raw depth has NaN
+        else:
+            # jpeg's few levels move the depth by a few percent; pixels near the range
+            # limits (the config's NaN) may cross them.
+            both = np.isfinite(raw) & np.isfinite(got)
+            assert both.sum() > 0.9 * np.isfinite(raw).sum()
+            rel = np.abs(got[both] - raw[both]) / raw[both]
+            assert np.median(rel) < 0.02 and 0 < rel.max() < 0.2, (np.median(rel), rel.max())

@@ -101,21 +101,32 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
     assert np.median(rel) < 0.01
 
 
-def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path):
-    """--model and --kitti: no synthetic world, no training, the given drive and model."""
+@pytest.mark.parametrize("transport", [[], ["--compressed"]], ids=["raw", "compressed"])
+def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, transport):
+    """--model and --kitti: no synthetic world, no training, the given drive and model.
+
+    With --compressed the bag carries jpeg CompressedImage, which process-bag reads.
+    """
     from oe_depth_ros.inference.export import export_onnx
 
     model = tmp_path / "m.onnx"
     export_onnx("diffnet_small", model, 64, 192)
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--out", str(out),
-                           "--model", str(model), "--kitti", str(synth_world.drive_dirs[1])],
+                           "--model", str(model), "--kitti", str(synth_world.drive_dirs[1]),
+                           *transport],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["stage_seconds"]) == {"kitti2bag", "process-bag", "report"}
     assert report["frames"] == 8 and report["model_source"].startswith("user model")
     assert not (out / "data").exists()
+    from oe_depth_ros.bags.bagio import BagReader
+
+    with BagReader(out / "input.bag") as reader:
+        image_types = {t for t in reader.topics().values() if "Image" in t}
+    assert image_types == {"sensor_msgs/msg/CompressedImage" if transport
+                           else "sensor_msgs/msg/Image"}
 
 
 def test_demo_is_registered_outside_the_library() -> None:
@@ -151,6 +162,8 @@ def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
     (["--fast"], dict(train_steps=3, frames=8, drives=2)),
     (["--fast", "--frames", "5", "--seed", "2"], dict(train_steps=3, frames=5, seed=2)),
     (["--train-steps", "7", "--model", "m.onnx"], dict(train_steps=7, model=Path("m.onnx"))),
+    (["--compressed"], dict(compressed="jpeg")), (["--compressed", "png"], dict(compressed="png")),
+    ([], dict(compressed=None)),
 ])
 def test_settings_from_arguments(argv: list[str], want: dict) -> None:
     parser = argparse.ArgumentParser()

@@ -252,7 +252,7 @@ def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarra
 class NodeUnderTest:
     """The node in its own process and this test's rclpy context publishing to it."""
 
-    def __init__(self, model: Path, log: Path) -> None:
+    def __init__(self, model: Path, log: Path, extra: tuple[str, ...] = ()) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -265,7 +265,7 @@ class NodeUnderTest:
             [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", "__ns:=/cam",
              "-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", "threads:=1",
              "-p", "qos_reliability:=reliable", "-p", "qos_depth:=20",
-             "-p", "diagnostics_period:=0.2"],
+             "-p", "diagnostics_period:=0.2", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=DOMAIN)

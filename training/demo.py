@@ -61,6 +61,8 @@ class DemoSettings:
     #: metric scale of the published depth: camera_height (1.65 m mount), fixed or lidar
     scale_method: ScaleMethod = "camera_height"
     max_frames: int | None = None
+    #: jpeg or png: the bag carries CompressedImage (image_transport's compressed plugin)
+    compressed: str | None = None
 
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
@@ -281,7 +283,8 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
             drive_dir: Path) -> dict[str, Any]:
     from oe_depth_ros.bags.bagio import BagReader
     from oe_depth_ros.kitti.raw import KittiDrive
-    from oe_depth_ros.messages import image_to_numpy, image_to_rgb, pointcloud2_to_numpy
+    from oe_depth_ros.intake import any_image_rgb_from_msg
+    from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
     from oe_depth_ros.ply import write_ply
     from oe_depth_ros.pointcloud import unpack_rgb
 
@@ -291,7 +294,7 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
     images: list[np.ndarray] = []
     with BagReader(in_bag) as src:
         for conn, stamp, data in src.messages([options.image_topic]):
-            images.append(image_to_rgb(src.deserialize(data, conn, stamp)))
+            images.append(any_image_rgb_from_msg(src.deserialize(data, conn, stamp)))
     depths: list[np.ndarray] = []
     clouds: list[np.ndarray] = []
     depth_topic, points_topic = f"{options.namespace}/depth/image", f"{options.namespace}/points"
@@ -353,8 +356,9 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
 
 def run_demo(settings: DemoSettings) -> DemoResult:
     """Run every stage; returns the report (also written to ``out/report.json``)."""
-    from oe_depth_ros.bags.kitti2bag import convert
+    from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, convert
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
+    from oe_depth_ros.compressed import transport_topic
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
     from oe_depth_ros.scale import ScaleConfig
@@ -385,10 +389,13 @@ def run_demo(settings: DemoSettings) -> DemoResult:
                       f"{trained.describe()}")
     in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
     stages.run("kitti2bag", lambda: convert(drive_dir, in_bag, storage="mcap", distro="jazzy",
-                                            max_frames=settings.max_frames, overwrite=True))
+                                            max_frames=settings.max_frames, overwrite=True,
+                                            compressed=settings.compressed))
     backend = create_backend(settings.backend, model_path)
     pipeline_config = PipelineConfig(scale=ScaleConfig(method=settings.scale_method))
-    options = ProcessOptions(overwrite=True, metrics_path=settings.out / "lidar_metrics.json")
+    transport = "compressed" if settings.compressed else "raw"
+    options = ProcessOptions(image_topic=transport_topic(LEFT_COLOR_IMAGE_TOPIC, transport),
+                             overwrite=True, metrics_path=settings.out / "lidar_metrics.json")
     summary = stages.run("process-bag", lambda: process_bag(
         in_bag, out_bag, DepthPipeline(backend, pipeline_config), options))
     report = stages.run("report", lambda: _report(settings, options, in_bag, out_bag,
