@@ -14,8 +14,9 @@
 """Run oe_depth_node with failures injected into its callbacks (used by test_node.py).
 
 ``OE_DEPTH_FAULTS="image=3,camera_info=3,inference=3,diagnostics=3,parameters=2"``: the
-named callback raises RuntimeError on its first N calls and works normally afterwards.
-Arguments are the node's (``--ros-args ...``). Nothing here is part of the package.
+named callback raises RuntimeError on its first N calls and works normally afterwards
+(``parameter_types``: the pre-set parameter callback). Arguments are the node's
+(``--ros-args ...``). Nothing here is part of the package.
 """
 from __future__ import annotations
 
@@ -26,19 +27,21 @@ from typing import Any
 
 from oe_depth_ros import node as node_module
 
-#: Callback name (as in oe_depth_ros.diagnostics.CALLBACK_FAILURES) -> DepthNode method.
+#: Fault name -> (DepthNode method, the callback name it is counted under, as in
+#: oe_depth_ros.diagnostics.CALLBACK_FAILURES).
 METHODS = {
-    "image": "_on_image",
-    "camera_info": "_on_camera_info",
-    "inference": "_process",
-    "diagnostics": "_publish_diagnostics",
-    "parameters": "_on_set_parameters",
+    "image": ("_on_image", "image"),
+    "camera_info": ("_on_camera_info", "camera_info"),
+    "inference": ("_process", "inference"),
+    "diagnostics": ("_publish_diagnostics", "diagnostics"),
+    "parameters": ("_on_set_parameters", "parameters"),
+    "parameter_types": ("_coerce_parameters", "parameters"),
 }
 
 
 def inject(name: str, times: int) -> None:
     """Make DepthNode's callback ``name`` raise on its first ``times`` calls."""
-    method = METHODS[name]
+    method = METHODS[name][0]
     original = getattr(node_module.DepthNode, method)
     lock = threading.Lock()
     left = [times]

@@ -134,3 +134,24 @@ def test_readme_tables_are_the_generated_ones():
     # Every parameter row carries its default.
     for p in PARAMS:
         assert re.search(rf"\| `{re.escape(p.name)}` \|", text), p.name
+
+
+def test_qos_override_names_and_parameter_files(tmp_path):
+    assert node_params.qos_override("/oe_depth/image", "subscription", "reliability") == \
+        "qos_overrides./oe_depth/image.subscription.reliability"
+    for args, fragment in ((("image", "subscription", "depth"), "fully resolved"),
+                           (("/a/image", "reader", "depth"), "subscription or publisher"),
+                           (("/a/image", "publisher", "deadline"), "history, depth")):
+        with pytest.raises(ParamError, match=fragment):
+            node_params.qos_override(*args)
+    good = tmp_path / "qos.yaml"
+    good.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "max_range": 50.0,
+        "qos_overrides": {"/cam/image": {"subscription": {"reliability": "reliable",
+                                                          "depth": 1}}}}}}))
+    assert node_params.load_params_file(good) == {"max_range": 50.0}
+    bad = tmp_path / "qos_bad.yaml"
+    bad.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "qos_overrides": {"/cam/image": {"subscription": {"durability": "volatile"}}}}}}))
+    with pytest.raises(ParamError, match=r"qos_bad\.yaml: qos_overrides\./cam/image"):
+        node_params.load_params_file(bad)
