@@ -471,11 +471,7 @@ class DepthCore(_NodeBase):
             return
         self._stats.set_info("intrinsics", frame.intrinsics)
         convert_ms = (time.perf_counter() - received) * 1e3
-        try:
-            prepared = pipeline.prepare(frame.rgb, frame.k)
-        except ValueError as exc:
-            self._bad_input("malformed_image", str(exc))
-            return
+        prepared = pipeline.prepare(frame.rgb, frame.k)
         self._mailbox.put((msg, prepared, received, convert_ms))
         frame_ready = self._frame_ready
         if frame_ready is not None:
@@ -638,6 +634,28 @@ class DepthNode(DepthCore, Node):
         super().destroy_node()
 
 
+_Transition = Callable[["DepthLifecycleNode", LifecycleState], TransitionCallbackReturn]
+
+
+def _logged(step: _Transition) -> _Transition:
+    """A transition callback whose exception is logged with its traceback, then ERROR.
+
+    rclpy turns an exception in a transition into ERROR silently; ERROR then runs
+    :meth:`DepthLifecycleNode.on_error`, which frees everything (unconfigured).
+    """
+    @functools.wraps(step)
+    def run(node: "DepthLifecycleNode", state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            return step(node, state)
+        except Exception:  # noqa: BLE001 - reported; the state machine handles ERROR
+            import traceback
+
+            node.get_logger().error(f"{step.__name__} raised:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+
+    return run
+
+
 class DepthLifecycleNode(DepthCore, LifecycleNode):
     """The managed depth node (``oe_depth_lifecycle_node``), driven by ``lifecycle_msgs``.
 
@@ -653,6 +671,7 @@ class DepthLifecycleNode(DepthCore, LifecycleNode):
         self._setup()
         self.get_logger().info("unconfigured: waiting for the configure transition")
 
+    @_logged
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load the model and create the publishers; FAILURE (unconfigured) if it cannot."""
         try:
@@ -666,6 +685,7 @@ class DepthLifecycleNode(DepthCore, LifecycleNode):
                                f"input {self._stats.info['network_input']}")
         return super().on_configure(state)
 
+    @_logged
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe and start processing; FAILURE (inactive) on invalid QoS overrides."""
         try:
@@ -676,23 +696,33 @@ class DepthLifecycleNode(DepthCore, LifecycleNode):
         self.get_logger().info(f"active: {self._ready_text()}")
         return super().on_activate(state)
 
+    @_logged
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe, wait for a frame in flight, disable the publishers."""
         self._destroy_inputs()
         self.get_logger().info("inactive")
         return super().on_deactivate(state)
 
+    @_logged
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Destroy the publishers and free the model."""
         self._release(self.destroy_lifecycle_publisher)
         self.get_logger().info("unconfigured")
         return super().on_cleanup(state)
 
+    @_logged
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop everything; the process then exits with code 0."""
         self._destroy_inputs()
         self._release(self.destroy_lifecycle_publisher)
         self.finished.set()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: free everything and go back to unconfigured."""
+        self._destroy_inputs()
+        self._release(self.destroy_lifecycle_publisher)
+        self.get_logger().error("unconfigured after a failed transition")
         return TransitionCallbackReturn.SUCCESS
 
     def destroy_node(self) -> None:

@@ -144,3 +144,29 @@ def test_a_signal_ends_an_unconfigured_lifecycle_node_with_exit_0(model: Path,  
         time.sleep(0.1)
     assert node.stop(signal.SIGTERM) == 0
     assert "Traceback" not in node.log()
+
+
+def test_a_raising_transition_leaves_the_node_unconfigured(model: Path,  # noqa: F811
+                                                           tmp_path: Path) -> None:
+    """activate raises once (test/node_faults.py): ERROR, on_error frees all, retry works."""
+    node = NodeProcess(tmp_path / "lc_err.log", "-r", f"__ns:=/{NS}",
+                       "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
+                       "-p", "threads:=1", lifecycle=True, faults={"activate": 1})
+    probe = Probe()
+    try:
+        manager = Manager(probe)
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) is True
+        assert manager.transition(Transition.TRANSITION_ACTIVATE) is False
+        assert manager.state() == State.PRIMARY_STATE_UNCONFIGURED
+        assert node.proc.poll() is None
+        assert probe.spin_until(
+            lambda: probe.node.count_publishers(f"/{NS}/depth/image") == 0, 10)
+        log = node.log()
+        assert "on_activate raised" in log and "injected failure" in log, log
+        assert manager.transition(Transition.TRANSITION_CONFIGURE) is True
+        assert manager.transition(Transition.TRANSITION_ACTIVATE) is True
+        assert manager.state() == State.PRIMARY_STATE_ACTIVE
+        assert probe.spin_until(lambda: probe.node.count_subscribers(f"/{NS}/image") == 1, 10)
+    finally:
+        probe.close()
+    assert node.stop(signal.SIGINT) == 0, node.log()
