@@ -155,3 +155,16 @@ def test_qos_override_names_and_parameter_files(tmp_path):
         "qos_overrides": {"/cam/image": {"subscription": {"durability": "volatile"}}}}}}))
     with pytest.raises(ParamError, match=r"qos_bad\.yaml: qos_overrides\./cam/image"):
         node_params.load_params_file(bad)
+
+
+def test_the_topic_table_states_the_node_qos_profiles():
+    pytest.importorskip("rclpy")
+    from oe_depth_ros import node
+
+    def text(profile) -> str:
+        return f"{profile.reliability.name.lower().replace('_', ' ')}, keep last {profile.depth}"
+
+    assert text(node.INPUT_QOS) in node_params.INPUT_QOS_TEXT
+    assert text(node.OUTPUT_QOS) in node_params.OUTPUT_QOS_TEXT
+    diagnostics = next(t for t in node_params.TOPICS if t.name == node_params.DIAGNOSTICS_TOPIC)
+    assert diagnostics.qos == text(node.DIAGNOSTICS_QOS)
