@@ -227,6 +227,7 @@ class DepthCore(_NodeBase):
     """
 
     def _setup(self) -> None:
+        """Logging bridge, parameters, intake, statistics, parameter callbacks (constructor)."""
         self._log_handler = _RosLogHandler(self.get_logger())
         logging.getLogger("oe_depth_ros").addHandler(self._log_handler)
         logging.getLogger("oe_depth_ros").setLevel(logging.INFO)
