@@ -28,7 +28,8 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            f"oe_depth_node = {PACKAGE}.node:main",
+            f"oe_depth_node = {PACKAGE}.node_main:main",
+            f"oe_depth_lifecycle_node = {PACKAGE}.node_main:lifecycle_main",
             f"oe-depth = {PACKAGE}.cli:main",
         ],
         # Subcommands of `oe-depth` that live outside oe_depth_ros (see oe_depth_ros.cli).

@@ -70,7 +70,7 @@ from _common import REPO, parse_hw, write_json
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
 ALL_OUTPUTS = ("points", "depth/image", "depth/camera_info", "depth/colored")
-#: (label, points.decimation, outputs the bench subscribes to, qos_reliability of the inputs)
+#: (label, points.decimation, outputs the bench subscribes to, reliability of the inputs)
 CONFIGS = (
     ("points, full cloud", 1, ("points",), "reliable"),
     ("points, decimation 4", 4, ("points",), "reliable"),
@@ -148,10 +148,13 @@ def start_node(model: Path, ns: str, decimation: int, log: Path,
                reliability: str = "reliable", extra: tuple[str, ...] = ()) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", f"__ns:=/{ns}",
+    cmd = [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", "-r", f"__ns:=/{ns}",
            "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
            "-p", f"points.decimation:={decimation}", "-p", "log_throttle:=0.0",
-           "-p", f"qos_reliability:={reliability}", *extra]
+           "-p", f"qos_overrides./{ns}/image.subscription.reliability:={reliability}",
+           "-p", f"qos_overrides./{ns}/image/compressed.subscription.reliability:={reliability}",
+           "-p", f"qos_overrides./{ns}/camera_info.subscription.reliability:={reliability}",
+           *extra]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -290,7 +293,7 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
             probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
             stages = stage_medians(diag, ns)
             results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
-                            "qos_reliability": reliability, "frames": frames,
+                            "input_reliability": reliability, "frames": frames,
                             "delivered": delivered,
                             "latency_ms": {t: percentiles(v) for t, v in latencies.items() if v},
                             "node_stage_p50_ms": stages})

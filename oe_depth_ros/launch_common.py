@@ -35,6 +35,12 @@ NODE_ARGUMENTS: tuple[Argument, ...] = (
      "Fast DDS profile for every process of this launch (shared memory for full-size "
      "frames); empty: the middleware's default; FASTRTPS_DEFAULT_PROFILES_FILE, when set, wins"),
 )
+#: The launch argument that chooses the managed node (a lifecycle manager configures and
+#: activates it) instead of the plain one; the executable for each choice.
+LIFECYCLE_ARGUMENT: Argument = (
+    "lifecycle", "false", "true: start oe_depth_lifecycle_node, a managed node that waits "
+    "for a lifecycle manager's configure and activate; false: oe_depth_node")
+EXECUTABLES = {False: "oe_depth_node", True: "oe_depth_lifecycle_node"}
 #: The environment variable that selects a Fast DDS XML profile (Fast DDS 2.x: Humble, Jazzy).
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 #: Node arguments that override the parameter file only when given (non-empty).
@@ -108,14 +114,17 @@ def shut_down_with(node: Any) -> Any:
 
 def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
                use_sim_time: bool) -> Any:
-    """oe_depth_node with the parameter file, the given overrides and the log level."""
+    """The depth node with the parameter file, the given overrides and the log level.
+
+    The managed executable when ``values`` has a true ``lifecycle`` (:data:`LIFECYCLE_ARGUMENT`).
+    """
     from launch_ros.actions import Node
 
     overrides: dict[str, Any] = {"use_sim_time": use_sim_time}
     overrides.update({name: values[name] for name in OVERRIDES if values[name]})
     return Node(
         package=PACKAGE,
-        executable="oe_depth_node",
+        executable=EXECUTABLES[is_true(values.get("lifecycle", "false"))],
         name="oe_depth_node",
         namespace=values["namespace"],
         parameters=[values["params_file"], overrides],

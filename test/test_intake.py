@@ -262,9 +262,14 @@ class NodeUnderTest:
         self.log_path = log
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", "__ns:=/cam",
+            [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", "-r", "__ns:=/cam",
              "-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", "threads:=1",
-             "-p", "qos_reliability:=reliable", "-p", "qos_depth:=20",
+             "-p", "qos_overrides./cam/image.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/image.subscription.depth:=20",
+             "-p", "qos_overrides./cam/image/compressed.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/image/compressed.subscription.depth:=20",
+             "-p", "qos_overrides./cam/camera_info.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/camera_info.subscription.depth:=20",
              "-p", "diagnostics_period:=0.2", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.context = rclpy.Context()

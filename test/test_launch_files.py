@@ -243,7 +243,8 @@ def test_both_launch_files_exist_and_are_installed() -> None:
     setup = (REPO / "setup.py").read_text()
     assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
     assert 'glob("config/*.rviz")' in setup
-    assert "oe_depth_node = {PACKAGE}.node:main" in setup
+    assert "oe_depth_node = {PACKAGE}.node_main:main" in setup
+    assert "oe_depth_lifecycle_node = {PACKAGE}.node_main:lifecycle_main" in setup
 
 
 def kinds(entities: list[Any]) -> dict[str, list[Any]]:
@@ -260,7 +261,7 @@ def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
                                   image_topic="/cam/image_raw", use_rviz="true")
     assert set(declared) == {"params_file", "backend", "model_path", "image_topic",
                              "camera_info_topic", "namespace", "use_sim_time", "use_rviz",
-                             "log_level", "fastdds_profile"}
+                             "log_level", "fastdds_profile", "lifecycle"}
     assert declared["namespace"].default_value == NAMESPACE
     assert all(arg.description for arg in declared.values())
     params_file = Path(perform(declared["params_file"].default_value, StandInContext({})))
@@ -291,6 +292,15 @@ def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
     name, value = profile.args
     assert name == "FASTRTPS_DEFAULT_PROFILES_FILE"
     assert Path(perform(value, StandInContext({}))) == REPO / "config" / "fastdds_shm.xml"
+
+
+def test_the_lifecycle_argument_starts_the_managed_node(stand_ins) -> None:
+    path = LAUNCH_DIR / "oe_depth.launch.py"
+    for value, executable in (("false", "oe_depth_node"), ("true", "oe_depth_lifecycle_node")):
+        _, entities = describe(path, model_path="/models/m.onnx", lifecycle=value)
+        (node,) = kinds(entities)["Node"]
+        assert node.kwargs["executable"] == executable
+        assert node.kwargs["name"] == "oe_depth_node"
 
 
 def test_rviz_only_when_asked_and_installed(stand_ins, monkeypatch, caplog) -> None:

@@ -335,3 +335,26 @@ def test_result_pointcloud2_is_dense_exactly_when_every_point_is_finite(image):
     assert (msg.height, msg.width) == res.points.shape
     with pytest.raises(ValueError, match="no points"):
         pipe.process(image, K_CAM, outputs=Outputs(points=False)).pointcloud2(header, types)
+
+
+def test_prepare_then_finish_is_process_and_device_preprocessing_is_left_to_predict(image):
+    """The split the node pipelines: the host input comes from prepare, not from finish."""
+    from oe_depth_ros.imageops import to_network_input
+
+    pipeline, backend = make()
+    whole = pipeline.process(image, K_CAM)
+    prepared = pipeline.prepare(image, K_CAM)
+    np.testing.assert_array_equal(prepared.network_input, to_network_input(image, (NET_H, NET_W)))
+    assert set(prepared.timings) == {"preprocess"}
+    split = pipeline.finish(prepared)
+    np.testing.assert_array_equal(split.depth, whole.depth)
+    assert len(backend.batches) == 2  # one inference per frame, the prepared input
+    np.testing.assert_array_equal(backend.batches[1], prepared.network_input)
+
+    calls = []
+    backend.host_preprocess = False  # as the TensorRT backend: predict resizes on its device
+    backend.predict = lambda rgb, timings=None: calls.append(rgb) or backend.disparity.copy()
+    on_device = pipeline.prepare(image, K_CAM)
+    assert on_device.network_input is None and on_device.timings == {}
+    np.testing.assert_array_equal(pipeline.finish(on_device).depth, whole.depth)
+    assert len(calls) == 1 and calls[0] is image

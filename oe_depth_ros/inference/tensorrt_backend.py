@@ -56,6 +56,7 @@ class TensorRTBackend(DepthBackend):
     """
 
     name = "tensorrt"
+    host_preprocess = False  # predict resizes on the GPU
 
     def __init__(self, engine_path: str | os.PathLike[str], device: str = "auto") -> None:
         usable, reason = tensorrt_usable()

@@ -76,6 +76,7 @@ class TorchBackend(DepthBackend):
         self.input_size = (height, width)
         self._preprocess = (TensorPreprocessor(self.input_size, self.device)
                             if self.device.type == "cuda" else None)
+        self.host_preprocess = self._preprocess is None  # on CUDA predict resizes on the GPU
         LOG.info("torch %s on %s: %s %dx%d", torch.__version__, self.device, cfg.name,
                  height, width)
 
