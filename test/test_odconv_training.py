@@ -169,5 +169,7 @@ def test_agreement_tool_reports_each_start(synth_world, tmp_path: Path, capsys) 
     report = {r["start"]: r for r in json.loads(out.read_text())}
     assert set(report) == {"fresh", "fresh_t30", "static"}
     assert report["static"]["min"] > 0.9999  # exact up to float rounding
+    assert report["static"]["encoder"] > 0.9999  # the whole encoder is the static one
+    assert report["fresh"]["encoder"] < 0.9999
     assert report["fresh"]["mean"] < report["fresh_t30"]["mean"] < report["static"]["mean"]
     assert "mean cosine" in capsys.readouterr().out

@@ -9,13 +9,16 @@ per ODConv layer, the mean over frames of the cosine between the layer's output 
 the static convolution ``conv(x, W)`` of the same input. Three starts are compared:
 ``fresh`` (attention as initialized, temperature 1), ``fresh_t30`` (the same at
 temperature 30, where ODConv's annealing starts) and ``static``
-(``odconv.start=static``). Without ``--pretrained`` the weights are a seeded random
+(``odconv.start=static``). Beside the per-layer figures, the cosine of the stage-4
+outputs against those of the same network without ODConv shows how the layers
+compound. Without ``--pretrained`` the weights are a seeded random
 static HRNet of the same encoder (ImageNet weights are not available here). The frames
 come from a synthetic world rendered into ``--world`` when it holds none.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -45,6 +48,8 @@ class Agreement:
 
     start: str
     layers: dict[str, float]
+    #: mean cosine of the stage-4 outputs against the static network's (the layers compound)
+    encoder: float
 
     @property
     def mean(self) -> float:
@@ -52,7 +57,8 @@ class Agreement:
 
     def summary(self) -> dict[str, float]:
         values = list(self.layers.values())
-        return {"mean": self.mean, "min": float(min(values)), "max": float(max(values))}
+        return {"mean": self.mean, "min": float(min(values)), "max": float(max(values)),
+                "encoder": self.encoder}
 
 
 def read_frame(path: Path, height: int, width: int) -> np.ndarray:
@@ -103,9 +109,30 @@ def start_network(net: DepthNet, start: str) -> DepthNet:
 
 
 @torch.no_grad()
+def stage4(features: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """The four stage-4 branch outputs among an encoder's feature groups."""
+    return [group[-1] for group in features[1:]]
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample cosine of two [B, ...] tensors."""
+    return F.cosine_similarity(a.flatten(1), b.flatten(1), dim=1)
+
+
+@torch.no_grad()
+def static_stage4(model: str, weights: Path, frames: torch.Tensor) -> list[torch.Tensor]:
+    """Stage-4 outputs of ``model`` without ODConv, with the same weights, in training mode."""
+    config = dataclasses.replace(load_depth_config(model), odconv=None)
+    return stage4(build_depth_net(config, pretrained=weights).encoder.train()(frames))
+
+
+@torch.no_grad()
 def measure(net: DepthNet, kernels: dict[str, torch.Tensor], frames: torch.Tensor,
-            start: str) -> Agreement:
-    """Mean cosine between each ODConv layer's output and ``conv(x, W)`` on the same input."""
+            start: str, static: list[torch.Tensor]) -> Agreement:
+    """Mean cosine between each ODConv layer's output and ``conv(x, W)`` on the same input.
+
+    ``static``: the static network's stage-4 outputs, for :attr:`Agreement.encoder`.
+    """
     cosines: dict[str, list[torch.Tensor]] = {name: [] for name in kernels}
     hooks = []
 
@@ -114,18 +141,20 @@ def measure(net: DepthNet, kernels: dict[str, torch.Tensor], frames: torch.Tenso
                  out: torch.Tensor) -> None:
             ref = F.conv2d(args[0], kernels[name], None, layer.stride, layer.padding,
                            layer.dilation, layer.groups)
-            cosines[name].append(F.cosine_similarity(out.flatten(1), ref.flatten(1), dim=1))
+            cosines[name].append(cosine(out, ref))
         return hook
 
     for name, module in net.named_modules():
         if isinstance(module, ODConv2d):
             hooks.append(module.register_forward_hook(record(name, module)))
     try:
-        net(frames)
+        ours = stage4(net.encoder(frames))
     finally:
         for hook in hooks:
             hook.remove()
-    return Agreement(start, {name: float(torch.cat(c).mean()) for name, c in cosines.items()})
+    encoder = float(torch.stack([cosine(a, b).mean() for a, b in zip(ours, static)]).mean())
+    return Agreement(start, {name: float(torch.cat(c).mean()) for name, c in cosines.items()},
+                     encoder)
 
 
 def static_kernels(net: DepthNet) -> dict[str, torch.Tensor]:
@@ -136,12 +165,13 @@ def static_kernels(net: DepthNet) -> dict[str, torch.Tensor]:
 
 def run(model: str, frames: torch.Tensor, weights: Path, seed: int) -> list[Agreement]:
     """The agreement of every start in :data:`STARTS` on ``frames`` (same attention init)."""
+    static = static_stage4(model, weights, frames)
     results = []
     for start in STARTS:
         torch.manual_seed(seed)
         net = build_depth_net(model, pretrained=weights)
         kernels = static_kernels(net)
-        results.append(measure(start_network(net, start), kernels, frames, start))
+        results.append(measure(start_network(net, start), kernels, frames, start, static))
     return results
 
 
@@ -178,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 s = agreement.summary()
                 print(f"seed {seed} {agreement.start:9s} mean cosine {s['mean']:.4f} "
                       f"(layers min {s['min']:.4f} max {s['max']:.4f}, "
-                      f"{len(agreement.layers)} layers)")
+                      f"{len(agreement.layers)} layers); stage-4 outputs against the "
+                      f"static network {s['encoder']:.4f}")
                 report.append({"seed": seed, "start": agreement.start, **s,
                                "layers": agreement.layers})
     if args.json is not None:
