@@ -96,7 +96,7 @@ class Trainer:
         self.source_ids: list[FrameId] = [f for f in d.all_frame_ids if f != 0]
         self._build_data()
         self._build_networks()
-        self.temperature = self._temperature_schedule()
+        self.odconv_schedule = self._temperature_schedule()
         self._set_temperature(0)
         self._build_optimizer()
         self.ssim = SSIM().to(self.device)
@@ -201,8 +201,8 @@ class Trainer:
 
     def _set_temperature(self, completed: int) -> None:
         """Set the ODConv temperature that the schedule gives after ``completed`` steps."""
-        if self.temperature is not None:
-            self.depth_net.update_temperature(self.temperature.after(completed))
+        if self.odconv_schedule is not None:
+            self.depth_net.update_temperature(self.odconv_schedule.after(completed))
 
     def networks(self) -> list[nn.Module]:
         """The networks being trained: depth, and pose unless the drives give the motion."""
@@ -524,9 +524,9 @@ class Trainer:
             for name, value in result.terms.items():
                 self.writer.add_scalar(f"train/{name}", value, result.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], result.step)
-            if self.temperature is not None:
+            if self.odconv_schedule is not None:
                 self.writer.add_scalar("train/odconv_temperature",
-                                       self.temperature.after(result.step), result.step)
+                                       self.odconv_schedule.after(result.step), result.step)
             self.writer.add_scalar("train/images_per_s",
                                    self.sampler.global_batch / max(seconds, 1e-9), result.step)
         if result.step % self.cfg.image_log_every == 0 or result.step == 1:
