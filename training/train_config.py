@@ -189,6 +189,32 @@ class OptimConfig:
 
 
 @dataclass
+class ODConvTrainConfig:
+    """ODConv training details; a depth network without ODConv ignores them (with a warning).
+
+    ``anneal_epochs``: over the first that many epochs the attention temperature falls
+    linearly, step by step, from ``initial_temperature`` to the model's
+    ``odconv.temperature``, then stays there (ODConv's reference: 10 epochs from 30 to
+    1); 0 keeps the model's temperature throughout. ``start``: ``fresh`` keeps the
+    attention heads as initialized (the reference); ``static`` makes every ODConv layer
+    start as the static convolution of its kernels (see
+    ``ODConv2d.start_as_static_conv``), with pretrained weights the pretrained one.
+    Which the paper's configs use, and why: docs/model.md.
+    """
+
+    anneal_epochs: int = 0
+    initial_temperature: float = 30.0
+    start: Literal["fresh", "static"] = "fresh"
+
+    def __post_init__(self) -> None:
+        if self.anneal_epochs < 0:
+            raise ConfigError(f"odconv.anneal_epochs must be >= 0, got {self.anneal_epochs}")
+        if not self.initial_temperature > 0:
+            raise ConfigError(f"odconv.initial_temperature must be positive, "
+                              f"got {self.initial_temperature}")
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs; saved inside every checkpoint."""
 
@@ -196,6 +222,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    odconv: ODConvTrainConfig = field(default_factory=ODConvTrainConfig)
     seed: int = 0
     out_dir: str = "runs/oe_depth"
     device: str = "auto"
