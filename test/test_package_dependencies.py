@@ -178,7 +178,7 @@ def test_python_keys_in_package_xml_and_the_table_agree(table, deps) -> None:
     keys = {row.key for row in table.values() if row.key is not None}
     assert keys <= declared, keys - declared
     python_keys = {k for k in declared if k.startswith("python3-") or k.endswith("-pip")}
-    assert python_keys <= keys | {"mcap-ros2-support"}, python_keys - keys
+    assert python_keys <= keys, python_keys - keys
 
 
 def test_table_distributions_are_pinned_and_installed_with_what_the_table_says(table) -> None:
