@@ -25,7 +25,9 @@ setup(
     maintainer_email="maintainers@oe-depth-ros.dev",
     description="OE-Depth monocular depth: training, TensorRT deployment and a ROS 2 node.",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    # colcon test runs pytest when the package names it as a test extra (tests_require
+    # is gone from setuptools 72 on, and colcon then falls back to unittest).
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
             f"oe_depth_node = {PACKAGE}.node_main:main",
