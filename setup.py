@@ -34,7 +34,7 @@ setup(
         ],
         # Subcommands of `oe-depth` that live outside oe_depth_ros (see oe_depth_ros.cli).
         f"{PACKAGE}.commands": [
-            "demo = training.demo_command",
+            "demo = training.experiments.demo_command",
         ],
     },
 )

@@ -15,9 +15,10 @@ from oe_depth_ros.bags.bagio import BagReader
 from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
-from training.baselines import best_constant_abs_rel
-from training.demo import DemoSettings, _constant_errors, select_checkpoint, versus_constant
-from training.demo_command import add_arguments, settings_from_args
+from training.experiments.baselines import best_constant_abs_rel
+from training.experiments.demo import (DemoSettings, _constant_errors, select_checkpoint,
+                                       versus_constant)
+from training.experiments.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
 
@@ -85,7 +86,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
 
     import cv2
 
-    from training.demo import _ground_truth
+    from training.experiments.demo import _ground_truth
     from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = synth_world.drive_dirs[0]
@@ -134,7 +135,7 @@ def test_demo_is_registered_outside_the_library() -> None:
 
     oe_depth_ros never imports training.
     """
-    assert plugin_commands()["demo"].__name__ == "training.demo_command"
+    assert plugin_commands()["demo"].__name__ == "training.experiments.demo_command"
     root = Path(__file__).resolve().parents[1] / "oe_depth_ros"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):

@@ -9,7 +9,7 @@ plus the photometric loss on fixed training samples before and after training.
 ``--compare-triplet`` also trains without the triplet term and reports errors near
 semantic boundaries for both runs.
 
-    python -m training.prove_learning --work /tmp/oe_proof
+    python -m training.experiments.prove_learning --work /tmp/oe_proof
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ import torch
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
-from training.baselines import best_constant_abs_rel
+from training.experiments.baselines import best_constant_abs_rel
 
-log = logging.getLogger("training.prove_learning")
+log = logging.getLogger("training.experiments.prove_learning")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.prove_learning",
+    parser = argparse.ArgumentParser(prog="python -m training.experiments.prove_learning",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data, runs, summary")
     parser.add_argument("--config", default="synth_small",

@@ -1,7 +1,7 @@
 """Reproduce the paper's Table 3 on KITTI with one command.
 
-    python -m training.reproduce --kitti ROOT --splits DIR --weights DIR --out runs/paper \
-        [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
+    python -m training.experiments.reproduce --kitti ROOT --splits DIR --weights DIR \
+        --out runs/paper [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
 
 ``--splits`` holds Monodepth2's split folders (``eigen_zhou/train_files.txt``,
 ``eigen_zhou/val_files.txt``, ``eigen/test_files.txt``); ``--weights`` holds the ImageNet
@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.metrics import METRIC_LABELS, METRIC_NAMES
-from training.ablation_report import PAPER_TABLE3
+from training.experiments.ablation_report import PAPER_TABLE3
 from training.train_config import FROM_SCRATCH, TrainConfig, load_train_config
 
 LOG = logging.getLogger(__name__)
@@ -223,8 +223,8 @@ def reproduce(paths: Paths, rows: Sequence[str], small: bool = False,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m training.reproduce``."""
-    p = argparse.ArgumentParser(prog="python -m training.reproduce",
+    """Arguments of ``python -m training.experiments.reproduce``."""
+    p = argparse.ArgumentParser(prog="python -m training.experiments.reproduce",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--kitti", type=Path, required=True, help="KITTI raw root")
     p.add_argument("--splits", type=Path, required=True,

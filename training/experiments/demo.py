@@ -12,7 +12,7 @@ Stages (each timed in wall and CPU seconds and reported):
 4. ``kitti2bag``: the held-out drive (or ``--kitti``) to a rosbag2.
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
-   best constant depth (:func:`training.baselines.best_constant_depth`); PNG panels per
+   best constant depth (:func:`training.experiments.baselines.best_constant_depth`); PNG panels per
    frame, a colored PLY cloud, report.md/json.
 
 The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports it
@@ -35,7 +35,7 @@ from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, evaluate_depth_map,
                                   valid_mask)
 from oe_depth_ros.scale import ScaleMethod
-from training.baselines import best_constant_depth
+from training.experiments.baselines import best_constant_depth
 
 LOG = logging.getLogger(__name__)
 
