@@ -41,10 +41,10 @@ from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES
-from training.experiments.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
-                                                  ROWS, best_constant, curve_markdown,
-                                                  curve_summary, label_check_text, plot_curves,
-                                                  read_points, summarize, table_markdown)
+from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
+                              ROWS, best_constant, curve_markdown,
+                              curve_summary, label_check_text, plot_curves,
+                              read_points, summarize, table_markdown)
 
 log = logging.getLogger("training.experiments.ablation")
 
@@ -131,7 +131,7 @@ def porcelain_paths(status: str) -> list[str]:
 def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
     """Render (once) the training world and the held-out world; list every held-out frame."""
     from oe_depth_ros.kitti.splits import read_split_file, write_split_file
-    from training.experiments.prove_learning import ensure_world
+    from .prove_learning import ensure_world
 
     # +1 drive: the synthetic splits train on every drive but the last one
     train = ensure_world(work / "train_world", spec.drives + 1, spec.frames, spec.seed,
@@ -149,8 +149,8 @@ def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
 
 def build_trainer(job: RunJob, out_dir: Path) -> Any:
     """A trainer of ``job``'s row and seed on the training world (no per-epoch validation)."""
-    from training.train_config import load_train_config
-    from training.trainer import Trainer
+    from ..train_config import load_train_config
+    from ..trainer import Trainer
 
     w = job.worlds
     cfg = load_train_config(ROWS[job.row][0], [
@@ -163,7 +163,7 @@ def build_trainer(job: RunJob, out_dir: Path) -> Any:
 
 def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
     """Every held-out frame at the trainer's input size, with ground truth."""
-    from training.datasets import KittiRawMonoDataset
+    from ..datasets import KittiRawMonoDataset
 
     d = trainer.cfg.data
     data = KittiRawMonoDataset(worlds.heldout_root, worlds.heldout_split, d.height, d.width,
@@ -176,7 +176,7 @@ def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
 
 def evaluate(trainer: Any, heldout: Any) -> dict[str, Any]:
     """Held-out errors of the trainer's depth net: the table columns plus the full regions."""
-    from training.experiments.prove_learning import evaluate_heldout
+    from .prove_learning import evaluate_heldout
 
     d = trainer.cfg.data
     result = evaluate_heldout(trainer, heldout, d.val_crop, d.val_max_depth, with_regions=True)
@@ -197,8 +197,8 @@ def pending(job: RunJob) -> list[int]:
 
 def train_run(job: RunJob, log_level: int = logging.INFO) -> dict[str, Any]:
     """Train ``job`` up to its last evaluation step, evaluating on the way; resumable."""
-    from training.checkpointing import LAST_NAME
-    from training.trainer import TrainingDivergedError
+    from ..checkpointing import LAST_NAME
+    from ..trainer import TrainingDivergedError
 
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -369,7 +369,7 @@ def run_all(jobs: list[RunJob], parallel: int) -> None:
 
 def label_check(worlds: Worlds, work: Path) -> dict[str, Any]:
     """Agreement of depth discontinuities and label boundaries on the training drives."""
-    from training.experiments.label_edges import world_agreement
+    from .label_edges import world_agreement
 
     path = work / "label_check.json"
     if path.is_file():
