@@ -4,11 +4,17 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "oe_depth_ros"
+#: The training/ folder installs under this project-specific import name (not as a
+#: top-level `training`); its modules import each other relatively, so the checkout's
+#: `python -m training.train` and the installed name run the same code (docs/design.md).
+TRAINING = "oe_depth_training"
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
+    + [TRAINING] + [f"{TRAINING}.{sub}" for sub in find_packages(where="training")],
+    package_dir={TRAINING: "training"},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -36,7 +42,7 @@ setup(
         ],
         # Subcommands of `oe-depth` that live outside oe_depth_ros (see oe_depth_ros.cli).
         f"{PACKAGE}.commands": [
-            "demo = training.demo_command",
+            f"demo = {TRAINING}.experiments.demo_command",
         ],
     },
 )

@@ -25,7 +25,7 @@ PACKAGE = "oe_depth_ros"
 SOURCES = ("package.xml", "setup.py", "setup.cfg", "resource", "oe_depth_ros", "training",
            "launch", "config", "test", "bench")
 LINTER_TESTS = ("test/test_flake8.py", "test/test_pep257.py", "test/test_copyright.py")
-EXECUTABLES = ("oe_depth_node", "oe-depth")
+EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node", "oe-depth")
 COLCON = Path(sys.executable).with_name("colcon")
 
 
@@ -80,8 +80,8 @@ def test_colcon_build_installs_executables_launch_and_config_files(workspace: Pa
     # The installed scripts run the installed package (not the repository's).
     site = prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     env = dict(os.environ, PYTHONPATH=str(site))
-    where = subprocess.run([sys.executable, "-c", "import oe_depth_ros, training; "
-                            "print(oe_depth_ros.__file__); print(training.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import oe_depth_ros, oe_depth_training; "
+                            "print(oe_depth_ros.__file__); print(oe_depth_training.__file__)"],
                            cwd=workspace, env=env, capture_output=True, text=True,
                            timeout=120)
     assert where.returncode == 0, where.stderr

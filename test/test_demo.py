@@ -15,9 +15,10 @@ from oe_depth_ros.bags.bagio import BagReader
 from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
-from training.baselines import best_constant_abs_rel
-from training.demo import DemoSettings, _constant_errors, select_checkpoint, versus_constant
-from training.demo_command import add_arguments, settings_from_args
+from training.experiments.baselines import best_constant_abs_rel
+from training.experiments.demo import (DemoSettings, _constant_errors, select_checkpoint,
+                                       versus_constant)
+from training.experiments.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
 
@@ -85,7 +86,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
 
     import cv2
 
-    from training.demo import _ground_truth
+    from training.experiments.demo import _ground_truth
     from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = synth_world.drive_dirs[0]
@@ -130,17 +131,23 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, tra
 
 
 def test_demo_is_registered_outside_the_library() -> None:
-    """`oe-depth demo` comes from the training package's entry point.
+    """`oe-depth demo` comes from the training package's entry point, under its installed name.
 
-    oe_depth_ros never imports training.
+    That module is this checkout's training/experiments/demo_command.py; oe_depth_ros
+    never imports training under either name.
     """
-    assert plugin_commands()["demo"].__name__ == "training.demo_command"
+    from training.experiments import demo_command
+
+    plugin = plugin_commands()["demo"]
+    assert plugin.__name__ == "oe_depth_training.experiments.demo_command"
+    assert plugin.__file__ is not None and Path(plugin.__file__).samefile(demo_command.__file__)
     root = Path(__file__).resolve().parents[1] / "oe_depth_ros"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] == "training" for n in names), path
+            assert not any(n.split(".")[0] in ("training", "oe_depth_training")
+                           for n in names), path
 
 
 def test_constant_baseline_is_the_abs_rel_minimizer() -> None:

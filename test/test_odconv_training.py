@@ -9,7 +9,7 @@ import torch
 
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.model import ODConv2d, build_depth_net
-from training.odconv_agreement import main as agreement_main
+from training.experiments.odconv_agreement import main as agreement_main
 from training.odconv_temperature import TemperatureSchedule
 from training.train_config import load_train_config
 from training.trainer import Trainer

@@ -1,4 +1,4 @@
-"""python -m training.reproduce end to end on the synthetic world (tiny settings).
+"""python -m training.experiments.reproduce end to end on the synthetic world (tiny settings).
 
 The two runs take about a minute on two loaded cores, so they are marked slow.
 """
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.ablation_report import PAPER_TABLE3
+from training.experiments.ablation_report import PAPER_TABLE3
 from training.checkpointing import load_checkpoint
-from training.reproduce import (Paths, main, resolve_splits, resolve_weights, row_config,
-                                train_row)
+from training.experiments.reproduce import (Paths, main, resolve_splits, resolve_weights,
+                                            row_config, train_row)
 
 torch.set_num_threads(1)
 

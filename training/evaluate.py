@@ -32,8 +32,8 @@ from oe_depth_ros.metrics import (
     compute_errors,
     valid_mask,
 )
-from training.edge_metrics import EdgeConfig, RegionReport
-from training.eval_report import (
+from .edge_metrics import EdgeConfig, RegionReport
+from .eval_report import (
     format_region_table,
     format_table,
     make_panel,
@@ -42,14 +42,14 @@ from training.eval_report import (
     write_json,
     write_per_image_csv,
 )
-from training.gt_depth import (
+from .gt_depth import (
     CachedGroundTruth,
     GroundTruth,
     add_pixel_offset_argument,
     export_gt_cache,
     open_ground_truth,
 )
-from training.semantic_labels import load_train_ids
+from .semantic_labels import load_train_ids
 
 LOG = logging.getLogger(__name__)
 

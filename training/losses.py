@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.triplet import semantic_triplet_loss, triplet_terms
-from training.warping import BackprojectDepth, Project3D, ViewWarper, sample_image
+from .triplet import semantic_triplet_loss, triplet_terms
+from .warping import BackprojectDepth, Project3D, ViewWarper, sample_image
 
 __all__ = [
     "SSIM", "photometric_error", "ReprojectionResult", "min_reprojection_loss",

@@ -34,15 +34,15 @@ from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
 from oe_depth_ros.model.depth_net import DepthNet
-from training.checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
-                                    set_rng_state)
-from training.datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
-from training.distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
-from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
-                             semantic_triplet_loss, smoothness_loss, upsample_disp)
-from training.odconv_temperature import TemperatureSchedule
-from training.train_config import TrainConfig
-from training.triplet import neighbor_masks
+from .checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
+                            set_rng_state)
+from .datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
+from .distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
+from .losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
+                     semantic_triplet_loss, smoothness_loss, upsample_disp)
+from .odconv_temperature import TemperatureSchedule
+from .train_config import TrainConfig
+from .triplet import neighbor_masks
 
 LOG = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from oe_depth_ros.inference.backends import BACKEND_NAMES
 
 if TYPE_CHECKING:
-    from training.demo import DemoSettings
+    from .demo import DemoSettings
 
 LOG = logging.getLogger("oe-depth.demo")
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
     """DemoSettings: the default or ``--fast`` preset with the given options over it."""
-    from training.demo import DemoSettings
+    from .demo import DemoSettings
 
     base = DemoSettings.fast(args.out) if args.fast else DemoSettings(out=args.out)
     chosen = {"model": args.model, "kitti": args.kitti, "backend": args.backend,
@@ -58,7 +58,7 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its results are."""
-    from training.demo import run_demo
+    from .demo import run_demo
 
     result = run_demo(settings_from_args(args))
     model, const = result.report["model"], result.report["constant_baseline"]

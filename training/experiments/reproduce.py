@@ -1,7 +1,7 @@
 """Reproduce the paper's Table 3 on KITTI with one command.
 
-    python -m training.reproduce --kitti ROOT --splits DIR --weights DIR --out runs/paper \
-        [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
+    python -m training.experiments.reproduce --kitti ROOT --splits DIR --weights DIR \
+        --out runs/paper [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
 
 ``--splits`` holds Monodepth2's split folders (``eigen_zhou/train_files.txt``,
 ``eigen_zhou/val_files.txt``, ``eigen/test_files.txt``); ``--weights`` holds the ImageNet
@@ -28,8 +28,8 @@ from typing import Any, Sequence
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.metrics import METRIC_LABELS, METRIC_NAMES
-from training.ablation_report import PAPER_TABLE3
-from training.train_config import FROM_SCRATCH, TrainConfig, load_train_config
+from .ablation_report import PAPER_TABLE3
+from ..train_config import FROM_SCRATCH, TrainConfig, load_train_config
 
 LOG = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def row_config(row: str, paths: Paths, small: bool, overrides: Sequence[str]) ->
 def export_ground_truth(paths: Paths, progress: bool) -> Path:
     """``OUT/gt_eigen.npz`` from the Velodyne scans (written once, reused afterwards)."""
     from oe_depth_ros.kitti.splits import read_split_file
-    from training.gt_depth import export_gt_cache, open_ground_truth
+    from ..gt_depth import export_gt_cache, open_ground_truth
 
     out = paths.out / GT_NAME
     if out.is_file():
@@ -115,8 +115,8 @@ def _seconds_per_step(cfg: TrainConfig, steps: int) -> tuple[float, int]:
     """(median seconds of the warm-up steps after the first, steps left to train)."""
     import statistics
 
-    from training.checkpointing import load_checkpoint
-    from training.trainer import Trainer
+    from ..checkpointing import load_checkpoint
+    from ..trainer import Trainer
 
     trainer = Trainer(cfg)
     last = Path(cfg.out_dir) / "last.pt"
@@ -147,7 +147,7 @@ def estimate(configs: dict[str, TrainConfig], steps: int) -> dict[str, float]:
 
 def train_row(cfg: TrainConfig) -> None:
     """Train one row to the end, resuming from its ``last.pt``; mark it done."""
-    from training.trainer import Trainer
+    from ..trainer import Trainer
 
     out = Path(cfg.out_dir)
     if _is_done(cfg):
@@ -165,7 +165,7 @@ def train_row(cfg: TrainConfig) -> None:
 
 def evaluate_row(cfg: TrainConfig, paths: Paths, gt: Path, progress: bool) -> dict[str, float]:
     """Eigen errors of the row's final checkpoint (cached in ``<row>/eval/metrics.json``)."""
-    from training.evaluate import EvalOptions, evaluate
+    from ..evaluate import EvalOptions, evaluate
 
     out = Path(cfg.out_dir) / "eval"
     ckpt = Path(cfg.out_dir) / "last.pt"
@@ -223,8 +223,8 @@ def reproduce(paths: Paths, rows: Sequence[str], small: bool = False,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m training.reproduce``."""
-    p = argparse.ArgumentParser(prog="python -m training.reproduce",
+    """Arguments of ``python -m training.experiments.reproduce``."""
+    p = argparse.ArgumentParser(prog="python -m training.experiments.reproduce",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--kitti", type=Path, required=True, help="KITTI raw root")
     p.add_argument("--splits", type=Path, required=True,

@@ -1,6 +1,6 @@
 """How far ODConv layers start from the pretrained convolutions they replace.
 
-``python -m training.odconv_agreement --world DIR [--pretrained FILE] [--json OUT]``
+``python -m training.experiments.odconv_agreement --world DIR [--pretrained FILE] [--json OUT]``
 
 Loads static HRNet weights into an ODConv depth network through the pretrained-loading
 path (every candidate kernel gets the static kernel ``W``), runs camera frames through
@@ -176,7 +176,7 @@ def run(model: str, frames: torch.Tensor, weights: Path, seed: int) -> list[Agre
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.odconv_agreement",
+    parser = argparse.ArgumentParser(prog="python -m training.experiments.odconv_agreement",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--world", type=Path, required=True,
                         help="KITTI-layout frames (rendered here as a synthetic world if empty)")

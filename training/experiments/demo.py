@@ -12,7 +12,7 @@ Stages (each timed in wall and CPU seconds and reported):
 4. ``kitti2bag``: the held-out drive (or ``--kitti``) to a rosbag2.
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
-   best constant depth (:func:`training.baselines.best_constant_depth`); PNG panels per
+   best constant depth (:func:`training.experiments.baselines.best_constant_depth`); PNG panels per
    frame, a colored PLY cloud, report.md/json.
 
 The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports it
@@ -35,7 +35,7 @@ from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, evaluate_depth_map,
                                   valid_mask)
 from oe_depth_ros.scale import ScaleMethod
-from training.baselines import best_constant_depth
+from .baselines import best_constant_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -151,8 +151,8 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
     moment. The validation frames are held back from the training drives (with ground
     truth in the synthetic world); the held-out drive the demo scores on takes no part.
     """
-    from training.checkpointing import LAST_NAME
-    from training.trainer import BEST_BY, BEST_NAME
+    from ..checkpointing import LAST_NAME
+    from ..trainer import BEST_BY, BEST_NAME
 
     key = next((k for k in BEST_BY if records and all(k in r for r in records)), None)
     if key is not None and (run_dir / BEST_NAME).is_file():
@@ -164,8 +164,8 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
 
 def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
     """Short self-supervised training on the synthetic training drives; returns the model."""
-    from training.train_config import load_train_config
-    from training.trainer import Trainer
+    from ..train_config import load_train_config
+    from ..trainer import Trainer
 
     h, w = settings.net_size
     cfg = load_train_config(settings.train_config, [
