@@ -44,6 +44,7 @@ cleanly with exit code 0 (see :mod:`oe_depth_ros.node_main`).
 from __future__ import annotations
 
 import array
+import copy
 import functools
 import logging
 import math
@@ -93,6 +94,13 @@ INPUT_QOS = qos_profile_sensor_data
 OUTPUT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 #: QoS of /diagnostics (as diagnostic_updater publishes it).
 DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def own_qos(profile: QoSProfile) -> QoSProfile:
+    """A copy of ``profile`` for one topic: rclpy writes a topic's QoS overrides into the
+    profile object it is given, so a shared one would carry them to every other topic
+    (and ``qos_profile_sensor_data`` is rclpy's own module-level object)."""
+    return copy.copy(profile)
 
 
 class StartupError(RuntimeError):
@@ -342,7 +350,8 @@ class DepthCore(_NodeBase):
         overrides = QoSOverridingOptions.with_default_policies()
 
         def output(msg_type: Any, topic: str) -> Any:
-            return create(msg_type, topic, OUTPUT_QOS, qos_overriding_options=overrides)
+            return create(msg_type, topic, own_qos(OUTPUT_QOS),
+                          qos_overriding_options=overrides)
 
         try:
             self._pub_depth = output(Image, node_params.DEPTH_TOPIC)
@@ -366,12 +375,13 @@ class DepthCore(_NodeBase):
             self._inputs = [
                 self.create_subscription(CompressedImage if transport == "compressed" else Image,
                                          self._image_topic(),
-                                         self._guarded("image", self._on_image), INPUT_QOS,
+                                         self._guarded("image", self._on_image),
+                                         own_qos(INPUT_QOS),
                                          callback_group=input_group,
                                          qos_overriding_options=overrides),
                 self.create_subscription(CameraInfo, node_params.CAMERA_INFO_TOPIC,
                                          self._guarded("camera_info", self._on_camera_info),
-                                         INPUT_QOS, callback_group=input_group,
+                                         own_qos(INPUT_QOS), callback_group=input_group,
                                          qos_overriding_options=overrides),
             ]
         except Exception as exc:  # InvalidQosOverridesError, RuntimeError of a bad policy
