@@ -66,6 +66,7 @@ from oe_depth_ros.messages import (
     MessageTypes, make_camera_info, numpy_to_image,
 )
 from oe_depth_ros.pipeline import DepthPipeline, Outputs
+from oe_depth_ros.scale import ScaleSetupError, make_scale_estimator
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
 
 NODE_NAME = "oe_depth_node"
@@ -247,6 +248,7 @@ class DepthNode(Node):
         self._stats.set_info("network_input",
                              "x".join(str(v) for v in self._backend.input_size[::-1]))
         self._stats.set_info("scale_method", self._values["scale.method"])
+        self._stats.set_info("depth_units", self._backend.units.describe())
         self._stats.set_info("intrinsics", "waiting")
 
         reliability = (ReliabilityPolicy.RELIABLE if self._values["qos_reliability"] == "reliable"
@@ -327,7 +329,10 @@ class DepthNode(Node):
 
     def _make_pipeline(self, values: dict[str, Any]) -> DepthPipeline:
         self._config = node_params.pipeline_config(values)
-        return DepthPipeline(self._backend, self._config)
+        try:
+            return DepthPipeline(self._backend, self._config)
+        except ScaleSetupError as exc:  # e.g. a relative model with no scale estimator
+            raise StartupError(str(exc)) from None
 
     # -- parameters at run time
 
@@ -340,7 +345,8 @@ class DepthNode(Node):
                 candidate[p.name] = _plain(p.value)
         try:
             node_params.validate_all(candidate)
-            node_params.pipeline_config(candidate)
+            make_scale_estimator(node_params.pipeline_config(candidate).scale,
+                                 self._backend.units)
             camera_info_config(candidate)
         except (ParamError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
@@ -480,6 +486,8 @@ class DepthNode(Node):
         self._stats.set_info("scale", f"{result.scale:.4g}")
         self._stats.set_info("scale_source", result.scale_source)
         self._stats.set_info("scale_confidence", f"{result.scale_confidence:.2f}")
+        if math.isfinite(result.scale_check):  # a metric model beside the camera-height fit
+            self._stats.set_info("scale_check", f"{result.scale_check:.4g}")
         self._stats.set_info("output_size", f"{result.size[1]}x{result.size[0]}")
 
     # -- diagnostics
