@@ -222,8 +222,10 @@ def table(measured: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         diff = {k: None if v is None else errors[k] - v for k, v in reference.items()}
         rows[row] = {label: reference, "source": source, "measured": errors,
                      "difference": diff}
-        table_rows = [(label, reference, "{:.3f}"), ("measured", errors, "{:.3f}"),
-                      ("difference", diff, "{:+.3f}")]
+        measured_cells: dict[str, float | None] = dict(errors)
+        table_rows: list[tuple[str, dict[str, float | None], str]] = [
+            (label, reference, "{:.3f}"), ("measured", measured_cells, "{:.3f}"),
+            ("difference", diff, "{:+.3f}")]
         both = results.get("median_scaled")
         if row in METRIC_ANCHORS and both:
             ratio = both["ratio"]
