@@ -10,11 +10,15 @@ fit (oe_depth_ros.scale.CameraHeightScale) applied to its depth, side by side.
 
 Targets (issue 25): median ratio within 1 +- 0.1 and metric Abs Rel at most 1.2x the
 median-scaled Abs Rel. Results are written after every run, so a partial job keeps
-what it finished.
+what it finished. For a recipe with a pose network the median angle between its
+translation and the drive's OXTS translation on the training pairs is reported too
+(velocity supervision fixes the norm only). ``--reuse`` scores the checkpoints an
+earlier run left in OUT instead of training again.
 
 Usage:
   .venv/bin/python bench/bench_metric.py --out runs/bench_metric [--seeds 0 1 2]
       [--steps 240] [--recipes synth_small_velocity synth_small_oxts] [--json OUT]
+      [--reuse]
 """
 from __future__ import annotations
 
@@ -80,6 +84,54 @@ def evaluate_model(checkpoint: Path, drive_dir: Path) -> dict[str, Any]:
     }
 
 
+def pose_direction(checkpoint: Path, recipe: str, world: Any) -> float | None:
+    """Median angle (degrees) between the pose network's and the OXTS translation.
+
+    Over every training pair (no augmentation); None for a recipe without a pose network.
+    """
+    import torch
+
+    from training.checkpointing import load_checkpoint
+    from training.train_config import load_train_config
+    from training.trainer import Trainer
+
+    state = load_checkpoint(checkpoint)
+    if state["pose"] is None:
+        return None
+    cfg = load_train_config(recipe, [
+        f"data.data_path={world.root}", f"data.train_split={world.split_files['train']}",
+        "validate=false", "data.num_workers=0", "data.flip_prob=0", "data.color_aug_prob=0",
+        "progress=false"])
+    trainer = Trainer(cfg, out_dir=checkpoint.parent / "direction")
+    trainer.depth_net.load_state_dict(state["depth"])
+    assert trainer.pose_net is not None
+    trainer.pose_net.load_state_dict(state["pose"])
+    nets = (trainer.depth_net.eval(), trainer.pose_net.eval())
+    cosines: list[float] = []
+    with torch.no_grad():
+        for batch in trainer.loader:
+            _, transforms = trainer.forward(trainer._to_device(batch), nets)
+            for f in (-1, 1):
+                cosines += torch.nn.functional.cosine_similarity(
+                    transforms[f][:, :3, 3], batch[("T", f)][:, :3, 3]).tolist()
+    trainer.close()
+    return float(np.degrees(np.arccos(np.clip(np.median(cosines), -1.0, 1.0))))
+
+
+def _trained(settings: Any, world: Any, reuse: bool) -> Any:
+    """Train, or with ``reuse`` pick the checkpoint an earlier run left (as training would)."""
+    import json
+
+    from training.demo import select_checkpoint, train_on_world
+
+    run_dir = settings.out / "training"
+    if reuse and (run_dir / "last.pt").is_file():
+        validation = run_dir / "validation.json"
+        records = json.loads(validation.read_text()) if validation.is_file() else []
+        return select_checkpoint(run_dir, records)
+    return train_on_world(settings, world)
+
+
 def passes(result: dict[str, Any]) -> bool:
     """Whether a run meets both of issue 25's targets."""
     return (abs(result["ratio"]["median"] - 1.0) <= MAX_RATIO_ERROR
@@ -87,28 +139,35 @@ def passes(result: dict[str, Any]) -> bool:
 
 
 def run(out: Path, seeds: list[int], steps: int, recipes: list[str],
-        json_path: Path) -> list[dict[str, Any]]:
+        json_path: Path, reuse: bool = False) -> list[dict[str, Any]]:
     """Train and score every (seed, recipe); rewrite ``json_path`` after each run."""
-    from oe_depth_ros.synthetic.dataset import generate_dataset
-    from training.demo import DemoSettings, _held_out_drive, train_on_world
+    from oe_depth_ros.synthetic.dataset import SynthDataset, generate_dataset
+    from training.demo import DemoSettings, _held_out_drive
 
     results: list[dict[str, Any]] = []
     for seed in seeds:
         base = DemoSettings(out=out / f"seed{seed}", seed=seed, train_steps=steps)
         h, w = base.render_size
-        world = generate_dataset(base.out / "data", drives=base.drives, frames=base.frames,
-                                 seed=seed, width=w, height=h, progress=False)
+        root = base.out / "data"
+        splits = {name: root / "splits" / f"{name}_files.txt"
+                  for name in ("train", "val", "test")}
+        if reuse and all(path.is_file() for path in splits.values()):
+            world = SynthDataset(root, sorted(root.glob("*/*_sync")), splits)
+        else:
+            world = generate_dataset(root, drives=base.drives, frames=base.frames, seed=seed,
+                                     width=w, height=h, progress=False)
         held_out = _held_out_drive(world)
         for recipe in recipes:
             settings = DemoSettings(out=base.out / recipe, seed=seed, train_steps=steps,
                                     train_config=recipe)
             tic = time.perf_counter()
-            trained = train_on_world(settings, world)
+            trained = _trained(settings, world, reuse)
             seconds = time.perf_counter() - tic
             result = {"seed": seed, "recipe": recipe, "steps": steps,
                       "checkpoint": str(trained.checkpoint), "chosen": trained.describe(),
                       "train_seconds": round(seconds, 1),
-                      **evaluate_model(trained.checkpoint, held_out)}
+                      **evaluate_model(trained.checkpoint, held_out),
+                      "pose_direction_deg": pose_direction(trained.checkpoint, recipe, world)}
             result["passes"] = passes(result)
             results.append(result)
             write_json(json_path, {"results": results}, default=float)
@@ -120,7 +179,12 @@ def _row(r: dict[str, Any]) -> str:
     return (f"{r['seed']:>4} {r['recipe']:<22}{r['abs_rel_metric']:>9.4f}"
             f"{r['abs_rel_median_scaled']:>9.4f}{r['ratio']['median']:>8.3f}"
             f"{r['ratio']['std']:>8.3f}{r['abs_rel_camera_height']:>9.4f}"
-            f"{r['camera_height_over_model']:>9.3f}{'yes' if r['passes'] else 'NO':>6}")
+            f"{r['camera_height_over_model']:>9.3f}{'yes' if r['passes'] else 'NO':>6}"
+            f"{_angle(r.get('pose_direction_deg')):>7}")
+
+
+def _angle(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,14 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=240)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--json", type=Path, help="results JSON (default OUT/results.json)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="score the checkpoints already in OUT instead of training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     json_path = args.json or args.out / "results.json"
-    results = run(args.out, args.seeds, args.steps, args.recipes, json_path)
+    results = run(args.out, args.seeds, args.steps, args.recipes, json_path, args.reuse)
     print(f"Held-out synthetic drive per seed; {args.steps} training steps; targets: median "
           f"ratio 1 +- {MAX_RATIO_ERROR}, metric Abs Rel <= {MAX_ABS_REL_RATIO}x median-scaled")
     head = (f"{'seed':>4} {'recipe':<22}{'metric':>9}{'median':>9}{'ratio':>8}{'spread':>8}"
-            f"{'cam-h':>9}{'cam/own':>9}{'pass':>6}")
+            f"{'cam-h':>9}{'cam/own':>9}{'pass':>6}{'angle':>7}")
     print(head)
     print("-" * len(head))
     for r in results:
