@@ -268,12 +268,16 @@ def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
     The strategy is fed the bag's scans through its /tf_static.
     """
     runs = {}
-    for method in ("fixed", "lidar"):
+    settings = {"fixed": ["scale.method=fixed"], "lidar": ["scale.method=lidar"],
+                # a relative model under auto is scaled by relative_method (LiDAR read too)
+                "auto": ["scale.method=auto", "scale.relative_method=lidar"]}
+    for method, overrides in settings.items():
         config = from_dict(PipelineConfig, apply_overrides(
-            {"max_range": 200.0}, [f"scale.method={method}", "scale.window=1"]))
+            {"max_range": 200.0}, [*overrides, "scale.window=1"]))
         pipeline = DepthPipeline(RenderedDepthBackend(drive, disparity_factor=3.0), config)
         runs[method] = process_bag(in_bag, work / f"scaled_{method}", pipeline,
                                    ProcessOptions(progress=False)).evaluation
+    assert runs["auto"]["metric"] == runs["lidar"]["metric"]
     assert runs["fixed"]["median_ratio"]["median"] == pytest.approx(3.0, rel=0.02)
     assert runs["fixed"]["metric"]["abs_rel"] > 0.6
     assert runs["lidar"]["median_ratio"]["median"] == pytest.approx(1.0, abs=0.02)
