@@ -102,6 +102,6 @@ class ModelInfo:
         if self.precision not in PRECISIONS:
             raise BackendError(f"{source}: precision {self.precision!r} not in {PRECISIONS}")
         try:
-            self.units
+            DepthUnits(self.scale_source, self.metres_per_unit)  # checks the pair
         except UnitsError as exc:
             raise BackendError(f"{source}: {exc}") from exc
