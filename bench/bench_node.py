@@ -154,6 +154,7 @@ def start_node(model: Path, ns: str, decimation: int, log: Path,
            "-p", f"qos_overrides./{ns}/image.subscription.reliability:={reliability}",
            "-p", f"qos_overrides./{ns}/image/compressed.subscription.reliability:={reliability}",
            "-p", f"qos_overrides./{ns}/camera_info.subscription.reliability:={reliability}",
+           "-p", "scale.relative_method:=fixed",  # the benchmark's model is relative
            *extra]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
@@ -308,7 +309,8 @@ def measure_offline(model: Path, image: np.ndarray, frames: int) -> dict[str, An
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
 
-    pipeline = DepthPipeline(create_backend("onnxruntime", model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", model),
+                             PipelineConfig.from_params({"scale.relative_method": "fixed"}))
     for _ in range(3):
         pipeline.process(image, K_KITTI)
     totals, stages = [], {}
@@ -353,7 +355,8 @@ def measure_cloud_publish(model: Path, image: np.ndarray, reps: int) -> list[dic
     rows = []
     try:
         for decimation in (1, 2, 4, 8):
-            config = PipelineConfig.from_params({"points.decimation": decimation})
+            config = PipelineConfig.from_params({"points.decimation": decimation,
+                                                 "scale.relative_method": "fixed"})
             cloud = DepthPipeline(backend, config).process(image, K_KITTI).points
             make, publish = [], []
             for _ in range(reps):

@@ -82,6 +82,7 @@ from oe_depth_ros.messages import (
 from oe_depth_ros.node_main import ShutdownSignals
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PreparedFrame
+from oe_depth_ros.scale import ScaleSetupError, make_scale_estimator
 
 NODE_NAME = "oe_depth_node"
 LOG = logging.getLogger(__name__)
@@ -319,6 +320,7 @@ class DepthCore(_NodeBase):
         self._stats.set_info("backend", getattr(self._backend, "name", type(self._backend)))
         self._stats.set_info("network_input",
                              "x".join(str(v) for v in self._backend.input_size[::-1]))
+        self._stats.set_info("depth_units", self._backend.units.describe())
 
     def _create_backend(self) -> DepthBackend:
         from oe_depth_ros.inference.backends import create_backend, model_format
@@ -343,7 +345,10 @@ class DepthCore(_NodeBase):
     def _make_pipeline(self, values: dict[str, Any]) -> DepthPipeline:
         assert self._backend is not None
         self._config = node_params.pipeline_config(values)
-        return DepthPipeline(self._backend, self._config)
+        try:
+            return DepthPipeline(self._backend, self._config)
+        except ScaleSetupError as exc:  # e.g. a relative model with no scale estimator
+            raise StartupError(str(exc)) from None
 
     def _create_publishers(self, create: Callable[..., Any]) -> None:
         """The output publishers, made by ``create`` (a plain or a lifecycle publisher)."""
@@ -454,7 +459,9 @@ class DepthCore(_NodeBase):
             candidate[p.name] = _plain(p.value)
         try:
             node_params.validate_all(candidate)
-            node_params.pipeline_config(candidate)
+            scale = node_params.pipeline_config(candidate).scale
+            if self._backend is not None:  # unconfigured: configure checks it with the model
+                make_scale_estimator(scale, self._backend.units)
             camera_info_config(candidate)
         except (ParamError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
@@ -606,6 +613,8 @@ class DepthCore(_NodeBase):
         self._stats.set_info("scale", f"{result.scale:.4g}")
         self._stats.set_info("scale_source", result.scale_source)
         self._stats.set_info("scale_confidence", f"{result.scale_confidence:.2f}")
+        if math.isfinite(result.scale_check):  # a metric model beside the camera-height fit
+            self._stats.set_info("scale_check", f"{result.scale_check:.4g}")
         self._stats.set_info("output_size", f"{result.size[1]}x{result.size[0]}")
 
     # -- diagnostics

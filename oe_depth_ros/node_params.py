@@ -132,8 +132,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("colored.max_range", 80.0, "Depth shown in the farthest color.", unit="m",
        limits=(0.01, 1000.0)),
     # --- metric scale
-    _p("scale.method", "fixed", "fixed: multiply by scale.factor; camera_height: fit the "
-       "ground plane and use the known mounting height.", choices=("fixed", "camera_height")),
+    _p("scale.method", "auto", "auto: a metric model's own metres, scale.relative_method "
+       "for a relative model; fixed: multiply by scale.factor; camera_height: fit the "
+       "ground plane and use the known mounting height.",
+       choices=("auto", "fixed", "camera_height")),
+    _p("scale.relative_method", "none", "With auto: the estimator for a relative model "
+       "(none: such a model is refused at start-up); camera_height also checks a metric "
+       "model's scale in the diagnostics.", choices=("none", "fixed", "camera_height")),
     _p("scale.factor", 1.0, "Fixed scale factor; for camera_height the scale used before "
        "the first good fit.", limits=(1e-6, 1e6)),
     _p("scale.camera_height", 1.65, "Camera height over the ground (KITTI: 1.65).", unit="m",

@@ -25,6 +25,7 @@ file drives the node and the bag tool (:meth:`PipelineConfig.from_params`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -149,6 +150,9 @@ class DepthResult:
     scale_confidence: float
     disparity: np.ndarray  # the backend's scaled disparity at network resolution
     timings: dict[str, float]  # milliseconds per stage, plus "total"
+    #: A metric model's check: the measuring estimator's scale over the model's own
+    #: (``scale.method: auto`` with ``scale.relative_method`` camera_height or lidar).
+    scale_check: float = math.nan
 
     @property
     def size(self) -> tuple[int, int]:
@@ -207,7 +211,8 @@ class DepthPipeline:
                  scale_estimator: ScaleEstimator | None = None) -> None:
         self.backend = backend
         self.config = config or PipelineConfig()
-        self.scale_estimator = scale_estimator or make_scale_estimator(self.config.scale)
+        self.scale_estimator = scale_estimator or make_scale_estimator(self.config.scale,
+                                                                       backend.units)
         self._rays = RayCache()
 
     def prepare(self, image_rgb: np.ndarray, k: np.ndarray) -> PreparedFrame:
@@ -283,4 +288,4 @@ class DepthPipeline:
             timings["colored"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3 + timings.get("preprocess", 0.0)
         return DepthResult(depth, valid, k_out, points, colored, est.scale, est.source,
-                           est.confidence, disp, timings)
+                           est.confidence, disp, timings, scale_check=est.check)

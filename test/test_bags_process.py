@@ -31,8 +31,11 @@ from oe_depth_ros.inference.backends import DepthBackend, create_backend
 from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
 from oe_depth_ros.metrics import METRIC_NAMES
 from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+from oe_depth_ros.scale import ScaleConfig
 
 FRAMES = 8
+#: The random-weights test model is relative: scale it by a fixed factor 1.
+FIXED = ScaleConfig(method="fixed")
 IMAGE = "/kitti/camera_color_left/image_raw"
 NS = "/oe_depth"
 
@@ -71,10 +74,10 @@ def in_bag(drive: Path, work: Path) -> Path:
 def config(onnx_model: Path, drive: Path) -> PipelineConfig:
     """Range limits at the first frame's 5th and 50th depth percentiles: many NaN pixels."""
     backend = create_backend("onnxruntime", onnx_model)
-    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6))
+    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6, scale=FIXED))
     depth = probe.process(_png(drive, 0), _k(drive)).depth
     return PipelineConfig(min_range=float(np.nanpercentile(depth, 5)),
-                          max_range=float(np.nanmedian(depth)))
+                          max_range=float(np.nanmedian(depth)), scale=FIXED)
 
 
 def _k(drive: Path) -> np.ndarray:
@@ -242,7 +245,8 @@ class RenderedDepthBackend(DepthBackend):
 
 
 def test_rendered_depth_agrees_with_the_bag_lidar(in_bag, drive, work) -> None:
-    pipeline = DepthPipeline(RenderedDepthBackend(drive), PipelineConfig(max_range=200.0))
+    pipeline = DepthPipeline(RenderedDepthBackend(drive),
+                             PipelineConfig(max_range=200.0, scale=FIXED))
     summary = process_bag(in_bag, work / "rendered", pipeline, ProcessOptions(progress=False))
     ev = summary.evaluation
     assert ev["frames_evaluated"] == FRAMES
@@ -265,12 +269,16 @@ def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
     The strategy is fed the bag's scans through its /tf_static.
     """
     runs = {}
-    for method in ("fixed", "lidar"):
+    settings = {"fixed": ["scale.method=fixed"], "lidar": ["scale.method=lidar"],
+                # a relative model under auto is scaled by relative_method (LiDAR read too)
+                "auto": ["scale.method=auto", "scale.relative_method=lidar"]}
+    for method, overrides in settings.items():
         config = from_dict(PipelineConfig, apply_overrides(
-            {"max_range": 200.0}, [f"scale.method={method}", "scale.window=1"]))
+            {"max_range": 200.0}, [*overrides, "scale.window=1"]))
         pipeline = DepthPipeline(RenderedDepthBackend(drive, disparity_factor=3.0), config)
         runs[method] = process_bag(in_bag, work / f"scaled_{method}", pipeline,
                                    ProcessOptions(progress=False)).evaluation
+    assert runs["auto"]["metric"] == runs["lidar"]["metric"]
     assert runs["fixed"]["median_ratio"]["median"] == pytest.approx(3.0, rel=0.02)
     assert runs["fixed"]["metric"]["abs_rel"] > 0.6
     assert runs["lidar"]["median_ratio"]["median"] == pytest.approx(1.0, abs=0.02)
@@ -278,7 +286,7 @@ def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
 
 
 def test_sqlite_humble_input_gives_sqlite_humble_output(sqlite_bag, work, onnx_model) -> None:
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     summary = process_bag(sqlite_bag, work / "humble_out", pipeline,
                           ProcessOptions(progress=False, lidar_topic=None, namespace="/ns"))
     assert summary.evaluation is None and summary.metrics_path is None
@@ -313,7 +321,7 @@ def test_damaged_bag_gives_a_clear_error(in_bag, sqlite_bag, tmp_path, onnx_mode
         with file.open("r+b") as f:
             f.seek(size - 256)
             f.write(np.random.default_rng(0).integers(0, 256, 256, np.uint8).tobytes())
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     with pytest.raises(BagError, match=rf"bag {bag} .*(truncated|corrupt|damaged)"):
         process_bag(bag, tmp_path / "out", pipeline,
                     ProcessOptions(progress=False, lidar_topic=None))
@@ -321,7 +329,7 @@ def test_damaged_bag_gives_a_clear_error(in_bag, sqlite_bag, tmp_path, onnx_mode
 
 
 def test_input_problems_are_named(in_bag, processed, tmp_path, onnx_model) -> None:
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     with pytest.raises(BagError, match=r"no topic /camera/image_raw; sensor_msgs/msg/Image "
                                        r"topics: /kitti/camera_color_left/image_raw"):
         process_bag(in_bag, tmp_path / "o", pipeline,
@@ -335,11 +343,15 @@ def test_input_problems_are_named(in_bag, processed, tmp_path, onnx_model) -> No
     assert not (tmp_path / "o").exists()
 
 
-def test_command_line(in_bag, tmp_path, onnx_model) -> None:
+def test_command_line(in_bag, tmp_path, onnx_model, caplog) -> None:
     out = tmp_path / "cli_out"
     args = ["process-bag", str(in_bag), str(out), "--model", str(onnx_model), "--backend",
             "onnxruntime", "--max-frames", "2", "--set", "max_range=50", "--no-progress",
             "--metrics", str(tmp_path / "report.json")]
+    # scale.method auto (the default) with a relative model needs an estimator
+    assert cli_main(args) == 1 and not out.exists()
+    assert "scale.relative_method is none" in caplog.text
+    args += ["--set", "scale.relative_method=fixed"]
     assert cli_main(args) == 0
     with BagReader(out) as reader:
         assert reader.message_count(f"{NS}/depth/image") == 2
@@ -356,7 +368,8 @@ def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"oe_depth_node": {"ros__parameters": {
         "model_path": str(onnx_model), "backend": "onnxruntime",
-        "points": {"decimation": 4, "organized": True}, "max_range": 40}}}))
+        "points": {"decimation": 4, "organized": True}, "max_range": 40,
+        "scale": {"relative_method": "fixed"}}}}))
     out = tmp_path / "from_params"
     assert cli_main(["process-bag", str(in_bag), str(out), "--params-file", str(params),
                      "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
@@ -374,7 +387,8 @@ def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model
                      "--set", "points.organised=true"]) == 1  # British spelling: unknown
     assert cli_main(["process-bag", str(in_bag), str(shipped), "--params-file",
                      str(repo / "config" / "oe_depth.yaml"), "--model", str(onnx_model),
-                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress"]) == 0
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
+                     "--set", "scale.relative_method=camera_height"]) == 0
     assert len(_by_topic(shipped)[f"{NS}/depth/colored"]) == 1
 
 

@@ -41,8 +41,15 @@ def test_demo_fast_end_to_end(tmp_path):
     assert all(0.0 <= f <= 1.0 for f in pinned.values())
     frames = report["frames"]
     assert frames == len(report["per_frame"]) > 0
-    for row in ("model", "constant_baseline", "model_metric_scale"):
+    for row in ("model", "constant_baseline", "model_metric_scale", "model_camera_height"):
         assert 0 < report[row]["abs_rel"] < 10 and 0 <= report[row]["a1"] <= 1
+    # the demo's recipe learns metres from the drives' motion: published as they are,
+    # beside the camera-height fit of the same depth
+    assert report["depth_units"] == {"scale_source": "oxts", "metres_per_unit": 1.0}
+    text = (out / "report.md").read_text()
+    assert ("| model, metric as published (the model's own metres (learned from oxts), no "
+            "camera height, no ground truth) |") in text
+    assert "| model, camera-height scale (1.65 m ground fit) |" in text
     # The output bag holds one of each output per input frame.
     with BagReader(out / "output.bag") as bag:
         topics = bag.topics()
@@ -121,6 +128,9 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, tra
     report = json.loads((out / "report.json").read_text())
     assert set(report["stage_seconds"]) == {"kitti2bag", "process-bag", "report"}
     assert report["frames"] == 8 and report["model_source"].startswith("user model")
+    # a model without units is relative: the camera-height fit scales what is published
+    assert report["published_scale"] == ("camera_height scale; the model is relative "
+                                         "(scale source unknown)")
     assert not (out / "data").exists()
     from oe_depth_ros.bags.bagio import BagReader
 

@@ -233,7 +233,7 @@ def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarra
         for topic, msg, _ in sequence():
             bag.write_raw(conns[topic], stamp_of(msg), serialize_message(msg))
     pipeline = DepthPipeline(create_backend("onnxruntime", tiny_model, threads=1),
-                             pipeline_config(defaults()))
+                             pipeline_config({**defaults(), "scale.relative_method": "fixed"}))
     summary = process_bag(tmp / "in", tmp / "out", pipeline, ProcessOptions(
         image_topic="/cam/image", lidar_topic=None, progress=False))
     out: dict[int, list[Any]] = defaultdict(list)
@@ -264,6 +264,7 @@ class NodeUnderTest:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", "-r", "__ns:=/cam",
              "-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", "threads:=1",
+             "-p", "scale.relative_method:=fixed",  # the test model is relative
              "-p", "qos_overrides./cam/image.subscription.reliability:=reliable",
              "-p", "qos_overrides./cam/image.subscription.depth:=20",
              "-p", "qos_overrides./cam/image/compressed.subscription.reliability:=reliable",

@@ -84,9 +84,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def node_command(*ros_args: str) -> list[str]:
-    """The node as ``oe_depth_node`` runs it (signal handlers installed first)."""
-    return [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", *ros_args]
+def node_command(*ros_args: str, relative_method: str = "fixed") -> list[str]:
+    """The node as ``oe_depth_node`` runs it (signal handlers installed first); the test
+    models are relative, so a scale estimator is set."""
+    return [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", *ros_args,
+            "-p", f"scale.relative_method:={relative_method}"]
 
 
 FAULTS = {"image": 3, "camera_info": 3, "inference": 3, "diagnostics": 3, "parameters": 2,
@@ -100,10 +102,10 @@ class NodeProcess:
     """
 
     def __init__(self, log: Path, *ros_args: str, faults: dict[str, int] | None = None,
-                 lifecycle: bool = False) -> None:
+                 lifecycle: bool = False, relative_method: str = "fixed") -> None:
         self.log_path = log
         self._log = open(log, "w")
-        command, env = node_command(*ros_args), _env()
+        command, env = node_command(*ros_args, relative_method=relative_method), _env()
         if lifecycle:
             command.insert(3, "--lifecycle")
         if faults:
@@ -680,6 +682,7 @@ def test_every_run_time_parameter_changes_while_frames_stream(probe: Probe, node
                            info_msg(K_320, 320, 96, before), ["depth/image"])
         value = changed_value(p)
         value = {"scale.factor": 4,  # node /a runs with 2.5
+                 "scale.relative_method": "camera_height",  # it runs with fixed
                  "min_range": 0}.get(p.name, value)  # 1 m would leave no valid depth
         (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): value})
         assert result.successful, (p.name, value, result.reason)
@@ -690,15 +693,28 @@ def test_every_run_time_parameter_changes_while_frames_stream(probe: Probe, node
         after = stamp_of(t)
         out = send_until_outputs(probe, "a", image_msg(rgb, after, "rgb8"),
                                  info_msg(K_320, 320, 96, after), ["depth/image"])
-        if p.name in pipeline_names and p.name != "scale.method":
+        if p.name in pipeline_names and p.name not in ("scale.method",
+                                                       "scale.relative_method"):
             params = {p.name.replace(".", "__"): value}
             ref = offline(**params).process(rgb, K_320)
             limits = (value, 80.0) if p.name == "min_range" else (
                 (0.1, value) if p.name == "max_range" else (0.1, 80.0))
             assert_same_depth(decode_depth(out["depth/image"]), ref.depth, limits=limits)
-        default = p.default if p.name != "scale.factor" else SCALE
+        default = {"scale.factor": SCALE, "scale.relative_method": "fixed"}.get(p.name,
+                                                                                p.default)
         (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): default})
         assert result.successful, (p.name, result.reason)
+    assert nodes["a"].proc.poll() is None
+
+
+def test_a_scale_change_that_leaves_the_model_unscaled_is_refused(probe: Probe, nodes) -> None:
+    """The test model is relative: scale.method auto needs scale.relative_method."""
+    (result,) = set_parameters(probe, "a", scale__relative_method="none")
+    assert not result.successful and "scale.relative_method is none" in result.reason
+    (result,) = set_parameters(probe, "a", scale__method="fixed")
+    assert result.successful, result.reason
+    (result,) = set_parameters(probe, "a", scale__method="auto")
+    assert result.successful, result.reason
     assert nodes["a"].proc.poll() is None
 
 

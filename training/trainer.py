@@ -39,7 +39,8 @@ from .checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoi
 from .datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
 from .distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
 from .losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
-                     semantic_triplet_loss, smoothness_loss, upsample_disp)
+                     semantic_triplet_loss, smoothness_loss, upsample_disp,
+                     velocity_loss)
 from .odconv_temperature import TemperatureSchedule
 from .train_config import TrainConfig
 from .triplet import neighbor_masks
@@ -121,7 +122,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, d = self.cfg, self.cfg.data
-        ego_motion = not cfg.model.uses_pose_net  # the batch carries the drives' motion
+        ego_motion = cfg.uses_oxts  # the batch carries the drives' motion
         augment = Augmentation(seed=cfg.seed, flip_prob=d.flip_prob,
                                color_aug_prob=d.color_aug_prob)
         self.train_set = KittiRawMonoDataset(
@@ -235,6 +236,7 @@ class Trainer:
             "rng": rng_state(),
             "train_config": to_dict(self.cfg),
             "input_size": [self.height, self.width],
+            "units": self.cfg.depth_units.to_dict(),
         }
 
     def save(self, name: str = LAST_NAME) -> Path | None:
@@ -344,7 +346,8 @@ class Trainer:
 
         The photometric and smoothness terms are averaged over the scales (Monodepth2);
         the triplet term is added once, after the scale loop, as
-        ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth).
+        ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth), and the velocity term as
+        ``velocity_weight * L_v`` (PackNet-SfM).
         """
         lc = self.cfg.loss
         ssim = self.ssim if lc.ssim_weight > 0 else None
@@ -378,6 +381,11 @@ class Trainer:
         total = total / len(self.scales)
         if lc.use_triplet and with_triplet:
             total = total + lc.triplet_weight * self._triplet_term(inputs, outputs, terms, maps)
+        if lc.use_velocity:
+            temporal = [f for f in self.source_ids if f != STEREO_FRAME]
+            terms["velocity"] = velocity_loss([transforms[f] for f in temporal],
+                                              [inputs[("T", f)].float() for f in temporal])
+            total = total + lc.velocity_weight * terms["velocity"]
         terms["photometric"] = torch.stack([terms[f"reprojection/{s}"] for s in self.scales]).mean()
         terms["total"] = total
         return total, terms, maps

@@ -199,7 +199,7 @@ class _Run:
         self.lidar_invalid = 0
         self.timings: dict[str, list[float]] = {}
         self.latest_cloud: tuple[str, np.ndarray] | None = None
-        self.lidar_scale = pipeline.config.scale.method == "lidar"
+        self.lidar_scale = pipeline.config.scale.wants_lidar
 
     def on_cloud(self, msg: Any, where: str) -> None:
         self.flush()  # the held image first: scans must follow the images they come after
@@ -324,7 +324,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
         evaluate = _lidar_plan(src, options, tree)
         evaluator = LidarEvaluator(tree, options.evaluation) if evaluate else None
         read = _topics_to_read(src, options,
-                               evaluate or pipeline.config.scale.method == "lidar")
+                               evaluate or pipeline.config.scale.wants_lidar)
         n_images = src.message_count(options.image_topic)
         if options.max_frames is not None:
             n_images = min(n_images, options.max_frames)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from oe_depth_ros.inference.errors import BackendError
+from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 LOG = logging.getLogger(__name__)
 
@@ -54,10 +55,12 @@ class DepthBackend(abc.ABC):
     """A loaded depth network: scaled disparity from an image.
 
     Attributes: ``name`` (the backend), ``input_size`` (H, W) of the network,
-    ``min_depth`` and ``max_depth`` (the disparity range the network was trained with).
+    ``min_depth`` and ``max_depth`` (the disparity range the network was trained with),
+    ``units`` (whether the depth is metric; relative unless the model file says so).
     """
 
     name: str = ""
+    units: DepthUnits = RELATIVE_UNKNOWN
     input_size: tuple[int, int]
     min_depth: float
     max_depth: float

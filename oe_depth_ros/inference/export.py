@@ -42,6 +42,8 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
 )
+from oe_depth_ros.model.checkpoint import checkpoint_units
+from oe_depth_ros.units import RELATIVE_UNKNOWN
 
 if TYPE_CHECKING:
     from oe_depth_ros.model.depth_net import DepthNet
@@ -268,11 +270,12 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     net = load_network(model_config, checkpoint).eval()
     cfg = net.config
+    units = RELATIVE_UNKNOWN if checkpoint is None else checkpoint_units(checkpoint)
     info = ModelInfo(
         model_name=cfg.name, input_height=height, input_width=width,
         min_depth=float(cfg.min_depth), max_depth=float(cfg.max_depth),
         config_hash=config_hash(to_dict(cfg)), oe_depth_ros_version=__version__,
-        output=OUTPUT_KIND, precision=precision,
+        output=OUTPUT_KIND, precision=precision, **units.to_dict(),
     )
     seconds: dict[str, float] = {}
     tic = time.perf_counter()

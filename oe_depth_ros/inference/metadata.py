@@ -12,6 +12,7 @@ import json
 from typing import Any, Mapping
 
 from oe_depth_ros.inference.errors import BackendError
+from oe_depth_ros.units import DepthUnits, UnitsError
 
 #: Graph input and output names (docs/design.md).
 INPUT_NAME = "image"
@@ -40,6 +41,14 @@ class ModelInfo:
     oe_depth_ros_version: str
     output: str = OUTPUT_KIND
     precision: str = "fp32"
+    #: The depth's units (:mod:`oe_depth_ros.units`); files without them read as relative.
+    scale_source: str = "unknown"
+    metres_per_unit: float = 0.0
+
+    @property
+    def units(self) -> DepthUnits:
+        """Whether the depth is metric and how its scale was learned."""
+        return DepthUnits(self.scale_source, self.metres_per_unit)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -92,3 +101,7 @@ class ModelInfo:
             )
         if self.precision not in PRECISIONS:
             raise BackendError(f"{source}: precision {self.precision!r} not in {PRECISIONS}")
+        try:
+            DepthUnits(self.scale_source, self.metres_per_unit)  # checks the pair
+        except UnitsError as exc:
+            raise BackendError(f"{source}: {exc}") from exc
