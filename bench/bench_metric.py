@@ -122,7 +122,7 @@ def _trained(settings: Any, world: Any, reuse: bool) -> Any:
     """Train, or with ``reuse`` pick the checkpoint an earlier run left (as training would)."""
     import json
 
-    from training.demo import select_checkpoint, train_on_world
+    from training.experiments.demo import select_checkpoint, train_on_world
 
     run_dir = settings.out / "training"
     if reuse and (run_dir / "last.pt").is_file():
@@ -142,7 +142,7 @@ def run(out: Path, seeds: list[int], steps: int, recipes: list[str],
         json_path: Path, reuse: bool = False) -> list[dict[str, Any]]:
     """Train and score every (seed, recipe); rewrite ``json_path`` after each run."""
     from oe_depth_ros.synthetic.dataset import SynthDataset, generate_dataset
-    from training.demo import DemoSettings, _held_out_drive
+    from training.experiments.demo import DemoSettings, _held_out_drive
 
     results: list[dict[str, Any]] = []
     for seed in seeds:

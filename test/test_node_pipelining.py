@@ -36,6 +36,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -101,7 +102,8 @@ def test_the_next_frame_is_prepared_while_the_current_one_is_inferred() -> None:
     node_ctx, probe_ctx = rclpy.Context(), rclpy.Context()
     rclpy.init(context=node_ctx, domain_id=domain)
     rclpy.init(context=probe_ctx, domain_id=domain)
-    node = DepthNode(backend=backend, context=node_ctx, namespace="/pipe")
+    node = DepthNode(backend=backend, context=node_ctx, namespace="/pipe",
+                     parameter_overrides=[Parameter("scale.relative_method", value="fixed")])
     node_exec = MultiThreadedExecutor(num_threads=4, context=node_ctx)
     node_exec.add_node(node)
     spinner = threading.Thread(target=node_exec.spin, daemon=True)

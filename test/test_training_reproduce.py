@@ -89,7 +89,7 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
 
 def test_metric_row_faces_its_anchor_with_both_protocols() -> None:
     """oe_depth_velocity: no-scaling errors against PackNet-SfM M+v (Abs Rel, d1 only)."""
-    from training.reproduce import METRIC_ANCHORS, ROWS, table
+    from training.experiments.reproduce import METRIC_ANCHORS, ROWS, table
 
     assert "oe_depth_velocity" in ROWS
     assert load_train_config("oe_depth_velocity").depth_units.metric
