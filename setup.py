@@ -4,11 +4,17 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "oe_depth_ros"
+#: The training/ folder installs under this project-specific import name (not as a
+#: top-level `training`); its modules import each other relatively, so the checkout's
+#: `python -m training.train` and the installed name run the same code (docs/design.md).
+TRAINING = "oe_depth_training"
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "training", "training.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"])
+    + [TRAINING] + [f"{TRAINING}.{sub}" for sub in find_packages(where="training")],
+    package_dir={TRAINING: "training"},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -27,15 +33,18 @@ setup(
     maintainer_email="maintainers@oe-depth-ros.dev",
     description="OE-Depth monocular depth: training, TensorRT deployment and a ROS 2 node.",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    # colcon test runs pytest when the package names it as a test extra (tests_require
+    # is gone from setuptools 72 on, and colcon then falls back to unittest).
+    extras_require={"test": ["pytest"]},
     entry_points={
         "console_scripts": [
-            f"oe_depth_node = {PACKAGE}.node:main",
+            f"oe_depth_node = {PACKAGE}.node_main:main",
+            f"oe_depth_lifecycle_node = {PACKAGE}.node_main:lifecycle_main",
             f"oe-depth = {PACKAGE}.cli:main",
         ],
         # Subcommands of `oe-depth` that live outside oe_depth_ros (see oe_depth_ros.cli).
         f"{PACKAGE}.commands": [
-            "demo = training.demo_command",
+            f"demo = {TRAINING}.experiments.demo_command",
         ],
     },
 )

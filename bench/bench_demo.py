@@ -27,7 +27,7 @@ from _common import cpu_name, parse_hw, write_json
 
 def bench_demo(fast: bool, out: Path) -> dict[str, Any]:
     """Run the demo once; its report.json already holds the stage times."""
-    from training.demo import DemoSettings, run_demo
+    from training.experiments.demo import DemoSettings, run_demo
 
     settings = DemoSettings.fast(out) if fast else DemoSettings(out=out)
     return run_demo(settings).report

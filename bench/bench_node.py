@@ -36,8 +36,18 @@ message + serialization) with a subscriber in another context, for a full cloud 
 decimated ones; ratios are against the full cloud. The node's per-step post-processing
 against a naive implementation is ``bench/bench_postprocess.py``.
 
+Part 4 is compressed input (image_transport's ``compressed`` plugin): in this process,
+the frame intake's cost to turn one camera frame into RGB, for the raw Image (the
+baseline) and for the same frame as jpeg (quality ``--jpeg-quality``, default 90) and
+png (level 3) CompressedImage built as the plugin builds them; then the node over DDS
+with ``image_transport`` raw and compressed (jpeg), one frame at a time, with its own
+per-stage medians from /diagnostics. "Node's own work" is the sum of its stages except
+the network's inference (decode or conversion, pre- and post-processing, scale, cloud,
+color, publishing). ``--compressed-only`` runs Part 4 alone.
+
 Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 640]
        [--camera 375x1242] [--stream-frames 30 --rate 10] [--json OUT]
+       [--compressed-only] [--jpeg-quality 90]
 """
 from __future__ import annotations
 
@@ -60,7 +70,7 @@ from _common import REPO, parse_hw, write_json
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
 ALL_OUTPUTS = ("points", "depth/image", "depth/camera_info", "depth/colored")
-#: (label, points.decimation, outputs the bench subscribes to, qos_reliability of the inputs)
+#: (label, points.decimation, outputs the bench subscribes to, reliability of the inputs)
 CONFIGS = (
     ("points, full cloud", 1, ("points",), "reliable"),
     ("points, decimation 4", 4, ("points",), "reliable"),
@@ -135,13 +145,17 @@ class Probe:
 
 
 def start_node(model: Path, ns: str, decimation: int, log: Path,
-               reliability: str = "reliable") -> subprocess.Popen:
+               reliability: str = "reliable", extra: tuple[str, ...] = ()) -> subprocess.Popen:
     env = dict(os.environ, ROS_DOMAIN_ID=str(DOMAIN), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", f"__ns:=/{ns}",
+    cmd = [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", "-r", f"__ns:=/{ns}",
            "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
            "-p", f"points.decimation:={decimation}", "-p", "log_throttle:=0.0",
-           "-p", f"qos_reliability:={reliability}"]
+           "-p", f"qos_overrides./{ns}/image.subscription.reliability:={reliability}",
+           "-p", f"qos_overrides./{ns}/image/compressed.subscription.reliability:={reliability}",
+           "-p", f"qos_overrides./{ns}/camera_info.subscription.reliability:={reliability}",
+           "-p", "scale.relative_method:=fixed",  # the benchmark's model is relative
+           *extra]
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
 
 
@@ -191,6 +205,7 @@ def stream(model: Path, image: np.ndarray, frames: int, rate: float,
             info.header.stamp.sec = stamp[0]
             msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=data)
             msg.header.stamp.sec = stamp[0]
+            msg.header.frame_id = "camera_color_left"  # the node refuses an empty one
             pub_info.publish(info)
             pub_img.publish(msg)
             probe.spin_until(lambda: False, start + (i + 1) / rate - time.perf_counter())
@@ -279,7 +294,7 @@ def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Pat
             probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
             stages = stage_medians(diag, ns)
             results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
-                            "qos_reliability": reliability, "frames": frames,
+                            "input_reliability": reliability, "frames": frames,
                             "delivered": delivered,
                             "latency_ms": {t: percentiles(v) for t, v in latencies.items() if v},
                             "node_stage_p50_ms": stages})
@@ -294,7 +309,8 @@ def measure_offline(model: Path, image: np.ndarray, frames: int) -> dict[str, An
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
 
-    pipeline = DepthPipeline(create_backend("onnxruntime", model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", model),
+                             PipelineConfig.from_params({"scale.relative_method": "fixed"}))
     for _ in range(3):
         pipeline.process(image, K_KITTI)
     totals, stages = [], {}
@@ -339,7 +355,8 @@ def measure_cloud_publish(model: Path, image: np.ndarray, reps: int) -> list[dic
     rows = []
     try:
         for decimation in (1, 2, 4, 8):
-            config = PipelineConfig.from_params({"points.decimation": decimation})
+            config = PipelineConfig.from_params({"points.decimation": decimation,
+                                                 "scale.relative_method": "fixed"})
             cloud = DepthPipeline(backend, config).process(image, K_KITTI).points
             make, publish = [], []
             for _ in range(reps):
@@ -365,6 +382,136 @@ def measure_cloud_publish(model: Path, image: np.ndarray, reps: int) -> list[dic
     for row in rows:
         row["ratio_vs_full"] = row["total_ms"] / full
     return rows
+
+
+def plugin_message(image: np.ndarray, codec: str, quality: int) -> Any:
+    """The rgb8 frame as a CompressedImage, as image_transport's compressed plugin builds it."""
+    from sensor_msgs.msg import CompressedImage
+
+    from oe_depth_ros.compressed import encode_like_plugin
+
+    fmt, data = encode_like_plugin(image, "rgb8", codec, quality=quality)
+    msg = CompressedImage(format=fmt, data=data)
+    msg.header.frame_id = "camera_color_left"
+    return msg
+
+
+def raw_message(image: np.ndarray) -> Any:
+    from sensor_msgs.msg import Image
+
+    h, w = image.shape[:2]
+    msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=image.tobytes())
+    msg.header.frame_id = "camera_color_left"
+    return msg
+
+
+def measure_decode(image: np.ndarray, quality: int, reps: int) -> list[dict[str, Any]]:
+    """Frame intake conversion to RGB per message kind (median ms); ratios vs the raw Image."""
+    from oe_depth_ros.compressed import header_size, parse_format
+    from oe_depth_ros.intake import any_image_rgb_from_msg
+    from oe_depth_ros.messages import data_bytes
+
+    rows = []
+    kinds = (("raw rgb8 Image", raw_message(image)),
+             (f"jpeg q{quality}", plugin_message(image, "jpeg", quality)),
+             ("png level 3", plugin_message(image, "png", quality)))
+    for label, msg in kinds:
+        times, header = [], []
+        for _ in range(reps + 3):
+            t0 = time.perf_counter()
+            rgb = any_image_rgb_from_msg(msg)
+            times.append((time.perf_counter() - t0) * 1e3)
+            if hasattr(msg, "format"):
+                t0 = time.perf_counter()
+                header_size(data_bytes(msg.data, "data"), parse_format(msg.format).codec)
+                header.append((time.perf_counter() - t0) * 1e3)
+        error = np.abs(rgb.astype(np.int16) - image.astype(np.int16))
+        rows.append({"input": label, "bytes": len(msg.data), "format": getattr(msg, "format", ""),
+                     "to_rgb_ms": float(np.median(times[3:])),
+                     "header_size_ms": float(np.median(header[3:])) if header else 0.0,
+                     "mean_abs_error": float(error.mean()), "max_abs_error": int(error.max())})
+    for row in rows:
+        row["ratio_vs_raw"] = row["to_rgb_ms"] / rows[0]["to_rgb_ms"]
+    return rows
+
+
+def measure_transport_node(model: Path, image: np.ndarray, frames: int, quality: int,
+                           workdir: Path) -> list[dict[str, Any]]:
+    """The node with image_transport raw, then compressed (jpeg): latency and its stages."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    rows = []
+    for transport in ("raw", "compressed"):
+        ns = f"transport_{transport}"
+        proc = start_node(model, ns, 4, workdir / f"{ns}.log", "reliable",
+                          ("-p", f"image_transport:={transport}"))
+        probe = Probe()
+        try:
+            probe.subscribe(f"/{ns}/depth/image", Image)
+            diag: list[Any] = []
+            probe.subs.append(probe.node.create_subscription(
+                DiagnosticArray, "/diagnostics", diag.append, 10))
+            topic, msg_type = ((f"/{ns}/image/compressed", CompressedImage)
+                               if transport == "compressed" else (f"/{ns}/image", Image))
+            msg = (plugin_message(image, "jpeg", quality) if transport == "compressed"
+                   else raw_message(image))
+            pub_img = probe.node.create_publisher(msg_type, topic, 1)
+            pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info", 1)
+            if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0
+                                    and pub_info.get_subscription_count() > 0, 60):
+                raise RuntimeError(f"node {ns} did not start:\n"
+                                   + (workdir / f"{ns}.log").read_text())
+            h, w = image.shape[:2]
+            info = CameraInfo(width=w, height=h)
+            info.k = [float(v) for v in K_KITTI.reshape(-1)]
+            info.header.frame_id = "camera_color_left"
+            latencies = []
+            for i in range(frames + 3):  # 3 warm-up frames
+                stamp = (100 + i, 0)
+                info.header.stamp.sec = msg.header.stamp.sec = stamp[0]
+                pub_info.publish(info)
+                probe.spin_until(lambda: False, 0.05)
+                t0 = time.perf_counter()
+                pub_img.publish(msg)
+                key = (f"/{ns}/depth/image", stamp)
+                if probe.spin_until(lambda: key in probe.arrivals, FRAME_TIMEOUT_S) and i >= 3:
+                    latencies.append((probe.arrivals[key] - t0) * 1e3)
+            probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
+            stages = stage_medians(diag, ns)
+        finally:
+            probe.close()
+            proc.send_signal(signal.SIGINT)
+            proc.wait(15)
+        own = sum(v for k, v in stages.items() if k != "inference")
+        rows.append({"image_transport": transport, "input_bytes": len(msg.data),
+                     "frames": frames, "delivered": len(latencies),
+                     "latency_ms": percentiles(latencies) if latencies else {},
+                     "node_stage_p50_ms": stages, "node_own_ms": own})
+    return rows
+
+
+def print_compressed(report: dict[str, Any]) -> None:
+    print(f"\nCompressed input: frame intake to RGB, {report['camera']} frame, median of "
+          f"{report['decode_reps']} (this process)")
+    print(f"{'input':<18}{'bytes':>10}{'to RGB ms':>11}{'header ms':>11}{'x raw':>8}"
+          f"{'mean err':>10}{'max err':>9}")
+    for row in report["decode"]:
+        print(f"{row['input']:<18}{row['bytes']:>10}{row['to_rgb_ms']:>11.2f}"
+              f"{row['header_size_ms']:>11.3f}{row['ratio_vs_raw']:>8.2f}"
+              f"{row['mean_abs_error']:>10.2f}{row['max_abs_error']:>9}")
+    rows = report["transport_node"]
+    stages = sorted({k for r in rows for k in r["node_stage_p50_ms"]})
+    print("\nNode per image_transport (points decimation 4, depth/image subscribed), "
+          "median ms")
+    print(f"{'stage':<22}" + "".join(f"{r['image_transport']:>14}" for r in rows))
+    for stage in stages:
+        print(f"{stage:<22}" + "".join(f"{r['node_stage_p50_ms'].get(stage, float('nan')):>14.2f}"
+                                       for r in rows))
+    print(f"{'own work (no infer.)':<22}" + "".join(f"{r['node_own_ms']:>14.2f}" for r in rows))
+    print(f"{'latency p50':<22}" + "".join(
+        f"{r['latency_ms'].get('p50', float('nan')):>14.2f}" for r in rows))
+    print(f"{'delivered':<22}" + "".join(f"{r['delivered']:>11}/{r['frames']:<2}" for r in rows))
 
 
 def print_tables(report: dict[str, Any]) -> None:
@@ -425,6 +572,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="streaming rate (Hz)")
     parser.add_argument("--stream-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--compressed-only", action="store_true",
+                        help="run Part 4 (compressed input) only")
+    parser.add_argument("--jpeg-quality", type=int, default=90,
+                        help="jpeg quality of the compressed frames (Part 4)")
     args = parser.parse_args(argv)
     cam_h, cam_w = args.camera
     if args.stream_child:  # one transport, in a process of its own (see measure_transports)
@@ -446,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         model = work / "diffnet_small.onnx"
         export_onnx("diffnet_small", model, args.height, args.width)
-        report = {
+        report: dict[str, Any] = {
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version(),
                         "loadavg_at_start": list(os.getloadavg())},
@@ -455,13 +606,20 @@ def main(argv: list[str] | None = None) -> int:
             "frames": args.frames,
             "offline_pipeline": measure_offline(model, image, args.frames),
             "fastdds_profile": str(args.fastdds_profile or ""),
-            "end_to_end": measure_end_to_end(model, image, args.frames, work, configs),
-            "transports": measure_transports(model, args.stream_frames, args.rate,
-                                             args.camera, work),
-            "cloud_publish": measure_cloud_publish(model, image, args.reps),
         }
+        if not args.compressed_only:
+            report["end_to_end"] = measure_end_to_end(model, image, args.frames, work, configs)
+            report["transports"] = measure_transports(model, args.stream_frames, args.rate,
+                                                      args.camera, work)
+            report["cloud_publish"] = measure_cloud_publish(model, image, args.reps)
+        report["decode_reps"] = 50
+        report["decode"] = measure_decode(image, args.jpeg_quality, report["decode_reps"])
+        report["transport_node"] = measure_transport_node(model, image, args.frames,
+                                                          args.jpeg_quality, work)
     report["machine"]["loadavg_at_end"] = list(os.getloadavg())
-    print_tables(report)
+    if not args.compressed_only:
+        print_tables(report)
+    print_compressed(report)
     print(f"\nload average (1, 5, 15 min) at start {report['machine']['loadavg_at_start']}, "
           f"at end {report['machine']['loadavg_at_end']} on {os.cpu_count()} CPUs")
     if args.json:

@@ -14,9 +14,10 @@
 """Launch oe_depth_node on a camera stream (and RViz on request).
 
     ros2 launch oe_depth_ros oe_depth.launch.py model_path:=/path/model.onnx
-        image_topic:=/camera/image_raw camera_info_topic:=/camera/camera_info
+        image_topic:=/camera/image_rect camera_info_topic:=/camera/camera_info
 
-(one command line).
+(one command line). ``lifecycle:=true`` starts the managed ``oe_depth_lifecycle_node``
+instead, for a lifecycle manager to configure and activate.
 
 ``backend`` and ``model_path`` override the parameter file only when given (non-empty),
 so a model configured in ``params_file`` is kept otherwise. RViz starts only when
@@ -28,16 +29,18 @@ troubleshooting).
 from launch import LaunchDescription
 from launch.actions import OpaqueFunction
 
-from oe_depth_ros.launch_common import (NODE_ARGUMENTS, argument_values, declare_arguments,
-                                        depth_node, is_true, rviz_nodes, shut_down_with,
-                                        transport_profile)
+from oe_depth_ros.launch_common import (LIFECYCLE_ARGUMENT, NODE_ARGUMENTS, argument_values,
+                                        declare_arguments, depth_node, is_true, rviz_nodes,
+                                        shut_down_with, transport_profile)
 
 #: (name, default, description) of every launch argument (see oe_depth_ros.launch_common).
 ARGUMENTS = NODE_ARGUMENTS + (
-    ("image_topic", "/camera/image_raw", "input sensor_msgs/Image topic"),
+    ("image_topic", "/camera/image_rect", "input rectified image (base topic; the "
+     "image_transport parameter picks Image or <topic>/compressed)"),
     ("camera_info_topic", "/camera/camera_info", "input sensor_msgs/CameraInfo topic"),
     ("use_sim_time", "false", "use /clock (true when replaying a bag)"),
     ("use_rviz", "false", "start RViz with config/oe_depth.rviz"),
+    LIFECYCLE_ARGUMENT,
 )
 
 

@@ -8,8 +8,15 @@ and offline alike, what happens to each Image and CameraInfo:
   then binning divides; the published image is ``roi`` size / binning, or full size /
   binning without a ROI); an invalid one is counted and ignored (the last valid one
   stays in use);
-* an image must have a camera encoding (color, mono or bayer; depth and other data
-  encodings are refused) and a consistent layout;
+* an image (sensor_msgs/Image, or CompressedImage as image_transport's ``compressed``
+  plugin writes it: jpeg or png, see :mod:`oe_depth_ros.compressed`) must have a camera
+  encoding (color, mono or bayer; depth and other data encodings are refused), a
+  consistent layout or a decodable payload, at most ``max_pixels`` pixels (checked from
+  the header fields, or the jpeg/png header, before any pixel is converted or decoded)
+  and a frame_id (the outputs carry it; TF cannot place an empty one);
+* a CameraInfo with non-zero distortion ``D`` is reported once per calibration: the
+  images are taken as rectified (``image_rect``) and their intrinsics come from ``P``,
+  which is right for image_proc's output and wrong for a distorted ``image_raw``;
 * its intrinsics come from the newest CameraInfo (``sync: latest``) or the one nearest
   its stamp within ``slop`` (``approximate``); a CameraInfo that describes another image
   size is not used for it; without any CameraInfo the normalized fallback intrinsics are
@@ -28,16 +35,18 @@ from typing import Any, Callable, Literal, Mapping
 
 import numpy as np
 
+from oe_depth_ros.compressed import decode_to_rgb, header_size, parse_format
 from oe_depth_ros.config import from_dict
 from oe_depth_ros.geometry import check_intrinsics, normalized_to_pixels
 from oe_depth_ros.messages import (
     CAMERA_ENCODINGS, ENCODINGS, MessageError, camera_info_image_size,
-    camera_info_to_intrinsics, image_to_rgb, stamp_to_ns,
+    camera_info_to_intrinsics, data_bytes, image_size, image_to_rgb, stamp_to_ns,
 )
 
 __all__ = ["ERROR_KINDS", "InputError", "CameraInfoConfig", "CameraModel", "Frame",
            "FrameIntake", "IntrinsicsSource", "camera_model_from_msg", "image_rgb_from_msg",
-           "fallback_intrinsics", "camera_info_config"]
+           "compressed_rgb_from_msg", "any_image_rgb_from_msg", "fallback_intrinsics",
+           "camera_info_config", "DEFAULT_MAX_PIXELS"]
 
 LOG = logging.getLogger(__name__)
 
@@ -55,7 +64,18 @@ ERROR_KINDS: dict[str, str] = {
                             "stamp: frame skipped",
     "camera_info_size_mismatch": "the matched CameraInfo describes another image size: "
                                  "frame skipped",
+    "undecodable_image": "a CompressedImage whose jpeg/png payload cannot be decoded "
+                         "(truncated or corrupt): frame skipped",
+    "image_too_large": "the image has more pixels than max_input_pixels: refused before it "
+                       "is converted or decoded",
+    "missing_frame_id": "the image's header.frame_id is empty (TF and RViz cannot place the "
+                        "outputs): frame skipped",
+    "camera_info_distorted": "a CameraInfo with non-zero distortion D (counted once per "
+                             "calibration): images are taken as rectified, intrinsics from P",
 }
+
+#: Largest image accepted by default (pixels): 4096 x 4096, above 4K UHD and 12 MP cameras.
+DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 class InputError(ValueError):
@@ -132,8 +152,18 @@ def camera_model_from_msg(msg: Any) -> CameraModel:
     return CameraModel(stamp, k, width, height)
 
 
-def image_rgb_from_msg(msg: Any) -> np.ndarray:
-    """Image -> uint8 RGB; InputError with kind unsupported_encoding / malformed_image."""
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputError("image_too_large",
+                         f"image of {width}x{height} = {width * height} pixels exceeds "
+                         f"max_input_pixels = {max_pixels}: refused before conversion")
+
+
+def image_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+    """Image -> uint8 RGB; InputError unsupported_encoding / malformed_image / image_too_large.
+
+    The size limit is checked from the header fields, before any pixel is converted.
+    """
     name = getattr(msg, "encoding", None)
     enc = ENCODINGS.get(name) if isinstance(name, str) else None
     if enc is None or name not in CAMERA_ENCODINGS:
@@ -142,9 +172,38 @@ def image_rgb_from_msg(msg: Any) -> np.ndarray:
                          f"image encoding {name!r} is {what}; the node takes camera images "
                          f"in one of {', '.join(CAMERA_ENCODINGS)}")
     try:
+        _check_pixels(*image_size(msg), max_pixels)
         return image_to_rgb(msg)
     except MessageError as exc:
         raise InputError("malformed_image", f"image rejected: {exc}") from None
+
+
+def compressed_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+    """CompressedImage -> uint8 RGB; InputError (unsupported, undecodable or too large).
+
+    The size limit is checked from the jpeg/png header, before anything is decoded.
+    """
+    try:
+        fmt = parse_format(getattr(msg, "format", None))
+    except MessageError as exc:
+        raise InputError("unsupported_encoding", str(exc)) from None
+    try:
+        data = data_bytes(getattr(msg, "data", None), "CompressedImage")
+        size = header_size(data, fmt.codec)
+    except MessageError as exc:
+        raise InputError("undecodable_image", f"compressed image rejected: {exc}") from None
+    _check_pixels(*size, max_pixels)
+    try:
+        return decode_to_rgb(fmt, data, size)
+    except MessageError as exc:
+        raise InputError("undecodable_image", f"compressed image rejected: {exc}") from None
+
+
+def any_image_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+    """Image or CompressedImage (told apart by their fields) -> uint8 RGB; InputError."""
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_rgb_from_msg(msg, max_pixels)
+    return image_rgb_from_msg(msg, max_pixels)
 
 
 def fallback_intrinsics(normalized: Any, width: int, height: int) -> np.ndarray:
@@ -204,17 +263,21 @@ class FrameIntake:
     ``report(kind, message)`` is called for each problem (the node counts it in its
     diagnostics and logs the first of each kind); without it the first of each kind is
     logged here. ``counts`` holds how often each kind occurred. ``camera_info_topic``
-    only names the topic in messages.
+    only names the topic in messages. ``max_pixels`` bounds the image size (None: no
+    bound).
     """
 
     def __init__(self, config: CameraInfoConfig | None = None,
                  report: Callable[[str, str], None] | None = None,
-                 camera_info_topic: str = "camera_info", history: int = 30) -> None:
+                 camera_info_topic: str = "camera_info", history: int = 30,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.config = config or CameraInfoConfig()
+        self.max_pixels = max_pixels
         self._report = report
         self._topic = camera_info_topic
         self._source = IntrinsicsSource(history)
         self._lock = threading.Lock()
+        self._distortion: tuple[str, tuple[float, ...]] | None = None
         self.counts: dict[str, int] = {}
 
     def _bad(self, kind: str, message: str) -> None:
@@ -233,14 +296,36 @@ class FrameIntake:
         except InputError as exc:
             self._bad(exc.kind, str(exc))
             return False
+        self._check_distortion(msg)
         return True
 
+    def _check_distortion(self, msg: Any) -> None:
+        """Report a non-zero D once per calibration (model and coefficients)."""
+        try:
+            d = tuple(float(v) for v in getattr(msg, "d", ()))
+        except (TypeError, ValueError):
+            d = (float("nan"),)
+        if not any(v != 0.0 for v in d):
+            return
+        key = (str(getattr(msg, "distortion_model", "")), d)
+        if key == self._distortion:
+            return
+        self._distortion = key
+        self._bad("camera_info_distorted",
+                  f"CameraInfo on {self._topic} has distortion {key[0] or '(no model)'} "
+                  f"D = {list(d)}: the image must be rectified (image_proc's image_rect); "
+                  "its intrinsics are taken from P and the outputs carry D = 0")
+
     def take_image(self, msg: Any) -> Frame | None:
-        """The frame for an Image, or None (reported) when it must be skipped."""
+        """The frame for an Image or CompressedImage, or None (reported) when it is skipped."""
         cfg = self.config
         try:
-            rgb = image_rgb_from_msg(msg)
+            rgb = any_image_rgb_from_msg(msg, self.max_pixels)
             stamp = stamp_to_ns(msg.header.stamp)
+            if not msg.header.frame_id:
+                raise InputError("missing_frame_id", "image header.frame_id is empty: the "
+                                 "outputs would carry it and TF/RViz cannot place them; set "
+                                 "the camera driver's frame_id")
         except MessageError as exc:
             self._bad("malformed_image", f"image rejected: {exc}")
             return None

@@ -7,7 +7,7 @@ Behavior every launch file gets from here:
 
 * the Fast DDS profile ``config/fastdds_shm.xml`` (shared memory with room for full-size
   frames) for every process of the launch, unless ``FASTRTPS_DEFAULT_PROFILES_FILE`` is
-  already set or the ``fastdds_profile`` argument is empty;
+  already set or the ``fastdds_profile`` argument is ``none`` (:data:`NO_PROFILE`);
 * RViz only when it is installed, else a warning naming the missing package;
 * when the node exits, the whole launch shuts down, with a non-zero exit code of
   ``ros2 launch`` when the node failed (the real ``launch`` sets a non-zero code only for
@@ -26,6 +26,10 @@ PACKAGE = "oe_depth_ros"
 #: argument required; a tuple names a file in the package share (path parts).
 Argument = tuple[str, Union[str, tuple[str, ...], None], str]
 
+#: The ``fastdds_profile`` value for "no profile" (the middleware's default). A word, not an
+#: empty value: ``ros2 launch`` rejects ``fastdds_profile:=`` (what ``fastdds_profile:=""``
+#: becomes in a shell) as a malformed argument.
+NO_PROFILE = "none"
 #: Arguments of the node that every launch file declares.
 NODE_ARGUMENTS: tuple[Argument, ...] = (
     ("params_file", ("config", "oe_depth.yaml"), "ROS parameter file of the node"),
@@ -35,8 +39,15 @@ NODE_ARGUMENTS: tuple[Argument, ...] = (
     ("log_level", "info", "debug | info | warn | error | fatal"),
     ("fastdds_profile", ("config", "fastdds_shm.xml"),
      "Fast DDS profile for every process of this launch (shared memory for full-size "
-     "frames); empty: the middleware's default; FASTRTPS_DEFAULT_PROFILES_FILE, when set, wins"),
+     f"frames); {NO_PROFILE}: the middleware's default; FASTRTPS_DEFAULT_PROFILES_FILE, when "
+     "set, wins"),
 )
+#: The launch argument that chooses the managed node (a lifecycle manager configures and
+#: activates it) instead of the plain one; the executable for each choice.
+LIFECYCLE_ARGUMENT: Argument = (
+    "lifecycle", "false", "true: start oe_depth_lifecycle_node, a managed node that waits "
+    "for a lifecycle manager's configure and activate; false: oe_depth_node")
+EXECUTABLES = {False: "oe_depth_node", True: "oe_depth_lifecycle_node"}
 #: The environment variable that selects a Fast DDS XML profile (Fast DDS 2.x: Humble, Jazzy).
 PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 #: Node arguments that override the parameter file only when given (non-empty).
@@ -83,10 +94,10 @@ class NodeFailed(RuntimeError):
 
 
 def transport_profile(values: dict[str, str]) -> list[Any]:
-    """``SetEnvironmentVariable`` for the Fast DDS profile, unless the user chose one."""
+    """``SetEnvironmentVariable`` for the Fast DDS profile, unless the user chose one or none."""
     from launch.actions import SetEnvironmentVariable
 
-    if os.environ.get(PROFILE_VARIABLE) or not values["fastdds_profile"]:
+    if os.environ.get(PROFILE_VARIABLE) or values["fastdds_profile"] in ("", NO_PROFILE):
         return []
     return [SetEnvironmentVariable(PROFILE_VARIABLE, values["fastdds_profile"])]
 
@@ -110,14 +121,17 @@ def shut_down_with(node: Any) -> Any:
 
 def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
                use_sim_time: bool) -> Any:
-    """oe_depth_node with the parameter file, the given overrides and the log level."""
+    """The depth node with the parameter file, the given overrides and the log level.
+
+    The managed executable when ``values`` has a true ``lifecycle`` (:data:`LIFECYCLE_ARGUMENT`).
+    """
     from launch_ros.actions import Node
 
     overrides: dict[str, Any] = {"use_sim_time": use_sim_time}
     overrides.update({name: values[name] for name in OVERRIDES if values[name]})
     return Node(
         package=PACKAGE,
-        executable="oe_depth_node",
+        executable=EXECUTABLES[is_true(values.get("lifecycle", "false"))],
         name="oe_depth_node",
         namespace=values["namespace"],
         parameters=[values["params_file"], overrides],
@@ -129,12 +143,15 @@ def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
 
 
 def package_installed(name: str) -> bool:
-    """Whether ROS package ``name`` is in the ament index (sourced workspaces)."""
+    """Whether ROS package ``name`` is in the ament index (sourced workspaces).
+
+    No index at all (``AMENT_PREFIX_PATH`` unset: nothing sourced) means not installed.
+    """
     from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 
     try:
         get_package_prefix(name)
-    except PackageNotFoundError:
+    except (PackageNotFoundError, OSError):
         return False
     return True
 

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from oe_depth_ros.compressed import TRANSPORTS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
+from oe_depth_ros.intake import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from oe_depth_ros.pipeline import PipelineConfig
@@ -92,11 +94,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("threads", 0, "Intra-op threads of the CPU backends; 0 = the library's default.",
        limits=(0, 256), read_only=True),
     # --- input
-    _p("qos_depth", 1, "History depth of the image and camera_info subscriptions "
-       "(keep last).", unit="messages", limits=(1, 100), read_only=True),
-    _p("qos_reliability", "best_effort", "Reliability of the image and camera_info "
-       "subscriptions; reliable retransmits lost fragments of large images (UDP transport).",
-       choices=("best_effort", "reliable"), read_only=True),
+    _p("image_transport", "raw", "How images arrive (image_transport's transport names): raw "
+       "subscribes to image (sensor_msgs/Image), compressed to image/compressed "
+       "(CompressedImage, jpeg or png).", choices=TRANSPORTS, read_only=True),
+    _p("max_input_pixels", DEFAULT_MAX_PIXELS, "Larger images (width x height) are refused "
+       "and counted before they are converted or decoded.", unit="pixels",
+       limits=(1, 2 ** 31 - 1), read_only=True),
     _p("camera_info.sync", "latest", "latest: use the newest valid CameraInfo; approximate: "
        "use the one whose stamp is nearest the image's, within camera_info.slop.",
        choices=("latest", "approximate")),
@@ -130,8 +133,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("colored.max_range", 80.0, "Depth shown in the farthest color.", unit="m",
        limits=(0.01, 1000.0)),
     # --- metric scale
-    _p("scale.method", "fixed", "fixed: multiply by scale.factor; camera_height: fit the "
-       "ground plane and use the known mounting height.", choices=("fixed", "camera_height")),
+    _p("scale.method", "auto", "auto: a metric model's own metres, scale.relative_method "
+       "for a relative model; fixed: multiply by scale.factor; camera_height: fit the "
+       "ground plane and use the known mounting height.",
+       choices=("auto", "fixed", "camera_height")),
+    _p("scale.relative_method", "none", "With auto: the estimator for a relative model "
+       "(none: such a model is refused at start-up); camera_height also checks a metric "
+       "model's scale in the diagnostics.", choices=("none", "fixed", "camera_height")),
     _p("scale.factor", 1.0, "Fixed scale factor; for camera_height the scale used before "
        "the first good fit.", limits=(1e-6, 1e6)),
     _p("scale.camera_height", 1.65, "Camera height over the ground (KITTI: 1.65).", unit="m",
@@ -164,6 +172,8 @@ class TopicSpec:
 #: The node's topic names (relative ones follow the node's namespace); one home for
 #: the node, ``process-bag`` and the tables below.
 IMAGE_TOPIC = "image"
+#: Where image_transport's compressed plugin publishes for the base topic IMAGE_TOPIC.
+COMPRESSED_IMAGE_TOPIC = IMAGE_TOPIC + "/compressed"
 CAMERA_INFO_TOPIC = "camera_info"
 DEPTH_TOPIC = "depth/image"
 DEPTH_INFO_TOPIC = "depth/camera_info"
@@ -171,25 +181,55 @@ POINTS_TOPIC = "points"
 COLORED_TOPIC = "depth/colored"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
+#: The QoS defaults as the tables state them (the profiles are oe_depth_ros.node's
+#: INPUT_QOS and OUTPUT_QOS); both take ``qos_overrides`` parameters (:func:`qos_override`).
+INPUT_QOS_TEXT = "sensor data: best effort, keep last 5; qos_overrides"
+OUTPUT_QOS_TEXT = "reliable, keep last 1; qos_overrides"
+#: The QoS policies that ``qos_overrides`` parameters may set (rclpy's default policies).
+QOS_OVERRIDE_POLICIES = ("history", "depth", "reliability")
+
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "sub", "qos_reliability, keep last qos_depth",
-              "Camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*)."),
-    TopicSpec(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "sub",
-              "qos_reliability, keep last qos_depth",
+    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "sub", INPUT_QOS_TEXT,
+              "Rectified camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*); "
+              "with image_transport raw."),
+    TopicSpec(COMPRESSED_IMAGE_TOPIC, "sensor_msgs/msg/CompressedImage", "sub", INPUT_QOS_TEXT,
+              "The same image, jpeg or png as image_transport's compressed plugin writes it; "
+              "with image_transport compressed."),
+    TopicSpec(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "sub", INPUT_QOS_TEXT,
               "Calibration of the rectified image (P, else K)."),
-    TopicSpec(DEPTH_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+    TopicSpec(DEPTH_TOPIC, "sensor_msgs/msg/Image", "pub", OUTPUT_QOS_TEXT,
               "32FC1 depth in meters along the optical axis, NaN = invalid; input header."),
-    TopicSpec(DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "pub", "reliable, keep last 1",
+    TopicSpec(DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "pub", OUTPUT_QOS_TEXT,
               "Intrinsics of depth/image (scaled to its size); input header."),
-    TopicSpec(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2", "pub", "reliable, keep last 1",
+    TopicSpec(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2", "pub", OUTPUT_QOS_TEXT,
               "x, y, z float32 + rgb in the camera's optical frame (input frame_id)."),
-    TopicSpec(COLORED_TOPIC, "sensor_msgs/msg/Image", "pub", "reliable, keep last 1",
+    TopicSpec(COLORED_TOPIC, "sensor_msgs/msg/Image", "pub", OUTPUT_QOS_TEXT,
               "rgb8 colorized depth on a fixed colored.min_range..max_range scale."),
     TopicSpec(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "pub",
               "reliable, keep last 10",
               "Rate, latency p50/p99, per-stage times, dropped frames, backend, scale, "
               "error counts; every diagnostics_period."),
 )
+
+
+def qos_override(topic: str, entity: str, policy: str) -> str:
+    """The name of a standard QoS override parameter (REP 2003, rclpy/rclcpp).
+
+    ``topic`` is the fully resolved topic (``/oe_depth/image``, after remapping),
+    ``entity`` ``subscription`` or ``publisher``, ``policy`` one of
+    :data:`QOS_OVERRIDE_POLICIES`. Such parameters are read-only: set them at start-up
+    (``-p qos_overrides./oe_depth/image.subscription.reliability:=reliable`` or a
+    parameter file).
+    """
+    if entity not in ("subscription", "publisher"):
+        raise ParamError(f"QoS override entity must be subscription or publisher, got {entity!r}")
+    if policy not in QOS_OVERRIDE_POLICIES:
+        raise ParamError(f"QoS override policy must be one of {', '.join(QOS_OVERRIDE_POLICIES)}, "
+                         f"got {policy!r}")
+    if not topic.startswith("/"):
+        raise ParamError(f"QoS overrides name the fully resolved topic (/namespace/topic), "
+                         f"got {topic!r}")
+    return f"qos_overrides.{topic}.{entity}.{policy}"
 
 
 def spec(name: str) -> ParamSpec:
@@ -314,6 +354,11 @@ def load_params_file(path: str | Path, node_name: str = "oe_depth_node") -> dict
     from oe_depth_ros.config import load_yaml
 
     flat = flatten_params_file(load_yaml(path), node_name, str(path))
+    for name in [n for n in flat if n.startswith("qos_overrides.")]:
+        if name.rsplit(".", 1)[-1] not in QOS_OVERRIDE_POLICIES:
+            raise ParamError(f"{path}: {name}: the node takes QoS overrides of "
+                             f"{', '.join(QOS_OVERRIDE_POLICIES)} only")
+        del flat[name]  # rclpy checks the values when the node creates the topic
     try:
         return validate_all(flat)
     except ParamError as exc:

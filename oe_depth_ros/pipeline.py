@@ -25,6 +25,7 @@ file drives the node and the bag tool (:meth:`PipelineConfig.from_params`).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Mapping
@@ -122,6 +123,20 @@ ALL_OUTPUTS = Outputs()
 
 
 @dataclass
+class PreparedFrame:
+    """A frame after :meth:`DepthPipeline.prepare`, ready for inference.
+
+    ``network_input`` is the backend's host-prepared input, or None when the backend
+    prepares the image on its device; ``timings`` holds ``preprocess`` (ms) if any.
+    """
+
+    image_rgb: np.ndarray
+    k: np.ndarray
+    network_input: np.ndarray | None
+    timings: dict[str, float]
+
+
+@dataclass
 class DepthResult:
     """One frame's outputs. ``depth`` is float32 meters with NaN where invalid."""
 
@@ -135,6 +150,9 @@ class DepthResult:
     scale_confidence: float
     disparity: np.ndarray  # the backend's scaled disparity at network resolution
     timings: dict[str, float]  # milliseconds per stage, plus "total"
+    #: A metric model's check: the measuring estimator's scale over the model's own
+    #: (``scale.method: auto`` with ``scale.relative_method`` camera_height or lidar).
+    scale_check: float = math.nan
 
     @property
     def size(self) -> tuple[int, int]:
@@ -193,27 +211,48 @@ class DepthPipeline:
                  scale_estimator: ScaleEstimator | None = None) -> None:
         self.backend = backend
         self.config = config or PipelineConfig()
-        self.scale_estimator = scale_estimator or make_scale_estimator(self.config.scale)
+        self.scale_estimator = scale_estimator or make_scale_estimator(self.config.scale,
+                                                                       backend.units)
         self._rays = RayCache()
 
-    def _predict(self, image: np.ndarray, timings: dict[str, float]) -> np.ndarray:
-        disp = np.asarray(self.backend.predict(image, timings), dtype=np.float32)
-        if disp.ndim != 2:
-            raise ValueError(f"backend returned disparity of shape {disp.shape}, expected [H, W]")
-        return disp
+    def prepare(self, image_rgb: np.ndarray, k: np.ndarray) -> PreparedFrame:
+        """The part of a frame that needs no earlier frame: checks and host pre-processing.
 
-    def process(self, image_rgb: np.ndarray, k: np.ndarray,
-                lidar_points: np.ndarray | None = None,
-                outputs: Outputs = ALL_OUTPUTS) -> DepthResult:
-        """Run one frame. ``lidar_points``: [N, 3+] in the camera optical frame, for LiDAR scale."""
-        cfg = self.config
+        It uses the backend only (no configuration or state), so it may run on one thread
+        for the next frame while another thread runs :meth:`finish` on the current one.
+        """
         if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
             raise ValueError(f"image must be uint8 RGB [H, W, 3], got {image_rgb.dtype} "
                              f"{image_rgb.shape}")
         k = check_intrinsics(k)
         timings: dict[str, float] = {}
+        batch = None
+        if self.backend.host_preprocess:
+            t0 = time.perf_counter()
+            batch = self.backend.prepare(image_rgb)
+            timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return PreparedFrame(image_rgb, k, batch, timings)
+
+    def process(self, image_rgb: np.ndarray, k: np.ndarray,
+                lidar_points: np.ndarray | None = None,
+                outputs: Outputs = ALL_OUTPUTS) -> DepthResult:
+        """Run one frame. ``lidar_points``: [N, 3+] in the camera optical frame, for LiDAR scale."""
+        return self.finish(self.prepare(image_rgb, k), lidar_points, outputs)
+
+    def finish(self, frame: PreparedFrame, lidar_points: np.ndarray | None = None,
+               outputs: Outputs = ALL_OUTPUTS) -> DepthResult:
+        """Inference and everything after it for a :meth:`prepare` result."""
+        cfg = self.config
+        image_rgb, k = frame.image_rgb, frame.k
+        timings = dict(frame.timings)
         t_start = time.perf_counter()
-        disp = self._predict(image_rgb, timings)
+        if frame.network_input is not None:
+            raw = self.backend.predict_prepared(frame.network_input, timings)
+        else:
+            raw = self.backend.predict(image_rgb, timings)
+        disp = np.asarray(raw, dtype=np.float32)
+        if disp.ndim != 2:
+            raise ValueError(f"backend returned disparity of shape {disp.shape}, expected [H, W]")
 
         t0 = time.perf_counter()
         cam_size = (int(image_rgb.shape[0]), int(image_rgb.shape[1]))
@@ -247,6 +286,6 @@ class DepthPipeline:
             t0 = time.perf_counter()
             colored = colorize_depth(depth, cfg.colored.min_range, cfg.colored.max_range)
             timings["colored"] = (time.perf_counter() - t0) * 1e3
-        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        timings["total"] = (time.perf_counter() - t_start) * 1e3 + timings.get("preprocess", 0.0)
         return DepthResult(depth, valid, k_out, points, colored, est.scale, est.source,
-                           est.confidence, disp, timings)
+                           est.confidence, disp, timings, scale_check=est.check)

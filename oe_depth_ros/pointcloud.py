@@ -53,11 +53,22 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
 
 
 class RayCache:
-    """Pixel rays per (K, height, width), least recently used first out."""
+    """Pixel rays per (K, height, width), least recently used first out.
 
-    def __init__(self, maxsize: int = 4) -> None:
+    At most ``maxsize`` entries and ``max_bytes`` in all: rays of a frame larger than
+    that (128 MB for 4000 x 4000 pixels) are computed each time and never held, so one
+    huge frame does not stay resident after it has been answered.
+    """
+
+    def __init__(self, maxsize: int = 4, max_bytes: int = 96 * 2 ** 20) -> None:
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
         self._cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the cached rays."""
+        return sum(r.nbytes for r in self._cache.values())
 
     def get(self, k: np.ndarray, height: int, width: int) -> np.ndarray:
         """[2, H, W] float32: the planes x/z and y/z of the rays for ``k`` (read-only)."""
@@ -68,9 +79,10 @@ class RayCache:
             rays = np.ascontiguousarray(np.moveaxis(pixel_rays(k64, height, width)[..., :2],
                                                     -1, 0))
             rays.setflags(write=False)
-            self._cache[key] = rays
-            if len(self._cache) > self._maxsize:
-                self._cache.popitem(last=False)
+            if rays.nbytes <= self._max_bytes:
+                self._cache[key] = rays
+                while len(self._cache) > self._maxsize or self.nbytes > self._max_bytes:
+                    self._cache.popitem(last=False)
         else:
             self._cache.move_to_end(key)
         return rays

@@ -13,6 +13,11 @@ Three strategies share one interface, ``estimate(depth_unscaled, K, lidar_points
 * :class:`LidarMedianScale`: the median ratio of LiDAR depth to predicted depth at the
   pixels the LiDAR points project to (points given in the camera optical frame).
 
+``method: auto`` asks the model first (:mod:`oe_depth_ros.units`): a metric model's own
+unit is used as it is (:class:`ModelScale`), with ``relative_method``'s measuring
+estimator, if any, run beside it as a live check of the two scales; a relative model
+gets the ``relative_method`` estimator, and without one the pipeline refuses to start.
+
 Depths are z along the optical axis; the optical frame has x right, y down, z forward.
 """
 from __future__ import annotations
@@ -27,12 +32,21 @@ import numpy as np
 
 from oe_depth_ros.geometry import check_intrinsics, pixel_rays
 from oe_depth_ros.lidar_projection import pinhole_pixels
+from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 LOG = logging.getLogger(__name__)
 
 
-#: How the pipeline scales relative depth to meters.
-ScaleMethod = Literal["fixed", "camera_height", "lidar"]
+#: How the pipeline scales depth to meters: ``auto`` follows the model's units.
+ScaleMethod = Literal["auto", "fixed", "camera_height", "lidar"]
+#: The estimator ``auto`` applies to a relative model (``none``: refuse such a model).
+RelativeMethod = Literal["none", "fixed", "camera_height", "lidar"]
+#: The estimators that measure a scale, and so can check a metric model's own.
+MEASURING_METHODS = ("camera_height", "lidar")
+
+
+class ScaleSetupError(ValueError):
+    """The scale settings do not fit the model (e.g. a relative model with no estimator)."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +56,15 @@ class ScaleEstimate:
     ``source`` is the strategy name, with ``:held`` when this frame's measurement was
     rejected and the last good scale is reused, or ``:initial`` when there was none yet.
     ``raw`` is this frame's own measurement before smoothing (NaN when there was none).
+    ``check`` is, for a metric model with a measuring estimator beside it, the
+    estimator's scale over the model's own (1 = they agree; NaN when nothing checks).
     """
 
     scale: float
     source: str
     confidence: float
     raw: float = math.nan
+    check: float = math.nan
 
 
 class ScaleEstimator(Protocol):
@@ -65,7 +82,10 @@ class ScaleEstimator(Protocol):
 class ScaleConfig:
     """Scale settings (the ``scale`` section of the pipeline configuration)."""
 
-    method: ScaleMethod = "fixed"
+    method: ScaleMethod = "auto"
+    #: With ``method: auto``, the estimator for a relative model (and the check of a
+    #: metric model's scale when it measures one: camera_height or lidar).
+    relative_method: RelativeMethod = "none"
     #: The fixed factor; for the other methods the scale used before the first good fit.
     factor: float = 1.0
     camera_height: float = 1.65
@@ -82,6 +102,11 @@ class ScaleConfig:
     window: int = 5
     lidar_min_points: int = 20
     seed: int = 0
+
+    @property
+    def wants_lidar(self) -> bool:
+        """Whether the configured estimator reads LiDAR points."""
+        return "lidar" in (self.method, self.relative_method if self.method == "auto" else "")
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.factor) and self.factor > 0):
@@ -308,12 +333,59 @@ def lidar_depth_ratios(depth: np.ndarray, k: np.ndarray, points_cam: np.ndarray)
     return z[inside][good] / pred[good]
 
 
-def make_scale_estimator(config: ScaleConfig) -> ScaleEstimator:
-    """The estimator that ``config.method`` names."""
-    if config.method == "fixed":
+class ModelScale:
+    """A metric model's own unit, optionally checked against a measuring estimator."""
+
+    def __init__(self, units: DepthUnits, check: ScaleEstimator | None = None) -> None:
+        if not units.metric:
+            raise ScaleSetupError(f"ModelScale needs a metric model, got {units.describe()}")
+        self.units = units
+        self.check = check
+
+    def estimate(self, depth_unscaled: np.ndarray, k: np.ndarray,
+                 lidar_points_cam: np.ndarray | None = None) -> ScaleEstimate:
+        factor = self.units.metres_per_unit
+        ratio = math.nan
+        if self.check is not None:
+            measured = self.check.estimate(depth_unscaled, k, lidar_points_cam)
+            if not measured.source.endswith(":initial"):
+                ratio = measured.scale / factor
+        return ScaleEstimate(factor, f"model:{self.units.scale_source}", 1.0, factor, ratio)
+
+    def reset(self) -> None:
+        if self.check is not None:
+            self.check.reset()
+
+
+def _estimator(method: str, config: ScaleConfig) -> ScaleEstimator:
+    if method == "fixed":
         return FixedScale(config.factor)
-    if config.method == "camera_height":
+    if method == "camera_height":
         return CameraHeightScale(config.camera_height, config)
-    if config.method == "lidar":
+    if method == "lidar":
         return LidarMedianScale(config)
-    raise ValueError(f"unknown scale method {config.method!r}")
+    raise ValueError(f"unknown scale method {method!r}")
+
+
+def make_scale_estimator(config: ScaleConfig,
+                         units: DepthUnits = RELATIVE_UNKNOWN) -> ScaleEstimator:
+    """The estimator that ``config.method`` names for a model of ``units``.
+
+    ``auto``: :class:`ModelScale` for a metric model (checked by ``relative_method``
+    when that measures a scale), the ``relative_method`` estimator for a relative one;
+    raises :class:`ScaleSetupError` for a relative model when ``relative_method`` is
+    ``none``.
+    """
+    if config.method != "auto":
+        return _estimator(config.method, config)
+    if units.metric:
+        check = (_estimator(config.relative_method, config)
+                 if config.relative_method in MEASURING_METHODS else None)
+        return ModelScale(units, check)
+    if config.relative_method == "none":
+        raise ScaleSetupError(
+            f"scale.method is auto but the model's depth is {units.describe()} and "
+            "scale.relative_method is none: set scale.relative_method to camera_height, "
+            "lidar or fixed (with scale.factor), or scale.method to one of them, or use a "
+            "metric model (docs/training.md, \"Metric depth\")")
+    return _estimator(config.relative_method, config)

@@ -14,8 +14,10 @@
 """Run oe_depth_node with failures injected into its callbacks (used by test_node.py).
 
 ``OE_DEPTH_FAULTS="image=3,camera_info=3,inference=3,diagnostics=3,parameters=2"``: the
-named callback raises RuntimeError on its first N calls and works normally afterwards.
-Arguments are the node's (``--ros-args ...``). Nothing here is part of the package.
+named callback raises RuntimeError on its first N calls and works normally afterwards
+(``parameter_types``: the pre-set parameter callback; ``activate``: the managed node's
+activation). Arguments are the node's (``--ros-args ...``), after ``--lifecycle`` for
+the managed node. Nothing here is part of the package.
 """
 from __future__ import annotations
 
@@ -26,20 +28,23 @@ from typing import Any
 
 from oe_depth_ros import node as node_module
 
-#: Callback name (as in oe_depth_ros.diagnostics.CALLBACK_FAILURES) -> DepthNode method.
+#: Fault name -> (DepthCore method, the callback name it is counted under, as in
+#: oe_depth_ros.diagnostics.CALLBACK_FAILURES; None: a lifecycle transition's step).
 METHODS = {
-    "image": "_on_image",
-    "camera_info": "_on_camera_info",
-    "inference": "_process",
-    "diagnostics": "_publish_diagnostics",
-    "parameters": "_on_set_parameters",
+    "image": ("_on_image", "image"),
+    "camera_info": ("_on_camera_info", "camera_info"),
+    "inference": ("_process", "inference"),
+    "diagnostics": ("_publish_diagnostics", "diagnostics"),
+    "parameters": ("_on_set_parameters", "parameters"),
+    "parameter_types": ("_coerce_parameters", "parameters"),
+    "activate": ("_create_inputs", None),
 }
 
 
 def inject(name: str, times: int) -> None:
-    """Make DepthNode's callback ``name`` raise on its first ``times`` calls."""
-    method = METHODS[name]
-    original = getattr(node_module.DepthNode, method)
+    """Make the nodes' callback ``name`` raise on its first ``times`` calls."""
+    method = METHODS[name][0]
+    original = getattr(node_module.DepthCore, method)
     lock = threading.Lock()
     left = [times]
 
@@ -51,7 +56,7 @@ def inject(name: str, times: int) -> None:
             raise RuntimeError(f"injected failure in the {name} callback")
         return original(self, *args)
 
-    setattr(node_module.DepthNode, method, failing)
+    setattr(node_module.DepthCore, method, failing)
 
 
 def main() -> int:
@@ -59,7 +64,7 @@ def main() -> int:
     for item in filter(None, os.environ.get("OE_DEPTH_FAULTS", "").split(",")):
         name, times = item.split("=")
         inject(name.strip(), int(times))
-    return node_module.main(sys.argv)
+    return node_module.main(sys.argv, lifecycle="--lifecycle" in sys.argv[1:2])
 
 
 if __name__ == "__main__":

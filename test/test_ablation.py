@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.ablation import main
-from training.ablation_report import difference, mean_std, plateau_step
-from training.label_edges import BoundaryAgreement, boundary_agreement
+from training.experiments.ablation import main
+from training.experiments.ablation_report import difference, mean_std, plateau_step
+from training.experiments.label_edges import BoundaryAgreement, boundary_agreement
 
 
 def _columns(values: list[float], rows: int = 3) -> np.ndarray:
@@ -128,7 +128,7 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
 
 def test_porcelain_paths_keep_the_first_character() -> None:
     """The leading space of an unstaged change is part of the status, not of the path."""
-    from training.ablation import porcelain_paths
+    from training.experiments.ablation import porcelain_paths
 
     status = " M training/ablation.py\nM  config/a.yaml\n?? oe_depth_ros/new.py\n"
     assert porcelain_paths(status) == ["config/a.yaml", "oe_depth_ros/new.py",

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,8 +31,11 @@ from oe_depth_ros.inference.backends import DepthBackend, create_backend
 from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
 from oe_depth_ros.metrics import METRIC_NAMES
 from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+from oe_depth_ros.scale import ScaleConfig
 
 FRAMES = 8
+#: The random-weights test model is relative: scale it by a fixed factor 1.
+FIXED = ScaleConfig(method="fixed")
 IMAGE = "/kitti/camera_color_left/image_raw"
 NS = "/oe_depth"
 
@@ -70,10 +74,10 @@ def in_bag(drive: Path, work: Path) -> Path:
 def config(onnx_model: Path, drive: Path) -> PipelineConfig:
     """Range limits at the first frame's 5th and 50th depth percentiles: many NaN pixels."""
     backend = create_backend("onnxruntime", onnx_model)
-    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6))
+    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6, scale=FIXED))
     depth = probe.process(_png(drive, 0), _k(drive)).depth
     return PipelineConfig(min_range=float(np.nanpercentile(depth, 5)),
-                          max_range=float(np.nanmedian(depth)))
+                          max_range=float(np.nanmedian(depth)), scale=FIXED)
 
 
 def _k(drive: Path) -> np.ndarray:
@@ -241,7 +245,8 @@ class RenderedDepthBackend(DepthBackend):
 
 
 def test_rendered_depth_agrees_with_the_bag_lidar(in_bag, drive, work) -> None:
-    pipeline = DepthPipeline(RenderedDepthBackend(drive), PipelineConfig(max_range=200.0))
+    pipeline = DepthPipeline(RenderedDepthBackend(drive),
+                             PipelineConfig(max_range=200.0, scale=FIXED))
     summary = process_bag(in_bag, work / "rendered", pipeline, ProcessOptions(progress=False))
     ev = summary.evaluation
     assert ev["frames_evaluated"] == FRAMES
@@ -264,12 +269,16 @@ def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
     The strategy is fed the bag's scans through its /tf_static.
     """
     runs = {}
-    for method in ("fixed", "lidar"):
+    settings = {"fixed": ["scale.method=fixed"], "lidar": ["scale.method=lidar"],
+                # a relative model under auto is scaled by relative_method (LiDAR read too)
+                "auto": ["scale.method=auto", "scale.relative_method=lidar"]}
+    for method, overrides in settings.items():
         config = from_dict(PipelineConfig, apply_overrides(
-            {"max_range": 200.0}, [f"scale.method={method}", "scale.window=1"]))
+            {"max_range": 200.0}, [*overrides, "scale.window=1"]))
         pipeline = DepthPipeline(RenderedDepthBackend(drive, disparity_factor=3.0), config)
         runs[method] = process_bag(in_bag, work / f"scaled_{method}", pipeline,
                                    ProcessOptions(progress=False)).evaluation
+    assert runs["auto"]["metric"] == runs["lidar"]["metric"]
     assert runs["fixed"]["median_ratio"]["median"] == pytest.approx(3.0, rel=0.02)
     assert runs["fixed"]["metric"]["abs_rel"] > 0.6
     assert runs["lidar"]["median_ratio"]["median"] == pytest.approx(1.0, abs=0.02)
@@ -277,7 +286,7 @@ def test_lidar_scale_recovers_the_metric_scale(in_bag, drive, work) -> None:
 
 
 def test_sqlite_humble_input_gives_sqlite_humble_output(sqlite_bag, work, onnx_model) -> None:
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     summary = process_bag(sqlite_bag, work / "humble_out", pipeline,
                           ProcessOptions(progress=False, lidar_topic=None, namespace="/ns"))
     assert summary.evaluation is None and summary.metrics_path is None
@@ -312,7 +321,7 @@ def test_damaged_bag_gives_a_clear_error(in_bag, sqlite_bag, tmp_path, onnx_mode
         with file.open("r+b") as f:
             f.seek(size - 256)
             f.write(np.random.default_rng(0).integers(0, 256, 256, np.uint8).tobytes())
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     with pytest.raises(BagError, match=rf"bag {bag} .*(truncated|corrupt|damaged)"):
         process_bag(bag, tmp_path / "out", pipeline,
                     ProcessOptions(progress=False, lidar_topic=None))
@@ -320,7 +329,7 @@ def test_damaged_bag_gives_a_clear_error(in_bag, sqlite_bag, tmp_path, onnx_mode
 
 
 def test_input_problems_are_named(in_bag, processed, tmp_path, onnx_model) -> None:
-    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig())
+    pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), PipelineConfig(scale=FIXED))
     with pytest.raises(BagError, match=r"no topic /camera/image_raw; sensor_msgs/msg/Image "
                                        r"topics: /kitti/camera_color_left/image_raw"):
         process_bag(in_bag, tmp_path / "o", pipeline,
@@ -334,11 +343,15 @@ def test_input_problems_are_named(in_bag, processed, tmp_path, onnx_model) -> No
     assert not (tmp_path / "o").exists()
 
 
-def test_command_line(in_bag, tmp_path, onnx_model) -> None:
+def test_command_line(in_bag, tmp_path, onnx_model, caplog) -> None:
     out = tmp_path / "cli_out"
     args = ["process-bag", str(in_bag), str(out), "--model", str(onnx_model), "--backend",
             "onnxruntime", "--max-frames", "2", "--set", "max_range=50", "--no-progress",
             "--metrics", str(tmp_path / "report.json")]
+    # scale.method auto (the default) with a relative model needs an estimator
+    assert cli_main(args) == 1 and not out.exists()
+    assert "scale.relative_method is none" in caplog.text
+    args += ["--set", "scale.relative_method=fixed"]
     assert cli_main(args) == 0
     with BagReader(out) as reader:
         assert reader.message_count(f"{NS}/depth/image") == 2
@@ -355,7 +368,8 @@ def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"oe_depth_node": {"ros__parameters": {
         "model_path": str(onnx_model), "backend": "onnxruntime",
-        "points": {"decimation": 4, "organized": True}, "max_range": 40}}}))
+        "points": {"decimation": 4, "organized": True}, "max_range": 40,
+        "scale": {"relative_method": "fixed"}}}}))
     out = tmp_path / "from_params"
     assert cli_main(["process-bag", str(in_bag), str(out), "--params-file", str(params),
                      "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
@@ -373,5 +387,58 @@ def test_command_line_reads_the_node_parameter_file(in_bag, tmp_path, onnx_model
                      "--set", "points.organised=true"]) == 1  # British spelling: unknown
     assert cli_main(["process-bag", str(in_bag), str(shipped), "--params-file",
                      str(repo / "config" / "oe_depth.yaml"), "--model", str(onnx_model),
-                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress"]) == 0
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
+                     "--set", "scale.relative_method=camera_height"]) == 0
     assert len(_by_topic(shipped)[f"{NS}/depth/colored"]) == 1
+
+
+@pytest.mark.parametrize("codec", ["png", "jpeg"])
+def test_compressed_bag_gives_the_raw_bags_depth(in_bag, drive, tmp_path, onnx_model, config,
+                                                 codec) -> None:
+    """kitti2bag --compressed, read back with mcap and PIL; process-bag on it vs the raw bag."""
+    import io
+
+    packed = tmp_path / f"{codec}_bag"
+    assert cli_main(["kitti2bag", str(drive), str(packed), "--compressed", codec,
+                     "--max-frames", "3", "--no-progress"]) == 0
+    topic = f"{IMAGE}/compressed"
+    meta = yaml.safe_load((packed / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    (name,) = meta["relative_file_paths"]
+    decoders: dict[str, Any] = {}
+    images = []
+    with (packed / name).open("rb") as f:
+        for schema, channel, message in make_reader(f).iter_messages(
+                log_time_order=True, topics=[topic]):
+            decoder = decoders.setdefault(
+                schema.name, DecoderFactory().decoder_for("cdr", schema))
+            images.append(decoder(message.data))
+    assert [m._type for m in images] == ["sensor_msgs/CompressedImage"] * 3
+    for idx, msg in enumerate(images):
+        assert msg.format == f"rgb8; {codec} compressed bgr8"
+        assert msg.header.frame_id == "camera_color_left"
+        pixels = np.asarray(Image.open(io.BytesIO(bytes(msg.data))).convert("RGB"))
+        diff = np.abs(pixels.astype(int) - _png(drive, idx).astype(int))
+        if codec == "png":
+            assert diff.max() == 0
+        else:  # jpeg quality 95, the plugin's default
+            assert 0 < diff.mean() < 3, diff.mean()
+
+    results = {}
+    for kind, bag, image_topic in (("raw", in_bag, IMAGE), (codec, packed, topic)):
+        pipeline = DepthPipeline(create_backend("onnxruntime", onnx_model), config)
+        summary = process_bag(bag, tmp_path / f"out_{kind}", pipeline, ProcessOptions(
+            image_topic=image_topic, max_frames=3, lidar_topic=None, progress=False,
+            outputs=("depth/image",)))
+        assert summary.frames == 3 and summary.skipped == {}
+        results[kind] = [image_to_numpy(m) for _, m in _by_topic(
+            tmp_path / f"out_{kind}")[f"{NS}/depth/image"]]
+    for raw, got in zip(results["raw"], results[codec]):
+        if codec == "png":
+            np.testing.assert_array_equal(got, raw)  # NaN where the raw depth has NaN
+        else:
+            # jpeg's few levels move the depth by a few percent; pixels near the range
+            # limits (the config's NaN) may cross them.
+            both = np.isfinite(raw) & np.isfinite(got)
+            assert both.sum() > 0.9 * np.isfinite(raw).sum()
+            rel = np.abs(got[both] - raw[both]) / raw[both]
+            assert np.median(rel) < 0.02 and 0 < rel.max() < 0.2, (np.median(rel), rel.max())

@@ -15,9 +15,10 @@ from oe_depth_ros.bags.bagio import BagReader
 from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
-from training.baselines import best_constant_abs_rel
-from training.demo import DemoSettings, _constant_errors, select_checkpoint, versus_constant
-from training.demo_command import add_arguments, settings_from_args
+from training.experiments.baselines import best_constant_abs_rel
+from training.experiments.demo import (DemoSettings, _constant_errors, select_checkpoint,
+                                       versus_constant)
+from training.experiments.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
 
@@ -40,8 +41,15 @@ def test_demo_fast_end_to_end(tmp_path):
     assert all(0.0 <= f <= 1.0 for f in pinned.values())
     frames = report["frames"]
     assert frames == len(report["per_frame"]) > 0
-    for row in ("model", "constant_baseline", "model_metric_scale"):
+    for row in ("model", "constant_baseline", "model_metric_scale", "model_camera_height"):
         assert 0 < report[row]["abs_rel"] < 10 and 0 <= report[row]["a1"] <= 1
+    # the demo's recipe learns metres from the drives' motion: published as they are,
+    # beside the camera-height fit of the same depth
+    assert report["depth_units"] == {"scale_source": "oxts", "metres_per_unit": 1.0}
+    text = (out / "report.md").read_text()
+    assert ("| model, metric as published (the model's own metres (learned from oxts), no "
+            "camera height, no ground truth) |") in text
+    assert "| model, camera-height scale (1.65 m ground fit) |" in text
     # The output bag holds one of each output per input frame.
     with BagReader(out / "output.bag") as bag:
         topics = bag.topics()
@@ -85,7 +93,7 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
 
     import cv2
 
-    from training.demo import _ground_truth
+    from training.experiments.demo import _ground_truth
     from oe_depth_ros.kitti.raw import KittiDrive
 
     drive = synth_world.drive_dirs[0]
@@ -101,35 +109,55 @@ def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
     assert np.median(rel) < 0.01
 
 
-def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path):
-    """--model and --kitti: no synthetic world, no training, the given drive and model."""
+@pytest.mark.parametrize("transport", [[], ["--compressed"]], ids=["raw", "compressed"])
+def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, transport):
+    """--model and --kitti: no synthetic world, no training, the given drive and model.
+
+    With --compressed the bag carries jpeg CompressedImage, which process-bag reads.
+    """
     from oe_depth_ros.inference.export import export_onnx
 
     model = tmp_path / "m.onnx"
     export_onnx("diffnet_small", model, 64, 192)
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--out", str(out),
-                           "--model", str(model), "--kitti", str(synth_world.drive_dirs[1])],
+                           "--model", str(model), "--kitti", str(synth_world.drive_dirs[1]),
+                           *transport],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert set(report["stage_seconds"]) == {"kitti2bag", "process-bag", "report"}
     assert report["frames"] == 8 and report["model_source"].startswith("user model")
+    # a model without units is relative: the camera-height fit scales what is published
+    assert report["published_scale"] == ("camera_height scale; the model is relative "
+                                         "(scale source unknown)")
     assert not (out / "data").exists()
+    from oe_depth_ros.bags.bagio import BagReader
+
+    with BagReader(out / "input.bag") as reader:
+        image_types = {t for t in reader.topics().values() if "Image" in t}
+    assert image_types == {"sensor_msgs/msg/CompressedImage" if transport
+                           else "sensor_msgs/msg/Image"}
 
 
 def test_demo_is_registered_outside_the_library() -> None:
-    """`oe-depth demo` comes from the training package's entry point.
+    """`oe-depth demo` comes from the training package's entry point, under its installed name.
 
-    oe_depth_ros never imports training.
+    That module is this checkout's training/experiments/demo_command.py; oe_depth_ros
+    never imports training under either name.
     """
-    assert plugin_commands()["demo"].__name__ == "training.demo_command"
+    from training.experiments import demo_command
+
+    plugin = plugin_commands()["demo"]
+    assert plugin.__name__ == "oe_depth_training.experiments.demo_command"
+    assert plugin.__file__ is not None and Path(plugin.__file__).samefile(demo_command.__file__)
     root = Path(__file__).resolve().parents[1] / "oe_depth_ros"
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] == "training" for n in names), path
+            assert not any(n.split(".")[0] in ("training", "oe_depth_training")
+                           for n in names), path
 
 
 def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
@@ -151,6 +179,8 @@ def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
     (["--fast"], dict(train_steps=3, frames=8, drives=2)),
     (["--fast", "--frames", "5", "--seed", "2"], dict(train_steps=3, frames=5, seed=2)),
     (["--train-steps", "7", "--model", "m.onnx"], dict(train_steps=7, model=Path("m.onnx"))),
+    (["--compressed"], dict(compressed="jpeg")), (["--compressed", "png"], dict(compressed="png")),
+    ([], dict(compressed=None)),
 ])
 def test_settings_from_arguments(argv: list[str], want: dict) -> None:
     parser = argparse.ArgumentParser()

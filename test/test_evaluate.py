@@ -19,7 +19,7 @@ import pytest
 from oe_depth_ros.imageops import resize_depth, to_network_input
 from oe_depth_ros.kitti.splits import read_split_file
 from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
-from training.evaluate import EvalOptions, evaluate
+from training.evaluate import EvalOptions, evaluate, summary_text
 from training.gt_depth import ImprovedGroundTruth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,3 +265,35 @@ def test_images_are_read_from_png_or_jpg_trees(tmp_path) -> None:
                                   cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
     with pytest.raises(FileNotFoundError, match="0000000004.png"):
         _Images(tmp_path).get(SplitEntry(folder, 4))
+
+
+def test_a_metric_model_is_scored_with_both_protocols_in_one_run(synth_world, oracle):
+    """mode auto on a model with metric units: its own metres and median-scaled, side by side.
+
+    The doubled oracle (depth halved) is off by 2: no scaling gives Abs Rel 0.5 and a
+    per-image median GT / prediction of 2; median scaling undoes the factor.
+    """
+    from oe_depth_ros.units import DepthUnits
+
+    mono = evaluate(_options(synth_world, mode="mono"), oracle)
+    doubled = OracleBackend(synth_world, gain=2.0)
+    relative = evaluate(_options(synth_world), doubled)  # no units: auto is mono
+    assert relative["mode"] == "mono" and relative["median_scaled"] is None
+    doubled.units = DepthUnits("velocity", 1.0)
+    both = evaluate(_options(synth_world), doubled)
+    assert (both["mode"], both["scale"], both["units"]["scale_source"]) == (
+        "metric", 1.0, "velocity")
+    assert both["errors"]["abs_rel"] == pytest.approx(0.5, abs=0.05)
+    ratio = both["median_scaled"]["ratio"]
+    assert ratio["median"] == pytest.approx(2 * mono["ratio"]["median"], rel=1e-5)
+    for name in METRIC_NAMES:
+        assert both["median_scaled"]["errors"][name] == pytest.approx(mono["errors"][name],
+                                                                      rel=1e-5)
+    # a stereo model's own factor is its metres per unit
+    doubled.units = DepthUnits("stereo", 2.0)
+    stereo = evaluate(_options(synth_world), doubled)
+    assert stereo["scale"] == 2.0 and stereo["median_scaled"]["ratio"]["median"] == \
+        pytest.approx(mono["ratio"]["median"], rel=1e-5)
+    assert stereo["errors"]["abs_rel"] == pytest.approx(mono["errors"]["abs_rel"], abs=0.02)
+    text = summary_text(both)
+    assert "the same images median-scaled" in text and "per-image median GT / prediction" in text

@@ -74,7 +74,8 @@ def test_torch_and_onnxruntime_agree_through_predict(models: dict[str, Path]) ->
 
 def test_backends_report_their_own_stages(models: dict[str, Path]) -> None:
     """predict(image, timings) fills the backend's stages; the pipeline adds no others."""
-    from oe_depth_ros.pipeline import DepthPipeline
+    from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
+    from oe_depth_ros.scale import ScaleConfig
 
     image = street_image(150, 500)
     k = np.array([[300.0, 0, 250], [0, 300, 75], [0, 0, 1]])
@@ -85,7 +86,8 @@ def test_backends_report_their_own_stages(models: dict[str, Path]) -> None:
         np.testing.assert_array_equal(disp, backend.predict(image))
         assert set(timings) == {"preprocess", "inference"}
         assert timings["inference"] > 0 and timings["preprocess"] > 0
-        result = DepthPipeline(backend).process(image, k)
+        result = DepthPipeline(backend, PipelineConfig(scale=ScaleConfig(method="fixed"))
+                               ).process(image, k)
         assert {"preprocess", "inference"} <= set(result.timings)
         assert sum(v for s, v in result.timings.items() if s != "total") <= \
             result.timings["total"] + 1e-6

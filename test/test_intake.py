@@ -233,7 +233,7 @@ def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarra
         for topic, msg, _ in sequence():
             bag.write_raw(conns[topic], stamp_of(msg), serialize_message(msg))
     pipeline = DepthPipeline(create_backend("onnxruntime", tiny_model, threads=1),
-                             pipeline_config(defaults()))
+                             pipeline_config({**defaults(), "scale.relative_method": "fixed"}))
     summary = process_bag(tmp / "in", tmp / "out", pipeline, ProcessOptions(
         image_topic="/cam/image", lidar_topic=None, progress=False))
     out: dict[int, list[Any]] = defaultdict(list)
@@ -252,7 +252,7 @@ def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarra
 class NodeUnderTest:
     """The node in its own process and this test's rclpy context publishing to it."""
 
-    def __init__(self, model: Path, log: Path) -> None:
+    def __init__(self, model: Path, log: Path, extra: tuple[str, ...] = ()) -> None:
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -262,10 +262,16 @@ class NodeUnderTest:
         self.log_path = log
         self._log = open(log, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", "-r", "__ns:=/cam",
+            [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", "-r", "__ns:=/cam",
              "-p", f"model_path:={model}", "-p", "backend:=onnxruntime", "-p", "threads:=1",
-             "-p", "qos_reliability:=reliable", "-p", "qos_depth:=20",
-             "-p", "diagnostics_period:=0.2"],
+             "-p", "scale.relative_method:=fixed",  # the test model is relative
+             "-p", "qos_overrides./cam/image.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/image.subscription.depth:=20",
+             "-p", "qos_overrides./cam/image/compressed.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/image/compressed.subscription.depth:=20",
+             "-p", "qos_overrides./cam/camera_info.subscription.reliability:=reliable",
+             "-p", "qos_overrides./cam/camera_info.subscription.depth:=20",
+             "-p", "diagnostics_period:=0.2", *extra],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=DOMAIN)

@@ -29,6 +29,8 @@ import importlib.util
 import inspect
 import logging
 import os
+import re
+import shlex
 import subprocess
 import sys
 import types
@@ -243,7 +245,8 @@ def test_both_launch_files_exist_and_are_installed() -> None:
     setup = (REPO / "setup.py").read_text()
     assert 'glob("launch/*.launch.py")' in setup and 'glob("config/*.yaml")' in setup
     assert 'glob("config/*.rviz")' in setup
-    assert "oe_depth_node = {PACKAGE}.node:main" in setup
+    assert "oe_depth_node = {PACKAGE}.node_main:main" in setup
+    assert "oe_depth_lifecycle_node = {PACKAGE}.node_main:lifecycle_main" in setup
 
 
 def kinds(entities: list[Any]) -> dict[str, list[Any]]:
@@ -260,7 +263,7 @@ def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
                                   image_topic="/cam/image_raw", use_rviz="true")
     assert set(declared) == {"params_file", "backend", "model_path", "image_topic",
                              "camera_info_topic", "namespace", "use_sim_time", "use_rviz",
-                             "log_level", "fastdds_profile"}
+                             "log_level", "fastdds_profile", "lifecycle"}
     assert declared["namespace"].default_value == NAMESPACE
     assert all(arg.description for arg in declared.values())
     params_file = Path(perform(declared["params_file"].default_value, StandInContext({})))
@@ -293,6 +296,15 @@ def test_oe_depth_launch_arguments_and_node(stand_ins) -> None:
     assert Path(perform(value, StandInContext({}))) == REPO / "config" / "fastdds_shm.xml"
 
 
+def test_the_lifecycle_argument_starts_the_managed_node(stand_ins) -> None:
+    path = LAUNCH_DIR / "oe_depth.launch.py"
+    for value, executable in (("false", "oe_depth_node"), ("true", "oe_depth_lifecycle_node")):
+        _, entities = describe(path, model_path="/models/m.onnx", lifecycle=value)
+        (node,) = kinds(entities)["Node"]
+        assert node.kwargs["executable"] == executable
+        assert node.kwargs["name"] == "oe_depth_node"
+
+
 def test_rviz_only_when_asked_and_installed(stand_ins, monkeypatch, caplog) -> None:
     path = LAUNCH_DIR / "oe_depth.launch.py"
     _, entities = describe(path, use_rviz="false")
@@ -307,11 +319,84 @@ def test_rviz_only_when_asked_and_installed(stand_ins, monkeypatch, caplog) -> N
 
 def test_a_profile_chosen_by_the_user_is_kept(stand_ins, monkeypatch) -> None:
     path = LAUNCH_DIR / "oe_depth.launch.py"
-    _, entities = describe(path, fastdds_profile="")
+    _, entities = describe(path, fastdds_profile=common.NO_PROFILE)
     assert "SetEnvironmentVariable" not in kinds(entities)
     monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/etc/my_profile.xml")
     _, entities = describe(path)
     assert "SetEnvironmentVariable" not in kinds(entities)
+
+
+#: The manual's command lines (README and docs), whose ``name:=value`` arguments users type.
+DOCUMENTED = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+LAUNCH_ARGUMENT = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]*:=[^\s`]*")
+
+
+def ros2launch_rule(arguments: list[str]) -> dict[str, str]:
+    """``name:=value`` arguments as ``ros2 launch`` parses them.
+
+    The rule of ``parse_launch_arguments`` in ros2launch/api/api.py (ros2/launch_ros, jazzy,
+    ros2launch 0.26.6, commit 62c56e53e868): an argument without ``:=``, starting with
+    ``:=``, or whose only ``:=`` ends it is malformed (a RuntimeError); otherwise the
+    name is what precedes the first ``:=``, and the last value given for a name wins.
+    """
+    parsed: dict[str, str] = {}
+    for argument in arguments:
+        separators = argument.count(":=")
+        if (separators == 0 or argument.startswith(":=")
+                or (separators == 1 and argument.endswith(":="))):
+            raise RuntimeError(f"malformed launch argument '{argument}', "
+                               "expected format '<name>:=<value>'")
+        name, value = argument.split(":=", 1)
+        parsed[name] = value
+    return parsed
+
+
+def launch_argument_parser(which: str) -> Any:
+    """The rule above, or the real parser of ros2launch (skipped where not installed).
+
+    Imported in the test, not at collection: the real ``launch`` reconfigures logging.
+    """
+    if which == "rule":
+        return ros2launch_rule
+    api = pytest.importorskip("ros2launch.api.api", reason="ros2launch is not installed")
+    return lambda arguments: dict(api.parse_launch_arguments(arguments))
+
+
+@pytest.mark.parametrize("which", ["rule", "ros2launch"])
+def test_ros2_launch_rejects_an_empty_value_and_accepts_the_no_profile_word(which) -> None:
+    parse = launch_argument_parser(which)
+    for typed in ('fastdds_profile:=""', "fastdds_profile:=''", "fastdds_profile:=",
+                  ":=none", "fastdds_profile"):
+        with pytest.raises(RuntimeError, match="malformed launch argument"):
+            parse(shlex.split(typed))
+    typed = f"fastdds_profile:={common.NO_PROFILE} a:=b:=c a:=d rate:=0.5"
+    assert parse(shlex.split(typed)) == {"fastdds_profile": common.NO_PROFILE, "a": "d",
+                                         "rate": "0.5"}
+
+
+@pytest.mark.parametrize("which", ["rule", "ros2launch"])
+def test_documented_launch_arguments_are_accepted_and_turn_the_profile_off(
+        which, monkeypatch) -> None:
+    parse = launch_argument_parser(which)
+    for name, mod in make_stand_ins().items():  # after the real parser's import
+        monkeypatch.setitem(sys.modules, name, mod)
+    monkeypatch.delenv(common.PROFILE_VARIABLE, raising=False)
+    monkeypatch.setattr(common, "package_installed", lambda name: True)
+    typed = [(path.name, token) for path in DOCUMENTED
+             for token in LAUNCH_ARGUMENT.findall(path.read_text())]
+    assert {name for name, _ in typed} >= {"README.md", "node.md"}
+    for name, token in typed:
+        (argument,) = shlex.split(token)  # as a shell passes it to ros2 launch
+        parse([argument])  # raises for a value ros2 launch rejects
+    profiles = {parse(shlex.split(token))["fastdds_profile"] for _, token in typed
+                if token.startswith("fastdds_profile:=")}
+    assert profiles == {common.NO_PROFILE}
+    for path, given in ((LAUNCH_DIR / "oe_depth.launch.py", {}),
+                        (LAUNCH_DIR / "kitti_replay.launch.py", {"bag": "/b"})):
+        declared, entities = describe(path, fastdds_profile=common.NO_PROFILE, **given)
+        assert "SetEnvironmentVariable" not in kinds(entities)
+        assert f"{common.NO_PROFILE}: the middleware's default" in \
+            declared["fastdds_profile"].description
 
 
 def test_the_launch_ends_when_the_node_exits(stand_ins) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from training.losses import (SSIM, BackprojectDepth, Project3D, ViewWarper,
                              min_reprojection_loss, photometric_error, semantic_triplet_loss,
-                             smoothness_loss, triplet_terms)
+                             smoothness_loss, triplet_terms, velocity_loss)
 
 torch.set_num_threads(2)
 
@@ -266,3 +266,41 @@ def test_automask_prefers_good_warp() -> None:
     res = min_reprojection_loss(good, identity, generator=torch.Generator().manual_seed(0))
     assert res.automask.float().mean().item() > 0.99
     assert res.loss.item() < 1e-4
+
+
+def _motion(translation: list[float], angle: float = 0.0) -> torch.Tensor:
+    """A 4x4 transform: rotation by ``angle`` about y, then ``translation``."""
+    c, s = math.cos(angle), math.sin(angle)
+    t = torch.tensor([[c, 0.0, s, 0.0], [0.0, 1.0, 0.0, 0.0], [-s, 0.0, c, 0.0],
+                      [0.0, 0.0, 0.0, 1.0]])
+    t[:3, 3] = torch.tensor(translation)
+    return t
+
+
+def test_velocity_loss_by_hand() -> None:
+    """PackNet-SfM's term: mean over context frames of the batch mean of | |t_p| - |t_m| |.
+
+    Frame -1: norms 5 vs 4 and 1 vs 2 -> batch mean 1; frame +1: 3 vs 3 and 0 vs 0.5
+    -> 0.25; the mean over the two frames is 0.625. Rotations do not enter.
+    """
+    predicted = [torch.stack([_motion([3, 4, 0], 0.3), _motion([0, 0, 1])]),
+                 torch.stack([_motion([1, 2, 2]), _motion([0, 0, 0], -0.2)])]
+    measured = [torch.stack([_motion([0, 0, 4]), _motion([0, 2, 0], 0.1)]),
+                torch.stack([_motion([0, 3, 0]), _motion([0, 0, 0.5])])]
+    assert velocity_loss(predicted, measured).item() == pytest.approx(0.625, abs=1e-6)
+    # equal norms in other directions (a flipped sample, another heading): no loss
+    same = [torch.stack([_motion([-4, 0, 3]), _motion([0, 1, 0])]),
+            torch.stack([_motion([2, -2, 1], 0.5), _motion([0, 0, 0])])]
+    assert velocity_loss(same, [torch.stack([_motion([0, 0, 5]), _motion([0, 0, -1])]),
+                                torch.stack([_motion([3, 0, 0]), _motion([0, 0, 0])])]
+                         ).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="one measured transform per predicted"):
+        velocity_loss(predicted, measured[:1])
+
+
+def test_velocity_loss_gradient_pulls_the_norm_towards_the_measurement() -> None:
+    t = torch.tensor([[0.0, 0.0, 2.0]], requires_grad=True)
+    pred = torch.eye(4).repeat(1, 1, 1)
+    pred = torch.cat([torch.cat([pred[:, :3, :3], t[:, :, None]], 2), pred[:, 3:]], 1)
+    velocity_loss([pred], [_motion([0, 0, 1])[None]]).backward()
+    np.testing.assert_allclose(t.grad.numpy(), [[0.0, 0.0, 1.0]])  # d|t|/dt = t / |t|

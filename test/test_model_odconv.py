@@ -258,3 +258,50 @@ def test_channels_last_and_dtype_conversions():
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
         m.double()
         assert m.weight.dtype == torch.float64 and m.attention.fc.weight.dtype == torch.float64
+
+
+@pytest.mark.parametrize("k,kernel_num,groups,stride", [
+    (3, 4, 1, 1), (3, 4, 1, 2), (3, 1, 1, 1), (1, 4, 1, 1), (3, 4, 8, 1), (3, 4, 2, 1)])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_static_start_equals_the_pretrained_convolution(k, kernel_num, groups, stride, batch):
+    """Every candidate = W (as pretrained loading leaves them): the output is conv(x, W)."""
+    cin = cout = 8
+    m = ODConv2d(cin, cout, k, stride=stride, padding=k // 2, groups=groups,
+                 kernel_num=kernel_num)
+    randomize(m, seed=13)  # attention heads far from constant before the start
+    g = torch.Generator().manual_seed(14)
+    w = torch.randn(cout, cin // groups, k, k, generator=g)
+    with torch.no_grad():
+        m.weight.copy_(w.expand_as(m.weight))
+    x = torch.randn(batch, cin, 9, 9, generator=g)
+    static = F.conv2d(x, w, None, stride, k // 2, 1, groups)
+    with torch.no_grad():
+        m.train(batch > 1)
+        assert not torch.allclose(m(x), static, rtol=1e-2, atol=1e-2)
+        m.start_as_static_conv()
+        for temperature in (1.0, 30.0):  # the start holds at any temperature
+            m.update_temperature(temperature)
+            for mode in ([True, False] if batch > 1 else [False]):
+                m.train(mode)
+                torch.testing.assert_close(m(x), static, rtol=1e-5, atol=1e-5)
+
+
+def test_static_start_keeps_gradients_flowing_and_candidates_apart():
+    m = ODConv2d(8, 8, 3, padding=1, kernel_num=4)
+    with torch.no_grad():  # equal candidates, as pretrained loading leaves them
+        m.weight.copy_(m.weight[0].expand_as(m.weight).clone())
+    m.start_as_static_conv()
+    m.train()
+    x = torch.randn(4, 8, 9, 9, generator=torch.Generator().manual_seed(15))
+    m(x).square().mean().backward()
+    att = m.attention
+    for fc in (att.channel_fc, att.filter_fc, att.spatial_fc):
+        assert fc.weight.grad is not None and fc.weight.grad.abs().max() > 0
+    # equal candidates: the kernel attention cannot matter yet, but the candidates are
+    # pulled apart (each by its own attention), so it can from the next step on
+    assert m.weight.grad is not None
+    assert not torch.allclose(m.weight.grad[0], m.weight.grad[1])
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    m.zero_grad()
+    m(x).square().mean().backward()
+    assert att.kernel_fc.weight.grad is not None and att.kernel_fc.weight.grad.abs().max() > 0

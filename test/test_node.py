@@ -15,8 +15,9 @@
 
 Three node processes are started once for the module with a small exported ONNX model:
 ``/a`` (the shipped parameter file, fixed scale 2.5), ``/b`` (approximate CameraInfo
-sync, reliable inputs, ``use_sim_time`` without any /clock) and ``/f`` (failures injected
-into every callback by ``test/node_faults.py``); the signal tests start their own. The
+sync, reliable inputs and a best-effort depth/colored through ``qos_overrides``,
+``use_sim_time`` without any /clock) and ``/f`` (failures injected into every callback
+by ``test/node_faults.py``); the signal tests start their own. The
 test process has its own rclpy context, publishes Image and CameraInfo and decodes the
 outputs by hand; depth, CameraInfo, cloud and colors are compared with an offline
 ``DepthPipeline`` run on the same frame in this process.
@@ -47,6 +48,8 @@ from rcl_interfaces.srv import GetParameters, SetParameters  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+
+from oe_depth_ros.node_params import qos_override  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.timeout(300)]
 
@@ -81,20 +84,30 @@ def _env() -> dict[str, str]:
     return env
 
 
-def node_command(*ros_args: str) -> list[str]:
-    return [sys.executable, "-m", "oe_depth_ros.node", "--ros-args", *ros_args]
+def node_command(*ros_args: str, relative_method: str = "fixed") -> list[str]:
+    """The node as ``oe_depth_node`` runs it (signal handlers installed first); the test
+    models are relative, so a scale estimator is set."""
+    return [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", *ros_args,
+            "-p", f"scale.relative_method:={relative_method}"]
 
 
-FAULTS = {"image": 3, "camera_info": 3, "inference": 3, "diagnostics": 3, "parameters": 2}
+FAULTS = {"image": 3, "camera_info": 3, "inference": 3, "diagnostics": 3, "parameters": 2,
+          "parameter_types": 2}
 
 
 class NodeProcess:
-    """A node subprocess with its log in a file (``faults``: run it by test/node_faults.py)."""
+    """A node subprocess with its log in a file (``faults``: run it by test/node_faults.py).
 
-    def __init__(self, log: Path, *ros_args: str, faults: dict[str, int] | None = None) -> None:
+    ``lifecycle``: the managed node (``oe_depth_lifecycle_node``).
+    """
+
+    def __init__(self, log: Path, *ros_args: str, faults: dict[str, int] | None = None,
+                 lifecycle: bool = False, relative_method: str = "fixed") -> None:
         self.log_path = log
         self._log = open(log, "w")
-        command, env = node_command(*ros_args), _env()
+        command, env = node_command(*ros_args, relative_method=relative_method), _env()
+        if lifecycle:
+            command.insert(3, "--lifecycle")
         if faults:
             command[1:3] = [str(REPO / "test" / "node_faults.py")]
             env["OE_DEPTH_FAULTS"] = ",".join(f"{k}={v}" for k, v in faults.items())
@@ -131,7 +144,10 @@ def nodes(model: Path, tmp_path_factory: pytest.TempPathFactory):
                     "-p", f"model_path:={model}",
                     "-p", "backend:=onnxruntime", "-p", "camera_info.sync:=approximate",
                     "-p", "camera_info.slop:=0.05", "-p", "threads:=1",
-                    "-p", "qos_reliability:=reliable", "-p", "use_sim_time:=true")
+                    "-p", f"{qos_override('/b/image', 'subscription', 'reliability')}:=reliable",
+                    "-p", f"{qos_override('/b/depth/colored', 'publisher', 'reliability')}"
+                          ":=best_effort",
+                    "-p", "use_sim_time:=true")
     f = NodeProcess(logs / "f.log", "-r", "__ns:=/f", "-p", f"model_path:={model}",
                     "-p", "backend:=onnxruntime", "-p", "threads:=1", faults=FAULTS)
     procs = {"a": a, "b": b, "f": f}
@@ -666,6 +682,7 @@ def test_every_run_time_parameter_changes_while_frames_stream(probe: Probe, node
                            info_msg(K_320, 320, 96, before), ["depth/image"])
         value = changed_value(p)
         value = {"scale.factor": 4,  # node /a runs with 2.5
+                 "scale.relative_method": "camera_height",  # it runs with fixed
                  "min_range": 0}.get(p.name, value)  # 1 m would leave no valid depth
         (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): value})
         assert result.successful, (p.name, value, result.reason)
@@ -676,15 +693,28 @@ def test_every_run_time_parameter_changes_while_frames_stream(probe: Probe, node
         after = stamp_of(t)
         out = send_until_outputs(probe, "a", image_msg(rgb, after, "rgb8"),
                                  info_msg(K_320, 320, 96, after), ["depth/image"])
-        if p.name in pipeline_names and p.name != "scale.method":
+        if p.name in pipeline_names and p.name not in ("scale.method",
+                                                       "scale.relative_method"):
             params = {p.name.replace(".", "__"): value}
             ref = offline(**params).process(rgb, K_320)
             limits = (value, 80.0) if p.name == "min_range" else (
                 (0.1, value) if p.name == "max_range" else (0.1, 80.0))
             assert_same_depth(decode_depth(out["depth/image"]), ref.depth, limits=limits)
-        default = p.default if p.name != "scale.factor" else SCALE
+        default = {"scale.factor": SCALE, "scale.relative_method": "fixed"}.get(p.name,
+                                                                                p.default)
         (result,) = set_parameters(probe, "a", **{p.name.replace(".", "__"): default})
         assert result.successful, (p.name, result.reason)
+    assert nodes["a"].proc.poll() is None
+
+
+def test_a_scale_change_that_leaves_the_model_unscaled_is_refused(probe: Probe, nodes) -> None:
+    """The test model is relative: scale.method auto needs scale.relative_method."""
+    (result,) = set_parameters(probe, "a", scale__relative_method="none")
+    assert not result.successful and "scale.relative_method is none" in result.reason
+    (result,) = set_parameters(probe, "a", scale__method="fixed")
+    assert result.successful, result.reason
+    (result,) = set_parameters(probe, "a", scale__method="auto")
+    assert result.successful, result.reason
     assert nodes["a"].proc.poll() is None
 
 
@@ -714,14 +744,78 @@ def test_diagnostics_run_on_steady_time_with_sim_time_and_no_clock(probe: Probe)
     times = [t for t, msg in probe.messages["/diagnostics"]
              if t > t0 and any(s.name == name for s in msg.status)]
     assert len(times) >= 2, times
-    sim_time, max_range = get_parameters(probe, "b", "use_sim_time", "max_range")
+    sim_time, max_range, period = get_parameters(probe, "b", "use_sim_time", "max_range",
+                                                 "diagnostics_period")
     assert sim_time.bool_value is True
-    assert (max_range.integer_value or max_range.double_value) == 60  # from the file
+    # Integers from the file for float parameters are stored as doubles (a read-only one too).
+    assert max_range.type == ParameterType.PARAMETER_DOUBLE and max_range.double_value == 60.0
+    assert period.type == ParameterType.PARAMETER_DOUBLE and period.double_value == 1.0
+
+
+def test_qos_defaults_follow_rep_2003_and_qos_overrides_change_them(probe: Probe) -> None:
+    """Endpoint QoS as DDS discovery reports it, and what a best-effort publisher matches.
+
+    /a runs the defaults (sensor-data inputs, reliable outputs); /b overrides its image
+    input to reliable and its depth/colored to best effort with qos_overrides parameters;
+    an override changes its own topic only (rclpy writes it into the profile it is given).
+    """
+    from rclpy.qos import qos_profile_sensor_data
+
+    def reliability(topic: str, kind: str) -> ReliabilityPolicy:
+        info = (probe.node.get_subscriptions_info_by_topic(topic) if kind == "sub"
+                else probe.node.get_publishers_info_by_topic(topic))
+        mine = [i for i in info if i.node_name == "oe_depth_node"]
+        assert len(mine) == 1, (topic, info)
+        return mine[0].qos_profile.reliability
+
+    assert reliability("/a/image", "sub") == ReliabilityPolicy.BEST_EFFORT
+    assert reliability("/a/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
+    for topic in OUTPUTS:
+        assert reliability(f"/a/{topic}", "pub") == ReliabilityPolicy.RELIABLE, topic
+    assert reliability("/b/image", "sub") == ReliabilityPolicy.RELIABLE
+    assert reliability("/b/camera_info", "sub") == ReliabilityPolicy.BEST_EFFORT
+    assert reliability("/b/depth/colored", "pub") == ReliabilityPolicy.BEST_EFFORT
+    assert reliability("/b/depth/image", "pub") == ReliabilityPolicy.RELIABLE
+
+    # A best-effort publisher (a sensor driver) matches /a's input but not /b's reliable one.
+    pubs = {ns: probe.node.create_publisher(Image, f"/{ns}/image", qos_profile_sensor_data)
+            for ns in ("a", "b")}
+    try:
+        assert probe.spin_until(lambda: pubs["a"].get_subscription_count() == 1, 10)
+        probe.spin_for(1.0)
+        assert pubs["b"].get_subscription_count() == 0
+    finally:
+        for pub in pubs.values():
+            probe.node.destroy_publisher(pub)
+    # The overrides are read-only parameters that read back.
+    (value,) = get_parameters(probe, "b", qos_override("/b/image", "subscription",
+                                                       "reliability"))
+    assert value.string_value == "reliable"
+    (result,) = set_parameters(probe, "b", **{
+        qos_override("/b/image", "subscription", "reliability"): "best_effort"})
+    assert not result.successful
+
+
+def test_a_change_on_an_idle_node_takes_effect_without_a_frame(probe: Probe, nodes) -> None:
+    """/b gets no frames here: scale.method and log_throttle apply at once (diagnostics, log)."""
+    for method in ("camera_height", "fixed"):
+        (result,) = set_parameters(probe, "b", scale__method=method)
+        assert result.successful, result.reason
+        changed_at = time.monotonic()
+        assert probe.spin_until(
+            lambda: diag_values(probe, "b", changed_at).get("scale_method") == method, 8), \
+            nodes["b"].log()
+    lines = nodes["b"].log().count("parameters changed: scale.method")
+    assert lines >= 2
 
 
 def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Probe,
                                                                       nodes) -> None:
-    """/f raises in the first calls of each callback (FAULTS); it keeps publishing."""
+    """/f raises in the first calls of each callback (FAULTS); it keeps publishing.
+
+    The pre-set parameter callback (``parameter_types``) fails too: its guard must still
+    hand rclpy a parameter list (a None ended the node with a TypeError).
+    """
     probe.subscribe("/f/depth/image", Image)
     rgb = make_image(96, 320, seed=10)
     stamp = stamp_of(3000.0)
@@ -733,6 +827,8 @@ def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Pro
         assert not result.successful and "internal error" in result.reason
     (result,) = set_parameters(probe, "f", max_range=50)
     assert result.successful, result.reason
+    (read,) = get_parameters(probe, "f", "max_range")  # the pre-set callback works again
+    assert read.type == ParameterType.PARAMETER_DOUBLE and read.double_value == 50.0
     # Still publishing after every kind of failure, with the change applied.
     stamp = stamp_of(3001.0)
     out = send_until_outputs(probe, "f", image_msg(rgb, stamp, "rgb8"),
@@ -740,20 +836,22 @@ def test_a_failure_in_any_callback_is_counted_and_the_node_carries_on(probe: Pro
     assert np.nanmax(decode_depth(out["depth/image"])) <= 50.0
     values = diag_values(probe, "f", time.monotonic())
     from oe_depth_ros.diagnostics import CALLBACK_FAILURES
+    from node_faults import METHODS
 
-    for callback, times in FAULTS.items():
-        key = f"errors.{CALLBACK_FAILURES[callback]}"
-        assert count(values, key) == times, (key, values)
+    kinds: dict[str, int] = defaultdict(int)
+    for fault, times in FAULTS.items():
+        kinds[CALLBACK_FAILURES[METHODS[fault][1]]] += times
+    for kind, times in kinds.items():
+        assert count(values, f"errors.{kind}") == times, (kind, values)
     assert nodes["f"].proc.poll() is None
     log = nodes["f"].log()
-    for callback in FAULTS:  # logged once, with the traceback, however often it happened
-        kind = CALLBACK_FAILURES[callback]
+    for kind in kinds:  # logged once, with the traceback, however often it happened
         # Only the node's own "logged once" lines: the diagnostics status may quote the
         # same message ("no frame processed: <kind>: ...") when frames are still failing.
         logged = [line for line in log.splitlines()
                   if f"{kind}: RuntimeError: injected failure" in line and "(logged once" in line]
         assert len(logged) == 1, (kind, log)
-    assert log.count("Traceback") == len(FAULTS)
+    assert log.count("Traceback") == len(kinds)
 
 
 def test_sigint_and_sigterm_end_the_nodes_cleanly(probe: Probe, nodes) -> None:
@@ -859,3 +957,60 @@ def test_double_sigint_twenty_times_with_random_delays(model, tmp_path, probe) -
     for i in range(20):
         signal_sequence(model, tmp_path, probe, f"sig{i}",
                         [(signal.SIGINT, 0.0), (signal.SIGINT, rng.uniform(0.01, 0.25))])
+
+
+def handlers_installed(pid: int) -> bool:
+    """Whether process ``pid`` catches SIGTERM (Linux /proc), i.e. the node's handlers are in.
+
+    Python itself never catches SIGTERM, and ``oe_depth_ros.node_main`` installs the
+    SIGINT and SIGTERM handlers together, before its heavy imports.
+    """
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    caught = int(re.search(r"SigCgt:\s*([0-9a-f]+)", status).group(1), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def signal_after_start(model: Path, tmp_path: Path, name: str, sig: int,
+                       delay: float) -> None:
+    """Start a node, send ``sig`` ``delay`` s after its handlers are in: exit 0, no traceback.
+
+    Time zero is when the process catches SIGTERM: before that the interpreter is still
+    starting (site hooks; the package's first line has not run), where the kernel's and
+    Python's defaults apply. The sweep then covers imports, rclpy start, parameter
+    declaration, model loading and spinning.
+    """
+    node = NodeProcess(tmp_path / f"{name}.log", "-r", f"__ns:=/{name}",
+                       "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
+                       "-p", "threads:=1")
+    try:
+        end = time.monotonic() + 30
+        while not handlers_installed(node.proc.pid) and time.monotonic() < end:
+            assert node.proc.poll() is None, node.log()
+            time.sleep(0.002)
+        time.sleep(delay)
+        node.proc.send_signal(sig)
+        rc = node.proc.wait(30)
+    finally:
+        rc = node.stop(signal.SIGKILL)
+    log = node.log()
+    assert rc == 0, (sig, delay, log)
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, (sig, delay, log)
+    assert "cannot start" not in log, (sig, delay, log)
+
+
+@pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0.0), (signal.SIGTERM, 0.4),
+                                       (signal.SIGINT, 1.2)])
+def test_a_signal_at_any_moment_of_start_up_exits_cleanly(model, tmp_path, sig, delay) -> None:
+    """Three moments of start-up: imports, model loading, spinning (the sweep is slow)."""
+    signal_after_start(model, tmp_path, "sweep", sig, delay)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_signal_sweep_over_start_up_exits_cleanly(model, tmp_path, sig) -> None:
+    """13 moments from 0 to 1.5 s after the handlers are in, for SIGINT and for SIGTERM."""
+    for i, delay in enumerate(np.linspace(0.0, 1.5, 13)):
+        signal_after_start(model, tmp_path, f"sweep{i}", sig, float(delay))

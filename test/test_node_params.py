@@ -134,3 +134,37 @@ def test_readme_tables_are_the_generated_ones():
     # Every parameter row carries its default.
     for p in PARAMS:
         assert re.search(rf"\| `{re.escape(p.name)}` \|", text), p.name
+
+
+def test_qos_override_names_and_parameter_files(tmp_path):
+    assert node_params.qos_override("/oe_depth/image", "subscription", "reliability") == \
+        "qos_overrides./oe_depth/image.subscription.reliability"
+    for args, fragment in ((("image", "subscription", "depth"), "fully resolved"),
+                           (("/a/image", "reader", "depth"), "subscription or publisher"),
+                           (("/a/image", "publisher", "deadline"), "history, depth")):
+        with pytest.raises(ParamError, match=fragment):
+            node_params.qos_override(*args)
+    good = tmp_path / "qos.yaml"
+    good.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "max_range": 50.0,
+        "qos_overrides": {"/cam/image": {"subscription": {"reliability": "reliable",
+                                                          "depth": 1}}}}}}))
+    assert node_params.load_params_file(good) == {"max_range": 50.0}
+    bad = tmp_path / "qos_bad.yaml"
+    bad.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "qos_overrides": {"/cam/image": {"subscription": {"durability": "volatile"}}}}}}))
+    with pytest.raises(ParamError, match=r"qos_bad\.yaml: qos_overrides\./cam/image"):
+        node_params.load_params_file(bad)
+
+
+def test_the_topic_table_states_the_node_qos_profiles():
+    pytest.importorskip("rclpy")
+    from oe_depth_ros import node
+
+    def text(profile) -> str:
+        return f"{profile.reliability.name.lower().replace('_', ' ')}, keep last {profile.depth}"
+
+    assert text(node.INPUT_QOS) in node_params.INPUT_QOS_TEXT
+    assert text(node.OUTPUT_QOS) in node_params.OUTPUT_QOS_TEXT
+    diagnostics = next(t for t in node_params.TOPICS if t.name == node_params.DIAGNOSTICS_TOPIC)
+    assert diagnostics.qos == text(node.DIAGNOSTICS_QOS)

@@ -149,8 +149,12 @@ def test_ten_thousand_malformed_messages(model: Path, tmp_path: Path) -> None:  
     assert len(MALFORMED) >= 25
     node = NodeProcess(tmp_path / "stress.log", "-r", "__ns:=/stress",
                        "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
-                       "-p", "threads:=1", "-p", "qos_reliability:=reliable",
-                       "-p", "qos_depth:=100", "-p", "camera_info.sync:=approximate")
+                       "-p", "threads:=1",
+                       "-p", "qos_overrides./stress/image.subscription.reliability:=reliable",
+                       "-p", "qos_overrides./stress/image.subscription.depth:=100",
+                       "-p", "qos_overrides./stress/camera_info.subscription.reliability:=reliable",
+                       "-p", "qos_overrides./stress/camera_info.subscription.depth:=100",
+                       "-p", "camera_info.sync:=approximate")
     probe = Probe()
     try:
         probe.subscribe("/stress/depth/image", Image)

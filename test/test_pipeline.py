@@ -17,7 +17,8 @@ from oe_depth_ros.config import ConfigError, from_dict
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.messages import MessageTypes, camera_info_to_intrinsics, make_header
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig, disparity_to_depth
-from oe_depth_ros.scale import FixedScale, ScaleConfig
+from oe_depth_ros.scale import FixedScale, ScaleConfig, ScaleSetupError
+from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 CAM_H, CAM_W = 375, 1242
 NET_H, NET_W = 96, 320
@@ -29,7 +30,8 @@ class KnownDisparityBackend(DepthBackend):
 
     name = "known"
 
-    def __init__(self, disparity: np.ndarray) -> None:
+    def __init__(self, disparity: np.ndarray, units: DepthUnits = RELATIVE_UNKNOWN) -> None:
+        self.units = units
         self.input_size = disparity.shape
         self.min_depth, self.max_depth = 0.1, 100.0
         self.disparity = disparity.astype(np.float32)
@@ -63,9 +65,12 @@ def image() -> np.ndarray:
     return rng.integers(0, 256, (CAM_H, CAM_W, 3), dtype=np.uint8)
 
 
-def make(config: dict | None = None, disparity: np.ndarray | None = None, scale=None):
-    cfg = from_dict(PipelineConfig, config or {})
-    backend = KnownDisparityBackend(plane_disparity() if disparity is None else disparity)
+def make(config: dict | None = None, disparity: np.ndarray | None = None, scale=None,
+         units: DepthUnits = RELATIVE_UNKNOWN):
+    """A pipeline over a known disparity; a fixed scale 1 unless ``config`` names one."""
+    cfg = from_dict(PipelineConfig, {"scale": {"method": "fixed"}, **(config or {})})
+    backend = KnownDisparityBackend(plane_disparity() if disparity is None else disparity,
+                                    units)
     return DepthPipeline(backend, cfg, scale), backend
 
 
@@ -335,3 +340,86 @@ def test_result_pointcloud2_is_dense_exactly_when_every_point_is_finite(image):
     assert (msg.height, msg.width) == res.points.shape
     with pytest.raises(ValueError, match="no points"):
         pipe.process(image, K_CAM, outputs=Outputs(points=False)).pointcloud2(header, types)
+
+
+def test_prepare_then_finish_is_process_and_device_preprocessing_is_left_to_predict(image):
+    """The split the node pipelines: the host input comes from prepare, not from finish."""
+    from oe_depth_ros.imageops import to_network_input
+
+    pipeline, backend = make()
+    whole = pipeline.process(image, K_CAM)
+    prepared = pipeline.prepare(image, K_CAM)
+    np.testing.assert_array_equal(prepared.network_input, to_network_input(image, (NET_H, NET_W)))
+    assert set(prepared.timings) == {"preprocess"}
+    split = pipeline.finish(prepared)
+    np.testing.assert_array_equal(split.depth, whole.depth)
+    assert len(backend.batches) == 2  # one inference per frame, the prepared input
+    np.testing.assert_array_equal(backend.batches[1], prepared.network_input)
+
+    calls = []
+    backend.host_preprocess = False  # as the TensorRT backend: predict resizes on its device
+    backend.predict = lambda rgb, timings=None: calls.append(rgb) or backend.disparity.copy()
+    on_device = pipeline.prepare(image, K_CAM)
+    assert on_device.network_input is None and on_device.timings == {}
+    np.testing.assert_array_equal(pipeline.finish(on_device).depth, whole.depth)
+    assert len(calls) == 1 and calls[0] is image
+
+
+VELOCITY = DepthUnits("velocity", 1.0)
+
+
+def test_auto_publishes_a_metric_models_depth_unchanged(image):
+    """scale.method auto (the default): a metric model's metres go out as they are."""
+    reference = make(scale=FixedScale(1.0))[0].process(image, K_CAM)
+    for relative_method in ("none", "fixed", "camera_height"):
+        pipe, _ = make({"scale": {"method": "auto", "relative_method": relative_method,
+                                  "factor": 3.0}}, units=VELOCITY)
+        res = pipe.process(image, K_CAM)
+        np.testing.assert_array_equal(res.depth, reference.depth)
+        assert (res.scale, res.scale_source) == (1.0, "model:velocity")
+    stereo = make({"scale": {"method": "auto"}}, units=DepthUnits("stereo", 5.4))[0]
+    res = stereo.process(image, K_CAM)
+    assert (res.scale, res.scale_source) == (5.4, "model:stereo")
+    times_5_4 = make(scale=FixedScale(5.4))[0].process(image, K_CAM)
+    np.testing.assert_array_equal(res.depth, times_5_4.depth)
+    assert not np.array_equal(res.depth, reference.depth, equal_nan=True)
+
+
+def test_auto_scales_a_relative_model_with_the_configured_estimator(image):
+    """auto + relative_method X on a relative model is exactly scale.method X."""
+    for method, extra in (("camera_height", {"window": 1}), ("fixed", {"factor": 2.5})):
+        want = make({"scale": {"method": method, **extra}})[0].process(image, K_CAM)
+        got = make({"scale": {"method": "auto", "relative_method": method, **extra}}
+                   )[0].process(image, K_CAM)
+        np.testing.assert_array_equal(got.depth, want.depth)
+        assert (got.scale, got.scale_source) == (want.scale, want.scale_source)
+        assert np.isnan(got.scale_check)
+    assert want.scale == 2.5 and got.scale_source == "fixed"
+
+
+def test_auto_refuses_a_relative_model_without_an_estimator():
+    for units in (RELATIVE_UNKNOWN, DepthUnits("none", 0.0)):
+        with pytest.raises(ScaleSetupError, match=r"relative.*scale.relative_method is none"):
+            make({"scale": {"method": "auto"}}, units=units)
+    with pytest.raises(ConfigError, match="relative_method"):
+        from_dict(PipelineConfig, {"scale": {"relative_method": "guess"}})
+
+
+def test_camera_height_checks_a_metric_models_scale(image):
+    """The ground fit runs beside a metric model: its scale over the model's is reported.
+
+    The plane is rendered with the camera 1.65 units above it: a model in metres agrees
+    with a 1.65 m mount (ratio 1) and disagrees with a 1.1 m one (1.1 / 1.65).
+    """
+    disparity = plane_disparity(height_unscaled=1.65)
+    for camera_height in (1.65, 1.1):
+        pipe, _ = make({"scale": {"method": "auto", "relative_method": "camera_height",
+                                  "camera_height": camera_height, "window": 1}},
+                       disparity=disparity, units=VELOCITY)
+        res = pipe.process(image, K_CAM)
+        assert res.scale == 1.0
+        assert res.scale_check == pytest.approx(camera_height / 1.65, rel=1e-3)
+    # without a measuring estimator nothing is checked
+    res = make({"scale": {"method": "auto", "relative_method": "fixed"}}, disparity=disparity,
+               units=VELOCITY)[0].process(image, K_CAM)
+    assert np.isnan(res.scale_check)

@@ -302,3 +302,67 @@ def test_ego_motion_options_are_validated() -> None:
     oxts.model.check_pretrained()
     with pytest.raises(ConfigError, match=r"^model.depth_pretrained not set"):
         load_train_config("oe_depth", ["model.ego_motion=oxts"]).model.check_pretrained()
+
+
+def test_velocity_supervision_trains_the_pose_network_in_metres(synth_world,
+                                                                tmp_path: Path) -> None:
+    """loss.velocity_weight: the pose network stays; its translation norm meets the OXTS one."""
+    from training.losses import velocity_loss
+
+    shipped = load_train_config("oe_depth_velocity")
+    assert (shipped.loss.velocity_weight, shipped.data.width, shipped.model.ego_motion) == (
+        0.1, 640, "pose_net")
+    cfg = load_train_config("synth_small_velocity", tiny_overrides(
+        synth_world, max_steps=2, validate=False, **{"model.depth": "diffnet_small",
+                                                     "loss.triplet_weight": 0.0}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    assert trainer.pose_net is not None and len(trainer.networks()) == 2
+    batch = trainer._to_device(next(iter(trainer.loader)))
+    outputs, transforms = trainer.forward(batch)
+    # the pose network's estimate is used, the drive's motion only supervises its norm
+    assert not torch.allclose(transforms[1], batch[("T", 1)])
+    total, terms, _ = trainer.compute_losses(batch, outputs, transforms)
+    expected = velocity_loss([transforms[-1], transforms[1]], [batch[("T", -1)], batch[("T", 1)]])
+    assert terms["velocity"].item() == pytest.approx(expected.item(), rel=1e-6)
+    cfg.loss.velocity_weight = 0.0  # the same batch without the term: 0.1 x it less
+    assert (total - trainer.compute_losses(batch, outputs, transforms)[0]).item() == \
+        pytest.approx(0.1 * expected.item(), rel=1e-4)
+    cfg.loss.velocity_weight = 0.1
+    history = trainer.fit()
+    trainer.close()
+    assert [h["step"] for h in history] == [1, 2] and all("velocity" in h for h in history)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["pose"] is not None
+    assert ckpt["units"] == {"scale_source": "velocity", "metres_per_unit": 1.0}
+
+
+def test_velocity_and_oxts_refuse_drives_without_oxts_data(synth_world, tmp_path: Path) -> None:
+    """A drive without its OXTS packet or IMU calibration stops training, naming the file."""
+    import shutil
+
+    root = tmp_path / "world"
+    shutil.copytree(synth_world.root, root)
+    first = (root / synth_world.split_files["train"].relative_to(synth_world.root)
+             ).read_text().split()
+    packet = root / first[0] / "oxts" / "data" / f"{int(first[1]) + 1:010d}.txt"
+    packet.unlink()
+    overrides = tiny_overrides(synth_world, validate=False,
+                               **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0})
+    overrides = [o.replace(str(synth_world.root), str(root)) for o in overrides]
+    for config in ("synth_small_velocity", "synth_small_oxts"):
+        with pytest.raises(FileNotFoundError, match=rf"missing.*\n.*{packet.name}"):
+            Trainer(load_train_config(config, overrides), out_dir=tmp_path / config)
+    # the pose network alone needs no OXTS data
+    Trainer(load_train_config("synth_small", overrides), out_dir=tmp_path / "plain").close()
+    (packet.parents[3] / "calib_imu_to_velo.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="calib_imu_to_velo.txt"):
+        Trainer(load_train_config("synth_small_velocity", overrides), out_dir=tmp_path / "v")
+
+
+def test_velocity_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="velocity_weight must be >= 0"):
+        load_train_config("oe_depth", ["loss.velocity_weight=-0.1"])
+    with pytest.raises(ConfigError, match="velocity_weight supervises the pose network"):
+        load_train_config("synth_small_oxts", ["loss.velocity_weight=0.1"])
+    with pytest.raises(ConfigError, match="cannot be combined with data.stereo"):
+        load_train_config("oe_depth_ms", ["loss.velocity_weight=0.1"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from training.prove_learning import best_constant_abs_rel, main
+from training.experiments.prove_learning import best_constant_abs_rel, main
 
 
 def test_best_constant_is_the_abs_rel_minimizer() -> None:

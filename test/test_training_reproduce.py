@@ -1,4 +1,4 @@
-"""python -m training.reproduce end to end on the synthetic world (tiny settings).
+"""python -m training.experiments.reproduce end to end on the synthetic world (tiny settings).
 
 The two runs take about a minute on two loaded cores, so they are marked slow.
 """
@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.ablation_report import PAPER_TABLE3
+from training.experiments.ablation_report import PAPER_TABLE3
 from training.checkpointing import load_checkpoint
-from training.reproduce import (Paths, main, resolve_splits, resolve_weights, row_config,
-                                train_row)
+from training.train_config import load_train_config
+from training.experiments.reproduce import (Paths, main, resolve_splits, resolve_weights,
+                                            row_config, train_row)
 
 torch.set_num_threads(1)
 
@@ -84,3 +85,27 @@ def test_bad_inputs_are_named(tmp_path: Path) -> None:
                  "--out", str(tmp_path / "o")]) == 1
     assert main(["--kitti", str(tmp_path), "--splits", str(tmp_path), "--weights", "none",
                  "--rows", "nope"]) == 2
+
+
+def test_metric_row_faces_its_anchor_with_both_protocols() -> None:
+    """oe_depth_velocity: no-scaling errors against PackNet-SfM M+v (Abs Rel, d1 only)."""
+    from training.experiments.reproduce import METRIC_ANCHORS, ROWS, table
+
+    assert "oe_depth_velocity" in ROWS
+    assert load_train_config("oe_depth_velocity").depth_units.metric
+    errors = {"abs_rel": 0.121, "sq_rel": 0.9, "rmse": 4.9, "rmse_log": 0.2, "a1": 0.85,
+              "a2": 0.95, "a3": 0.98}
+    median = dict(errors, abs_rel=0.115)
+    measured = {"oe_depth_velocity": {"errors": errors, "median_scaled": {
+        "errors": median, "ratio": {"median": 0.97, "std": 0.04, "mean": 0.97, "min": 0.9,
+                                    "max": 1.05}}}}
+    markdown, data = table(measured)
+    row = data["rows"]["oe_depth_velocity"]
+    assert row["anchor"]["abs_rel"] == 0.111 and row["anchor"]["a1"] == 0.864
+    assert row["anchor"]["rmse"] is None and row["difference"]["rmse"] is None
+    assert row["difference"]["abs_rel"] == pytest.approx(0.010)
+    assert row["difference"]["a1"] == pytest.approx(-0.014)
+    assert row["source"] == METRIC_ANCHORS["oe_depth_velocity"][0]
+    assert "| oe_depth_velocity | anchor | 0.111 | - | - | - | 0.864 | - | - |" in markdown
+    assert "|  | difference | +0.010 | - | - | - | -0.014 | - | - |" in markdown
+    assert "|  | measured, median-scaled (median GT/pred 0.970 +- 0.040) | 0.115 |" in markdown

@@ -35,7 +35,7 @@ from oe_depth_ros.config import to_dict
 from oe_depth_ros.model import build_depth_net, load_depth_config
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
 from oe_depth_ros.model.state_dict import mismatch_summary
-from training.checkpointing import save_checkpoint
+from .checkpointing import save_checkpoint
 
 LOG = logging.getLogger(__name__)
 

@@ -37,8 +37,8 @@ from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels, resi
 from oe_depth_ros.imageops import resize_rgb
 from oe_depth_ros.kitti.raw import IMAGE_EXTENSIONS, KittiDrive, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
-from training.ego_motion import camera_motion, mirrored
-from training.semantic_labels import read_train_ids, semantic_label_path
+from .ego_motion import camera_motion, mirrored
+from .semantic_labels import read_train_ids, semantic_label_path
 
 LOG = logging.getLogger(__name__)
 

@@ -2,12 +2,16 @@
 
     python -m training.evaluate --model MODEL --data-path ROOT --split-file FILE \
         [--gt velodyne|improved|CACHE.npz] [--velodyne-pixel-offset -1|0] \
-        [--mode mono|stereo|metric] [--post-process] [--out DIR] [--save-panels N]
+        [--mode auto|mono|stereo|metric] [--post-process] [--out DIR] [--save-panels N]
 
 MODEL is a training checkpoint, a plain depth state dict (with --model-config), an
 ONNX file or a TensorRT engine. The network predicts at its input size; the scaled
 disparity is resized bilinearly to the ground-truth size and inverted to depth.
 Writes DIR/metrics.json, DIR/per_image.csv and DIR/panels/*.png.
+
+A model that records metric units (oe_depth_ros.units) is scored, by default, with both
+protocols in one run: its own metres with no scaling, and median-scaled, with the
+statistics of the per-image median GT / prediction ratio (1 where the scale is right).
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ from oe_depth_ros.metrics import (
     compute_errors,
     valid_mask,
 )
-from training.edge_metrics import EdgeConfig, RegionReport
-from training.eval_report import (
+from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
+from .edge_metrics import EdgeConfig, RegionReport
+from .eval_report import (
     format_region_table,
     format_table,
     make_panel,
@@ -43,18 +48,19 @@ from training.eval_report import (
     write_json,
     write_per_image_csv,
 )
-from training.gt_depth import (
+from .gt_depth import (
     CachedGroundTruth,
     GroundTruth,
     add_pixel_offset_argument,
     export_gt_cache,
     open_ground_truth,
 )
-from training.semantic_labels import load_train_ids
+from .semantic_labels import load_train_ids
 
 LOG = logging.getLogger(__name__)
 
-MODES = ("mono", "stereo", "metric")
+#: auto: metric for a model that records metric units (oe_depth_ros.units), else mono.
+MODES = ("auto", "mono", "stereo", "metric")
 #: Width fraction of the ramp that blends in the flipped prediction at the image borders.
 FLIP_RAMP = 0.05
 
@@ -83,7 +89,7 @@ class EvalOptions:
     device: str = "auto"
     model_config: str | None = None
     input_size: tuple[int, int] | None = None
-    mode: str = "mono"
+    mode: str = "auto"
     scale: float | None = None
     post_process: bool = False
     crop: CropName | None = "garg"
@@ -96,15 +102,26 @@ class EvalOptions:
     edges: EdgeConfig = field(default_factory=EdgeConfig)
     progress: bool = True
 
-    def scaling(self) -> tuple[bool, float]:
-        """(median_scaling, fixed scale) of the mode."""
+    def resolved_mode(self, units: DepthUnits = RELATIVE_UNKNOWN) -> str:
+        """The mode; ``auto`` becomes metric for a metric model, mono otherwise."""
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode == "mono":
+        if self.mode == "auto":
+            return "metric" if units.metric else "mono"
+        return self.mode
+
+    def scaling(self, units: DepthUnits = RELATIVE_UNKNOWN) -> tuple[bool, float]:
+        """(median_scaling, fixed scale) of the mode for a model of ``units``.
+
+        Metric mode multiplies by the model's own metres per unit unless ``scale`` is given.
+        """
+        mode = self.resolved_mode(units)
+        if mode == "mono":
             return True, 1.0 if self.scale is None else self.scale
-        if self.mode == "stereo":
+        if mode == "stereo":
             return False, STEREO_SCALE_FACTOR if self.scale is None else self.scale
-        return False, 1.0 if self.scale is None else self.scale
+        own = units.metres_per_unit if units.metric else 1.0
+        return False, own if self.scale is None else self.scale
 
 
 def flip_blend(disp: np.ndarray, disp_flipped_back: np.ndarray) -> np.ndarray:
@@ -173,10 +190,10 @@ def _ground_truth(options: EvalOptions, entries: Sequence[SplitEntry]) -> Ground
     return source
 
 
-def _align(options: EvalOptions, entry: SplitEntry, gt: np.ndarray,
-           pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, float] | None:
+def _align(options: EvalOptions, entry: SplitEntry, gt: np.ndarray, pred: np.ndarray,
+           median_scaling: bool, scale: float
+           ) -> tuple[np.ndarray, np.ndarray, float] | None:
     """(valid mask, scaled and clamped prediction, ratio); None without valid ground truth."""
-    median_scaling, scale = options.scaling()
     mask = valid_mask(gt, options.crop, options.min_depth, options.max_depth)
     if not mask.any():
         return None
@@ -192,10 +209,13 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
     """Run the evaluation; write the outputs when ``options.out`` is set; return the results."""
     from tqdm import tqdm
 
-    median_scaling, scale = options.scaling()
     entries = read_split_file(options.split_file)
     data_path = Path(options.data_path)
     backend = backend or _open_backend(options)
+    # test doubles and older backends carry no units: relative
+    units: DepthUnits = getattr(backend, "units", RELATIVE_UNKNOWN)
+    mode = options.resolved_mode(units)
+    median_scaling, scale = options.scaling(units)
     gt_source = _ground_truth(options, entries)
     images = _Images(data_path)
     sem_root = Path(options.semantic_root) if options.semantic_root else data_path / "segmentation"
@@ -211,7 +231,7 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
                                   gt.shape)
         t1 = time.perf_counter()
-        scored = _align(options, entry, gt, pred)
+        scored = _align(options, entry, gt, pred, median_scaling, scale)
         if scored is None:
             LOG.warning("%s: no valid ground-truth pixel; skipped", entry.line)
             skipped.append(entry.line)
@@ -221,8 +241,15 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         report.add(gt, aligned, mask, load_train_ids(sem_root, entry, gt.shape))
         t_metrics += time.perf_counter() - t1
         t_predict += t1 - t0
-        rows.append({"index": index, "line": entry.line, "n_valid": int(mask.sum()),
-                     "ratio": ratio, **errors})
+        row = {"index": index, "line": entry.line, "n_valid": int(mask.sum()),
+               "ratio": ratio, **errors}
+        if not median_scaling:  # the other protocol in the same run: median-scaled
+            rescaled, total = align_prediction(gt, pred, mask, True, scale, options.min_depth,
+                                               options.max_depth)
+            row["median_ratio"] = total / scale  # median GT / median of the scaled prediction
+            row.update({f"median_scaled_{k}": v
+                        for k, v in compute_errors(gt[mask], rescaled[mask]).items()})
+        rows.append(row)
     if not rows:
         raise ValueError(f"no image of {options.split_file} has valid ground truth")
     mean = {name: float(np.mean([r[name] for r in rows])) for name in METRIC_NAMES}
@@ -232,7 +259,8 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         "input_size": list(backend.input_size),
         "split_file": str(options.split_file),
         "gt": gt_source.description,
-        "mode": options.mode,
+        "mode": mode,
+        "units": units.to_dict(),
         "median_scaling": median_scaling,
         "scale": scale,
         "post_process": options.post_process,
@@ -242,6 +270,10 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
         "skipped": skipped,
         "errors": mean,
         "ratio": ratio_statistics([r["ratio"] for r in rows]) if median_scaling else None,
+        "median_scaled": None if median_scaling else {
+            "errors": {name: float(np.mean([r[f"median_scaled_{name}"] for r in rows]))
+                       for name in METRIC_NAMES},
+            "ratio": ratio_statistics([r["median_ratio"] for r in rows])},
         "edge_metrics": report.result(),
         "timing": {"predict_s": t_predict, "metrics_s": t_metrics,
                    "predict_images_per_s": len(rows) / max(t_predict, 1e-9),
@@ -275,7 +307,8 @@ def _save_panels(options: EvalOptions, out: Path, rows: list[dict[str, Any]],
         image = images.get(entry)
         pred = disparity_to_depth(predict_disparity(backend, image, options.post_process),
                                   gt.shape)
-        scored = _align(options, entry, gt, pred)
+        scored = _align(options, entry, gt, pred, *options.scaling(
+            getattr(backend, "units", RELATIVE_UNKNOWN)))
         if scored is None:  # only scored images are ranked
             continue
         mask, aligned, _ = scored
@@ -296,6 +329,14 @@ def summary_text(results: dict[str, Any]) -> str:
         r = results["ratio"]
         parts.append(f"median-scaling ratio: mean {r['mean']:.3f}  std {r['std']:.3f}  "
                      f"median {r['median']:.3f}")
+    if results.get("median_scaled"):
+        both = results["median_scaled"]
+        r = both["ratio"]
+        parts.append(format_table(both["errors"], "the same images median-scaled (mono "
+                                  "protocol)"))
+        parts.append(f"per-image median GT / prediction (1 = metric): median {r['median']:.3f}"
+                     f"  std {r['std']:.3f}  mean {r['mean']:.3f}  range {r['min']:.3f}.."
+                     f"{r['max']:.3f}")
     edge = results["edge_metrics"]
     parts.append("pooled errors per region (pixel-weighted):\n"
                  + format_region_table(edge["regions"]))
@@ -331,10 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_pixel_offset_argument(p)
     p.add_argument("--export-gt", default=None, metavar="CACHE.npz",
                    help="first export the --gt source into this cache, then evaluate from it")
-    p.add_argument("--mode", choices=MODES, default="mono",
-                   help="mono: per-image median scaling; stereo: x5.4; metric: no scaling")
+    p.add_argument("--mode", choices=MODES, default="auto",
+                   help="mono: per-image median scaling; stereo: x5.4; metric: no scaling "
+                        "(and the median-scaled errors beside); auto: metric for a model "
+                        "that records metric units, else mono")
     p.add_argument("--scale", type=float, default=None,
-                   help="override the fixed scale (stereo 5.4, otherwise 1.0)")
+                   help="override the fixed scale (stereo 5.4, metric the model's own "
+                        "metres per unit, otherwise 1.0)")
     p.add_argument("--post-process", action="store_true",
                    help="average with the prediction of the mirrored image")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg")

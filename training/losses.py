@@ -1,9 +1,10 @@
 """Self-supervised losses of the Monodepth2 framework as OE-Depth uses them.
 
 SSIM, the photometric error, the per-pixel minimum reprojection loss with auto-masking,
-and the edge-aware smoothness. The view-synthesis geometry lives in
-:mod:`training.warping` and the semantic triplet loss in :mod:`training.triplet`; both
-are re-exported here so that ``training.losses`` is the one import for every loss.
+the edge-aware smoothness and PackNet-SfM's velocity supervision. The view-synthesis
+geometry lives in :mod:`training.warping` and the semantic triplet loss in
+:mod:`training.triplet`; both are re-exported here so that ``training.losses`` is the
+one import for every loss.
 """
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.triplet import semantic_triplet_loss, triplet_terms
-from training.warping import BackprojectDepth, Project3D, ViewWarper, sample_image
+from .triplet import semantic_triplet_loss, triplet_terms
+from .warping import BackprojectDepth, Project3D, ViewWarper, sample_image
 
 __all__ = [
     "SSIM", "photometric_error", "ReprojectionResult", "min_reprojection_loss",
     "smoothness_loss", "semantic_triplet_loss", "triplet_terms", "BackprojectDepth",
-    "Project3D", "ViewWarper", "sample_image", "upsample_disp",
+    "Project3D", "ViewWarper", "sample_image", "upsample_disp", "velocity_loss",
 ]
 
 SSIM_C1 = 0.01 ** 2
@@ -115,3 +116,19 @@ def upsample_disp(disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(disp.shape[-2:]) == tuple(size):
         return disp
     return F.interpolate(disp, size=size, mode="bilinear", align_corners=False)
+
+
+def velocity_loss(predicted: list[torch.Tensor], measured: list[torch.Tensor]) -> torch.Tensor:
+    """Velocity supervision (PackNet-SfM): the predicted translation's norm against the measured.
+
+    ``predicted`` and ``measured`` hold one [B, 4, 4] target->source transform per
+    temporal context frame (the pose network's estimate and the drive's OXTS motion in
+    metres). The term is the L1 difference of their translation norms, averaged over
+    the batch and then over the context frames; zero where the norms agree.
+    """
+    if not predicted or len(predicted) != len(measured):
+        raise ValueError(f"need one measured transform per predicted one, got "
+                         f"{len(predicted)} and {len(measured)}")
+    terms = [(p[:, :3, 3].norm(dim=-1) - m[:, :3, 3].norm(dim=-1)).abs().mean()
+             for p, m in zip(predicted, measured)]
+    return torch.stack(terms).mean()

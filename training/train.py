@@ -36,9 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from training.distributed import init_distributed, shutdown_distributed
-    from training.train_config import load_train_config
-    from training.trainer import Trainer, TrainingDivergedError
+    from .distributed import init_distributed, shutdown_distributed
+    from .train_config import load_train_config
+    from .trainer import Trainer, TrainingDivergedError
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -13,6 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
 from oe_depth_ros.paths import config_dir
+from oe_depth_ros.units import DepthUnits, training_units
 
 DEFAULT_CONFIG = "oe_depth"
 
@@ -159,10 +160,15 @@ class LossConfig:
     triplet_min_pairs: int = 4
     triplet_scales: list[int] = field(default_factory=lambda: [1, 2, 3])
     triplet_distance: Literal["euclidean", "squared"] = "euclidean"
+    #: Velocity supervision (PackNet-SfM): weight of the L1 difference between the norms
+    #: of the pose network's and the drives' OXTS translations; 0 = off (relative depth).
+    velocity_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.triplet_weight < 0:
             raise ConfigError(f"loss.triplet_weight must be >= 0, got {self.triplet_weight}")
+        if self.velocity_weight < 0:
+            raise ConfigError(f"loss.velocity_weight must be >= 0, got {self.velocity_weight}")
         if any(s not in (1, 2, 3) for s in self.triplet_scales):
             raise ConfigError(f"loss.triplet_scales must be within [1, 2, 3], "
                               f"got {self.triplet_scales}")
@@ -170,6 +176,11 @@ class LossConfig:
     @property
     def use_triplet(self) -> bool:
         return self.triplet_weight > 0 and bool(self.triplet_scales)
+
+    @property
+    def use_velocity(self) -> bool:
+        """Whether the velocity supervision term is on (``velocity_weight`` > 0)."""
+        return self.velocity_weight > 0
 
 
 @dataclass
@@ -189,6 +200,32 @@ class OptimConfig:
 
 
 @dataclass
+class ODConvTrainConfig:
+    """ODConv training details; a depth network without ODConv ignores them (with a warning).
+
+    ``anneal_epochs``: over the first that many epochs the attention temperature falls
+    linearly, step by step, from ``initial_temperature`` to the model's
+    ``odconv.temperature``, then stays there (ODConv's reference: 10 epochs from 30 to
+    1); 0 keeps the model's temperature throughout. ``start``: ``fresh`` keeps the
+    attention heads as initialized (the reference); ``static`` makes every ODConv layer
+    start as the static convolution of its kernels (see
+    ``ODConv2d.start_as_static_conv``), with pretrained weights the pretrained one.
+    Which the paper's configs use, and why: docs/model.md.
+    """
+
+    anneal_epochs: int = 0
+    initial_temperature: float = 30.0
+    start: Literal["fresh", "static"] = "fresh"
+
+    def __post_init__(self) -> None:
+        if self.anneal_epochs < 0:
+            raise ConfigError(f"odconv.anneal_epochs must be >= 0, got {self.anneal_epochs}")
+        if not self.initial_temperature > 0:
+            raise ConfigError(f"odconv.initial_temperature must be positive, "
+                              f"got {self.initial_temperature}")
+
+
+@dataclass
 class TrainConfig:
     """Everything a training run needs; saved inside every checkpoint."""
 
@@ -196,6 +233,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    odconv: ODConvTrainConfig = field(default_factory=ODConvTrainConfig)
     seed: int = 0
     out_dir: str = "runs/oe_depth"
     device: str = "auto"
@@ -225,6 +263,23 @@ class TrainConfig:
             raise ConfigError("data.stereo needs model.ego_motion=pose_net: the stereo frame's "
                               "fixed transform is in the pose network's units (baseline 0.1), "
                               "OXTS motion is in metres")
+        if self.loss.use_velocity and not self.model.uses_pose_net:
+            raise ConfigError("loss.velocity_weight supervises the pose network's translation; "
+                              "with model.ego_motion=oxts there is none (set it to 0)")
+        if self.loss.use_velocity and self.data.stereo:
+            raise ConfigError("loss.velocity_weight (metres) cannot be combined with "
+                              "data.stereo (the stereo transform is in units of baseline 0.1)")
+
+    @property
+    def uses_oxts(self) -> bool:
+        """Whether the batches carry the drives' OXTS motion (ego-motion or velocity)."""
+        return not self.model.uses_pose_net or self.loss.use_velocity
+
+    @property
+    def depth_units(self) -> DepthUnits:
+        """What the trained depth network's output means (recorded in its checkpoints)."""
+        return training_units(ego_motion=self.model.ego_motion,
+                              velocity=self.loss.use_velocity, stereo=self.data.stereo)
 
 
 def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -34,14 +34,16 @@ from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
 from oe_depth_ros.model.depth_net import DepthNet
-from training.checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
-                                    set_rng_state)
-from training.datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
-from training.distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
-from training.losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
-                             semantic_triplet_loss, smoothness_loss, upsample_disp)
-from training.train_config import TrainConfig
-from training.triplet import neighbor_masks
+from .checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
+                            set_rng_state)
+from .datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
+from .distributed import (DistEnv, ShardedBatchSampler, all_reduce_mean, barrier)
+from .losses import (SSIM, ViewWarper, min_reprojection_loss, photometric_error,
+                     semantic_triplet_loss, smoothness_loss, upsample_disp,
+                     velocity_loss)
+from .odconv_temperature import TemperatureSchedule
+from .train_config import TrainConfig
+from .triplet import neighbor_masks
 
 LOG = logging.getLogger(__name__)
 
@@ -95,6 +97,8 @@ class Trainer:
         self.source_ids: list[FrameId] = [f for f in d.all_frame_ids if f != 0]
         self._build_data()
         self._build_networks()
+        self.odconv_schedule = self._temperature_schedule()
+        self._set_temperature(0)
         self._build_optimizer()
         self.ssim = SSIM().to(self.device)
         self.warper = ViewWarper(self.height, self.width).to(self.device)
@@ -118,7 +122,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, d = self.cfg, self.cfg.data
-        ego_motion = not cfg.model.uses_pose_net  # the batch carries the drives' motion
+        ego_motion = cfg.uses_oxts  # the batch carries the drives' motion
         augment = Augmentation(seed=cfg.seed, flip_prob=d.flip_prob,
                                color_aug_prob=d.color_aug_prob)
         self.train_set = KittiRawMonoDataset(
@@ -149,6 +153,8 @@ class Trainer:
         self.depth_net = build_depth_net(cfg.model.depth, pretrained=cfg.model.depth_weights)
         if cfg.model.init_depth is not None:
             self.depth_net.start_at_depth(cfg.model.init_depth)
+        if cfg.odconv.start == "static" and self._has_odconv("odconv.start=static"):
+            self.depth_net.start_odconv_as_static()
         #: None with ``model.ego_motion: oxts`` (the batch carries each pair's motion)
         self.pose_net: nn.Module | None = (
             build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
@@ -175,6 +181,29 @@ class Trainer:
                 None if self.pose_net is None else DDP(self.pose_net, device_ids=ids))
         else:
             self.depth_model, self.pose_model = self.depth_net, self.pose_net
+
+    def _has_odconv(self, option: str) -> bool:
+        """Whether the depth net has ODConv layers; warns that ``option`` does nothing if not."""
+        if self.depth_net.odconv_layers():
+            return True
+        LOG.warning("%s has no effect: depth net %s has no ODConv layers", option,
+                    self.cfg.model.depth)
+        return False
+
+    def _temperature_schedule(self) -> TemperatureSchedule | None:
+        """ODConv's temperature annealing over ``odconv.anneal_epochs``, or None when off."""
+        od = self.cfg.odconv
+        model_od = self.depth_net.config.odconv
+        if not od.anneal_epochs or not self._has_odconv("odconv.anneal_epochs") \
+                or model_od is None:
+            return None
+        return TemperatureSchedule(initial=od.initial_temperature, final=model_od.temperature,
+                                   steps=od.anneal_epochs * self.steps_per_epoch)
+
+    def _set_temperature(self, completed: int) -> None:
+        """Set the ODConv temperature that the schedule gives after ``completed`` steps."""
+        if self.odconv_schedule is not None:
+            self.depth_net.update_temperature(self.odconv_schedule.after(completed))
 
     def networks(self) -> list[nn.Module]:
         """The networks being trained: depth, and pose unless the drives give the motion."""
@@ -207,6 +236,7 @@ class Trainer:
             "rng": rng_state(),
             "train_config": to_dict(self.cfg),
             "input_size": [self.height, self.width],
+            "units": self.cfg.depth_units.to_dict(),
         }
 
     def save(self, name: str = LAST_NAME) -> Path | None:
@@ -235,6 +265,7 @@ class Trainer:
         if "scaler" in ckpt and self.use_amp:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
+        self._set_temperature(self.step)
         if int(ckpt["epoch"]) != self.epoch:
             LOG.warning("checkpoint %s is at epoch %s but step %d falls in epoch %d with this "
                         "split and global batch; the run continues, but not exactly as the "
@@ -315,7 +346,8 @@ class Trainer:
 
         The photometric and smoothness terms are averaged over the scales (Monodepth2);
         the triplet term is added once, after the scale loop, as
-        ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth).
+        ``triplet_weight * sum_s L_s / 2^s`` (FSRE-Depth), and the velocity term as
+        ``velocity_weight * L_v`` (PackNet-SfM).
         """
         lc = self.cfg.loss
         ssim = self.ssim if lc.ssim_weight > 0 else None
@@ -349,6 +381,11 @@ class Trainer:
         total = total / len(self.scales)
         if lc.use_triplet and with_triplet:
             total = total + lc.triplet_weight * self._triplet_term(inputs, outputs, terms, maps)
+        if lc.use_velocity:
+            temporal = [f for f in self.source_ids if f != STEREO_FRAME]
+            terms["velocity"] = velocity_loss([transforms[f] for f in temporal],
+                                              [inputs[("T", f)].float() for f in temporal])
+            total = total + lc.velocity_weight * terms["velocity"]
         terms["photometric"] = torch.stack([terms[f"reprojection/{s}"] for s in self.scales]).mean()
         terms["total"] = total
         return total, terms, maps
@@ -387,6 +424,7 @@ class Trainer:
     def train_step(self, batch: dict[Any, Any]) -> StepResult:
         """One optimization step on ``batch``; raises :class:`TrainingDivergedError`."""
         self._train_mode()
+        self._set_temperature(self.step + 1)
         inputs = self._to_device(batch)
         outputs, transforms = self.forward(inputs)
         total, terms, maps = self.compute_losses(inputs, outputs, transforms)
@@ -494,6 +532,9 @@ class Trainer:
             for name, value in result.terms.items():
                 self.writer.add_scalar(f"train/{name}", value, result.step)
             self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], result.step)
+            if self.odconv_schedule is not None:
+                self.writer.add_scalar("train/odconv_temperature",
+                                       self.odconv_schedule.after(result.step), result.step)
             self.writer.add_scalar("train/images_per_s",
                                    self.sampler.global_batch / max(seconds, 1e-9), result.step)
         if result.step % self.cfg.image_log_every == 0 or result.step == 1:

@@ -4,7 +4,10 @@ Topics (frames in brackets):
 
 * ``/kitti/<camera>/image_raw`` (rgb8 for the color cameras, mono8 for the gray ones)
   and ``/kitti/<camera>/camera_info`` [the camera's rectified optical frame]; camera 2
-  (``camera_color_left``) by default, the others on request.
+  (``camera_color_left``) by default, the others on request. With ``compressed``
+  (``jpeg`` or ``png``) the images go to ``/kitti/<camera>/image_raw/compressed`` as
+  sensor_msgs/CompressedImage instead, written as image_transport's ``compressed``
+  plugin writes them (its default jpeg quality 95 and png level 3).
 * ``/kitti/velo/pointcloud``: x, y, z, intensity as FLOAT32 [velo_link].
 * ``/tf_static`` once, offered with transient-local durability so that late joiners
   get it on replay: base_link -> imu_link -> velo_link -> camera frames.
@@ -41,6 +44,7 @@ from oe_depth_ros.bags.bagio import (
     BagWriter,
     atomic_bag,
 )
+from oe_depth_ros.compressed import CODECS, encode_like_plugin, transport_topic
 from oe_depth_ros.kitti.raw import KittiCalib, KittiDrive, OxtsPacket, oxts_poses
 from oe_depth_ros.messages import (
     MessageTypes,
@@ -148,19 +152,26 @@ _Item = tuple[int, int, str, Any, Any]
 
 
 def _camera_stream(drive: KittiDrive, cam: int, stamps: np.ndarray, calib: KittiCalib,
-                   types: MessageTypes, order: int) -> Iterator[_Item]:
+                   types: MessageTypes, order: int, compressed: str | None = None,
+                   typestore: Any = None) -> Iterator[_Item]:
     frame = tf.CAMERA_FRAMES[cam]
     encoding = "rgb8" if cam >= 2 else "mono8"
     k = calib.rect_intrinsics(cam)
     p = camera_projection(calib, cam).reshape(-1)
+    topic = transport_topic(image_topic(cam), "compressed" if compressed else "raw")
     for idx, stamp in enumerate(stamps):
         header = make_header(int(stamp), frame, types)
         image = drive.image(cam, idx)
         info = make_camera_info(k, image.shape[1], image.shape[0], header, types)
         info.p = p.copy()
         yield int(stamp), order, camera_info_topic(cam), info, DEFAULT_QOS
-        yield int(stamp), order + 1, image_topic(cam), numpy_to_image(image, encoding, header,
-                                                                      types), DEFAULT_QOS
+        if compressed:
+            fmt, data = encode_like_plugin(image, encoding, compressed)
+            msg = typestore.types["sensor_msgs/msg/CompressedImage"](
+                header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+        else:
+            msg = numpy_to_image(image, encoding, header, types)
+        yield int(stamp), order + 1, topic, msg, DEFAULT_QOS
 
 
 def _velodyne_stream(drive: KittiDrive, stamps: np.ndarray, types: MessageTypes,
@@ -217,13 +228,15 @@ def _oxts_stream(packets: list[OxtsPacket], stamps: np.ndarray, typestore: Any,
 def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distro: str = "jazzy",
             cameras: Sequence[int] = (2,), max_frames: int | None = None,
             overwrite: bool = False, compress: bool = False,
-            progress: bool = True) -> ConversionSummary:
+            progress: bool = True, compressed: str | None = None) -> ConversionSummary:
     """Write the KITTI raw drive ``drive_dir`` as the rosbag2 directory ``out``.
 
     ``storage`` is ``mcap`` or ``sqlite3``; ``distro`` ``humble`` (metadata version 8)
-    or ``jazzy`` (version 9); ``compress`` uses zstd. ``out`` appears only when the bag
-    is complete.
+    or ``jazzy`` (version 9); ``compress`` uses zstd; ``compressed`` (jpeg or png)
+    writes the images as CompressedImage. ``out`` appears only when the bag is complete.
     """
+    if compressed is not None and compressed not in CODECS:
+        raise BagError(f"compressed must be one of {', '.join(CODECS)}, got {compressed!r}")
     cameras = sorted(set(int(c) for c in cameras))
     if not cameras or any(c not in tf.CAMERA_FRAMES for c in cameras):
         raise BagError(f"cameras must be a non-empty subset of 0 1 2 3, got {cameras}")
@@ -248,8 +261,8 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
             _oxts_stream(packets, stamps["oxts"], typestore, types, 10),
             _velodyne_stream(drive, stamps["velodyne_points"], types, 20),
         ]
-        streams += [_camera_stream(drive, c, stamps[f"image_{c:02d}"], calib, types, 30 + 2 * c)
-                    for c in cameras]
+        streams += [_camera_stream(drive, c, stamps[f"image_{c:02d}"], calib, types, 30 + 2 * c,
+                                   compressed, typestore) for c in cameras]
         total = 1 + frames * (4 + 2 * len(cameras))
         with tqdm(total=total, unit="msg", desc=f"kitti2bag {drive.name}",
                   disable=not progress) as bar:

@@ -39,7 +39,7 @@ from oe_depth_ros.bags.bagio import BagError, BagReader, BagWriter, atomic_bag
 from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
-from oe_depth_ros.intake import CameraInfoConfig, FrameIntake
+from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig, FrameIntake
 from oe_depth_ros.messages import (
     MessageError,
     MessageTypes,
@@ -62,6 +62,7 @@ __all__ = ["ProcessOptions", "ProcessSummary", "process_bag", "read_static_tree"
 LOG = logging.getLogger(__name__)
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 #: The node's published outputs (relative names), all written by default.
@@ -73,8 +74,9 @@ OUTPUT_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS
 class ProcessOptions:
     """What to read, what to write, and how to evaluate."""
 
+    #: An Image topic, or a CompressedImage one (image_transport's ``<base>/compressed``).
     image_topic: str = LEFT_COLOR_IMAGE_TOPIC
-    #: None: the image topic's sibling ``camera_info``.
+    #: None: the image topic's sibling ``camera_info`` (of the base topic when compressed).
     camera_info_topic: str | None = None
     #: How images are matched with CameraInfo (the node's ``camera_info.*`` parameters).
     camera_info: CameraInfoConfig = field(default_factory=CameraInfoConfig)
@@ -89,6 +91,8 @@ class ProcessOptions:
     distro: str | None = None
     compress: bool = False
     max_frames: int | None = None
+    #: Larger images are refused and counted (the node's ``max_input_pixels``).
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     #: None: ``<OUT>_metrics.json`` next to the output bag.
     metrics_path: Path | None = None
@@ -105,7 +109,8 @@ class ProcessOptions:
         """The CameraInfo topic read with the images."""
         if self.camera_info_topic:
             return self.camera_info_topic
-        return self.image_topic.rsplit("/", 1)[0] + "/camera_info"
+        base = self.image_topic.removesuffix("/compressed")
+        return base.rsplit("/", 1)[0] + "/camera_info"
 
     def output_topics(self) -> dict[str, str]:
         """Output name (``depth/image``, ...) -> topic under the namespace, for those written."""
@@ -151,13 +156,18 @@ def read_static_tree(bag: BagReader) -> TransformTree:
     return tree
 
 
-def _require_topic(topics: dict[str, str], topic: str, msgtype: str, bag: Path) -> None:
-    if topics.get(topic) == msgtype:
+def _require_topic(topics: dict[str, str], topic: str, msgtypes: tuple[str, ...],
+                   bag: Path) -> None:
+    if topics.get(topic) in msgtypes:
         return
     if topic in topics:
-        raise BagError(f"bag {bag}: topic {topic} has type {topics[topic]}, expected {msgtype}")
-    candidates = sorted(t for t, ty in topics.items() if ty == msgtype) or ["none"]
-    raise BagError(f"bag {bag} has no topic {topic}; {msgtype} topics: {', '.join(candidates)}")
+        raise BagError(f"bag {bag}: topic {topic} has type {topics[topic]}, expected "
+                       f"{' or '.join(msgtypes)}")
+    listing = "; ".join(
+        f"{msgtype} topics: "
+        f"{', '.join(sorted(t for t, ty in topics.items() if ty == msgtype)) or 'none'}"
+        for msgtype in msgtypes)
+    raise BagError(f"bag {bag} has no topic {topic}; {listing}")
 
 
 def _cloud_xyz(msg: Any) -> np.ndarray:
@@ -179,7 +189,8 @@ class _Run:
         self.topics = options.output_topics()
         self.outputs = Outputs(points=POINTS_TOPIC in self.topics,
                                colored=COLORED_TOPIC in self.topics)
-        self.intake = FrameIntake(options.camera_info, camera_info_topic=options.info_topic())
+        self.intake = FrameIntake(options.camera_info, camera_info_topic=options.info_topic(),
+                                  max_pixels=options.max_pixels)
         #: An image held back until the next message: a CameraInfo with the same bag time
         #: is taken first (a bag's order within one time stamp is arbitrary).
         self.held: tuple[Any, int] | None = None
@@ -188,7 +199,7 @@ class _Run:
         self.lidar_invalid = 0
         self.timings: dict[str, list[float]] = {}
         self.latest_cloud: tuple[str, np.ndarray] | None = None
-        self.lidar_scale = pipeline.config.scale.method == "lidar"
+        self.lidar_scale = pipeline.config.scale.wants_lidar
 
     def on_cloud(self, msg: Any, where: str) -> None:
         self.flush()  # the held image first: scans must follow the images they come after
@@ -306,13 +317,14 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
     start = time.perf_counter()
     with BagReader(in_bag) as src:
         topics = src.topics()
-        _require_topic(topics, options.image_topic, IMAGE_TYPE, src.path)
-        _require_topic(topics, options.info_topic(), CAMERA_INFO_TYPE, src.path)
+        _require_topic(topics, options.image_topic, (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE),
+                       src.path)
+        _require_topic(topics, options.info_topic(), (CAMERA_INFO_TYPE,), src.path)
         tree = read_static_tree(src)
         evaluate = _lidar_plan(src, options, tree)
         evaluator = LidarEvaluator(tree, options.evaluation) if evaluate else None
         read = _topics_to_read(src, options,
-                               evaluate or pipeline.config.scale.method == "lidar")
+                               evaluate or pipeline.config.scale.wants_lidar)
         n_images = src.message_count(options.image_topic)
         if options.max_frames is not None:
             n_images = min(n_images, options.max_frames)

@@ -22,6 +22,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="convert only the first N frames")
     parser.add_argument("--compress", action="store_true",
                         help="zstd: compressed MCAP chunks, or per-message for sqlite3")
+    parser.add_argument("--compressed", nargs="?", const="jpeg", default=None,
+                        choices=("jpeg", "png"),
+                        help="write the images as sensor_msgs/CompressedImage on "
+                             "<image topic>/compressed, as image_transport's compressed plugin "
+                             "does (default codec: jpeg)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -33,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     summary = convert(args.drive_dir, args.out, storage=args.storage, distro=args.distro,
                       cameras=args.cameras, max_frames=args.max_frames,
                       overwrite=args.overwrite, compress=args.compress,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, compressed=args.compressed)
     logging.getLogger("oe-depth").info(
         "%d frames at %.1f frames/s; topics: %s", summary.frames, summary.frames_per_second,
         ", ".join(f"{t} ({n})" for t, n in sorted(summary.message_counts.items())))

@@ -36,9 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="namespace of the output topics (default: /oe_depth)")
     parser.add_argument("--outputs", nargs="+", default=list(OUTPUT_TOPICS),
                         choices=OUTPUT_TOPICS, help="outputs to write (default: all)")
-    parser.add_argument("--image-topic", default=LEFT_COLOR_IMAGE_TOPIC)
+    parser.add_argument("--image-topic", default=LEFT_COLOR_IMAGE_TOPIC,
+                        help="a sensor_msgs/Image topic, or a CompressedImage one (jpeg or png "
+                             "as image_transport's compressed plugin writes it, e.g. "
+                             f"{LEFT_COLOR_IMAGE_TOPIC}/compressed)")
     parser.add_argument("--camera-info-topic", default=None,
-                        help="default: the image topic's sibling camera_info")
+                        help="default: the image topic's sibling camera_info (the base "
+                             "topic's for .../compressed)")
     parser.add_argument("--copy-input", action="store_true",
                         help="copy every input topic into OUT as well")
     parser.add_argument("--lidar-topic", default=VELO_TOPIC,
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         camera_info=camera_info_config(values), namespace=args.namespace,
         outputs=tuple(args.outputs), copy_input=args.copy_input, lidar_topic=lidar,
         storage=args.storage, distro=args.distro, compress=args.compress,
-        max_frames=args.max_frames,
+        max_frames=args.max_frames, max_pixels=values["max_input_pixels"],
         evaluation=EvalSettings(max_dt_s=args.max_dt,
                                 crop=None if args.eval_crop == "none" else args.eval_crop,
                                 max_depth=args.eval_max_depth),

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from oe_depth_ros.inference.errors import BackendError
+from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 LOG = logging.getLogger(__name__)
 
@@ -98,17 +99,39 @@ class DepthBackend(abc.ABC):
     """A loaded depth network: scaled disparity from an image.
 
     Attributes: ``name`` (the backend), ``input_size`` (H, W) of the network,
-    ``min_depth`` and ``max_depth`` (the disparity range the network was trained with).
+    ``min_depth`` and ``max_depth`` (the disparity range the network was trained with),
+    ``units`` (whether the depth is metric; relative unless the model file says so).
     """
 
     name: str = ""
+    units: DepthUnits = RELATIVE_UNKNOWN
     input_size: tuple[int, int]
     min_depth: float
     max_depth: float
 
+    #: Whether :meth:`predict` prepares the image on the host. Then :meth:`prepare` and
+    #: :meth:`predict_prepared` split it, so that a caller (the node) can prepare the next
+    #: frame while this one is inferred; a backend that resizes on its device sets False.
+    host_preprocess: bool = True
+
     @abc.abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """float32 [1, 3, H, W] in [0, 1] -> float32 [1, 1, H, W] scaled disparity."""
+
+    def prepare(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB [h, w, 3] -> the network input (resized and scaled on the CPU)."""
+        from oe_depth_ros.imageops import to_network_input
+
+        return to_network_input(image_rgb, self.input_size)
+
+    def predict_prepared(self, batch: np.ndarray,
+                         timings: dict[str, float] | None = None) -> np.ndarray:
+        """A :meth:`prepare` result -> float32 [H, W] scaled disparity (``inference`` timed)."""
+        t0 = time.perf_counter()
+        disp = self.infer(batch)[0, 0]
+        if timings is not None:
+            timings["inference"] = (time.perf_counter() - t0) * 1e3
+        return disp
 
     def predict(self, image_rgb: np.ndarray,
                 timings: dict[str, float] | None = None) -> np.ndarray:
@@ -118,16 +141,11 @@ class DepthBackend(abc.ABC):
         ``preprocess`` (resize and scale on the CPU) and ``inference``; a backend that
         prepares the image on its device reports what it can separate.
         """
-        from oe_depth_ros.imageops import to_network_input
-
         t0 = time.perf_counter()
-        batch = to_network_input(image_rgb, self.input_size)
-        t1 = time.perf_counter()
-        disp = self.infer(batch)[0, 0]
+        batch = self.prepare(image_rgb)
         if timings is not None:
-            timings["preprocess"] = (t1 - t0) * 1e3
-            timings["inference"] = (time.perf_counter() - t1) * 1e3
-        return disp
+            timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+        return self.predict_prepared(batch, timings)
 
     def close(self) -> None:
         """Release the library's resources (sessions, engines, GPU buffers)."""

@@ -48,6 +48,8 @@ from oe_depth_ros.inference.metadata import (
     INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
 )
 from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, quantize_int8
+from oe_depth_ros.model.checkpoint import checkpoint_units
+from oe_depth_ros.units import RELATIVE_UNKNOWN
 
 if TYPE_CHECKING:
     from oe_depth_ros.inference.calibration import CalibrationSet
@@ -300,12 +302,14 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     _check_calibration(precision, calibration, (height, width))
     net = load_network(model_config, checkpoint).eval()
     cfg = net.config
+    units = RELATIVE_UNKNOWN if checkpoint is None else checkpoint_units(checkpoint)
     info = ModelInfo(
         model_name=cfg.name, input_height=height, input_width=width,
         min_depth=float(cfg.min_depth), max_depth=float(cfg.max_depth),
         config_hash=config_hash(to_dict(cfg)), oe_depth_ros_version=__version__,
         output=OUTPUT_KIND, precision=precision,
         calibration=calibration.source if calibration is not None else "",
+        **units.to_dict(),
     )
     seconds: dict[str, float] = {}
     tic = time.perf_counter()

@@ -13,6 +13,7 @@ import os
 from typing import Any, Mapping
 
 from oe_depth_ros.inference.errors import BackendError
+from oe_depth_ros.units import DepthUnits, UnitsError
 
 #: Graph input and output names (docs/design.md).
 INPUT_NAME = "image"
@@ -45,6 +46,14 @@ class ModelInfo:
     precision: str = "fp32"
     #: where an INT8 model's activation ranges came from (``export-onnx --calibration``)
     calibration: str = ""
+    #: The depth's units (:mod:`oe_depth_ros.units`); files without them read as relative.
+    scale_source: str = "unknown"
+    metres_per_unit: float = 0.0
+
+    @property
+    def units(self) -> DepthUnits:
+        """Whether the depth is metric and how its scale was learned."""
+        return DepthUnits(self.scale_source, self.metres_per_unit)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -98,6 +107,10 @@ class ModelInfo:
         if self.precision not in ONNX_PRECISIONS:
             raise BackendError(
                 f"{source}: precision {self.precision!r} not in {ONNX_PRECISIONS}")
+        try:
+            DepthUnits(self.scale_source, self.metres_per_unit)  # checks the pair
+        except UnitsError as exc:
+            raise BackendError(f"{source}: {exc}") from exc
 
 
 def read_onnx_info(path: str | os.PathLike[str]) -> ModelInfo:

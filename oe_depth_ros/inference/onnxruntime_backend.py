@@ -79,6 +79,7 @@ class OnnxRuntimeBackend(DepthBackend):
         self.providers = self.session.get_providers()
         meta = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(meta, str(path))
+        self.units = self.info.units
         self.input_size = self.info.input_size
         self.min_depth = self.info.min_depth
         self.max_depth = self.info.max_depth

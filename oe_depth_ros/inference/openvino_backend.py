@@ -47,6 +47,7 @@ class OpenVinoBackend(DepthBackend):
             self.compiled = core.compile_model(model, "CPU", compile_config(threads))
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types
             raise BackendError(f"openvino cannot load {path}: {exc}") from exc
+        self.units = self.info.units
         self.input_size = self.info.input_size
         self.min_depth = self.info.min_depth
         self.max_depth = self.info.max_depth

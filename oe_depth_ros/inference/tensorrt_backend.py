@@ -56,6 +56,7 @@ class TensorRTBackend(DepthBackend):
     """
 
     name = "tensorrt"
+    host_preprocess = False  # predict resizes on the GPU
 
     def __init__(self, engine_path: str | os.PathLike[str], device: str = "auto") -> None:
         usable, reason = tensorrt_usable()
@@ -70,6 +71,7 @@ class TensorRTBackend(DepthBackend):
         self.input_size = info.input_size
         self.min_depth = info.min_depth
         self.max_depth = info.max_depth
+        self.units = info.units
         self._runtime = trt.Runtime(TRT_LOGGER)
         engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if engine is None:

@@ -50,7 +50,7 @@ class TorchBackend(DepthBackend):
     def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
                  model_config: Any = None, input_size: tuple[int, int] | None = None,
                  threads: int | None = None) -> None:
-        from oe_depth_ros.model import load_depth_net
+        from oe_depth_ros.model import checkpoint_units, load_depth_net
 
         path = Path(model_path)
         self.device = resolve_torch_device(device, BackendError)
@@ -58,6 +58,7 @@ class TorchBackend(DepthBackend):
             torch.set_num_threads(int(threads))
         try:
             net = load_depth_net(path, config=model_config, map_location="cpu")
+            self.units = checkpoint_units(path)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load {path} with the torch backend: {exc}") from exc
         self.net = net.eval().to(self.device)
@@ -76,6 +77,7 @@ class TorchBackend(DepthBackend):
         self.input_size = (height, width)
         self._preprocess = (TensorPreprocessor(self.input_size, self.device)
                             if self.device.type == "cuda" else None)
+        self.host_preprocess = self._preprocess is None  # on CUDA predict resizes on the GPU
         LOG.info("torch %s on %s: %s %dx%d", torch.__version__, self.device, cfg.name,
                  height, width)
 

@@ -1,5 +1,5 @@
 """OE-Depth networks: ODConv, the HRNet/DIFFNet depth network and the pose network."""
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_depth_net
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, checkpoint_units, load_depth_net
 from .depth_net import (
     DepthNet,
     DepthNetConfig,
@@ -23,6 +23,7 @@ __all__ = [
     "available_depth_configs",
     "build_depth_net",
     "build_pose_net",
+    "checkpoint_units",
     "load_depth_config",
     "load_depth_net",
     "transformation_from_parameters",

@@ -2,16 +2,20 @@
 
 A checkpoint is a ``torch.save``d dict with ``format: "oe_depth_ros.checkpoint/1"``,
 ``model_config`` (a :class:`DepthNetConfig` as a dict) and ``depth`` (its state_dict),
-among the training state (see docs/design.md).
+among the training state (see docs/design.md), and ``units`` (the depth's units,
+:mod:`oe_depth_ros.units`; absent in older checkpoints, which read as relative).
 """
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from oe_depth_ros.units import DepthUnits
 
 from .depth_net import ConfigLike, DepthNet, build_depth_net, load_depth_config
 from .state_dict import mismatch_summary
@@ -115,3 +119,13 @@ def load_depth_net(path: str | Path, config: Optional[ConfigLike] = None,
     model.eval()
     LOG.info("loaded depth net %s from %s", cfg.name, path)
     return model
+
+
+def checkpoint_units(path: str | os.PathLike[str]) -> DepthUnits:
+    """The depth units a checkpoint records; relative (unknown) for older files and state_dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    obj = _torch_load(path, "cpu")
+    record = obj.get("units") if isinstance(obj, dict) and "format" in obj else None
+    return DepthUnits.from_dict(record, str(path))

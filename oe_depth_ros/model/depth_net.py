@@ -153,6 +153,16 @@ class DepthNet(nn.Module):
         for layer in self.odconv_layers():
             layer.update_temperature(temperature)
 
+    def start_odconv_as_static(self) -> None:
+        """Start every ODConv layer as the static convolution of its candidate kernels.
+
+        After pretrained loading (every candidate is the pretrained kernel) the network
+        computes what the pretrained static network does; see
+        :meth:`ODConv2d.start_as_static_conv`.
+        """
+        for layer in self.odconv_layers():
+            layer.start_as_static_conv()
+
     def start_at_depth(self, depth: float) -> None:
         """Set the disparity heads' bias so that the network's first output is about ``depth``.
 

@@ -142,6 +142,27 @@ class ODConv2d(nn.Module):
         """Set the attention temperature T."""
         self.attention.update_temperature(temperature)
 
+    def start_as_static_conv(self) -> None:
+        """Make the layer start as the static convolution ``conv(x, W)`` when every ``W_i = W``.
+
+        The channel, filter and spatial heads' weights and biases are zeroed, so those
+        attentions are the constant sigmoid(0) = 0.5 at any temperature, and the candidate
+        kernels are divided by the product of these gains (a power of two: exact). The
+        kernel attention keeps its initialization: it sums to one, so with equal candidates
+        (pretrained loading) it does not change the output, and it gives each candidate its
+        own gradient (a uniform one would keep equal candidates equal forever). The zeroed
+        heads still get gradients (their input, the hidden vector, is not zero), so the
+        attention learns from the first step on.
+        """
+        att = self.attention
+        heads = [fc for fc in (att.channel_fc, att.filter_fc, att.spatial_fc) if fc is not None]
+        with torch.no_grad():
+            for fc in heads:
+                fc.weight.zero_()
+                if fc.bias is not None:
+                    fc.bias.zero_()
+            self.weight.mul_(2.0 ** len(heads))  # 1 / sigmoid(0) per constant attention
+
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
         # ``Module.to(memory_format=torch.channels_last)`` rejects 5-D tensors; present the
         # candidate kernels to conversions as one 4-D [kernel_num * out, in/g, k, k] stack.

@@ -7,7 +7,7 @@ run on held-out drives rendered from another world seed: the 7 KITTI metrics
 (median-scaled, per-image means) and the pooled Abs Rel near depth edges and near
 semantic boundaries (:mod:`training.edge_metrics`). Writes ``table.md`` and
 ``table.json`` (mean and standard deviation per row, the paper's Table 3 beside them,
-and the label check of :mod:`training.label_edges` on the training drives) and, with
+and the label check of :mod:`training.experiments.label_edges` on the training drives) and, with
 ``--eval-every``, ``table.png`` (the learning curves).
 
 Runs live in ``<work>/runs/<row>/seed_<n>``. A run whose evaluation at ``--steps``
@@ -20,8 +20,8 @@ baseline only) and reports the first step after which the seeds' mean held-out A
 moves by less than their standard deviation: the budget for the ablation. Both modes
 share run folders, so the curve's baseline runs serve the ablation at any evaluated step.
 
-    python -m training.ablation --work runs/ablation --curve --steps 400 --eval-every 50
-    python -m training.ablation --work runs/ablation --steps 300 --seeds 0 1 2 --jobs 2
+    python -m training.experiments.ablation --work runs/ablation --curve --steps 400 --eval-every 50
+    python -m training.experiments.ablation --work runs/ablation --steps 300 --seeds 0 1 2 --jobs 2
 """
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES
-from training.ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS, ROWS,
-                                      best_constant, curve_markdown, curve_summary,
-                                      label_check_text, plot_curves, read_points, summarize,
-                                      table_markdown)
+from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
+                              ROWS, best_constant, curve_markdown,
+                              curve_summary, label_check_text, plot_curves,
+                              read_points, summarize, table_markdown)
 
-log = logging.getLogger("training.ablation")
+log = logging.getLogger("training.experiments.ablation")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def porcelain_paths(status: str) -> list[str]:
 def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
     """Render (once) the training world and the held-out world; list every held-out frame."""
     from oe_depth_ros.kitti.splits import read_split_file, write_split_file
-    from training.prove_learning import ensure_world
+    from .prove_learning import ensure_world
 
     # +1 drive: the synthetic splits train on every drive but the last one
     train = ensure_world(work / "train_world", spec.drives + 1, spec.frames, spec.seed,
@@ -149,8 +149,8 @@ def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
 
 def build_trainer(job: RunJob, out_dir: Path) -> Any:
     """A trainer of ``job``'s row and seed on the training world (no per-epoch validation)."""
-    from training.train_config import load_train_config
-    from training.trainer import Trainer
+    from ..train_config import load_train_config
+    from ..trainer import Trainer
 
     w = job.worlds
     cfg = load_train_config(ROWS[job.row][0], [
@@ -163,7 +163,7 @@ def build_trainer(job: RunJob, out_dir: Path) -> Any:
 
 def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
     """Every held-out frame at the trainer's input size, with ground truth."""
-    from training.datasets import KittiRawMonoDataset
+    from ..datasets import KittiRawMonoDataset
 
     d = trainer.cfg.data
     data = KittiRawMonoDataset(worlds.heldout_root, worlds.heldout_split, d.height, d.width,
@@ -176,7 +176,7 @@ def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
 
 def evaluate(trainer: Any, heldout: Any) -> dict[str, Any]:
     """Held-out errors of the trainer's depth net: the table columns plus the full regions."""
-    from training.prove_learning import evaluate_heldout
+    from .prove_learning import evaluate_heldout
 
     d = trainer.cfg.data
     result = evaluate_heldout(trainer, heldout, d.val_crop, d.val_max_depth, with_regions=True)
@@ -197,8 +197,8 @@ def pending(job: RunJob) -> list[int]:
 
 def train_run(job: RunJob, log_level: int = logging.INFO) -> dict[str, Any]:
     """Train ``job`` up to its last evaluation step, evaluating on the way; resumable."""
-    from training.checkpointing import LAST_NAME
-    from training.trainer import TrainingDivergedError
+    from ..checkpointing import LAST_NAME
+    from ..trainer import TrainingDivergedError
 
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -296,7 +296,7 @@ def estimate_seconds(jobs: list[RunJob], warmup_steps: int) -> tuple[float, dict
 
 # ---- command line ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.ablation",
+    parser = argparse.ArgumentParser(prog="python -m training.experiments.ablation",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for worlds, runs, tables")
     parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None,
@@ -369,7 +369,7 @@ def run_all(jobs: list[RunJob], parallel: int) -> None:
 
 def label_check(worlds: Worlds, work: Path) -> dict[str, Any]:
     """Agreement of depth discontinuities and label boundaries on the training drives."""
-    from training.label_edges import world_agreement
+    from .label_edges import world_agreement
 
     path = work / "label_check.json"
     if path.is_file():

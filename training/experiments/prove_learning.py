@@ -9,7 +9,7 @@ plus the photometric loss on fixed training samples before and after training.
 ``--compare-triplet`` also trains without the triplet term and reports errors near
 semantic boundaries for both runs.
 
-    python -m training.prove_learning --work /tmp/oe_proof
+    python -m training.experiments.prove_learning --work /tmp/oe_proof
 """
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ import torch
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
-from training.baselines import best_constant_abs_rel
+from .baselines import best_constant_abs_rel
 
-log = logging.getLogger("training.prove_learning")
+log = logging.getLogger("training.experiments.prove_learning")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.prove_learning",
+    parser = argparse.ArgumentParser(prog="python -m training.experiments.prove_learning",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="folder for data, runs, summary")
     parser.add_argument("--config", default="synth_small",
@@ -75,7 +75,7 @@ def photometric_loss(trainer: Any, dataset: Any, batch_size: int = 4) -> float:
     """Mean photometric term over ``dataset`` (networks in eval mode, no augmentation)."""
     from torch.utils.data import DataLoader
 
-    from training.datasets import collate
+    from ..datasets import collate
 
     for net in trainer.networks():
         net.eval()
@@ -94,7 +94,7 @@ def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
                      with_regions: bool = False) -> dict[str, Any]:
     """Median-scaled errors of the trainer's depth net and of the best constant, per image mean."""
     from oe_depth_ros.kitti.labels import labels_to_train_ids
-    from training.edge_metrics import RegionReport
+    from ..edge_metrics import RegionReport
 
     sums: dict[str, float] = {}
     const = []
@@ -126,9 +126,9 @@ def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
 def train_and_measure(args: argparse.Namespace, train_world: Any, heldout_world: Any,
                       overrides: list[str], run_dir: Path, with_regions: bool) -> dict[str, Any]:
     """One training run with its before/after figures."""
-    from training.datasets import KittiRawMonoDataset
-    from training.train_config import load_train_config
-    from training.trainer import Trainer
+    from ..datasets import KittiRawMonoDataset
+    from ..train_config import load_train_config
+    from ..trainer import Trainer
 
     cfg = load_train_config(args.config, [
         f"data.data_path={train_world.root}",

@@ -1,7 +1,7 @@
 """Reproduce the paper's Table 3 on KITTI with one command.
 
-    python -m training.reproduce --kitti ROOT --splits DIR --weights DIR --out runs/paper \
-        [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
+    python -m training.experiments.reproduce --kitti ROOT --splits DIR --weights DIR \
+        --out runs/paper [--rows baseline,odconv_only,triplet_only,oe_depth] [--set KEY=VALUE ...]
 
 ``--splits`` holds Monodepth2's split folders (``eigen_zhou/train_files.txt``,
 ``eigen_zhou/val_files.txt``, ``eigen/test_files.txt``); ``--weights`` holds the ImageNet
@@ -13,6 +13,11 @@ where a run stopped: an unfinished row resumes from its ``last.pt``, a finished 
 skipped), evaluates each final checkpoint (``last.pt``, the final epoch as the
 reference codes report) with median scaling, and writes ``OUT/table3.md`` and
 ``OUT/table3.json`` with the paper's numbers, the measured ones and their difference.
+
+The metric row ``oe_depth_velocity`` (``--rows ...,oe_depth_velocity``: OE-Depth with
+PackNet-SfM's velocity supervision) is evaluated without any scaling, beside its anchor
+(:data:`METRIC_ANCHORS`: PackNet-SfM M+v), with the median-scaled errors and the
+per-image median GT / prediction ratio of the same run under it.
 """
 from __future__ import annotations
 
@@ -28,12 +33,20 @@ from typing import Any, Sequence
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.config import ConfigError
 from oe_depth_ros.metrics import METRIC_LABELS, METRIC_NAMES
-from training.ablation_report import PAPER_TABLE3
-from training.train_config import FROM_SCRATCH, TrainConfig, load_train_config
+from .ablation_report import PAPER_TABLE3
+from ..train_config import FROM_SCRATCH, TrainConfig, load_train_config
 
 LOG = logging.getLogger(__name__)
 
-ROWS = tuple(PAPER_TABLE3)  # baseline, odconv_only, triplet_only, oe_depth (config names)
+#: Metric rows (config names): the published figures they are compared with, measured
+#: without GT scaling (REFERENCE.md section 8: PackNet-SfM M+v, KITTI 640x192).
+METRIC_ANCHORS: dict[str, tuple[str, dict[str, float]]] = {
+    "oe_depth_velocity": ("PackNet-SfM M+v (velocity supervision), no GT scaling",
+                          {"abs_rel": 0.111, "a1": 0.864}),
+}
+#: Table 3's rows (baseline, odconv_only, triplet_only, oe_depth), trained by default.
+TABLE3_ROWS = tuple(PAPER_TABLE3)
+ROWS = TABLE3_ROWS + tuple(METRIC_ANCHORS)
 SPLIT_FILES = {"train": "eigen_zhou/train_files.txt", "val": "eigen_zhou/val_files.txt",
                "test": "eigen/test_files.txt"}
 DEPTH_WEIGHT_NAMES = ("hrnet_w18.ms_in1k.safetensors", "model.safetensors",
@@ -96,7 +109,7 @@ def row_config(row: str, paths: Paths, small: bool, overrides: Sequence[str]) ->
 def export_ground_truth(paths: Paths, progress: bool) -> Path:
     """``OUT/gt_eigen.npz`` from the Velodyne scans (written once, reused afterwards)."""
     from oe_depth_ros.kitti.splits import read_split_file
-    from training.gt_depth import export_gt_cache, open_ground_truth
+    from ..gt_depth import export_gt_cache, open_ground_truth
 
     out = paths.out / GT_NAME
     if out.is_file():
@@ -115,8 +128,8 @@ def _seconds_per_step(cfg: TrainConfig, steps: int) -> tuple[float, int]:
     """(median seconds of the warm-up steps after the first, steps left to train)."""
     import statistics
 
-    from training.checkpointing import load_checkpoint
-    from training.trainer import Trainer
+    from ..checkpointing import load_checkpoint
+    from ..trainer import Trainer
 
     trainer = Trainer(cfg)
     last = Path(cfg.out_dir) / "last.pt"
@@ -147,7 +160,7 @@ def estimate(configs: dict[str, TrainConfig], steps: int) -> dict[str, float]:
 
 def train_row(cfg: TrainConfig) -> None:
     """Train one row to the end, resuming from its ``last.pt``; mark it done."""
-    from training.trainer import Trainer
+    from ..trainer import Trainer
 
     out = Path(cfg.out_dir)
     if _is_done(cfg):
@@ -163,36 +176,64 @@ def train_row(cfg: TrainConfig) -> None:
     write_text_atomic(out / DONE_NAME, json.dumps({"step": trainer.step}))
 
 
-def evaluate_row(cfg: TrainConfig, paths: Paths, gt: Path, progress: bool) -> dict[str, float]:
-    """Eigen errors of the row's final checkpoint (cached in ``<row>/eval/metrics.json``)."""
-    from training.evaluate import EvalOptions, evaluate
+def evaluate_row(cfg: TrainConfig, paths: Paths, gt: Path, progress: bool) -> dict[str, Any]:
+    """Evaluation of the row's final checkpoint (cached in ``<row>/eval/metrics.json``).
+
+    A metric model is scored without scaling and median-scaled in the same run.
+    """
+    from ..evaluate import EvalOptions, evaluate
 
     out = Path(cfg.out_dir) / "eval"
     ckpt = Path(cfg.out_dir) / "last.pt"
     metrics = out / "metrics.json"
     if metrics.is_file() and metrics.stat().st_mtime >= ckpt.stat().st_mtime:
-        return json.loads(metrics.read_text())["errors"]
+        return dict(json.loads(metrics.read_text()))
     options = EvalOptions(model=str(ckpt), data_path=str(paths.kitti),
                           split_file=str(paths.splits["test"]), gt=str(gt), out=str(out),
                           device=cfg.device, save_panels=0, progress=progress)
-    return evaluate(options)["errors"]
+    return evaluate(options)
 
 
-def table(measured: dict[str, dict[str, float]]) -> tuple[str, dict[str, Any]]:
-    """Markdown and JSON of the paper's Table 3 beside the measured rows."""
+def _cells(values: dict[str, float | None], fmt: str) -> str:
+    return " | ".join("-" if values.get(k) is None else fmt.format(values[k])
+                      for k in METRIC_NAMES)
+
+
+def table(measured: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """Markdown and JSON of the published figures beside the measured rows.
+
+    ``measured`` maps a row to its evaluation results (``errors``, and for a metric row
+    ``median_scaled``). Table 3's rows face the paper; a metric row faces its anchor
+    (only the metrics the anchor publishes are compared), with the median-scaled errors
+    and ratio of the same run below.
+    """
     rows: dict[str, Any] = {}
     lines = ["| row | | " + " | ".join(METRIC_LABELS) + " |",
              "| --- | --- |" + " --- |" * len(METRIC_LABELS)]
-    for row, errors in measured.items():
-        paper = dict(zip(METRIC_NAMES, PAPER_TABLE3[row]))
-        diff = {k: errors[k] - paper[k] for k in METRIC_NAMES}
-        rows[row] = {"paper": paper, "measured": {k: errors[k] for k in METRIC_NAMES},
+    for row, results in measured.items():
+        errors = {k: float(results["errors"][k]) for k in METRIC_NAMES}
+        if row in METRIC_ANCHORS:
+            source, published = METRIC_ANCHORS[row]
+            reference: dict[str, float | None] = {k: published.get(k) for k in METRIC_NAMES}
+            label = "anchor"
+        else:
+            source, label = "OE-Depth paper, Table 3", "paper"
+            reference = dict(zip(METRIC_NAMES, PAPER_TABLE3[row]))
+        diff = {k: None if v is None else errors[k] - v for k, v in reference.items()}
+        rows[row] = {label: reference, "source": source, "measured": errors,
                      "difference": diff}
-        for label, values, fmt in (("paper", paper, "{:.3f}"), ("measured", errors, "{:.3f}"),
-                                   ("difference", diff, "{:+.3f}")):
-            cells = [fmt.format(values[k]) for k in METRIC_NAMES]
-            lines.append(f"| {row if label == 'paper' else ''} | {label} | "
-                         + " | ".join(cells) + " |")
+        measured_cells: dict[str, float | None] = dict(errors)
+        table_rows: list[tuple[str, dict[str, float | None], str]] = [
+            (label, reference, "{:.3f}"), ("measured", measured_cells, "{:.3f}"),
+            ("difference", diff, "{:+.3f}")]
+        both = results.get("median_scaled")
+        if row in METRIC_ANCHORS and both:
+            ratio = both["ratio"]
+            rows[row]["median_scaled"] = both
+            table_rows.append((f"measured, median-scaled (median GT/pred {ratio['median']:.3f}"
+                               f" +- {ratio['std']:.3f})", both["errors"], "{:.3f}"))
+        for i, (name, values, fmt) in enumerate(table_rows):
+            lines.append(f"| {row if i == 0 else ''} | {name} | {_cells(values, fmt)} |")
     return "\n".join(lines) + "\n", {"rows": rows, "metrics": list(METRIC_NAMES)}
 
 
@@ -223,8 +264,8 @@ def reproduce(paths: Paths, rows: Sequence[str], small: bool = False,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m training.reproduce``."""
-    p = argparse.ArgumentParser(prog="python -m training.reproduce",
+    """Arguments of ``python -m training.experiments.reproduce``."""
+    p = argparse.ArgumentParser(prog="python -m training.experiments.reproduce",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--kitti", type=Path, required=True, help="KITTI raw root")
     p.add_argument("--splits", type=Path, required=True,
@@ -232,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", required=True,
                    help="folder with the ImageNet weights, or 'none' (random weights)")
     p.add_argument("--out", type=Path, default=Path("runs/paper"), help="output folder")
-    p.add_argument("--rows", default=",".join(ROWS),
-                   help=f"comma-separated Table 3 rows (default {','.join(ROWS)})")
+    p.add_argument("--rows", default=",".join(TABLE3_ROWS),
+                   help=f"comma-separated rows: Table 3's (default {','.join(TABLE3_ROWS)}) "
+                        f"and the metric {','.join(METRIC_ANCHORS)}")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override for every row (repeatable)")
     p.add_argument("--small", action="store_true",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from oe_depth_ros.inference.backends import BACKEND_NAMES
 
 if TYPE_CHECKING:
-    from training.demo import DemoSettings
+    from .demo import DemoSettings
 
 LOG = logging.getLogger("oe-depth.demo")
 
@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic frames per drive")
     parser.add_argument("--max-frames", type=int, default=None,
                         help="process at most this many frames of the drive")
+    parser.add_argument("--compressed", nargs="?", const="jpeg", default=None,
+                        choices=("jpeg", "png"),
+                        help="write the drive's images as CompressedImage (image_transport's "
+                             "compressed plugin; default codec jpeg) and process those")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true",
                         help="smallest configuration that runs every stage (about a minute; "
@@ -42,11 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
     """DemoSettings: the default or ``--fast`` preset with the given options over it."""
-    from training.demo import DemoSettings
+    from .demo import DemoSettings
 
     base = DemoSettings.fast(args.out) if args.fast else DemoSettings(out=args.out)
     chosen = {"model": args.model, "kitti": args.kitti, "backend": args.backend,
-              "seed": args.seed, "max_frames": args.max_frames}
+              "seed": args.seed, "max_frames": args.max_frames, "compressed": args.compressed}
     optional = {"train_steps": args.train_steps, "frames": args.frames}  # None: the preset's
     chosen.update({k: v for k, v in optional.items() if v is not None})
     return dataclasses.replace(base, **chosen)
@@ -54,7 +58,7 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its results are."""
-    from training.demo import run_demo
+    from .demo import run_demo
 
     result = run_demo(settings_from_args(args))
     model, const = result.report["model"], result.report["constant_baseline"]

@@ -12,7 +12,7 @@ Stages (each timed in wall and CPU seconds and reported):
 4. ``kitti2bag``: the held-out drive (or ``--kitti``) to a rosbag2.
 5. ``process-bag``: the depth pipeline over the bag into an output bag.
 6. ``report``: depth read back from the output bag against ground truth, next to the
-   best constant depth (:func:`training.baselines.best_constant_depth`); PNG panels per
+   best constant depth (:func:`training.experiments.baselines.best_constant_depth`); PNG panels per
    frame, a colored PLY cloud, report.md/json.
 
 The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports it
@@ -24,7 +24,7 @@ import json
 import logging
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,8 +34,8 @@ import numpy as np
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, evaluate_depth_map,
                                   valid_mask)
-from oe_depth_ros.scale import ScaleMethod
-from training.baselines import best_constant_depth
+from oe_depth_ros.scale import CameraHeightScale, ScaleConfig, ScaleMethod
+from .baselines import best_constant_depth
 
 LOG = logging.getLogger(__name__)
 
@@ -58,9 +58,12 @@ class DemoSettings:
     train_batch: int = 4
     net_size: tuple[int, int] = (64, 192)
     backend: str = "auto"
-    #: metric scale of the published depth: camera_height (1.65 m mount), fixed or lidar
-    scale_method: ScaleMethod = "camera_height"
+    #: metric scale of the published depth: auto (a metric model's own metres, the
+    #: camera-height fit for a relative model), camera_height (1.65 m mount) or fixed
+    scale_method: ScaleMethod = "auto"
     max_frames: int | None = None
+    #: jpeg or png: the bag carries CompressedImage (image_transport's compressed plugin)
+    compressed: str | None = None
 
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
@@ -149,8 +152,8 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
     moment. The validation frames are held back from the training drives (with ground
     truth in the synthetic world); the held-out drive the demo scores on takes no part.
     """
-    from training.checkpointing import LAST_NAME
-    from training.trainer import BEST_BY, BEST_NAME
+    from ..checkpointing import LAST_NAME
+    from ..trainer import BEST_BY, BEST_NAME
 
     key = next((k for k in BEST_BY if records and all(k in r for r in records)), None)
     if key is not None and (run_dir / BEST_NAME).is_file():
@@ -162,8 +165,8 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
 
 def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
     """Short self-supervised training on the synthetic training drives; returns the model."""
-    from training.train_config import load_train_config
-    from training.trainer import Trainer
+    from ..train_config import load_train_config
+    from ..trainer import Trainer
 
     h, w = settings.net_size
     cfg = load_train_config(settings.train_config, [
@@ -278,10 +281,12 @@ def versus_constant(model: dict[str, float], constant: dict[str, float],
 
 
 def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
-            drive_dir: Path) -> dict[str, Any]:
+            drive_dir: Path, scale: ScaleConfig) -> dict[str, Any]:
+    """Errors of the published depth: median-scaled, as published, and camera-height scaled."""
     from oe_depth_ros.bags.bagio import BagReader
     from oe_depth_ros.kitti.raw import KittiDrive
-    from oe_depth_ros.messages import image_to_numpy, image_to_rgb, pointcloud2_to_numpy
+    from oe_depth_ros.intake import any_image_rgb_from_msg
+    from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
     from oe_depth_ros.ply import write_ply
     from oe_depth_ros.pointcloud import unpack_rgb
 
@@ -291,7 +296,7 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
     images: list[np.ndarray] = []
     with BagReader(in_bag) as src:
         for conn, stamp, data in src.messages([options.image_topic]):
-            images.append(image_to_rgb(src.deserialize(data, conn, stamp)))
+            images.append(any_image_rgb_from_msg(src.deserialize(data, conn, stamp)))
     depths: list[np.ndarray] = []
     clouds: list[np.ndarray] = []
     depth_topic, points_topic = f"{options.namespace}/depth/image", f"{options.namespace}/points"
@@ -304,12 +309,16 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
                 clouds.append(pointcloud2_to_numpy(msg))
     if not depths or len(depths) != len(images):
         raise RuntimeError(f"{out_bag}: {len(depths)} depth images for {len(images)} inputs")
-    model_rows, metric_rows, const_rows, per_frame = [], [], [], []
+    model_rows, metric_rows, height_rows, const_rows, per_frame = [], [], [], [], []
+    camera_height = CameraHeightScale(scale.camera_height, replace(scale, method="camera_height"))
     for idx, (rgb, depth) in enumerate(zip(images, depths)):
         gt = _ground_truth(drive, idx, depth.shape)
         pred = np.nan_to_num(depth, nan=80.0)
         errors, ratio = evaluate_depth_map(gt, pred)
         metric_rows.append(evaluate_depth_map(gt, pred, median_scaling=False)[0])
+        # the camera-height fit on the published depth: its metres whatever the model's units
+        fit = camera_height.estimate(depth, drive.calib.K_cam2).scale
+        height_rows.append(evaluate_depth_map(gt, pred, median_scaling=False, scale=fit)[0])
         model_rows.append(errors)
         const_rows.append(_constant_errors(gt))
         per_frame.append({"frame": idx, "abs_rel": errors["abs_rel"], "ratio": ratio})
@@ -323,7 +332,8 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
         return {k: float(np.mean([r[k] for r in rows])) for k in METRIC_NAMES}
 
     return {"model": mean(model_rows), "constant_baseline": mean(const_rows),
-            "model_metric_scale": mean(metric_rows), "frames": len(images),
+            "model_metric_scale": mean(metric_rows), "model_camera_height": mean(height_rows),
+            "frames": len(images),
             "ground_truth": "dense depth PNGs" if drive.groundtruth_depth_path(0).is_file()
             else "projected LiDAR", "scaling": "per-image median (mono protocol)",
             "per_frame": per_frame}
@@ -338,7 +348,8 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
              "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     rows = (("model", "model, median-scaled"),
             ("constant_baseline", "best constant depth (Abs Rel minimizer, per frame)"),
-            ("model_metric_scale", f"model, metric ({report['scale_method']} scale)"))
+            ("model_metric_scale", f"model, metric as published ({report['published_scale']})"),
+            ("model_camera_height", "model, camera-height scale (1.65 m ground fit)"))
     for key, label in rows:
         lines.append(f"| {label} | " + " | ".join(f"{report[key][n]:.3f}" for n in names) + " |")
     stage_times = ", ".join(f"{k} {v:.1f} ({report['stage_cpu_seconds'][k]:.1f})"
@@ -353,11 +364,11 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
 
 def run_demo(settings: DemoSettings) -> DemoResult:
     """Run every stage; returns the report (also written to ``out/report.json``)."""
-    from oe_depth_ros.bags.kitti2bag import convert
+    from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, convert
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
+    from oe_depth_ros.compressed import transport_topic
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
-    from oe_depth_ros.scale import ScaleConfig
 
     settings.check_inputs()
     settings.out.mkdir(parents=True, exist_ok=True)
@@ -385,18 +396,29 @@ def run_demo(settings: DemoSettings) -> DemoResult:
                       f"{trained.describe()}")
     in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
     stages.run("kitti2bag", lambda: convert(drive_dir, in_bag, storage="mcap", distro="jazzy",
-                                            max_frames=settings.max_frames, overwrite=True))
+                                            max_frames=settings.max_frames, overwrite=True,
+                                            compressed=settings.compressed))
     backend = create_backend(settings.backend, model_path)
-    pipeline_config = PipelineConfig(scale=ScaleConfig(method=settings.scale_method))
-    options = ProcessOptions(overwrite=True, metrics_path=settings.out / "lidar_metrics.json")
+    pipeline_config = PipelineConfig(scale=ScaleConfig(method=settings.scale_method,
+                                                       relative_method="camera_height"))
+    units = backend.units
+    if settings.scale_method == "auto" and units.metric:
+        published = f"the model's own {units.describe()}, no camera height, no ground truth"
+    else:
+        used = "camera_height" if settings.scale_method == "auto" else settings.scale_method
+        published = f"{used} scale; the model is {units.describe()}"
+    transport = "compressed" if settings.compressed else "raw"
+    options = ProcessOptions(image_topic=transport_topic(LEFT_COLOR_IMAGE_TOPIC, transport),
+                             overwrite=True, metrics_path=settings.out / "lidar_metrics.json")
     summary = stages.run("process-bag", lambda: process_bag(
         in_bag, out_bag, DepthPipeline(backend, pipeline_config), options))
     report = stages.run("report", lambda: _report(settings, options, in_bag, out_bag,
-                                                  drive_dir))
+                                                  drive_dir, pipeline_config.scale))
     report["versus_constant"] = versus_constant(report["model"], report["constant_baseline"],
                                                 trained_here=settings.model is None)
     report.update(extra, model_source=model_desc, backend=backend.name,
-                  scale_method=settings.scale_method, lidar_evaluation=summary.evaluation,
+                  scale_method=settings.scale_method, published_scale=published,
+                  depth_units=units.to_dict(), lidar_evaluation=summary.evaluation,
                   stage_seconds=stages.seconds, stage_cpu_seconds=stages.cpu_seconds,
                   total_seconds=round(time.perf_counter() - start[0], 2),
                   total_cpu_seconds=round(_cpu_seconds() - start[1], 2))

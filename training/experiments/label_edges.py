@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from training.edge_metrics import depth_discontinuities, near, semantic_boundaries
+from ..edge_metrics import depth_discontinuities, near, semantic_boundaries
 
 
 @dataclass
@@ -81,8 +81,8 @@ def world_agreement(root: Path, split_file: Path, depth_jump: float = 0.15,
     from oe_depth_ros.kitti.raw import read_depth_png
     from oe_depth_ros.kitti.splits import read_split_file
     from oe_depth_ros.synthetic.sensors import CAMERA_FAR
-    from training.evaluate import load_train_ids
-    from training.gt_depth import improved_gt_path
+    from ..evaluate import load_train_ids
+    from ..gt_depth import improved_gt_path
 
     total = BoundaryAgreement()
     for entry in read_split_file(split_file):

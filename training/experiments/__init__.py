@@ -1,0 +1,1 @@
+"""Experiment tooling built on the training core: ablations, reproduction, the demo."""
