@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from oe_depth_ros.inference import create_backend  # noqa: E402
 from oe_depth_ros.inference.backends import BACKENDS, tensorrt_usable  # noqa: E402
-from oe_depth_ros.inference.calibration import load_calibration  # noqa: E402
+from oe_depth_ros.calibration import load_calibration  # noqa: E402
 from oe_depth_ros.inference.conditioning import ErrorStats  # noqa: E402
 from oe_depth_ros.inference.quantize import (  # noqa: E402
     DEFAULT_ODCONV, ODCONV_MODES, odconv_nodes, quantize_int8,

@@ -14,7 +14,7 @@ from oe_depth_ros.bags.bagio import BagWriter
 from oe_depth_ros.cli import main as cli_main
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.inference import conditioning
-from oe_depth_ros.inference.calibration import (
+from oe_depth_ros.calibration import (
     CalibrationError, CalibrationSource, load_calibration,
 )
 from oe_depth_ros.inference.conditioning import ErrorStats, verification_image

@@ -5,7 +5,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from oe_depth_ros.inference.calibration import DEFAULT_FRAMES
+from oe_depth_ros.calibration import DEFAULT_FRAMES
 from oe_depth_ros.inference.metadata import ONNX_PRECISIONS
 
 LOG = logging.getLogger("oe-depth.export-onnx")
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     verify_image = None if args.verify_image is None else read_rgb(args.verify_image)
     calibration = None
     if args.calibration is not None:
-        from oe_depth_ros.inference.calibration import load_calibration
+        from oe_depth_ros.calibration import load_calibration
         from oe_depth_ros.inference.export import check_input_size
 
         check_input_size(args.height, args.width)

@@ -47,12 +47,11 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
 )
-from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, quantize_int8
+from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, CalibrationSet, quantize_int8
 from oe_depth_ros.model.checkpoint import checkpoint_units
 from oe_depth_ros.units import RELATIVE_UNKNOWN
 
 if TYPE_CHECKING:
-    from oe_depth_ros.inference.calibration import CalibrationSet
     from oe_depth_ros.model.depth_net import DepthNet
 
 LOG = logging.getLogger(__name__)

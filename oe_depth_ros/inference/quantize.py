@@ -19,6 +19,7 @@ Why and what it costs: docs/deployment.md and docs/results/2026-12-06-cpu-infere
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -36,6 +37,14 @@ DEFAULT_ODCONV = "attention-float"
 #: The exporter's per-node metadata key listing the PyTorch module classes of a node.
 CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
 ODCONV_CLASS = "ODConv2d"
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationSet:
+    """Calibration inputs [1,3,H,W] in [0,1] and the source they came from (for metadata)."""
+
+    source: str
+    batches: tuple[np.ndarray, ...]
 
 
 def _hierarchy(node: onnx.NodeProto) -> str:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from oe_depth_ros.inference.quantize import CalibrationSet
+
 LOG = logging.getLogger(__name__)
 
 #: Image files of a calibration folder.
@@ -130,14 +132,6 @@ def synthetic_frames(height: int, width: int, frames: int) -> list[np.ndarray]:
     plan = plan_drive(SYNTHETIC_SEED, 1, frames)
     return [np.clip(rig.render_camera(plan.world, plan.imu_pose(k), 2)[0] * 255.0 + 0.5,
                     0, 255).astype(np.uint8) for k in range(frames)]
-
-
-@dataclasses.dataclass(frozen=True)
-class CalibrationSet:
-    """Calibration inputs [1,3,H,W] in [0,1] and the source they came from (for metadata)."""
-
-    source: str
-    batches: tuple[np.ndarray, ...]
 
 
 def load_calibration(source: str | CalibrationSource, height: int, width: int,
