@@ -29,6 +29,8 @@ from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
 from oe_depth_ros.metrics import (
+    EIGEN_MAX_DEPTH,
+    EIGEN_MIN_DEPTH,
     METRIC_NAMES,
     CropName,
     STEREO_SCALE_FACTOR,
@@ -92,8 +94,8 @@ class EvalOptions:
     scale: float | None = None
     post_process: bool = False
     crop: CropName | None = "garg"
-    min_depth: float = 1e-3
-    max_depth: float = 80.0
+    min_depth: float = EIGEN_MIN_DEPTH
+    max_depth: float = EIGEN_MAX_DEPTH
     out: str | None = None
     save_panels: int = 3
     export_gt: str | None = None
@@ -381,8 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--post-process", action="store_true",
                    help="average with the prediction of the mirrored image")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg")
-    p.add_argument("--min-depth", type=float, default=1e-3)
-    p.add_argument("--max-depth", type=float, default=80.0)
+    p.add_argument("--min-depth", type=float, default=EIGEN_MIN_DEPTH)
+    p.add_argument("--max-depth", type=float, default=EIGEN_MAX_DEPTH)
     p.add_argument("--out", default=None, help="output folder for metrics.json, CSV, panels")
     p.add_argument("--save-panels", type=int, default=3, metavar="N",
                    help="PNG panels for the N best and N worst images (default 3)")

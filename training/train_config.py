@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
+from oe_depth_ros.metrics import EIGEN_MAX_DEPTH
 from oe_depth_ros.paths import config_dir
 from oe_depth_ros.units import DepthUnits, training_units
 
@@ -40,7 +41,7 @@ class DataConfig:
     color_aug_prob: float = 0.5
     num_workers: int = 4
     val_crop: Optional[Literal["garg", "eigen"]] = "garg"
-    val_max_depth: float = 80.0
+    val_max_depth: float = EIGEN_MAX_DEPTH
 
     def __post_init__(self) -> None:
         if self.height % 32 or self.width % 32:
