@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 
 from _common import REPO, parse_hw, write_json
+from oe_depth_ros.node_names import NODE_NAME
 
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
@@ -161,7 +162,7 @@ def start_node(model: Path, ns: str, decimation: int, log: Path,
 
 def node_values(diag_msgs: list[Any], ns: str) -> dict[str, str]:
     """The key/values of node ``ns``'s newest /diagnostics status ({} if none)."""
-    name = f"/{ns}/oe_depth_node: depth"
+    name = f"/{ns}/{NODE_NAME}: depth"
     for msg in reversed(diag_msgs):
         for status in msg.status:
             if status.name == name:
