@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size  # noqa: E402
 from oe_depth_ros.inference import create_backend  # noqa: E402
 from oe_depth_ros.inference.backends import tensorrt_usable  # noqa: E402
 from oe_depth_ros.inference.export import (  # noqa: E402
@@ -45,15 +46,6 @@ from oe_depth_ros.model import build_depth_net  # noqa: E402
 
 LOG = logging.getLogger("bench_inference")
 Runner = Callable[[], Any]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x192' (W x H, the paper's notation) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 640x192, got {text!r}") from exc
-    return height, width
 
 
 def calibrated_net(config: str, seed: int = 0) -> torch.nn.Module:
@@ -259,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", nargs="+", default=["diffnet", "oe_depth"])
     parser.add_argument("--sizes", nargs="+", type=parse_size,
-                        default=[(192, 640), (320, 1024)], help="W x H, e.g. 640x192")
+                        default=[DEFAULT_NETWORK_SIZE, (320, 1024)], help="WxH, e.g. 640x192")
     parser.add_argument("--threads", type=int, nargs="+", default=[2],
                         help="CPU intra-op thread counts to compare (torch and ORT alike)")
     parser.add_argument("--iters", type=int, default=10, help="timed rounds on the CPU")

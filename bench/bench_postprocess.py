@@ -34,6 +34,7 @@ import numpy as np
 from _common import cpu_name, write_json
 from oe_depth_ros.colormap import colorize_depth
 from oe_depth_ros.inference.backends import DepthBackend
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
 from oe_depth_ros.intake import FrameIntake
 from oe_depth_ros.messages import (
     MessageTypes, make_camera_info, make_header, numpy_to_image,
@@ -43,7 +44,7 @@ from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig
 from oe_depth_ros.scale import FixedScale
 
 CAM_H, CAM_W = 375, 1242
-NET_H, NET_W = 192, 640
+NET_H, NET_W = DEFAULT_NETWORK_SIZE
 K = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 SCALE = 1.65
 #: The node's defaults: the published range and the colored output's range.

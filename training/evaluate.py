@@ -25,6 +25,7 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from oe_depth_ros.image_size import parse_size
 from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
@@ -346,14 +347,6 @@ def summary_text(results: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 192x640, got {text!r}") from None
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m training.evaluate``."""
     p = argparse.ArgumentParser(prog="python -m training.evaluate",
@@ -364,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="device for the backend (default auto)")
     p.add_argument("--model-config", default=None,
                    help="architecture name or YAML for a plain state dict")
-    p.add_argument("--input-size", type=_parse_size, default=None, metavar="HxW",
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
                    help="network input size of a plain state dict (checkpoints record it)")
     p.add_argument("--data-path", required=True, help="KITTI raw root")
     p.add_argument("--split-file", required=True, help="split file ('<date>/<drive> <frame> l')")
