@@ -46,6 +46,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size  # noqa: E402
 from oe_depth_ros.inference import create_backend  # noqa: E402
 from oe_depth_ros.inference.backends import BACKENDS, tensorrt_usable  # noqa: E402
 from oe_depth_ros.calibration import load_calibration  # noqa: E402
@@ -60,15 +61,6 @@ from oe_depth_ros.model import build_depth_net  # noqa: E402
 
 LOG = logging.getLogger("bench_inference")
 Runner = Callable[[], Any]
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'640x192' (W x H, the paper's notation) -> (height, width)."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 640x192, got {text!r}") from exc
-    return height, width
 
 
 def calibrated_net(config: str, seed: int = 0) -> torch.nn.Module:
@@ -411,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-config", nargs="*", default=["diffnet", "oe_depth"],
                         help="networks to time (none: only the held-out accuracy)")
     parser.add_argument("--sizes", nargs="+", type=parse_size,
-                        default=[(192, 640), (320, 1024)], help="W x H, e.g. 640x192")
+                        default=[DEFAULT_NETWORK_SIZE, (320, 1024)], help="WxH, e.g. 640x192")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="CPU intra-op thread counts to compare (every runner alike)")
     parser.add_argument("--runners", nargs="+", choices=list(CPU_RUNNERS),

@@ -215,8 +215,9 @@ def test_launch_files_parse_and_compile(path: Path) -> None:
     assert outside <= {"oe_depth_ros.launch_common", "oe_depth_ros.bags.names"}, outside
 
 
-def test_bag_names_import_only_the_standard_library() -> None:
-    tree = ast.parse((REPO / "oe_depth_ros" / "bags" / "names.py").read_text())
+@pytest.mark.parametrize("module", ["bags/names.py", "node_names.py"])
+def test_names_modules_import_only_the_standard_library(module: str) -> None:
+    tree = ast.parse((REPO / "oe_depth_ros" / module).read_text())
     imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import)
                 for alias in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -233,7 +234,8 @@ def test_shared_launch_code_imports_launch_only_when_called() -> None:
             top_level.update(alias.name for alias in n.names)
         elif isinstance(n, ast.ImportFrom):
             top_level.add(n.module)
-    assert top_level <= {"__future__", "os", "typing"}, top_level
+    # the node's name and default namespace: a module of constants that imports nothing
+    assert top_level <= {"__future__", "os", "typing", "oe_depth_ros.node_names"}, top_level
     import oe_depth_ros.launch_common as common  # works without launch installed
 
     assert [a[0] for a in common.NODE_ARGUMENTS] == ["params_file", "backend", "model_path",

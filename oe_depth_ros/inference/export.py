@@ -128,7 +128,7 @@ def check_input_size(height: int, width: int) -> None:
     if bad:
         raise ValueError(
             f"input size must be positive multiples of 32 (the network downsamples by 32): "
-            f"{', '.join(bad)}; e.g. 192x640 or 320x1024"
+            f"{', '.join(bad)}; e.g. height 192, width 640"
         )
 
 
