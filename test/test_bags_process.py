@@ -74,7 +74,7 @@ def in_bag(drive: Path, work: Path) -> Path:
 def config(onnx_model: Path, drive: Path) -> PipelineConfig:
     """Range limits at the first frame's 5th and 50th depth percentiles: many NaN pixels."""
     backend = create_backend("onnxruntime", onnx_model)
-    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6, scale=FIXED))
+    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1000.0, scale=FIXED))
     depth = probe.process(_png(drive, 0), _k(drive)).depth
     return PipelineConfig(min_range=float(np.nanpercentile(depth, 5)),
                           max_range=float(np.nanmedian(depth)), scale=FIXED)

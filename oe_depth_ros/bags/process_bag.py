@@ -40,17 +40,10 @@ from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
 from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig, FrameIntake
-from oe_depth_ros.messages import (
-    MessageError,
-    MessageTypes,
-    numpy_to_image,
-    pointcloud2_to_numpy,
-    stamp_to_ns,
-)
+from oe_depth_ros.messages import MessageError, MessageTypes, pointcloud2_to_numpy, stamp_to_ns
 from oe_depth_ros.metrics import METRIC_NAMES
-from oe_depth_ros.node_params import (
-    COLORED_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, POINTS_TOPIC, TOPICS,
-)
+from oe_depth_ros.node_params import COLORED_TOPIC, POINTS_TOPIC, TOPICS
+from oe_depth_ros.outputs import output_messages
 from oe_depth_ros.pipeline import Outputs
 
 if TYPE_CHECKING:
@@ -70,7 +63,7 @@ OUTPUT_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS
                                        if t.direction == "pub" and not t.name.startswith("/"))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProcessOptions:
     """What to read, what to write, and how to evaluate."""
 
@@ -118,7 +111,7 @@ class ProcessOptions:
         return {name: f"{ns}/{name}" for name in self.outputs}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProcessSummary:
     """What :func:`process_bag` did."""
 
@@ -249,19 +242,8 @@ class _Run:
         result = self.pipeline.process(frame.rgb, frame.k,
                                        self._lidar_in_camera(msg.header.frame_id), self.outputs)
         header = msg.header
-        topics = self.topics
-        if DEPTH_TOPIC in topics:
-            self.dst.write(topics[DEPTH_TOPIC], bag_time,
-                           numpy_to_image(result.depth, "32FC1", header, self.types))
-        if DEPTH_INFO_TOPIC in topics:
-            self.dst.write(topics[DEPTH_INFO_TOPIC], bag_time,
-                           result.camera_info(header, self.types))
-        if result.points is not None:
-            self.dst.write(topics[POINTS_TOPIC], bag_time,
-                           result.pointcloud2(header, self.types))
-        if result.colored is not None:
-            self.dst.write(topics[COLORED_TOPIC], bag_time,
-                           numpy_to_image(result.colored, "rgb8", header, self.types))
+        for name, out in output_messages(result, header, self.types, self.topics).items():
+            self.dst.write(self.topics[name], bag_time, out)
         for stage, ms in result.timings.items():
             self.timings.setdefault(stage, []).append(ms)
         if self.evaluator is not None:
@@ -380,8 +362,9 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
              run.frames, run.images, seconds, timings.get("total", math.nan))
     if skipped:
         LOG.warning("bad input skipped or worked around: %s", _counts(skipped))
-    return ProcessSummary(Path(out_bag), run.frames, run.images, skipped, seconds, counts,
-                          timings, evaluation, metrics_path)
+    return ProcessSummary(out=Path(out_bag), frames=run.frames, images=run.images,
+                          skipped=skipped, seconds=seconds, message_counts=counts,
+                          timings_ms=timings, evaluation=evaluation, metrics_path=metrics_path)
 
 
 def _counts(counts: dict[str, int]) -> str:
