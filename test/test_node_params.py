@@ -215,8 +215,8 @@ def test_every_parameter_is_one_declaration_for_node_dataclass_file_and_table(p)
             lo, hi = p.limits
             kind = int if p.type_name == "int" else float
             inside = [kind(lo), kind(hi)]
-            outside = [lo - 1, hi + 1] if kind is int else [lo - 1e-3 * max(1.0, abs(lo)),
-                                                             hi * 1.01]
+            outside = ([lo - 1, hi + 1] if kind is int
+                       else [lo - 1e-3 * max(1.0, abs(lo)), hi * 1.01])
             for value in inside:  # both ends accepted, unless a combination forbids it
                 try:
                     assert getattr(cls(**{field: value}), field) == value
