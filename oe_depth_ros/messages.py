@@ -39,6 +39,7 @@ __all__ = [
     "MessageError",
     "MessageTypes",
     "Header",
+    "Stamped",
     "RosMessage",
     "ENCODINGS",
     "CAMERA_ENCODINGS",
@@ -124,6 +125,14 @@ class Header(Protocol):
         """Coordinate frame of the data."""
 
 
+class Stamped(Protocol):
+    """A message with a std_msgs/Header (Image, CompressedImage, CameraInfo, PointCloud2)."""
+
+    @property
+    def header(self) -> Header:
+        """Stamp and frame of the message."""
+
+
 #: A message built here: an instance of an rclpy class or of a rosbags typestore's
 #: dataclass (the two share field names, not a base class).
 RosMessage = object
@@ -185,7 +194,7 @@ def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Header:
     return types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def stamp_to_ns(stamp: Any) -> int:
+def stamp_to_ns(stamp: Stamp) -> int:
     """builtin_interfaces/Time (``sec``, ``nanosec``) -> integer nanoseconds."""
     try:
         sec, nanosec = int(stamp.sec), int(stamp.nanosec)

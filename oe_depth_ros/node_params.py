@@ -38,6 +38,8 @@ from oe_depth_ros.compressed import TRANSPORTS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from oe_depth_ros.pipeline import PipelineConfig
 
 PARAMS_FILE_KEY = "ros__parameters"
@@ -278,7 +280,7 @@ def field_default(name: str) -> Any:
     return tuple(default) if isinstance(default, list) else default
 
 
-def check_fields(config: Any, section: str = "") -> None:
+def check_fields(config: "DataclassInstance", section: str = "") -> None:
     """Check a configuration dataclass's fields that are node parameters (ParamError).
 
     ``section`` is the parameters' prefix (``points`` for ``points.decimation``); fields

@@ -80,7 +80,7 @@ class ColoredConfig:
                              f"colored.max_range ({self.max_range})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     """Pipeline settings, named as the node's parameters (YAML: ``config.from_dict``)."""
 

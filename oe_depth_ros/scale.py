@@ -79,7 +79,7 @@ class ScaleEstimator(Protocol):
         """Forget the temporal history (e.g. when a bag loops)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScaleConfig:
     """Scale settings (the ``scale`` section of the pipeline configuration)."""
 
