@@ -526,10 +526,21 @@ def test_node_and_process_bag_build_and_write_the_same_messages(in_bag, tmp_path
     assert deserialize_message(written[DEPTH], type(changed)) != changed
 
 
-def test_process_bag_takes_the_documented_lidar_scale() -> None:
+def test_process_bag_takes_the_documented_lidar_scale(in_bag, tmp_path, onnx_model) -> None:
     """docs/bags.md's ``--set scale.method=lidar`` is accepted; the node's own choices stay."""
     from oe_depth_ros.commands.process_bag import node_parameters
     from oe_depth_ros.node_params import ParamError, pipeline_config
+
+    out = tmp_path / "lidar_scaled"
+    assert cli_main(["process-bag", str(in_bag), str(out), "--model", str(onnx_model),
+                     "--max-frames", "6", "--no-progress", "--outputs", "depth/image",
+                     "--set", "scale.method=lidar", "--set", "scale.window=1",
+                     "--set", "scale.min_confidence=0"]) == 0
+    report = json.loads(default_metrics_path(out).read_text())
+    assert report["overall"]["frames_evaluated"] == 6
+    # Scaled by the bag's scans (every fit taken: the random-weights model's ratios scatter):
+    # the median LiDAR / depth ratio is about 1, where the unscaled model's is about 66.
+    assert report["overall"]["median_ratio"]["median"] == pytest.approx(1.0, abs=0.1)
 
     values = node_parameters(None, ["scale.method=lidar", "max_range=60"])
     assert values["scale.method"] == "lidar" and values["max_range"] == 60.0
