@@ -98,11 +98,11 @@ DIAGNOSTICS_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def own_qos(profile: QoSProfile) -> QoSProfile:
-    """A copy of ``profile`` for one topic.
+    """Return a copy of ``profile`` for one topic.
 
     rclpy writes a topic's QoS overrides into the profile object it is given, so a
-    shared one would carry them to every other topic (and ``qos_profile_sensor_data``
-    is rclpy's own module-level object).
+    shared one would carry them to every other topic (and ``qos_profile_sensor_data`` is
+    rclpy's own module-level object).
     """
     return copy.copy(profile)
 

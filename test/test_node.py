@@ -85,9 +85,10 @@ def _env() -> dict[str, str]:
 
 
 def node_command(*ros_args: str, relative_method: str = "fixed") -> list[str]:
-    """The node as ``oe_depth_node`` runs it (signal handlers installed first).
+    """Return the node's command line as ``oe_depth_node`` runs it.
 
-    The test models are relative, so a scale estimator is set.
+    Signal handlers are installed first; the test models are relative, so a scale
+    estimator is set.
     """
     return [sys.executable, "-m", "oe_depth_ros.node_main", "--ros-args", *ros_args,
             "-p", f"scale.relative_method:={relative_method}"]
