@@ -26,6 +26,7 @@ setup(
     ],
     package_data={PACKAGE: ["py.typed"]},
     install_requires=["setuptools"],
+    # Optional CPU backend (oe_depth_ros.inference.openvino_backend); pins: requirements.txt.
     zip_safe=False,
     maintainer="oe_depth_ros maintainers",
     maintainer_email="maintainers@oe-depth-ros.dev",
@@ -33,7 +34,7 @@ setup(
     license="Apache-2.0",
     # colcon test runs pytest when the package names it as a test extra (tests_require
     # is gone from setuptools 72 on, and colcon then falls back to unittest).
-    extras_require={"test": ["pytest"]},
+    extras_require={"openvino": ["openvino", "onnx"], "test": ["pytest"]},
     entry_points={
         "console_scripts": [
             f"oe_depth_node = {PACKAGE}.node_main:main",

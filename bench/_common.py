@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: the checkout on sys.path, sizes, timing, reports.
+"""What the benchmark scripts share: the checkout on sys.path, timing, reports.
 
 The scripts run as ``.venv/bin/python bench/<name>.py``; importing this module (found
 next to them) puts the repository root first on ``sys.path``, so they import the
@@ -6,7 +6,6 @@ package from the checkout.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -17,15 +16,6 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """``'HxW'`` -> (H, W), for argparse ``type=``."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    return h, w
 
 
 def cpu_name() -> str:

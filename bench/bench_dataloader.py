@@ -1,7 +1,7 @@
 """Training data loading: KittiRawMonoDataset against a plain PIL loader doing the same work.
 
     .venv/bin/python bench/bench_dataloader.py [--samples 48] [--workers 1 2] [--batch 4]
-        [--size 192x640] [--json OUT]
+        [--size 640x192] [--json OUT]
 
 Writes a KITTI-raw layout of 1242x375 frames (PNG as KITTI ships them, and JPG as
 Monodepth2's setup converts them) with semantic label PNGs into a temporary folder,
@@ -32,7 +32,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from _common import cpu_name, parse_hw, write_json
+from _common import cpu_name, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels
 from oe_depth_ros.kitti.labels import labels_to_train_ids
 from oe_depth_ros.kitti.splits import read_split_file
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=48, help="samples per epoch")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--size", type=parse_hw, default=(192, 640), help="network input HxW")
+    p.add_argument("--size", type=parse_size, default=DEFAULT_NETWORK_SIZE,
+                   help="network input WxH (default 640x192)")
     p.add_argument("--passes", type=int, default=2, help="epochs per measurement (median)")
     p.add_argument("--formats", nargs="+", default=[".png", ".jpg"], choices=[".png", ".jpg"],
                    help="image formats of the frames (KITTI ships PNG; Monodepth2 converts to JPG)")

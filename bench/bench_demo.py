@@ -1,7 +1,7 @@
 """The demo's stage times and the export time of a full-size network, in one run.
 
     .venv/bin/python bench/bench_demo.py [--fast] [--export-model oe_depth]
-        [--export-size 192x640] [--skip-demo] [--json OUT]
+        [--export-size 640x192] [--skip-demo] [--json OUT]
 
 Part 1 runs ``oe-depth demo`` (default settings, or ``--fast``) in this process and
 prints each stage's wall and CPU seconds and their share of the total, the held-out
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_name, parse_hw, write_json
+from _common import cpu_name, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 
 
 def bench_demo(fast: bool, out: Path) -> dict[str, Any]:
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="the demo's --fast preset")
     parser.add_argument("--skip-demo", action="store_true", help="only the export part")
     parser.add_argument("--export-model", default="oe_depth")
-    parser.add_argument("--export-size", type=parse_hw, default=(192, 640), metavar="HxW")
+    parser.add_argument("--export-size", type=parse_size, default=DEFAULT_NETWORK_SIZE,
+                        metavar="WxH")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

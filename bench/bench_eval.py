@@ -1,7 +1,7 @@
 """Evaluation throughput on this CPU: prediction (ONNX Runtime) and metrics, separately.
 
-    .venv/bin/python bench/bench_eval.py [--model-config diffnet] [--input 192x640] \
-        [--image 375x1242] [--frames 12] [--threads 2] [--onnx MODEL.onnx] [--json OUT]
+    .venv/bin/python bench/bench_eval.py [--model-config diffnet] [--input 640x192] \
+        [--image 1242x375] [--frames 12] [--threads 2] [--onnx MODEL.onnx] [--json OUT]
 
 Renders a synthetic KITTI drive at the image size, exports the network to ONNX with
 random weights (throughput does not depend on the weights) unless --onnx is given,
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _common import cpu_name, parse_hw, time_passes, write_json
+from _common import cpu_name, time_passes, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 from oe_depth_ros.kitti.splits import SplitEntry, write_split_file
 from oe_depth_ros.metrics import align_prediction, compute_errors, valid_mask
 from training.edge_metrics import RegionReport
@@ -39,8 +40,9 @@ from training.gt_depth import VelodyneGroundTruth
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", default="diffnet")
-    parser.add_argument("--input", type=parse_hw, default=(192, 640), help="network HxW")
-    parser.add_argument("--image", type=parse_hw, default=(375, 1242), help="image HxW")
+    parser.add_argument("--input", type=parse_size, default=DEFAULT_NETWORK_SIZE,
+                        help="network WxH (default 640x192)")
+    parser.add_argument("--image", type=parse_size, default="1242x375", help="image WxH")
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)

@@ -1,6 +1,6 @@
 """Depth-network cost: CPU latency, parameters and multiply-accumulates per module.
 
-    .venv/bin/python bench/bench_model.py [--configs diffnet oe_depth] [--input 192x640] \
+    .venv/bin/python bench/bench_model.py [--configs diffnet oe_depth] [--input 640x192] \
         [--threads 2] [--repeats 10] [--json OUT] [--gpu-batches 1 16] [--no-gpu]
 
 Times the forward pass (eval mode, batch 1, ``torch.inference_mode``) of each config on
@@ -23,7 +23,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from _common import cpu_name, parse_hw, write_json
+from _common import cpu_name, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 from oe_depth_ros.model import DepthNet, ODConv2d, build_depth_net
 
 
@@ -166,7 +167,8 @@ def gpu_latency(net: DepthNet, size: tuple[int, int], batches: list[int],
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=["diffnet", "oe_depth"])
-    parser.add_argument("--input", type=parse_hw, default=(192, 640), help="HxW")
+    parser.add_argument("--input", type=parse_size, default=DEFAULT_NETWORK_SIZE,
+                        help="WxH (default 640x192)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)

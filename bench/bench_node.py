@@ -46,7 +46,7 @@ the network's inference (decode or conversion, pre- and post-processing, scale, 
 color, publishing). ``--compressed-only`` runs Part 4 alone.
 
 Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 640]
-       [--camera 375x1242] [--stream-frames 30 --rate 10] [--json OUT]
+       [--camera 1242x375] [--stream-frames 30 --rate 10] [--json OUT]
        [--compressed-only] [--jpeg-quality 90]
 """
 from __future__ import annotations
@@ -65,7 +65,9 @@ from typing import Any
 
 import numpy as np
 
-from _common import REPO, parse_hw, write_json
+from _common import REPO, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, format_size, parse_size
+from oe_depth_ros.node_names import NODE_NAME
 
 K_KITTI = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
 DOMAIN = 30 + os.getpid() % 150
@@ -161,7 +163,7 @@ def start_node(model: Path, ns: str, decimation: int, log: Path,
 
 def node_values(diag_msgs: list[Any], ns: str) -> dict[str, str]:
     """The key/values of node ``ns``'s newest /diagnostics status ({} if none)."""
-    name = f"/{ns}/oe_depth_node: depth"
+    name = f"/{ns}/{NODE_NAME}: depth"
     for msg in reversed(diag_msgs):
         for status in msg.status:
             if status.name == name:
@@ -232,7 +234,7 @@ def measure_transports(model: Path, frames: int, rate: float, camera: tuple[int,
         if profile is not None:
             env[PROFILE_VARIABLE] = str(profile)
         cmd = [sys.executable, __file__, "--stream-child", str(model), "--stream-frames",
-               str(frames), "--rate", str(rate), "--camera", f"{camera[0]}x{camera[1]}"]
+               str(frames), "--rate", str(rate), "--camera", format_size(camera)]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir,
                              timeout=600)
         if out.returncode != 0:
@@ -557,9 +559,11 @@ def print_tables(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20, help="frames per configuration")
-    parser.add_argument("--height", type=int, default=192, help="network input height")
-    parser.add_argument("--width", type=int, default=640, help="network input width")
-    parser.add_argument("--camera", type=parse_hw, default=(375, 1242), help="camera image HxW")
+    parser.add_argument("--height", type=int, default=DEFAULT_NETWORK_SIZE[0],
+                        help="network input height")
+    parser.add_argument("--width", type=int, default=DEFAULT_NETWORK_SIZE[1],
+                        help="network input width")
+    parser.add_argument("--camera", type=parse_size, default="1242x375", help="camera image WxH")
     parser.add_argument("--reps", type=int, default=15, help="repetitions of the cloud test")
     parser.add_argument("--configs", default="",
                         help="comma-separated indices of the end-to-end configurations "

@@ -34,17 +34,22 @@ import numpy as np
 from _common import cpu_name, write_json
 from oe_depth_ros.colormap import colorize_depth
 from oe_depth_ros.inference.backends import DepthBackend
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
 from oe_depth_ros.intake import FrameIntake
 from oe_depth_ros.messages import (
     MessageTypes, make_camera_info, make_header, numpy_to_image,
 )
+from oe_depth_ros.node_params import defaults
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PipelineConfig
 from oe_depth_ros.scale import FixedScale
 
 CAM_H, CAM_W = 375, 1242
-NET_H, NET_W = 192, 640
+NET_H, NET_W = DEFAULT_NETWORK_SIZE
 K = np.array([[721.5377, 0.0, 609.5593], [0.0, 721.5377, 172.854], [0.0, 0.0, 1.0]])
-SCALE, MIN_RANGE, MAX_RANGE = 1.65, 0.1, 80.0
+SCALE = 1.65
+#: The node's defaults: the published range and the colored output's range.
+NODE_DEFAULTS = defaults()
+MIN_RANGE, MAX_RANGE = NODE_DEFAULTS["min_range"], NODE_DEFAULTS["max_range"]
 #: Rows of the table: the node's stages, then the rows outside its total.
 NODE_STAGES = ("convert", "depth", "cloud", "messages")
 EXTRA_STAGES = ("preprocess (backend)", "colored (if subscribed)")
@@ -103,7 +108,8 @@ def run_fast(work: NodeWork) -> tuple[dict[str, tuple[float, float]], Any, Any]:
     result.camera_info(work.header, work.types)
     cloud = result.pointcloud2(work.header, work.types)
     lap()
-    colorize_depth(result.depth, 0.0, 80.0)
+    colorize_depth(result.depth, NODE_DEFAULTS["colored.min_range"],
+                   NODE_DEFAULTS["colored.max_range"])
     lap()
     ms = [((b[0] - a[0]) * 1e3, (b[1] - a[1]) * 1e3) for a, b in zip(marks, marks[1:])]
     (convert, pipe, messages, colored) = ms

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from _common import cpu_name, write_json
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
 from training.train_config import load_train_config
 from training.trainer import Trainer
 
@@ -129,13 +130,13 @@ def main() -> int:
         rows.append(run_case("cpu oe_depth_small (synth)", world, tmp, "oe_depth_small", (64, 192),
                              4, args.steps, args.workers, **cpu))
         if not args.no_full:
-            rows.append(run_case("cpu oe_depth", world, tmp, "oe_depth", (192, 640), 2,
+            rows.append(run_case("cpu oe_depth", world, tmp, "oe_depth", DEFAULT_NETWORK_SIZE, 2,
                                  max(1, args.steps - 1), args.workers, **cpu))
         if torch.cuda.is_available():
             for label, amp in (("gpu oe_depth fp32", "off"), ("gpu oe_depth amp+cl", "on")):
-                rows.append(run_case(label, world, tmp, "oe_depth", (192, 640), args.gpu_batch,
-                                     max(5, args.steps), args.workers, device="cuda", amp=amp,
-                                     channels_last=amp))
+                rows.append(run_case(label, world, tmp, "oe_depth", DEFAULT_NETWORK_SIZE,
+                                     args.gpu_batch, max(5, args.steps), args.workers,
+                                     device="cuda", amp=amp, channels_last=amp))
         else:
             print("(no CUDA device: GPU cases skipped)")
     base = rows[0]["ms_per_image"]

@@ -1,8 +1,9 @@
 """Colorized depth for display: a fixed metric scale, so colors mean the same every frame.
 
-Depth is mapped linearly from [min_depth, max_depth] (default 0..80 m, KITTI's
-evaluation cap) onto OpenCV's Turbo color map with near = red and far = blue;
-invalid (NaN) pixels get ``invalid_color``. ``turbo_lut`` gives the 256 colors.
+Depth is mapped linearly from [min_depth, max_depth] (the caller's range: the node's
+``colored.min_range``/``colored.max_range`` parameters) onto OpenCV's Turbo color map
+with near = red and far = blue; invalid (NaN) pixels get ``invalid_color``.
+``turbo_lut`` gives the 256 colors.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def turbo_lut() -> np.ndarray:
     return lut
 
 
-def colorize_depth(depth: np.ndarray, min_depth: float = 0.0, max_depth: float = 80.0,
+def colorize_depth(depth: np.ndarray, min_depth: float, max_depth: float,
                    invalid_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """Depth [H, W] in meters (NaN = invalid) -> uint8 RGB [H, W, 3], near red, far blue."""
     if depth.ndim != 2:

@@ -12,11 +12,20 @@ import numpy as np
 
 ArrayT = TypeVar("ArrayT")
 
-#: Monodepth2's normalized KITTI intrinsics (row 0 times width, row 1 times height).
-KITTI_NORMALIZED_K = np.array(
-    [[0.58, 0.0, 0.5, 0.0], [0.0, 1.92, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]],
-    dtype=np.float32,
-)
+#: Monodepth2's normalized KITTI intrinsics (fx, fy, cx, cy): fx and cx times the image
+#: width, fy and cy times its height.
+KITTI_NORMALIZED_INTRINSICS: tuple[float, float, float, float] = (0.58, 1.92, 0.5, 0.5)
+
+
+def _normalized_k(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
+    """4x4 float32 normalized intrinsics (Monodepth2's layout) of (fx, fy, cx, cy)."""
+    return np.array([[fx, 0.0, cx, 0.0], [0.0, fy, cy, 0.0], [0.0, 0.0, 1.0, 0.0],
+                     [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)
+
+
+#: :data:`KITTI_NORMALIZED_INTRINSICS` as Monodepth2's 4x4 matrix (row 0 times width, row 1
+#: times height).
+KITTI_NORMALIZED_K = _normalized_k(*KITTI_NORMALIZED_INTRINSICS)
 
 DEFAULT_MIN_DEPTH = 0.1
 DEFAULT_MAX_DEPTH = 100.0

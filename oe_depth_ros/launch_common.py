@@ -18,6 +18,9 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence, Union
 
+from oe_depth_ros.inference.backends import BACKEND_NAMES
+from oe_depth_ros.node_names import DEFAULT_NAMESPACE, NODE_NAME
+
 PACKAGE = "oe_depth_ros"
 
 #: A launch argument: (name, default, description). A default of None makes the
@@ -31,9 +34,9 @@ NO_PROFILE = "none"
 #: Arguments of the node that every launch file declares.
 NODE_ARGUMENTS: tuple[Argument, ...] = (
     ("params_file", ("config", "oe_depth.yaml"), "ROS parameter file of the node"),
-    ("backend", "", "auto | tensorrt | onnxruntime | torch (empty: from params_file)"),
+    ("backend", "", f"{' | '.join(BACKEND_NAMES)} (empty: from params_file)"),
     ("model_path", "", "engine, ONNX or checkpoint (empty: from params_file)"),
-    ("namespace", "oe_depth", "namespace of the node and its output topics"),
+    ("namespace", DEFAULT_NAMESPACE, "namespace of the node and its output topics"),
     ("log_level", "info", "debug | info | warn | error | fatal"),
     ("fastdds_profile", ("config", "fastdds_shm.xml"),
      "Fast DDS profile for every process of this launch (shared memory for full-size "
@@ -130,7 +133,7 @@ def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
     return Node(
         package=PACKAGE,
         executable=EXECUTABLES[is_true(values.get("lifecycle", "false"))],
-        name="oe_depth_node",
+        name=NODE_NAME,
         namespace=values["namespace"],
         parameters=[values["params_file"], overrides],
         remappings=list(remappings),

@@ -28,6 +28,11 @@ STEREO_SCALE_FACTOR = 5.4
 GARG_CROP = (0.40810811, 0.99189189, 0.03594771, 0.96405229)
 EIGEN_CROP = (0.3324324, 0.91351351, 0.0359477, 0.96405229)
 
+#: The Eigen protocol's depth range in metres: ground truth outside (EIGEN_MIN_DEPTH,
+#: EIGEN_MAX_DEPTH) does not count, and predictions are clamped to it (Monodepth2's 1e-3, 80).
+EIGEN_MIN_DEPTH = 1e-3
+EIGEN_MAX_DEPTH = 80.0
+
 CropName = Literal["garg", "eigen"]
 
 
@@ -80,8 +85,8 @@ def eigen_crop_mask(height: int, width: int) -> np.ndarray:
     return _crop_mask(height, width, EIGEN_CROP)
 
 
-def valid_mask(gt: np.ndarray, crop: CropName | None = "garg", min_depth: float = 1e-3,
-               max_depth: float = 80.0) -> np.ndarray:
+def valid_mask(gt: np.ndarray, crop: CropName | None = "garg", min_depth: float = EIGEN_MIN_DEPTH,
+               max_depth: float = EIGEN_MAX_DEPTH) -> np.ndarray:
     """Pixels that count: ``min_depth < gt < max_depth`` inside the chosen crop."""
     if gt.ndim != 2:
         raise ValueError(f"gt must be a 2-D depth map [H, W], got shape {gt.shape}")
@@ -99,8 +104,9 @@ def valid_mask(gt: np.ndarray, crop: CropName | None = "garg", min_depth: float 
 
 
 def align_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray,
-                     median_scaling: bool = True, scale: float = 1.0, min_depth: float = 1e-3,
-                     max_depth: float = 80.0) -> tuple[np.ndarray, float]:
+                     median_scaling: bool = True, scale: float = 1.0,
+                     min_depth: float = EIGEN_MIN_DEPTH,
+                     max_depth: float = EIGEN_MAX_DEPTH) -> tuple[np.ndarray, float]:
     """Scale ``pred`` as the protocol does and clamp it to [min_depth, max_depth].
 
     The prediction is multiplied by ``scale`` and then, with ``median_scaling``, by
@@ -132,8 +138,9 @@ def align_prediction(gt: np.ndarray, pred: np.ndarray, mask: np.ndarray,
 
 
 def evaluate_depth_map(gt: np.ndarray, pred: np.ndarray, median_scaling: bool = True,
-                       scale: float = 1.0, crop: CropName | None = "garg", min_depth: float = 1e-3,
-                       max_depth: float = 80.0) -> tuple[dict[str, float], float]:
+                       scale: float = 1.0, crop: CropName | None = "garg",
+                       min_depth: float = EIGEN_MIN_DEPTH,
+                       max_depth: float = EIGEN_MAX_DEPTH) -> tuple[dict[str, float], float]:
     """Evaluate one predicted depth map against its ground truth (0 or NaN = no GT).
 
     Applies the validity mask and crop, the fixed ``scale`` and optional per-image

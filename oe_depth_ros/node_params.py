@@ -100,7 +100,8 @@ def _p(name: str, default: ParamValue, description: str, **kw: Any) -> ParamSpec
 PARAMS: tuple[ParamSpec, ...] = (
     # --- model (fixed for the node's lifetime)
     _p("backend", "auto", "Inference backend; auto picks TensorRT for engines on a GPU, "
-       "ONNX Runtime for .onnx, torch for checkpoints.", choices=BACKENDS, read_only=True),
+       "else the fastest installed CPU backend for the file (docs/deployment.md).",
+       choices=BACKENDS, read_only=True),
     _p("model_path", "", "Model file: TensorRT engine (.engine/.plan), ONNX (.onnx) or "
        "checkpoint (.pt/.pth/.ckpt). Required.", read_only=True),
     _p("model_config", "", "Architecture name or YAML for a plain state_dict (torch backend "

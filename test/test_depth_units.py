@@ -104,6 +104,7 @@ def test_units_travel_from_checkpoint_to_onnx_sidecar_and_backends(
     export_onnx(None, onnx_path, 64, 192, checkpoint=velocity_checkpoint, verify=False)
     ort = create_backend("onnxruntime", onnx_path)
     assert ort.units == velocity
+    assert create_backend("openvino", onnx_path).units == velocity
     # build-engine copies the ONNX file's metadata into the sidecar; the TensorRT
     # backend takes its units from the sidecar's model record
     engine = tmp_path / "metric.engine"

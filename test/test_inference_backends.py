@@ -14,7 +14,7 @@ import torch
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.inference import BackendError, create_backend
-from oe_depth_ros.inference.backends import model_format, tensorrt_usable
+from oe_depth_ros.inference.backends import BACKENDS, model_format, tensorrt_usable
 from oe_depth_ros.inference.engine_cache import (
     BuildKey, EngineSidecar, write_sidecar,
 )
@@ -24,6 +24,9 @@ from oe_depth_ros.inference.preprocess import TensorPreprocessor, area_weights, 
 from oe_depth_ros.model import CHECKPOINT_FORMAT, build_depth_net
 
 HEIGHT, WIDTH = 64, 192
+#: What ``auto`` runs an ONNX file with on the CPU (docs/deployment.md: OpenVINO where
+#: installed, it is the faster; test_inference_openvino.py checks both directions).
+ONNX_ON_CPU = "openvino" if BACKENDS["openvino"].installed() else "onnxruntime"
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +106,9 @@ def test_plain_state_dict_needs_config(models: dict[str, Path], caplog:
 def test_auto_picks_by_format_and_logs(models: dict[str, Path],
                                        caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="oe_depth_ros.inference.backends"):
-        assert create_backend("auto", models["onnx"], device="cpu").name == "onnxruntime"
+        assert create_backend("auto", models["onnx"], device="cpu").name == ONNX_ON_CPU
         assert create_backend("auto", models["checkpoint"], device="cpu").name == "torch"
-    assert "backend auto: using onnxruntime" in caplog.text
+    assert f"backend auto: using {ONNX_ON_CPU}" in caplog.text
     assert "backend auto: using torch" in caplog.text
 
 
@@ -120,7 +123,7 @@ def test_auto_engine_without_tensorrt_falls_back_to_its_onnx(models: dict[str, P
         key=BuildKey("0" * 64, "10.3.0", "Orin", "8.7", "fp16"), model=info,
         onnx_path=str(models["onnx"]), build_time="2026-01-01T00:00:00+00:00",
         build_seconds=1.0, workspace_mb=1024))
-    assert create_backend("auto", engine, device="cpu").name == "onnxruntime"
+    assert create_backend("auto", engine, device="cpu").name == ONNX_ON_CPU
     with pytest.raises(BackendError, match="TensorRT"):
         create_backend("tensorrt", engine)
     lone = tmp_path / "lone.engine"

@@ -215,8 +215,9 @@ def test_launch_files_parse_and_compile(path: Path) -> None:
     assert outside <= {"oe_depth_ros.launch_common", "oe_depth_ros.bags.names"}, outside
 
 
-def test_bag_names_import_only_the_standard_library() -> None:
-    tree = ast.parse((REPO / "oe_depth_ros" / "bags" / "names.py").read_text())
+@pytest.mark.parametrize("module", ["bags/names.py", "node_names.py"])
+def test_names_modules_import_only_the_standard_library(module: str) -> None:
+    tree = ast.parse((REPO / "oe_depth_ros" / module).read_text())
     imported = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import)
                 for alias in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
@@ -233,7 +234,16 @@ def test_shared_launch_code_imports_launch_only_when_called() -> None:
             top_level.update(alias.name for alias in n.names)
         elif isinstance(n, ast.ImportFrom):
             top_level.add(n.module)
-    assert top_level <= {"__future__", "os", "typing"}, top_level
+    # the node's name and default namespace (constants that import nothing) and the
+    # backend names of the registry (numpy at most): no launch, launch_ros, rclpy or torch
+    assert top_level <= {"__future__", "os", "typing", "oe_depth_ros.node_names",
+                         "oe_depth_ros.inference.backends"}, top_level
+    heavy = subprocess.run(
+        [sys.executable, "-c", "import sys, oe_depth_ros.launch_common; "
+         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'rclpy', 'launch', "
+         "'launch_ros', 'onnxruntime', 'openvino', 'cv2'}))"],
+        capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert heavy.returncode == 0 and heavy.stdout.strip() == "[]", heavy.stdout + heavy.stderr
     import oe_depth_ros.launch_common as common  # works without launch installed
 
     assert [a[0] for a in common.NODE_ARGUMENTS] == ["params_file", "backend", "model_path",

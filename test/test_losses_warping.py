@@ -107,7 +107,7 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
     for flip in (0.0, 1.0):
         ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, num_scales=1, load_gt=True,
-                                 intrinsics="calibration", ego_motion=True,
+                                 intrinsics="calibration", oxts_motion=True,
                                  augment=Augmentation(flip_prob=flip, color_aug_prob=0.0))
         warper = ViewWarper(128, 416)
         sample, entry = ds[2], ds.entries[2]
@@ -138,5 +138,5 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
     gone.unlink()
     with pytest.raises(FileNotFoundError, match=gone.name):
         KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration",
-                            ego_motion=True)
+                            oxts_motion=True)
     KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration")

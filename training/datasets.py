@@ -6,7 +6,7 @@ stereo pair at the same time) and scale s (0..num_scales-1, 1/2^s of the network
   ("color_aug", f, s)  the same after color jitter, what the networks see;
 and ("K", s), ("inv_K", s) 4x4 float32 intrinsics of scale s, "stereo_T" (with frame
 "s") the 4x4 transform from this camera to the other one in normalized units
-(Monodepth2: baseline 0.1, sign by side and flip), ("T", f) with ``ego_motion`` the
+(Monodepth2: baseline 0.1, sign by side and flip), ("T", f) with ``oxts_motion`` the
 4x4 float32 transform taking frame 0's camera points into temporal source frame f's
 (metres, from the drive's OXTS poses; mirrored when flipped), "semantics" int64 [1, H, W]
 trainIds (255 = ignored) of frame 0 when semantics are on, "depth_gt" float32
@@ -170,7 +170,7 @@ class KittiRawMonoDataset(Dataset):
                  intrinsics: IntrinsicsSource = "kitti_normalized", load_gt: bool = False,
                  augment: Augmentation | None = None,
                  semantics_root: str | os.PathLike[str] | None = None,
-                 ego_motion: bool = False) -> None:
+                 oxts_motion: bool = False) -> None:
         super().__init__()
         if height % (2 ** (num_scales - 1)) or width % (2 ** (num_scales - 1)):
             raise ValueError(f"height {height} and width {width} must be divisible by "
@@ -191,7 +191,7 @@ class KittiRawMonoDataset(Dataset):
         self.use_semantics = use_semantics
         self.intrinsics = intrinsics
         self.augment = augment
-        self.ego_motion = ego_motion
+        self.oxts_motion = oxts_motion
         self.epoch = 0
         self.semantics_root = (Path(semantics_root) if semantics_root
                                else self.data_path / "segmentation")
@@ -250,9 +250,9 @@ class KittiRawMonoDataset(Dataset):
         paths = [self.image_path(entry, f) for f in self.frame_ids]
         if self.use_semantics:
             paths.append(self.label_path(entry))
-        if self.intrinsics == "calibration" or self.ego_motion:
+        if self.intrinsics == "calibration" or self.oxts_motion:
             paths.append(self.calib_path(entry))
-        if self.ego_motion:
+        if self.oxts_motion:
             paths += [self.data_path / entry.date / name
                       for name in ("calib_velo_to_cam.txt", "calib_imu_to_velo.txt")]
             paths += [self.drive(entry).oxts_path(self.frame_source(entry, f)[1])
@@ -353,7 +353,7 @@ class KittiRawMonoDataset(Dataset):
             sample[("inv_K", s)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))
         if STEREO_FRAME in self.frame_ids:
             sample["stereo_T"] = torch.from_numpy(stereo_transform(entry.side, flip))
-        if self.ego_motion:
+        if self.oxts_motion:
             for f in self.frame_ids:
                 if f not in (0, STEREO_FRAME):
                     motion = self.camera_motion(entry, int(f), flip)

@@ -25,10 +25,14 @@ from typing import Any, Protocol, Sequence
 
 import numpy as np
 
+from oe_depth_ros.image_size import parse_size
 from oe_depth_ros.imageops import to_network_input
+from oe_depth_ros.inference.backends import BACKEND_NAMES
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
 from oe_depth_ros.metrics import (
+    EIGEN_MAX_DEPTH,
+    EIGEN_MIN_DEPTH,
     METRIC_NAMES,
     CropName,
     STEREO_SCALE_FACTOR,
@@ -92,8 +96,8 @@ class EvalOptions:
     scale: float | None = None
     post_process: bool = False
     crop: CropName | None = "garg"
-    min_depth: float = 1e-3
-    max_depth: float = 80.0
+    min_depth: float = EIGEN_MIN_DEPTH
+    max_depth: float = EIGEN_MAX_DEPTH
     out: str | None = None
     save_panels: int = 3
     export_gt: str | None = None
@@ -344,25 +348,17 @@ def summary_text(results: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 192x640, got {text!r}") from None
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``python -m training.evaluate``."""
     p = argparse.ArgumentParser(prog="python -m training.evaluate",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="checkpoint (.pth/.pt), .onnx or .engine")
-    p.add_argument("--backend", default="auto",
-                   help="auto | torch | onnxruntime | tensorrt (default auto)")
+    p.add_argument("--backend", default="auto", choices=BACKEND_NAMES,
+                   help="inference backend (default auto)")
     p.add_argument("--device", default="auto", help="device for the backend (default auto)")
     p.add_argument("--model-config", default=None,
                    help="architecture name or YAML for a plain state dict")
-    p.add_argument("--input-size", type=_parse_size, default=None, metavar="HxW",
+    p.add_argument("--input-size", type=parse_size, default=None, metavar="WxH",
                    help="network input size of a plain state dict (checkpoints record it)")
     p.add_argument("--data-path", required=True, help="KITTI raw root")
     p.add_argument("--split-file", required=True, help="split file ('<date>/<drive> <frame> l')")
@@ -381,8 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--post-process", action="store_true",
                    help="average with the prediction of the mirrored image")
     p.add_argument("--crop", choices=("garg", "eigen", "none"), default="garg")
-    p.add_argument("--min-depth", type=float, default=1e-3)
-    p.add_argument("--max-depth", type=float, default=80.0)
+    p.add_argument("--min-depth", type=float, default=EIGEN_MIN_DEPTH)
+    p.add_argument("--max-depth", type=float, default=EIGEN_MAX_DEPTH)
     p.add_argument("--out", default=None, help="output folder for metrics.json, CSV, panels")
     p.add_argument("--save-panels", type=int, default=3, metavar="N",
                    help="PNG panels for the N best and N worst images (default 3)")

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
+from oe_depth_ros.metrics import EIGEN_MAX_DEPTH
 from oe_depth_ros.paths import config_dir
 from oe_depth_ros.units import DepthUnits, training_units
 
@@ -29,8 +31,8 @@ class DataConfig:
     data_path: str = "data/kitti_raw"
     train_split: str = "data/splits/eigen_zhou/train_files.txt"
     val_split: Optional[str] = "data/splits/eigen_zhou/val_files.txt"
-    height: int = 192
-    width: int = 640
+    height: int = DEFAULT_NETWORK_SIZE[0]
+    width: int = DEFAULT_NETWORK_SIZE[1]
     frame_ids: list[int] = field(default_factory=lambda: [0, -1, 1])
     stereo: bool = False
     num_scales: int = 4
@@ -40,7 +42,7 @@ class DataConfig:
     color_aug_prob: float = 0.5
     num_workers: int = 4
     val_crop: Optional[Literal["garg", "eigen"]] = "garg"
-    val_max_depth: float = 80.0
+    val_max_depth: float = EIGEN_MAX_DEPTH
 
     def __post_init__(self) -> None:
         if self.height % 32 or self.width % 32:

@@ -122,13 +122,13 @@ class Trainer:
 
     def _build_data(self) -> None:
         cfg, d = self.cfg, self.cfg.data
-        ego_motion = cfg.uses_oxts  # the batch carries the drives' motion
+        oxts_motion = cfg.uses_oxts  # the batch carries the drives' motion
         augment = Augmentation(seed=cfg.seed, flip_prob=d.flip_prob,
                                color_aug_prob=d.color_aug_prob)
         self.train_set = KittiRawMonoDataset(
             d.data_path, d.train_split, d.height, d.width, frame_ids=d.all_frame_ids,
             num_scales=d.num_scales, img_ext=d.img_ext, use_semantics=cfg.loss.use_triplet,
-            intrinsics=d.intrinsics, augment=augment, ego_motion=ego_motion)
+            intrinsics=d.intrinsics, augment=augment, oxts_motion=oxts_motion)
         self.val_set = None
         if cfg.validate and d.val_split:  # depth errors with ground truth, else photometric
             self.val_set = KittiRawMonoDataset(
@@ -138,7 +138,7 @@ class Trainer:
                 self.val_set = KittiRawMonoDataset(
                     d.data_path, d.val_split, d.height, d.width, frame_ids=d.all_frame_ids,
                     num_scales=d.num_scales, img_ext=d.img_ext, intrinsics=d.intrinsics,
-                    ego_motion=ego_motion)
+                    oxts_motion=oxts_motion)
         self.sampler = ShardedBatchSampler(len(self.train_set), cfg.optim.batch_size,
                                            self.env.rank, self.env.world_size, cfg.seed)
         self.steps_per_epoch = self.sampler.steps_per_epoch

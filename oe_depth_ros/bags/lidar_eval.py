@@ -22,7 +22,8 @@ import numpy as np
 
 from oe_depth_ros.bags.tf import TransformTree
 from oe_depth_ros.lidar_projection import project_to_depth
-from oe_depth_ros.metrics import METRIC_NAMES, CropName, evaluate_depth_map
+from oe_depth_ros.metrics import (EIGEN_MAX_DEPTH, EIGEN_MIN_DEPTH, METRIC_NAMES, CropName,
+                                  evaluate_depth_map)
 
 __all__ = ["project_to_depth", "LidarEvaluator", "EvalSettings"]
 
@@ -35,8 +36,8 @@ class EvalSettings:
 
     max_dt_s: float = 0.05
     crop: CropName | None = "garg"
-    min_depth: float = 1e-3
-    max_depth: float = 80.0
+    min_depth: float = EIGEN_MIN_DEPTH
+    max_depth: float = EIGEN_MAX_DEPTH
 
 
 @dataclass

@@ -5,6 +5,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
+
 LOG = logging.getLogger("oe-depth.check-precision")
 
 
@@ -16,9 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="architecture; optional with a training checkpoint")
     parser.add_argument("--height", type=int, default=None,
                         help="input height (default: the size the checkpoint was trained at, "
-                             "else 192)")
+                             f"else {DEFAULT_NETWORK_SIZE[0]})")
     parser.add_argument("--width", type=int, default=None,
-                        help="input width (default: the checkpoint's, else 640)")
+                        help="input width (default: the checkpoint's, "
+                             f"else {DEFAULT_NETWORK_SIZE[1]})")
     parser.add_argument("--image", type=Path, action="append", default=[],
                         help="a camera frame to check on as well (repeatable)")
 
@@ -31,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from oe_depth_ros.inference.export import ScaledDisparityNet, check_input_size, load_network
 
-    from oe_depth_ros.inference.torch_backend import DEFAULT_INPUT_SIZE, checkpoint_input_size
+    from oe_depth_ros.inference.torch_backend import checkpoint_input_size
 
-    trained = checkpoint_input_size(args.checkpoint) or DEFAULT_INPUT_SIZE
+    trained = checkpoint_input_size(args.checkpoint) or DEFAULT_NETWORK_SIZE
     height = trained[0] if args.height is None else args.height
     width = trained[1] if args.width is None else args.width
     check_input_size(height, width)

@@ -3,12 +3,15 @@
 ``create_backend(name, model_path)`` returns a :class:`DepthBackend`; the pipeline, the
 evaluation, the bag tools and the node use nothing else. The model file's suffix says
 its format (``.engine``/``.plan`` TensorRT, ``.onnx`` ONNX, ``.pt``/``.pth``/``.ckpt``
-PyTorch checkpoint). This module imports neither torch, onnxruntime nor TensorRT;
-each backend module imports its own library when it is chosen.
+PyTorch checkpoint). :data:`BACKENDS` is the one table of backends (name, formats,
+devices, module, install hint, CPU speed rank); the names the node and the commands
+accept derive from it. This module imports neither torch, onnxruntime, OpenVINO nor
+TensorRT; each backend module imports its own library when it is chosen.
 """
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 import importlib.util
 import logging
@@ -24,25 +27,66 @@ from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 LOG = logging.getLogger(__name__)
 
-#: Every backend name (the node's ``backend`` parameter, ``--backend`` of the commands).
-BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
-#: The backends that run on the CPU (they take a ``threads`` option).
-CPU_BACKENDS = ("onnxruntime", "torch")
 #: suffix -> model format
 FORMATS = {
     ".engine": "engine", ".plan": "engine",
     ".onnx": "onnx",
     ".pt": "checkpoint", ".pth": "checkpoint", ".ckpt": "checkpoint",
 }
-#: backend -> the format it runs
-BACKEND_FORMAT = {"tensorrt": "engine", "onnxruntime": "onnx", "torch": "checkpoint"}
-#: library each backend imports, and how to get it
-INSTALL_HINTS = {
-    "tensorrt": "install TensorRT 10 or 11 for your CUDA (pip install tensorrt, or JetPack on "
-                "Jetson) on a machine with an NVIDIA GPU",
-    "onnxruntime": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)",
-    "torch": "pip install torch (see requirements-torch.txt)",
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """One way of running the network: everything the factory and the tools need to know.
+
+    ``package`` is the library the backend imports (checked with ``find_spec`` before
+    the backend module is imported); ``devices`` its device vocabulary (``cpu``,
+    ``cuda``: ``cuda`` also accepts ``cuda:N``); ``cpu_rank`` orders the installed CPU
+    backends of one format for ``auto`` (lower is faster on the CPU, measured in
+    docs/results/2026-12-06-cpu-inference.md).
+    """
+
+    name: str
+    formats: tuple[str, ...]
+    devices: tuple[str, ...]
+    module: str
+    class_name: str
+    package: str
+    install_hint: str
+    cpu_rank: int
+    #: the constructor takes ``model_config`` (an architecture for plain state_dicts)
+    takes_model_config: bool = False
+
+    def installed(self) -> bool:
+        """The backend's library can be imported here."""
+        return importlib.util.find_spec(self.package) is not None
+
+
+#: Every backend, one entry each; ``auto`` is not one of them but picks among them.
+BACKENDS: dict[str, BackendSpec] = {spec.name: spec for spec in (
+    BackendSpec(name="tensorrt", formats=("engine",), devices=("cuda",),
+                module="tensorrt_backend", class_name="TensorRTBackend", package="tensorrt",
+                install_hint="install TensorRT 10 or 11 for your CUDA (pip install tensorrt, "
+                             "or JetPack on Jetson) on a machine with an NVIDIA GPU",
+                cpu_rank=99),
+    BackendSpec(name="openvino", formats=("onnx",), devices=("cpu",),
+                module="openvino_backend", class_name="OpenVinoBackend", package="openvino",
+                install_hint="pip install oe_depth_ros[openvino] (or pip install openvino)",
+                cpu_rank=0),
+    BackendSpec(name="onnxruntime", formats=("onnx",), devices=("cpu", "cuda"),
+                module="onnxruntime_backend", class_name="OnnxRuntimeBackend",
+                package="onnxruntime",
+                install_hint="pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)",
+                cpu_rank=1),
+    BackendSpec(name="torch", formats=("checkpoint",), devices=("cpu", "cuda"),
+                module="torch_backend", class_name="TorchBackend", package="torch",
+                install_hint="pip install torch (see requirements-torch.txt)", cpu_rank=0,
+                takes_model_config=True),
+)}
+#: Every backend name (the node's ``backend`` parameter, ``--backend`` of the commands).
+BACKEND_NAMES = ("auto", *BACKENDS)
+#: The backends that run on the CPU (they take a ``threads`` option).
+CPU_BACKENDS = tuple(name for name, spec in BACKENDS.items() if "cpu" in spec.devices)
 FORMAT_HINTS = {
     "engine": "build one with `oe-depth build-engine --onnx MODEL.onnx --out MODEL.engine`",
     "onnx": "export one with `oe-depth export-onnx --model-config NAME --checkpoint CKPT "
@@ -149,16 +193,47 @@ def tensorrt_usable() -> tuple[bool, str]:
     return True, f"TensorRT {getattr(trt, '__version__', '?')} with {torch.cuda.get_device_name()}"
 
 
-def _auto_choice(path: Path, fmt: str) -> tuple[str, Path]:
-    """The backend ``auto`` picks for a model file, and the file it will load."""
-    if fmt == "checkpoint":
-        return "torch", path
-    if fmt == "onnx":
+def _installed(fmt: str) -> list[BackendSpec]:
+    """The installed backends that run ``fmt`` files, fastest on the CPU first."""
+    return sorted((spec for spec in BACKENDS.values() if fmt in spec.formats and spec.installed()),
+                  key=lambda spec: spec.cpu_rank)
+
+
+def onnxruntime_has_cuda() -> bool:
+    """This onnxruntime has the CUDA execution provider (onnxruntime-gpu)."""
+    if not BACKENDS["onnxruntime"].installed():
+        return False
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def auto_choice(path: Path, device: str = "auto") -> tuple[str, Path]:
+    """The backend ``auto`` picks for a model file, and the file it will load.
+
+    A TensorRT engine runs with TensorRT where TensorRT and a GPU are usable, else its
+    ONNX source is used. An ONNX file runs with onnxruntime on CUDA when onnxruntime-gpu
+    is installed and ``device`` is not ``cpu``; otherwise, like every format, with the
+    installed backend of lowest ``cpu_rank`` (the fastest on the CPU).
+    """
+    fmt = model_format(path)
+    if fmt == "engine":
+        usable, reason = tensorrt_usable()
+        if usable:
+            return "tensorrt", path
+        path = _engine_onnx(path, reason)
+        fmt = "onnx"
+    if fmt == "onnx" and device != "cpu" and onnxruntime_has_cuda():
         return "onnxruntime", path
-    usable, reason = tensorrt_usable()
-    if usable:
-        return "tensorrt", path
-    # Fall back to the engine's ONNX source when the sidecar names one that still exists.
+    candidates = _installed(fmt)
+    if not candidates:
+        hints = "; ".join(spec.install_hint for spec in BACKENDS.values() if fmt in spec.formats)
+        raise BackendError(f"no installed backend runs {fmt} files like {path}: {hints}")
+    return candidates[0].name, path
+
+
+def _engine_onnx(path: Path, reason: str) -> Path:
+    """The ONNX source of an engine that cannot run here (named by its sidecar)."""
     from oe_depth_ros.inference.engine_cache import read_sidecar
 
     try:
@@ -166,38 +241,36 @@ def _auto_choice(path: Path, fmt: str) -> tuple[str, Path]:
     except BackendError:
         onnx_path = path.with_suffix(".onnx")
     if onnx_path.is_file():
-        LOG.warning("cannot run TensorRT engine %s (%s); using its ONNX %s with onnxruntime",
+        LOG.warning("cannot run TensorRT engine %s (%s); using its ONNX %s on the CPU",
                     path, reason, onnx_path)
-        return "onnxruntime", onnx_path
+        return onnx_path
     raise BackendError(
-        f"cannot run TensorRT engine {path}: {reason}; {INSTALL_HINTS['tensorrt']}, or pass "
-        f"the ONNX file instead ({FORMAT_HINTS['onnx']})"
+        f"cannot run TensorRT engine {path}: {reason}; {BACKENDS['tensorrt'].install_hint}, "
+        f"or pass the ONNX file instead ({FORMAT_HINTS['onnx']})"
     )
 
 
-def _import_backend_module(name: str) -> Any:
-    modules = {"tensorrt": "tensorrt_backend", "onnxruntime": "onnxruntime_backend",
-               "torch": "torch_backend"}
-    if importlib.util.find_spec(name) is None:
-        raise BackendError(f"backend '{name}' needs the {name} package: {INSTALL_HINTS[name]}")
-    if name == "tensorrt":
+def _backend_class(spec: BackendSpec) -> Any:
+    if not spec.installed():
+        raise BackendError(f"backend '{spec.name}' needs the {spec.package} package: "
+                           f"{spec.install_hint}")
+    if spec.name == "tensorrt":
         usable, reason = tensorrt_usable()
         if not usable:
             raise BackendError(f"backend 'tensorrt' cannot run here: {reason}; "
-                               f"{INSTALL_HINTS['tensorrt']}")
-    return importlib.import_module(f"oe_depth_ros.inference.{modules[name]}")
+                               f"{spec.install_hint}")
+    module = importlib.import_module(f"oe_depth_ros.inference.{spec.module}")
+    return getattr(module, spec.class_name)
 
 
 def create_backend(name: str, model_path: str | os.PathLike[str], device: str = "auto",
                    model_config: Any = None, **options: Any) -> DepthBackend:
-    """Load ``model_path`` with backend ``name`` (auto | tensorrt | onnxruntime | torch).
+    """Load ``model_path`` with backend ``name`` (``auto`` or a name in :data:`BACKENDS`).
 
     ``device`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; ``model_config`` names the
     architecture of a plain state_dict (torch backend only). ``options`` go to the
-    backend's constructor (e.g. ``threads`` for the CPU backends). ``auto`` runs an
-    engine with TensorRT where TensorRT and a GPU are present (else the engine's ONNX
-    with onnxruntime), an ONNX file with onnxruntime and a checkpoint with torch, and
-    logs its choice.
+    backend's constructor (e.g. ``threads`` for the CPU backends). ``auto`` chooses as
+    :func:`auto_choice` says and logs its choice.
     """
     if name not in BACKEND_NAMES:
         raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -206,21 +279,19 @@ def create_backend(name: str, model_path: str | os.PathLike[str], device: str = 
     if not path.is_file():
         raise BackendError(f"model file not found: {path}; {FORMAT_HINTS[fmt]}")
     if name == "auto":
-        name, path = _auto_choice(path, fmt)
+        name, path = auto_choice(path, device)
         LOG.info("backend auto: using %s for %s", name, path)
         fmt = model_format(path)
-    if BACKEND_FORMAT[name] != fmt:
-        wanted = BACKEND_FORMAT[name]
+    spec = BACKENDS[name]
+    if fmt not in spec.formats:
+        wanted = spec.formats[0]
         raise BackendError(
             f"backend '{name}' runs {wanted} files, but {path} is a {fmt} file; "
             f"{FORMAT_HINTS[wanted]}"
         )
-    module = _import_backend_module(name)
-    if name == "tensorrt":
-        backend: DepthBackend = module.TensorRTBackend(path, device=device, **options)
-    elif name == "onnxruntime":
-        backend = module.OnnxRuntimeBackend(path, device=device, **options)
-    else:
-        backend = module.TorchBackend(path, device=device, model_config=model_config, **options)
+    cls = _backend_class(spec)
+    if spec.takes_model_config:
+        options["model_config"] = model_config
+    backend: DepthBackend = cls(path, device=device, **options)
     LOG.info("loaded %r from %s", backend, path)
     return backend

@@ -4,7 +4,9 @@ Graph: input ``image`` float32 [1, 3, H, W], RGB in [0, 1], no normalization; ou
 ``disparity`` float32 [1, 1, H, W], the scaled disparity of ``geometry.disp_to_depth``
 (1/depth up to the monocular scale; depth = 1/disparity). ``precision="fp16"`` keeps the
 float32 input and output but runs the network in float16 inside the graph, which is what
-strongly typed TensorRT (11.x) builds as an fp16 engine.
+strongly typed TensorRT (11.x) builds as an fp16 engine. ``precision="int8"`` quantizes
+the float32 graph statically (QDQ, per-channel weights, activation ranges from
+calibration images: ``oe_depth_ros.inference.quantize``) for the CPU backends.
 
 The exporter is ``torch.onnx.export(..., dynamo=True)`` (torch.export + onnxscript):
 in torch 2.14 it is the default, it emits opset 18 and a clean graph (no Constant /
@@ -14,6 +16,8 @@ Verification (``oe_depth_ros.inference.conditioning``) runs ONNX Runtime and the
 float32 and float64 PyTorch networks on a synthetic pattern, a real photograph and an
 optional camera frame, and judges ONNX Runtime against float64 by what float32 PyTorch
 itself achieves: a faithful export of an ill-conditioned network passes with a warning.
+An INT8 model is judged against fixed bounds (``conditioning.INT8_TOLERANCE``) on these
+inputs, none of which is a calibration image.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import dataclasses
 import io
 import logging
 import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -40,8 +45,9 @@ from oe_depth_ros.inference.conditioning import (
     max_relative_error, verification_image, verification_inputs,
 )
 from oe_depth_ros.inference.metadata import (
-    INPUT_NAME, OUTPUT_KIND, OUTPUT_NAME, PRECISIONS, ModelInfo, config_hash,
+    INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
 )
+from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, CalibrationSet, quantize_int8
 from oe_depth_ros.model.checkpoint import checkpoint_units
 from oe_depth_ros.units import RELATIVE_UNKNOWN
 
@@ -93,8 +99,9 @@ class ExportReport:
     ``checks`` holds, per verification input, ONNX Runtime's and float32 PyTorch's
     errors against the float64 network (empty with ``verify=False``); ``conditioning``
     float32 PyTorch's alone. ``seconds`` times the stages: ``reference`` (PyTorch
-    float32 and float64), ``trace`` (torch.onnx.export), ``checks`` (metadata, ONNX
-    checker, shape inference), ``runtime`` (ONNX Runtime on every input).
+    float32 and float64), ``trace`` (torch.onnx.export), ``quantize`` (int8: calibration
+    and quantization), ``checks`` (metadata, ONNX checker, shape inference), ``runtime``
+    (ONNX Runtime on every input).
     """
 
     path: Path
@@ -121,7 +128,7 @@ def check_input_size(height: int, width: int) -> None:
     if bad:
         raise ValueError(
             f"input size must be positive multiples of 32 (the network downsamples by 32): "
-            f"{', '.join(bad)}; e.g. 192x640 or 320x1024"
+            f"{', '.join(bad)}; e.g. height 192, width 640"
         )
 
 
@@ -233,11 +240,30 @@ def _judge(checks: list[InputCheck], out: Path, random_weights: bool, precision:
         for c in bad)
     hint = (" (random weights: export a trained checkpoint, or pass --no-verify for a "
             "timing-only file)" if random_weights else "")
+    if precision == "int8":
+        hint += ("; the INT8 model strays from the float network: calibrate on images like "
+                 "the camera's (--calibration), or deploy the fp32 export")
     if precision == "fp16":
         hint += ("; the network does not tolerate float16 on these inputs (see its float32 "
                  "conditioning: `oe-depth check-precision`): export and build fp32")
     raise ExportError(f"ONNX Runtime and PyTorch disagree: {detail}; {out} was not "
                       f"written{hint}")
+
+
+def _check_calibration(precision: str, calibration: CalibrationSet | None,
+                       size: tuple[int, int]) -> None:
+    """ValueError unless int8 comes with calibration inputs of the network size (and only it)."""
+    if precision != "int8":
+        if calibration is not None:
+            raise ValueError(f"calibration images are for --precision int8, not {precision}")
+        return
+    if calibration is None or not calibration.batches:
+        raise ValueError("--precision int8 needs calibration images: --calibration DIR, "
+                         "bag:BAG:/TOPIC or synthetic")
+    want = (1, 3, *size)
+    bad = [tuple(b.shape) for b in calibration.batches if tuple(b.shape) != want]
+    if bad:
+        raise ValueError(f"calibration inputs must have shape {want}, got {bad[0]}")
 
 
 def _stage(seconds: dict[str, float], name: str, start: float) -> float:
@@ -249,7 +275,8 @@ def _stage(seconds: dict[str, float], name: str, start: float) -> float:
 def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, width: int,
                 checkpoint: str | os.PathLike[str] | None = None, opset: int = DEFAULT_OPSET,
                 precision: str = "fp32", verify: bool = True,
-                verify_image: np.ndarray | None = None) -> ExportReport:
+                verify_image: np.ndarray | None = None,
+                calibration: CalibrationSet | None = None) -> ExportReport:
     """Export a depth network to ``out`` (atomically) and check it with ONNX Runtime.
 
     ``model_config`` is a config name, YAML path or DepthNetConfig (it may be ``None``
@@ -260,14 +287,18 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     Runtime's error against float64 exceeds ``conditioning.runtime_limits`` on any of
     them: for fp32, materially more than float32 PyTorch's own error (so an
     ill-conditioned but faithful export passes, with a warning); for fp16, more than
-    ``conditioning.FP16_TOLERANCE``. Raises ValueError for bad arguments or checkpoints.
+    ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``.
+    ``calibration`` (int8 only, required there) holds the calibration inputs; ODConv
+    attention stays float (``quantize.DEFAULT_ODCONV``). Raises ValueError for bad
+    arguments or checkpoints.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset} is too old: the torch.export-based exporter emits "
                          f"opset {MIN_OPSET} or newer")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision not in ONNX_PRECISIONS:
+        raise ValueError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
+    _check_calibration(precision, calibration, (height, width))
     net = load_network(model_config, checkpoint).eval()
     cfg = net.config
     units = RELATIVE_UNKNOWN if checkpoint is None else checkpoint_units(checkpoint)
@@ -275,7 +306,9 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
         model_name=cfg.name, input_height=height, input_width=width,
         min_depth=float(cfg.min_depth), max_depth=float(cfg.max_depth),
         config_hash=config_hash(to_dict(cfg)), oe_depth_ros_version=__version__,
-        output=OUTPUT_KIND, precision=precision, **units.to_dict(),
+        output=OUTPUT_KIND, precision=precision,
+        calibration=calibration.source if calibration is not None else "",
+        **units.to_dict(),
     )
     seconds: dict[str, float] = {}
     tic = time.perf_counter()
@@ -290,8 +323,21 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     out = Path(out)
     checks: list[InputCheck] = []
     with atomic_path(out, suffix=".onnx") as tmp:
-        _trace_to_onnx(wrapper, torch.from_numpy(inputs["pattern"]), tmp, opset)
-        tic = _stage(seconds, "trace", tic)
+        if calibration is None:
+            _trace_to_onnx(wrapper, torch.from_numpy(inputs["pattern"]), tmp, opset)
+            tic = _stage(seconds, "trace", tic)
+        else:
+            with tempfile.TemporaryDirectory(prefix="oe_depth_int8_") as work:
+                float_path = Path(work) / "float32.onnx"
+                _trace_to_onnx(wrapper, torch.from_numpy(inputs["pattern"]), float_path, opset)
+                tic = _stage(seconds, "trace", tic)
+                _finalise(float_path, dataclasses.replace(info, precision="fp32"), opset)
+                kept = quantize_int8(float_path, tmp, calibration.batches, DEFAULT_ODCONV)
+                LOG.info("INT8 (QDQ, per-channel weights) calibrated on %d inputs of %s; "
+                         "%d ODConv nodes kept in float (odconv=%s)",
+                         len(calibration.batches), calibration.source, len(kept),
+                         DEFAULT_ODCONV)
+                tic = _stage(seconds, "quantize", tic)
         num_nodes = _finalise(tmp, info, opset)
         tic = _stage(seconds, "checks", tic)
         if refs is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any, Mapping
 
 from oe_depth_ros.inference.errors import BackendError
@@ -19,7 +20,9 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "disparity"
 #: What the output holds: 1/depth up to the unknown monocular scale.
 OUTPUT_KIND = "scaled_disparity"
+#: Engine precisions; an ONNX may also be INT8 (static QDQ, for the CPU backends).
 PRECISIONS = ("fp32", "fp16")
+ONNX_PRECISIONS = (*PRECISIONS, "int8")
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -41,6 +44,8 @@ class ModelInfo:
     oe_depth_ros_version: str
     output: str = OUTPUT_KIND
     precision: str = "fp32"
+    #: where an INT8 model's activation ranges came from (``export-onnx --calibration``)
+    calibration: str = ""
     #: The depth's units (:mod:`oe_depth_ros.units`); files without them read as relative.
     scale_source: str = "unknown"
     metres_per_unit: float = 0.0
@@ -99,9 +104,21 @@ class ModelInfo:
             raise BackendError(
                 f"{source}: output is {self.output!r}, this package expects {OUTPUT_KIND!r}"
             )
-        if self.precision not in PRECISIONS:
-            raise BackendError(f"{source}: precision {self.precision!r} not in {PRECISIONS}")
+        if self.precision not in ONNX_PRECISIONS:
+            raise BackendError(
+                f"{source}: precision {self.precision!r} not in {ONNX_PRECISIONS}")
         try:
             DepthUnits(self.scale_source, self.metres_per_unit)  # checks the pair
         except UnitsError as exc:
             raise BackendError(f"{source}: {exc}") from exc
+
+
+def read_onnx_info(path: str | os.PathLike[str]) -> ModelInfo:
+    """The ModelInfo in an ONNX file's ``metadata_props`` (for runtimes that do not expose it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise BackendError(f"cannot read ONNX model {path}: {exc}") from exc
+    return ModelInfo.from_metadata({p.key: p.value for p in model.metadata_props}, str(path))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from oe_depth_ros.inference.metadata import PRECISIONS
+from oe_depth_ros.inference.metadata import ONNX_PRECISIONS, PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,9 +26,13 @@ def plan_precision(precision: str, onnx_precision: str, weak_typing: bool) -> Pr
     ``weak_typing`` is True on TensorRT 10 (the FP16 builder flag exists). Raises
     ValueError, saying what to export instead, for combinations that cannot work.
     """
-    for name, value in (("precision", precision), ("ONNX precision", onnx_precision)):
-        if value not in PRECISIONS:
-            raise ValueError(f"{name} must be one of {PRECISIONS}, got {value!r}")
+    for name, value, allowed in (("precision", precision, PRECISIONS),
+                                 ("ONNX precision", onnx_precision, ONNX_PRECISIONS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    if onnx_precision == "int8":
+        raise ValueError("this ONNX is an INT8 model for the CPU backends (onnxruntime, "
+                         "openvino); build engines from an fp32 or fp16 export")
     if onnx_precision == "fp16" and precision == "fp32":
         raise ValueError("this ONNX runs in float16 inside; build it with --precision fp16, or "
                          "export a float32 ONNX (export-onnx --precision fp32) for an fp32 engine")

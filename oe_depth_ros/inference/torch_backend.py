@@ -17,14 +17,12 @@ import torch
 
 from oe_depth_ros.devices import resolve_torch_device
 from oe_depth_ros.geometry import disp_to_depth
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, format_size
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.inference.preprocess import TensorPreprocessor
 
 LOG = logging.getLogger(__name__)
-
-#: Input size when neither the caller nor the checkpoint gives one (the paper's 640x192).
-DEFAULT_INPUT_SIZE = (192, 640)
 
 
 def checkpoint_input_size(path: Path) -> tuple[int, int] | None:
@@ -68,9 +66,9 @@ class TorchBackend(DepthBackend):
         if input_size is None:
             input_size = checkpoint_input_size(path)
         if input_size is None:
-            LOG.warning("%s records no input size; using %dx%d (pass input_size= to change)",
-                        path, *DEFAULT_INPUT_SIZE)
-            input_size = DEFAULT_INPUT_SIZE
+            LOG.warning("%s records no input size; using %s (pass input_size= to change)",
+                        path, format_size(DEFAULT_NETWORK_SIZE))
+            input_size = DEFAULT_NETWORK_SIZE
         height, width = int(input_size[0]), int(input_size[1])
         if height <= 0 or width <= 0 or height % 32 or width % 32:
             raise BackendError(f"input size {height}x{width} must be positive multiples of 32")

@@ -45,22 +45,9 @@ from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
                               ROWS, best_constant, curve_markdown,
                               curve_summary, label_check_text, plot_curves,
                               read_points, summarize, table_markdown)
+from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
 
 log = logging.getLogger("training.experiments.ablation")
-
-
-@dataclass(frozen=True)
-class WorldSpec:
-    """The rendered worlds: training drives and held-out drives (another seed)."""
-
-    drives: int = 4
-    frames: int = 40
-    seed: int = 0
-    heldout_drives: int = 2
-    heldout_frames: int = 30
-    heldout_seed: int = 1
-    width: int = 416
-    height: int = 128
 
 
 @dataclass(frozen=True)
@@ -131,7 +118,6 @@ def porcelain_paths(status: str) -> list[str]:
 def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
     """Render (once) the training world and the held-out world; list every held-out frame."""
     from oe_depth_ros.kitti.splits import read_split_file, write_split_file
-    from .prove_learning import ensure_world
 
     # +1 drive: the synthetic splits train on every drive but the last one
     train = ensure_world(work / "train_world", spec.drives + 1, spec.frames, spec.seed,
@@ -308,14 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also evaluate every N steps (default: --steps/8 with --curve)")
     parser.add_argument("--curve", action="store_true",
                         help="learning-curve mode: evaluate on the way, report the plateau")
-    parser.add_argument("--drives", type=int, default=4, help="training drives (default 4)")
-    parser.add_argument("--frames", type=int, default=40, help="frames per drive (default 40)")
-    parser.add_argument("--world-seed", type=int, default=0, help="training world seed")
-    parser.add_argument("--heldout-drives", type=int, default=2, help="held-out drives")
-    parser.add_argument("--heldout-frames", type=int, default=30,
-                        help="frames per held-out drive (default 30)")
-    parser.add_argument("--heldout-seed", type=int, default=1, help="held-out world seed")
-    parser.add_argument("--size", default="416x128", help="rendered size WxH (default 416x128)")
+    add_world_options(parser, WorldSpec())
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
     parser.add_argument("--warmup-steps", type=int, default=2,
@@ -333,10 +312,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Validated settings of the command line."""
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"--size must be WxH, got {args.size!r}") from None
     if args.steps < 1 or args.jobs < 1 or args.threads < 1:
         raise SystemExit("--steps, --jobs and --threads must be at least 1")
     if len(set(args.seeds)) != len(args.seeds):
@@ -344,10 +319,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     every = args.eval_every or (max(1, args.steps // 8) if args.curve else None)
     evals = sorted({*range(every, args.steps, every), args.steps} if every else {args.steps})
     rows = args.rows or (["baseline"] if args.curve else list(ROWS))
-    world = WorldSpec(args.drives, args.frames, args.world_seed, args.heldout_drives,
-                      args.heldout_frames, args.heldout_seed, width, height)
-    return Settings(rows, list(args.seeds), args.steps, evals, world, args.threads, args.jobs,
-                    list(args.overrides))
+    return Settings(rows, list(args.seeds), args.steps, evals, world_spec(args), args.threads,
+                    args.jobs, list(args.overrides))
 
 
 def run_all(jobs: list[RunJob], parallel: int) -> None:

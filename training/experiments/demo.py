@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 
 from oe_depth_ros.atomic import write_text_atomic
-from oe_depth_ros.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, evaluate_depth_map,
-                                  valid_mask)
+from oe_depth_ros.metrics import (EIGEN_MAX_DEPTH, EIGEN_MIN_DEPTH, HIGHER_IS_BETTER,
+                                  METRIC_NAMES, evaluate_depth_map, valid_mask)
 from oe_depth_ros.scale import CameraHeightScale, ScaleConfig, ScaleMethod
 from .baselines import best_constant_depth
 
@@ -225,16 +225,17 @@ def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Input | ground truth | median-scaled depth | abs-rel error, stacked vertically."""
     from oe_depth_ros.colormap import colorize_depth
 
-    valid = (gt > 1e-3) & np.isfinite(depth)
+    valid = (gt > EIGEN_MIN_DEPTH) & np.isfinite(depth)
     err = np.zeros_like(gt)
     err[valid] = np.abs(depth[valid] - gt[valid]) / gt[valid]
     err_img = cv2.applyColorMap(np.clip(err / 0.3 * 255, 0, 255).astype(np.uint8),
                                 cv2.COLORMAP_INFERNO)[..., ::-1]
     err_img[~valid] = 0
-    gt_shown = np.where(gt > 1e-3, gt, np.nan).astype(np.float32)
-    rows = [rgb, colorize_depth(gt_shown, 0.0, 80.0),
-            colorize_depth(np.nan_to_num(depth, nan=0.0), 0.0, 80.0), err_img]
-    labels = ["input", "ground truth 0-80 m", "prediction (median-scaled)", "abs rel error 0-30%"]
+    gt_shown = np.where(gt > EIGEN_MIN_DEPTH, gt, np.nan).astype(np.float32)
+    rows = [rgb, colorize_depth(gt_shown, 0.0, EIGEN_MAX_DEPTH),
+            colorize_depth(np.nan_to_num(depth, nan=0.0), 0.0, EIGEN_MAX_DEPTH), err_img]
+    labels = ["input", f"ground truth 0-{EIGEN_MAX_DEPTH:g} m", "prediction (median-scaled)",
+              "abs rel error 0-30%"]
     out = []
     for row, label in zip(rows, labels):
         row = np.array(row[..., :3], dtype=np.uint8, copy=True)
@@ -313,7 +314,7 @@ def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
     camera_height = CameraHeightScale(scale.camera_height, replace(scale, method="camera_height"))
     for idx, (rgb, depth) in enumerate(zip(images, depths)):
         gt = _ground_truth(drive, idx, depth.shape)
-        pred = np.nan_to_num(depth, nan=80.0)
+        pred = np.nan_to_num(depth, nan=EIGEN_MAX_DEPTH)
         errors, ratio = evaluate_depth_map(gt, pred)
         metric_rows.append(evaluate_depth_map(gt, pred, median_scaling=False)[0])
         # the camera-height fit on the published depth: its metres whatever the model's units

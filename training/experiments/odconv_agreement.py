@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from oe_depth_ros.atomic import write_text_atomic
+from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
 from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.model import ODConv2d, build_depth_net
 from oe_depth_ros.model.depth_net import DepthNet, load_depth_config
@@ -184,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pretrained", type=Path, default=None,
                         help="static HRNet weights (default: a seeded random stand-in)")
     parser.add_argument("--frames", type=int, default=8, help="frames in the batch (default 8)")
-    parser.add_argument("--height", type=int, default=192)
-    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=DEFAULT_NETWORK_SIZE[0])
+    parser.add_argument("--width", type=int, default=DEFAULT_NETWORK_SIZE[1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds of the attention init (and of the stand-in weights)")
     parser.add_argument("--threads", type=int, default=2)

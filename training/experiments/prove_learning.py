@@ -27,6 +27,7 @@ import torch
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from .baselines import best_constant_abs_rel
+from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
 
 log = logging.getLogger("training.experiments.prove_learning")
 
@@ -38,36 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", default="synth_small",
                         help="training config (default synth_small)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
-    parser.add_argument("--drives", type=int, default=4, help="training drives (default 4)")
-    parser.add_argument("--frames", type=int, default=40, help="frames per drive (default 40)")
-    parser.add_argument("--seed", type=int, default=0, help="training world seed (default 0)")
-    parser.add_argument("--heldout-seed", type=int, default=1,
-                        help="held-out drive seed (default 1)")
-    parser.add_argument("--heldout-frames", type=int, default=30,
-                        help="held-out frames (default 30)")
-    parser.add_argument("--size", default="416x128",
-                        help="rendered image size WxH (default 416x128)")
+    add_world_options(parser, WorldSpec(heldout_drives=1))
     parser.add_argument("--compare-triplet", action="store_true",
                         help="also train without the triplet term; compare near semantic edges")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="training config overrides")
     return parser
-
-
-def ensure_world(root: Path, drives: int, frames: int, seed: int, width: int, height: int) -> Any:
-    """Render the synthetic world once; reuse it when its split files already exist."""
-    from oe_depth_ros.synthetic.dataset import generate_dataset
-
-    marker = root / "generated.json"
-    spec = {"drives": drives, "frames": frames, "seed": seed, "width": width, "height": height}
-    if marker.is_file() and json.loads(marker.read_text()) == spec:
-        splits = {name: root / "splits" / f"{name}_files.txt" for name in ("train", "val", "test")}
-        return argparse.Namespace(root=root, split_files=splits)
-    log.info("rendering %s", spec)
-    ds = generate_dataset(root, drives=drives, frames=frames, seed=seed, width=width,
-                          height=height, progress=True)
-    write_text_atomic(marker, json.dumps(spec))
-    return ds
 
 
 @torch.no_grad()
@@ -162,12 +139,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    w = world_spec(args)
     # +1 drive: synthetic splits train on all drives but the last one
-    train_world = ensure_world(args.work / "train_world", args.drives + 1, args.frames, args.seed,
-                               width, height)
-    heldout_world = ensure_world(args.work / "heldout_world", 1, args.heldout_frames,
-                                 args.heldout_seed, width, height)
+    train_world = ensure_world(args.work / "train_world", w.drives + 1, w.frames, w.seed,
+                               w.width, w.height)
+    heldout_world = ensure_world(args.work / "heldout_world", w.heldout_drives, w.heldout_frames,
+                                 w.heldout_seed, w.width, w.height)
     runs = {"main": train_and_measure(args, train_world, heldout_world, list(args.overrides),
                                       args.work / "run", args.compare_triplet)}
     if args.compare_triplet:
