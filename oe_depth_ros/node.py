@@ -79,12 +79,12 @@ from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
 from oe_depth_ros.messages import MessageTypes
 from oe_depth_ros.node_main import ShutdownSignals
+from oe_depth_ros.node_names import NODE_NAME
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
 from oe_depth_ros.outputs import output_message, output_messages
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PreparedFrame
 from oe_depth_ros.scale import ScaleSetupError, make_scale_estimator
 
-NODE_NAME = "oe_depth_node"
 LOG = logging.getLogger(__name__)
 
 #: Default QoS of the image and camera_info subscriptions: REP 2003's sensor data

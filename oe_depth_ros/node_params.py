@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from oe_depth_ros.compressed import TRANSPORTS
+from oe_depth_ros.geometry import KITTI_NORMALIZED_INTRINSICS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
+from oe_depth_ros.node_names import NODE_NAME
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -124,7 +126,7 @@ PARAMS: tuple[ParamSpec, ...] = (
        unit="s", limits=(0.0, 10.0)),
     _p("camera_info.use_fallback", True, "Without any CameraInfo, use "
        "camera_info.fallback_intrinsics (with a warning) instead of dropping frames."),
-    _p("camera_info.fallback_intrinsics", [0.58, 1.92, 0.5, 0.5], "Normalized "
+    _p("camera_info.fallback_intrinsics", list(KITTI_NORMALIZED_INTRINSICS), "Normalized "
        "[fx/W, fy/H, cx/W, cy/H] used without CameraInfo (default: KITTI's, as in training).",
        limits=(0.0, 100.0), length=4),
     # --- depth output
@@ -379,7 +381,7 @@ def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
     return PipelineConfig.from_params({**defaults(), **values})
 
 
-def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",
+def flatten_params_file(data: Mapping[str, Any], node_name: str = NODE_NAME,
                         source: str = "<params>") -> dict[str, Any]:
     """A ROS parameter file's mapping -> dotted name -> value for ``node_name``.
 
@@ -405,7 +407,7 @@ def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node
     return out
 
 
-def load_params_file(path: str | Path, node_name: str = "oe_depth_node",
+def load_params_file(path: str | Path, node_name: str = NODE_NAME,
                      offline: bool = False) -> dict[str, Any]:
     """Read and validate a ROS parameter YAML file for the node (ParamError names the file).
 

@@ -40,6 +40,7 @@ from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
 from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig, FrameIntake
+from oe_depth_ros.node_names import DEFAULT_NAMESPACE
 from oe_depth_ros.messages import (
     MessageError, MessageTypes, Stamped, pointcloud2_to_numpy, stamp_to_ns,
 )
@@ -75,7 +76,7 @@ class ProcessOptions:
     camera_info_topic: str | None = None
     #: How images are matched with CameraInfo (the node's ``camera_info.*`` parameters).
     camera_info: CameraInfoConfig = field(default_factory=CameraInfoConfig)
-    namespace: str = "/oe_depth"
+    namespace: str = "/" + DEFAULT_NAMESPACE
     #: Which of :data:`OUTPUT_TOPICS` to write.
     outputs: tuple[str, ...] = OUTPUT_TOPICS
     copy_input: bool = False

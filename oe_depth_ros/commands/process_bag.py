@@ -10,6 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any, Mapping
 
+from oe_depth_ros.metrics import EIGEN_MAX_DEPTH
+from oe_depth_ros.node_names import DEFAULT_NAMESPACE
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``oe-depth process-bag``."""
@@ -32,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pipeline, scale and camera_info settings")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a node parameter, e.g. --set scale.method=camera_height")
-    parser.add_argument("--namespace", default="/oe_depth",
-                        help="namespace of the output topics (default: /oe_depth)")
+    parser.add_argument("--namespace", default="/" + DEFAULT_NAMESPACE,
+                        help=f"namespace of the output topics (default: /{DEFAULT_NAMESPACE})")
     parser.add_argument("--outputs", nargs="+", default=list(OUTPUT_TOPICS),
                         choices=OUTPUT_TOPICS, help="outputs to write (default: all)")
     parser.add_argument("--image-topic", default=LEFT_COLOR_IMAGE_TOPIC,
@@ -51,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-dt", type=float, default=0.05, metavar="SECONDS",
                         help="largest image-to-scan time gap for evaluation (default 0.05)")
     parser.add_argument("--eval-crop", choices=("garg", "eigen", "none"), default="garg")
-    parser.add_argument("--eval-max-depth", type=float, default=80.0)
+    parser.add_argument("--eval-max-depth", type=float, default=EIGEN_MAX_DEPTH)
     parser.add_argument("--metrics", default=None, metavar="JSON",
                         help="evaluation report (default: OUT_metrics.json)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default=None,
