@@ -53,7 +53,7 @@ def evaluate_model(checkpoint: Path, drive_dir: Path) -> dict[str, Any]:
     units = backend.units
     if not units.metric:
         raise ValueError(f"{checkpoint}: not a metric model ({units.describe()})")
-    pipeline = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e9),
+    pipeline = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1000.0),
                              FixedScale(units.metres_per_unit))
     depth_only = Outputs(points=False, colored=False)
     samples: list[Sample] = list(frames([drive_dir]))

@@ -96,7 +96,7 @@ def model_predictor(model: Path, backend_name: str) -> Predictor:
     from oe_depth_ros.scale import FixedScale
 
     backend = create_backend(backend_name, model)
-    config = PipelineConfig(min_range=0.0, max_range=1e9)
+    config = PipelineConfig(min_range=0.0, max_range=1000.0)
     pipeline = DepthPipeline(backend, config, FixedScale(1.0))
     depth_only = Outputs(points=False, colored=False)
     return lambda image, k, gt: pipeline.process(image, k, outputs=depth_only).depth

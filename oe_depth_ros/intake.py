@@ -42,6 +42,7 @@ from oe_depth_ros.messages import (
     CAMERA_ENCODINGS, ENCODINGS, MessageError, camera_info_image_size,
     camera_info_to_intrinsics, data_bytes, image_size, image_to_rgb, stamp_to_ns,
 )
+from oe_depth_ros.node_params import check_fields, field_default
 
 __all__ = ["ERROR_KINDS", "InputError", "CameraInfoConfig", "CameraModel", "Frame",
            "FrameIntake", "IntrinsicsSource", "camera_model_from_msg", "image_rgb_from_msg",
@@ -74,8 +75,8 @@ ERROR_KINDS: dict[str, str] = {
                              "calibration): images are taken as rectified, intrinsics from P",
 }
 
-#: Largest image accepted by default (pixels): 4096 x 4096, above 4K UHD and 12 MP cameras.
-DEFAULT_MAX_PIXELS = 4096 * 4096
+#: Largest image accepted by default (pixels): the ``max_input_pixels`` parameter's default.
+DEFAULT_MAX_PIXELS: int = int(field_default("max_input_pixels"))
 
 
 class InputError(ValueError):
@@ -91,21 +92,19 @@ class CameraInfoConfig:
     """How images are matched with CameraInfo (the node's ``camera_info.*`` parameters)."""
 
     #: latest: the newest valid CameraInfo; approximate: the nearest in time within slop.
-    sync: Literal["latest", "approximate"] = "latest"
+    sync: Literal["latest", "approximate"] = field_default("camera_info.sync")
     #: Largest stamp difference (seconds) accepted by approximate sync.
-    slop: float = 0.05
+    slop: float = field_default("camera_info.slop")
     #: Without any CameraInfo, use ``fallback_intrinsics`` instead of skipping frames.
-    use_fallback: bool = True
+    use_fallback: bool = field_default("camera_info.use_fallback")
     #: Normalized [fx/W, fy/H, cx/W, cy/H] (KITTI's, as in training).
-    fallback_intrinsics: tuple[float, float, float, float] = (0.58, 1.92, 0.5, 0.5)
+    fallback_intrinsics: tuple[float, float, float, float] = field_default(
+        "camera_info.fallback_intrinsics")
 
     def __post_init__(self) -> None:
-        if self.sync not in ("latest", "approximate"):
-            raise ValueError(f"camera_info.sync must be latest or approximate, got {self.sync!r}")
-        if not self.slop >= 0:
-            raise ValueError(f"camera_info.slop must be >= 0, got {self.slop}")
+        check_fields(self, "camera_info")  # types, limits and choices of the parameters
         fx, fy = self.fallback_intrinsics[:2]
-        if len(self.fallback_intrinsics) != 4 or not (fx > 0 and fy > 0):
+        if not (fx > 0 and fy > 0):
             raise ValueError("camera_info.fallback_intrinsics needs 4 values with positive "
                              f"fx/W and fy/H, got {list(self.fallback_intrinsics)}")
 

@@ -28,13 +28,19 @@ from __future__ import annotations
 import array
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from rosbags.typesys.store import Typestore
 
 __all__ = [
     "MessageError",
     "MessageTypes",
+    "Header",
+    "Stamped",
+    "RosMessage",
     "ENCODINGS",
     "CAMERA_ENCODINGS",
     "image_to_numpy",
@@ -95,6 +101,43 @@ def _with_data(cls: Any, types: "MessageTypes", buf: memoryview, **fields: Any) 
     return msg
 
 
+class Stamp(Protocol):
+    """builtin_interfaces/Time as rclpy and rosbags both build it."""
+
+    @property
+    def sec(self) -> int:
+        """Seconds."""
+
+    @property
+    def nanosec(self) -> int:
+        """Nanoseconds within the second."""
+
+
+class Header(Protocol):
+    """std_msgs/Header as rclpy and rosbags both build it."""
+
+    @property
+    def stamp(self) -> Stamp:
+        """Time of the data."""
+
+    @property
+    def frame_id(self) -> str:
+        """Coordinate frame of the data."""
+
+
+class Stamped(Protocol):
+    """A message with a std_msgs/Header (Image, CompressedImage, CameraInfo, PointCloud2)."""
+
+    @property
+    def header(self) -> Header:
+        """Stamp and frame of the message."""
+
+
+#: A message built here: an instance of an rclpy class or of a rosbags typestore's
+#: dataclass (the two share field names, not a base class).
+RosMessage = object
+
+
 @dataclass(frozen=True)
 class MessageTypes:
     """The message classes to build and how their ``uint8[]`` fields are filled.
@@ -125,7 +168,7 @@ class MessageTypes:
                    _rclpy_uint8_sequence, "rclpy")
 
     @classmethod
-    def rosbags(cls, typestore: Any) -> "MessageTypes":
+    def rosbags(cls, typestore: "Typestore") -> "MessageTypes":
         """The dataclasses of a ``rosbags`` typestore (``get_typestore(Stores.ROS2_JAZZY)``)."""
         t = typestore.types
         try:
@@ -140,7 +183,7 @@ class MessageTypes:
 # --------------------------------------------------------------------------- headers
 
 
-def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Any:
+def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Header:
     """A std_msgs/Header for an integer time in nanoseconds (may be negative)."""
     stamp_ns = int(stamp_ns)
     sec, nanosec = divmod(stamp_ns, _NS)
@@ -151,7 +194,7 @@ def make_header(stamp_ns: int, frame_id: str, types: MessageTypes) -> Any:
     return types.Header(stamp=types.Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def stamp_to_ns(stamp: Any) -> int:
+def stamp_to_ns(stamp: Stamp) -> int:
     """builtin_interfaces/Time (``sec``, ``nanosec``) -> integer nanoseconds."""
     try:
         sec, nanosec = int(stamp.sec), int(stamp.nanosec)
@@ -345,7 +388,8 @@ def array_to_rgb(arr: np.ndarray, kind: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.uint8)
 
 
-def numpy_to_image(array_: np.ndarray, encoding: str, header: Any, types: MessageTypes) -> Any:
+def numpy_to_image(array_: np.ndarray, encoding: str, header: Header,
+                   types: MessageTypes) -> RosMessage:
     """ndarray ([H, W] or [H, W, C]) -> Image with ``encoding``, unpadded rows, native order.
 
     The dtype and channel count must match the encoding exactly (no silent casts).
@@ -461,9 +505,12 @@ def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
     return k
 
 
-def make_camera_info(k: np.ndarray, width: int, height: int, header: Any,
+def make_camera_info(k: np.ndarray, width: int, height: int, header: Header,
                      types: MessageTypes) -> Any:
-    """CameraInfo of a rectified pinhole camera: K, P = [K|0], R = I, D = 0 (plumb_bob)."""
+    """CameraInfo of a rectified pinhole camera: K, P = [K|0], R = I, D = 0 (plumb_bob).
+
+    Typed Any: callers may set further fields of either library's class (e.g. ``p``).
+    """
     k_arr = np.asarray(k, dtype=np.float64)
     if k_arr.shape != (3, 3):
         raise MessageError(f"intrinsics must be 3x3, got shape {k_arr.shape}")
@@ -507,8 +554,8 @@ def _point_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
     return out
 
 
-def make_pointcloud2(points: np.ndarray, header: Any, types: MessageTypes,
-                     is_dense: bool | None = None) -> Any:
+def make_pointcloud2(points: np.ndarray, header: Header, types: MessageTypes,
+                     is_dense: bool | None = None) -> RosMessage:
     """Structured array [N] (unorganized) or [H, W] (organized) -> PointCloud2.
 
     Fields must include x, y and z (float32). ``is_dense``: None = True when every

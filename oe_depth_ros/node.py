@@ -74,17 +74,17 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from oe_depth_ros import node_params
 from oe_depth_ros.compressed import transport_topic
 from oe_depth_ros.diagnostics import CALLBACK_FAILURES, FrameMailbox, NodeStats
-from oe_depth_ros.inference.backends import CPU_BACKENDS, DepthBackend
+from oe_depth_ros.build import build_pipeline, create_backend_from_params
+from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
-from oe_depth_ros.messages import (
-    MessageTypes, make_camera_info, numpy_to_image,
-)
+from oe_depth_ros.messages import MessageTypes
 from oe_depth_ros.node_main import ShutdownSignals
+from oe_depth_ros.node_names import NODE_NAME
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
+from oe_depth_ros.outputs import output_message, output_messages
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PreparedFrame
 from oe_depth_ros.scale import ScaleSetupError, make_scale_estimator
 
-NODE_NAME = "oe_depth_node"
 LOG = logging.getLogger(__name__)
 
 #: Default QoS of the image and camera_info subscriptions: REP 2003's sensor data
@@ -326,30 +326,20 @@ class DepthCore(_NodeBase):
         self._stats.set_info("depth_units", self._backend.units.describe())
 
     def _create_backend(self) -> DepthBackend:
-        from oe_depth_ros.inference.backends import create_backend, model_format
-
         name, path = self._values["backend"], self._values["model_path"]
         if not path:
             raise StartupError("parameter model_path is empty: set it to an ONNX model, a "
                                "TensorRT engine or a checkpoint (-p model_path:=FILE or "
                                "params_file)")
-        options: dict[str, Any] = {}
-        threads = self._values["threads"]
         try:
-            cpu_backend = name in CPU_BACKENDS or (
-                name == "auto" and model_format(path) != "engine")
-            if threads and cpu_backend:
-                options["threads"] = threads
-            return create_backend(name, path, device=self._values["device"],
-                                  model_config=self._values["model_config"] or None, **options)
+            return create_backend_from_params(self._values)
         except Exception as exc:  # BackendError and whatever a library raises on load
             raise StartupError(f"cannot start backend '{name}' with model {path}: {exc}") from exc
 
     def _make_pipeline(self, values: dict[str, Any]) -> DepthPipeline:
         assert self._backend is not None
-        self._config = node_params.pipeline_config(values)
         try:
-            return DepthPipeline(self._backend, self._config)
+            return build_pipeline(values, self._backend)[1]
         except ScaleSetupError as exc:  # e.g. a relative model with no scale estimator
             raise StartupError(str(exc)) from None
 
@@ -458,10 +448,10 @@ class DepthCore(_NodeBase):
         """Validate a change as a whole; the worker applies it at once, frames or not."""
         with self._pending_lock:
             candidate = dict(self._pending if self._pending is not None else self._values)
-        for p in params:
-            candidate[p.name] = _plain(p.value)
         try:
-            node_params.validate_all(candidate)
+            for p in params:  # the others were validated when they were set
+                candidate[p.name] = node_params.validate(p.name, _plain(p.value))
+            node_params.check_combination(candidate)
             scale = node_params.pipeline_config(candidate).scale
             if self._backend is not None:  # unconfigured: configure checks it with the model
                 make_scale_estimator(scale, self._backend.units)
@@ -598,19 +588,19 @@ class DepthCore(_NodeBase):
 
         t0 = time.perf_counter()
         header = msg.header
-        if want_depth:
-            self._pub_depth.publish(numpy_to_image(result.depth, "32FC1", header, self._types))
-        if want_info:
-            self._pub_info.publish(make_camera_info(result.K, result.size[1], result.size[0],
-                                                    header, self._types))
-        if want_colored and result.colored is not None:
-            self._pub_colored.publish(numpy_to_image(result.colored, "rgb8", header,
-                                                     self._types))
+        publishers = {node_params.DEPTH_TOPIC: (want_depth, self._pub_depth),
+                      node_params.DEPTH_INFO_TOPIC: (want_info, self._pub_info),
+                      node_params.COLORED_TOPIC: (want_colored, self._pub_colored)}
+        names = [name for name, (wanted, _) in publishers.items() if wanted]
+        for name, msg_out in output_messages(result, header, self._types, names).items():
+            publishers[name][1].publish(msg_out)
         stages["publish"] = (time.perf_counter() - t0) * 1e3
-        if want_points and result.points is not None:
+        if want_points:
             t0 = time.perf_counter()
-            self._pub_points.publish(result.pointcloud2(header, self._types))
-            stages["publish_points"] = (time.perf_counter() - t0) * 1e3
+            cloud = output_message(result, node_params.POINTS_TOPIC, header, self._types)
+            if cloud is not None:
+                self._pub_points.publish(cloud)
+                stages["publish_points"] = (time.perf_counter() - t0) * 1e3
         latency_ms = (time.perf_counter() - received) * 1e3
         self._stats.frame_processed(latency_ms, stages)
         self._stats.set_info("scale", f"{result.scale:.4g}")

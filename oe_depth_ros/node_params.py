@@ -13,9 +13,13 @@
 # limitations under the License.
 """The depth node's parameters and topics as data, with no ROS import.
 
-One table, three users: ``oe_depth_ros.node`` declares its ROS parameters from it
-(types, ranges, read-only flags, descriptions), ``config/oe_depth.yaml`` is checked
-against it by the tests, and the README's tables are generated from it
+One table, every user: ``oe_depth_ros.node`` declares its ROS parameters from it
+(types, ranges, read-only flags, descriptions); the pipeline dataclasses
+(``PipelineConfig``, ``PointsConfig``, ``ColoredConfig``, ``ScaleConfig``,
+``CameraInfoConfig``) take their defaults from it (:func:`field_default`) and check
+their fields against it (:func:`check_fields`); ``oe-depth process-bag`` reads
+``--params-file`` / ``--set`` through it; ``config/oe_depth.yaml`` is checked against it
+by the tests, and the docs' tables are generated from it
 (``python -m oe_depth_ros.node_params --markdown``), so none of them can drift.
 
 Names with dots (``points.decimation``) are nested keys in a ROS parameter file.
@@ -23,42 +27,56 @@ Names with dots (``points.decimation``) are nested keys in a ROS parameter file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Union
 
 from oe_depth_ros.compressed import TRANSPORTS
+from oe_depth_ros.geometry import KITTI_NORMALIZED_INTRINSICS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
-from oe_depth_ros.intake import DEFAULT_MAX_PIXELS
+from oe_depth_ros.node_names import NODE_NAME
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from oe_depth_ros.pipeline import PipelineConfig
 
 PARAMS_FILE_KEY = "ros__parameters"
+
+#: A parameter value: the Python types of the ROS parameter types the node declares.
+ParamValue = Union[bool, int, float, str, list[float]]
 
 
 class ParamError(ValueError):
     """A parameter value is of the wrong type, out of range or not an allowed choice."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ParamSpec:
     """One node parameter: name, default (whose Python type is the ROS type), limits, text.
 
     ``limits`` is an inclusive (min, max) for int and float parameters (and for every
-    element of a float list); ``choices`` lists the allowed strings.
+    element of a float list); ``choices`` lists the allowed strings; ``offline_choices``
+    the further ones that only ``oe-depth process-bag`` accepts (it reads a bag's LiDAR
+    scans, the node subscribes to none).
     """
 
     name: str
-    default: Any
+    default: ParamValue
     description: str
     unit: str = ""
     limits: tuple[float, float] | None = None
     choices: tuple[str, ...] = ()
+    offline_choices: tuple[str, ...] = ()
     read_only: bool = False
     length: int | None = None  # required length of a list parameter
+
+    def allowed(self, offline: bool = False) -> tuple[str, ...]:
+        """The accepted strings: the node's, plus process-bag's own when ``offline``."""
+        return self.choices + self.offline_choices if offline else self.choices
 
     @property
     def type_name(self) -> str:
@@ -76,8 +94,8 @@ class ParamSpec:
         raise TypeError(f"parameter {self.name}: unsupported default {self.default!r}")
 
 
-def _p(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
-    return ParamSpec(name, default, description, **kw)
+def _p(name: str, default: ParamValue, description: str, **kw: Any) -> ParamSpec:
+    return ParamSpec(name=name, default=default, description=description, **kw)
 
 
 #: Every parameter the node declares, in documentation order.
@@ -97,7 +115,8 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("image_transport", "raw", "How images arrive (image_transport's transport names): raw "
        "subscribes to image (sensor_msgs/Image), compressed to image/compressed "
        "(CompressedImage, jpeg or png).", choices=TRANSPORTS, read_only=True),
-    _p("max_input_pixels", DEFAULT_MAX_PIXELS, "Larger images (width x height) are refused "
+    # max_input_pixels: 4096 x 4096, above 4K UHD and 12 MP cameras.
+    _p("max_input_pixels", 4096 * 4096, "Larger images (width x height) are refused "
        "and counted before they are converted or decoded.", unit="pixels",
        limits=(1, 2 ** 31 - 1), read_only=True),
     _p("camera_info.sync", "latest", "latest: use the newest valid CameraInfo; approximate: "
@@ -107,7 +126,7 @@ PARAMS: tuple[ParamSpec, ...] = (
        unit="s", limits=(0.0, 10.0)),
     _p("camera_info.use_fallback", True, "Without any CameraInfo, use "
        "camera_info.fallback_intrinsics (with a warning) instead of dropping frames."),
-    _p("camera_info.fallback_intrinsics", [0.58, 1.92, 0.5, 0.5], "Normalized "
+    _p("camera_info.fallback_intrinsics", list(KITTI_NORMALIZED_INTRINSICS), "Normalized "
        "[fx/W, fy/H, cx/W, cy/H] used without CameraInfo (default: KITTI's, as in training).",
        limits=(0.0, 100.0), length=4),
     # --- depth output
@@ -135,11 +154,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     # --- metric scale
     _p("scale.method", "auto", "auto: a metric model's own metres, scale.relative_method "
        "for a relative model; fixed: multiply by scale.factor; camera_height: fit the "
-       "ground plane and use the known mounting height.",
-       choices=("auto", "fixed", "camera_height")),
+       "ground plane and use the known mounting height; lidar (process-bag only): the "
+       "median ratio to the bag's LiDAR scan.",
+       choices=("auto", "fixed", "camera_height"), offline_choices=("lidar",)),
     _p("scale.relative_method", "none", "With auto: the estimator for a relative model "
        "(none: such a model is refused at start-up); camera_height also checks a metric "
-       "model's scale in the diagnostics.", choices=("none", "fixed", "camera_height")),
+       "model's scale in the diagnostics; lidar: process-bag only.",
+       choices=("none", "fixed", "camera_height"), offline_choices=("lidar",)),
     _p("scale.factor", 1.0, "Fixed scale factor; for camera_height the scale used before "
        "the first good fit.", limits=(1e-6, 1e6)),
     _p("scale.camera_height", 1.65, "Camera height over the ground (KITTI: 1.65).", unit="m",
@@ -252,16 +273,39 @@ def defaults() -> dict[str, Any]:
             for p in PARAMS}
 
 
+def field_default(name: str) -> Any:
+    """Parameter ``name``'s default as a dataclass field default (a list as a tuple).
+
+    The pipeline dataclasses declare their fields' defaults with it, so the table is
+    the one place that states them.
+    """
+    default = spec(name).default
+    return tuple(default) if isinstance(default, list) else default
+
+
+def check_fields(config: "DataclassInstance", section: str = "") -> None:
+    """Check a configuration dataclass's fields that are node parameters (ParamError).
+
+    ``section`` is the parameters' prefix (``points`` for ``points.decimation``); fields
+    that are no parameter (nested sections, settings only code sets) are left to the
+    dataclass. process-bag's choices count: a dataclass serves both entry points.
+    """
+    for f in dataclasses.fields(config):
+        name = f"{section}.{f.name}" if section else f.name
+        if name in _BY_NAME:
+            validate(name, getattr(config, f.name), offline=True)
+
+
 def _in_limits(p: ParamSpec, value: float) -> bool:
     lo, hi = p.limits if p.limits is not None else (-math.inf, math.inf)
     return math.isfinite(value) and lo <= value <= hi
 
 
-def validate(name: str, value: Any) -> Any:
+def validate(name: str, value: Any, offline: bool = False) -> Any:
     """Check ``value`` for parameter ``name``; return it normalized, else raise ParamError.
 
     Ints are accepted for float parameters (YAML ``80`` for ``80.0``, ``ros2 param set
-    ... max_range 50``) and returned as floats.
+    ... max_range 50``) and returned as floats. ``offline``: process-bag's choices count.
     """
     p = spec(name)
     kind = p.type_name
@@ -272,8 +316,12 @@ def validate(name: str, value: Any) -> Any:
     if kind == "string":
         if not isinstance(value, str):
             raise ParamError(f"parameter {name} must be a string, got {value!r}")
-        if p.choices and value not in p.choices:
-            raise ParamError(f"parameter {name} = {value!r} is not one of {', '.join(p.choices)}")
+        allowed = p.allowed(offline)
+        if allowed and value not in allowed:
+            only_offline = (f" ({', '.join(p.offline_choices)}: oe-depth process-bag only)"
+                            if value in p.offline_choices else "")
+            raise ParamError(f"parameter {name} = {value!r} is not one of "
+                             f"{', '.join(p.choices)}{only_offline}")
         return value
     if kind in ("int", "float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -295,10 +343,19 @@ def validate(name: str, value: Any) -> Any:
     return [float(v) for v in value]
 
 
-def validate_all(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a full name -> value mapping, including the checks that span parameters."""
-    out = {name: validate(name, value) for name, value in values.items()}
-    merged = {**defaults(), **out}
+def validate_all(values: Mapping[str, Any], offline: bool = False) -> dict[str, Any]:
+    """Validate a name -> value mapping, including the checks that span parameters.
+
+    Names not given take their defaults in the checks that span parameters; the
+    returned mapping holds the given names only, normalized.
+    """
+    out = {name: validate(name, value, offline) for name, value in values.items()}
+    check_combination({**defaults(), **out})
+    return out
+
+
+def check_combination(merged: Mapping[str, Any]) -> None:
+    """The checks that span parameters, on a full set of validated values."""
     if not merged["min_range"] < merged["max_range"]:
         raise ParamError(f"min_range ({merged['min_range']}) must be less than max_range "
                          f"({merged['max_range']})")
@@ -309,21 +366,22 @@ def validate_all(values: Mapping[str, Any]) -> dict[str, Any]:
     if not (fx > 0 and fy > 0):
         raise ParamError("camera_info.fallback_intrinsics needs positive fx/W and fy/H, got "
                          f"{merged['camera_info.fallback_intrinsics']}")
-    return out
 
 
 def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
     """Build the ``PipelineConfig`` that the parameter values describe (defaults filled in).
 
     Its sections and names are the parameters' own (``points.organized`` is
-    ``config.points.organized``), so the mapping is generated, not written by hand.
+    ``config.points.organized``), so the mapping is generated, not written by hand. The
+    dataclasses check their fields against this table (:func:`check_fields`), so values
+    that an entry point has validated are not validated a second time here.
     """
     from oe_depth_ros.pipeline import PipelineConfig
 
-    return PipelineConfig.from_params({**defaults(), **validate_all(values)})
+    return PipelineConfig.from_params({**defaults(), **values})
 
 
-def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node",
+def flatten_params_file(data: Mapping[str, Any], node_name: str = NODE_NAME,
                         source: str = "<params>") -> dict[str, Any]:
     """A ROS parameter file's mapping -> dotted name -> value for ``node_name``.
 
@@ -349,8 +407,12 @@ def flatten_params_file(data: Mapping[str, Any], node_name: str = "oe_depth_node
     return out
 
 
-def load_params_file(path: str | Path, node_name: str = "oe_depth_node") -> dict[str, Any]:
-    """Read and validate a ROS parameter YAML file for the node (ParamError names the file)."""
+def load_params_file(path: str | Path, node_name: str = NODE_NAME,
+                     offline: bool = False) -> dict[str, Any]:
+    """Read and validate a ROS parameter YAML file for the node (ParamError names the file).
+
+    ``offline``: for ``oe-depth process-bag``, whose choices include its own.
+    """
     from oe_depth_ros.config import load_yaml
 
     flat = flatten_params_file(load_yaml(path), node_name, str(path))
@@ -360,7 +422,7 @@ def load_params_file(path: str | Path, node_name: str = "oe_depth_node") -> dict
                              f"{', '.join(QOS_OVERRIDE_POLICIES)} only")
         del flat[name]  # rclpy checks the values when the node creates the topic
     try:
-        return validate_all(flat)
+        return validate_all(flat, offline)
     except ParamError as exc:
         raise ParamError(f"{path}: {exc}") from None
 
@@ -388,6 +450,8 @@ def markdown_params() -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for p in PARAMS:
         allowed = " \\| ".join(p.choices) if p.choices else _range_text(p)
+        if p.offline_choices:
+            allowed += " (process-bag: " + " \\| ".join(p.offline_choices) + ")"
         rows.append(f"| `{p.name}` | {p.type_name} | {_default_text(p)} | {p.unit} | {allowed} "
                     f"| {'yes' if p.read_only else ''} | {p.description} |")
     return "\n".join(rows) + "\n"

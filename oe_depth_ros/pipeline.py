@@ -36,12 +36,13 @@ from oe_depth_ros.colormap import colorize_depth
 from oe_depth_ros.config import from_params
 from oe_depth_ros.geometry import check_intrinsics, resize_intrinsics
 from oe_depth_ros.imageops import resize_depth, resize_rgb
+from oe_depth_ros.node_params import check_fields, field_default
 from oe_depth_ros.pointcloud import RayCache, depth_to_cloud
 from oe_depth_ros.scale import ScaleConfig, ScaleEstimate, ScaleEstimator, make_scale_estimator
 
 if TYPE_CHECKING:
     from oe_depth_ros.inference.backends import DepthBackend
-    from oe_depth_ros.messages import MessageTypes
+    from oe_depth_ros.messages import Header, MessageTypes, RosMessage
 
 LOG = logging.getLogger(__name__)
 
@@ -51,53 +52,52 @@ class PointsConfig:
     """The point cloud (node parameters ``points.*``)."""
 
     #: Keep every n-th row and column.
-    decimation: int = 1
+    decimation: int = field_default("points.decimation")
     #: Drop points farther than this (z, meters); 0 = the pipeline's max_range.
-    max_range: float = 0.0
+    max_range: float = field_default("points.max_range")
     #: Organized cloud ([H, W] with NaN holes) instead of a list of valid points.
-    organized: bool = False
+    organized: bool = field_default("points.organized")
     #: Storage of the packed 0x00RRGGBB color field.
-    rgb_type: Literal["float32", "uint32"] = "float32"
+    rgb_type: Literal["float32", "uint32"] = field_default("points.rgb_type")
 
     def __post_init__(self) -> None:
-        if self.decimation < 1:
-            raise ValueError(f"points.decimation must be >= 1, got {self.decimation}")
-        if not self.max_range >= 0:
-            raise ValueError(f"points.max_range must be >= 0, got {self.max_range}")
+        check_fields(self, "points")
 
 
 @dataclass(frozen=True)
 class ColoredConfig:
     """The colorized depth image (node parameters ``colored.*``)."""
 
-    enabled: bool = True
+    enabled: bool = field_default("colored.enabled")
     #: Depth (meters) shown in the nearest and in the farthest color.
-    min_range: float = 0.0
-    max_range: float = 80.0
+    min_range: float = field_default("colored.min_range")
+    max_range: float = field_default("colored.max_range")
 
     def __post_init__(self) -> None:
+        check_fields(self, "colored")
         if not self.max_range > self.min_range:
             raise ValueError(f"colored.min_range ({self.min_range}) must be less than "
                              f"colored.max_range ({self.max_range})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     """Pipeline settings, named as the node's parameters (YAML: ``config.from_dict``)."""
 
     #: "camera": depth at the input image size; "network": at the network's input size.
-    output_resolution: Literal["camera", "network"] = "camera"
+    output_resolution: Literal["camera", "network"] = field_default("output_resolution")
     #: Valid depth range in meters; outside it the depth is NaN.
-    min_range: float = 0.1
-    max_range: float = 80.0
+    min_range: float = field_default("min_range")
+    max_range: float = field_default("max_range")
     points: PointsConfig = field(default_factory=PointsConfig)
     colored: ColoredConfig = field(default_factory=ColoredConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
-        if not 0 <= self.min_range < self.max_range:
+        check_fields(self)
+        if not self.min_range < self.max_range:
             raise ValueError(f"min_range ({self.min_range}) must be less than max_range "
-                             f"({self.max_range}), both >= 0")
+                             f"({self.max_range})")
 
     @classmethod
     def from_params(cls, values: Mapping[str, Any],
@@ -136,7 +136,7 @@ class PreparedFrame:
     timings: dict[str, float]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DepthResult:
     """One frame's outputs. ``depth`` is float32 meters with NaN where invalid."""
 
@@ -159,13 +159,13 @@ class DepthResult:
         """(height, width) of the depth image."""
         return (int(self.depth.shape[0]), int(self.depth.shape[1]))
 
-    def camera_info(self, header: Any, types: "MessageTypes") -> Any:
+    def camera_info(self, header: "Header", types: "MessageTypes") -> "RosMessage":
         """The CameraInfo matching the depth image (size and K)."""
         from oe_depth_ros.messages import make_camera_info
 
         return make_camera_info(self.K, self.size[1], self.size[0], header, types)
 
-    def pointcloud2(self, header: Any, types: "MessageTypes") -> Any:
+    def pointcloud2(self, header: "Header", types: "MessageTypes") -> "RosMessage":
         """The PointCloud2 of ``points`` (which must have been computed)."""
         from oe_depth_ros.messages import make_pointcloud2
 
@@ -287,5 +287,7 @@ class DepthPipeline:
             colored = colorize_depth(depth, cfg.colored.min_range, cfg.colored.max_range)
             timings["colored"] = (time.perf_counter() - t0) * 1e3
         timings["total"] = (time.perf_counter() - t_start) * 1e3 + timings.get("preprocess", 0.0)
-        return DepthResult(depth, valid, k_out, points, colored, est.scale, est.source,
-                           est.confidence, disp, timings, scale_check=est.check)
+        return DepthResult(depth=depth, valid=valid, K=k_out, points=points, colored=colored,
+                           scale=est.scale, scale_source=est.source,
+                           scale_confidence=est.confidence, disparity=disp, timings=timings,
+                           scale_check=est.check)

@@ -32,6 +32,7 @@ import numpy as np
 
 from oe_depth_ros.geometry import check_intrinsics, pixel_rays
 from oe_depth_ros.lidar_projection import pinhole_pixels
+from oe_depth_ros.node_params import check_fields, field_default
 from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
 LOG = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class ScaleSetupError(ValueError):
     """The scale settings do not fit the model (e.g. a relative model with no estimator)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScaleEstimate:
     """The factor to multiply unscaled depth by, where it came from and how sure it is.
 
@@ -78,17 +79,17 @@ class ScaleEstimator(Protocol):
         """Forget the temporal history (e.g. when a bag loops)."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ScaleConfig:
     """Scale settings (the ``scale`` section of the pipeline configuration)."""
 
-    method: ScaleMethod = "auto"
+    method: ScaleMethod = field_default("scale.method")
     #: With ``method: auto``, the estimator for a relative model (and the check of a
     #: metric model's scale when it measures one: camera_height or lidar).
-    relative_method: RelativeMethod = "none"
+    relative_method: RelativeMethod = field_default("scale.relative_method")
     #: The fixed factor; for the other methods the scale used before the first good fit.
-    factor: float = 1.0
-    camera_height: float = 1.65
+    factor: float = field_default("scale.factor")
+    camera_height: float = field_default("scale.camera_height")
     #: Ground region as fractions of the image: rows [top, bottom), columns [left, right).
     ground_rows: tuple[float, float] = (0.6, 1.0)
     ground_cols: tuple[float, float] = (0.2, 0.8)
@@ -97,9 +98,9 @@ class ScaleConfig:
     inlier_threshold: float = 0.1
     ransac_iterations: int = 100
     max_points: int = 2000
-    min_confidence: float = 0.3
+    min_confidence: float = field_default("scale.min_confidence")
     #: Temporal median window (frames); 1 = no smoothing.
-    window: int = 5
+    window: int = field_default("scale.window")
     lidar_min_points: int = 20
     seed: int = 0
 
@@ -109,10 +110,7 @@ class ScaleConfig:
         return "lidar" in (self.method, self.relative_method if self.method == "auto" else "")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.factor) and self.factor > 0):
-            raise ValueError(f"scale.factor must be positive, got {self.factor}")
-        if not self.camera_height > 0:
-            raise ValueError(f"scale.camera_height must be positive, got {self.camera_height}")
+        check_fields(self, "scale")  # the node parameters among the fields
         for name in ("ground_rows", "ground_cols"):
             lo, hi = getattr(self, name)
             if not 0.0 <= lo < hi <= 1.0:
@@ -123,13 +121,11 @@ class ScaleConfig:
         if not 0 < self.inlier_threshold < 1:
             raise ValueError(f"scale.inlier_threshold must be in (0, 1), "
                              f"got {self.inlier_threshold}")
-        for name in ("ransac_iterations", "window", "lidar_min_points"):
+        for name in ("ransac_iterations", "lidar_min_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"scale.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_points < 3:
             raise ValueError(f"scale.max_points must be >= 3, got {self.max_points}")
-        if not 0 <= self.min_confidence <= 1:
-            raise ValueError(f"scale.min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
 class FixedScale:
@@ -142,7 +138,7 @@ class FixedScale:
 
     def estimate(self, depth_unscaled: np.ndarray, k: np.ndarray,
                  lidar_points_cam: np.ndarray | None = None) -> ScaleEstimate:
-        return ScaleEstimate(self.factor, "fixed", 1.0, self.factor)
+        return ScaleEstimate(scale=self.factor, source="fixed", confidence=1.0, raw=self.factor)
 
     def reset(self) -> None:
         """Nothing to forget."""
@@ -160,12 +156,15 @@ class _Smoothed:
     def accept(self, raw: float, confidence: float) -> ScaleEstimate:
         self._history.append(raw)
         self._last = float(np.median(self._history))
-        return ScaleEstimate(self._last, self.name, confidence, raw)
+        return ScaleEstimate(scale=self._last, source=self.name, confidence=confidence,
+                             raw=raw)
 
     def hold(self, confidence: float, raw: float = math.nan) -> ScaleEstimate:
         if self._last is None:
-            return ScaleEstimate(self.initial, f"{self.name}:initial", confidence, raw)
-        return ScaleEstimate(self._last, f"{self.name}:held", confidence, raw)
+            return ScaleEstimate(scale=self.initial, source=f"{self.name}:initial",
+                                 confidence=confidence, raw=raw)
+        return ScaleEstimate(scale=self._last, source=f"{self.name}:held", confidence=confidence,
+                             raw=raw)
 
     def reset(self) -> None:
         self._history.clear()
@@ -350,7 +349,8 @@ class ModelScale:
             measured = self.check.estimate(depth_unscaled, k, lidar_points_cam)
             if not measured.source.endswith(":initial"):
                 ratio = measured.scale / factor
-        return ScaleEstimate(factor, f"model:{self.units.scale_source}", 1.0, factor, ratio)
+        return ScaleEstimate(scale=factor, source=f"model:{self.units.scale_source}",
+                             confidence=1.0, raw=factor, check=ratio)
 
     def reset(self) -> None:
         if self.check is not None:

@@ -29,6 +29,7 @@ from oe_depth_ros.cli import main as cli_main
 from oe_depth_ros.config import apply_overrides, from_dict
 from oe_depth_ros.inference.backends import DepthBackend, create_backend
 from oe_depth_ros.messages import image_to_numpy, pointcloud2_to_numpy
+from oe_depth_ros import node_params
 from oe_depth_ros.metrics import METRIC_NAMES
 from oe_depth_ros.pipeline import DepthPipeline, PipelineConfig
 from oe_depth_ros.scale import ScaleConfig
@@ -74,7 +75,7 @@ def in_bag(drive: Path, work: Path) -> Path:
 def config(onnx_model: Path, drive: Path) -> PipelineConfig:
     """Range limits at the first frame's 5th and 50th depth percentiles: many NaN pixels."""
     backend = create_backend("onnxruntime", onnx_model)
-    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1e6, scale=FIXED))
+    probe = DepthPipeline(backend, PipelineConfig(min_range=0.0, max_range=1000.0, scale=FIXED))
     depth = probe.process(_png(drive, 0), _k(drive)).depth
     return PipelineConfig(min_range=float(np.nanpercentile(depth, 5)),
                           max_range=float(np.nanmedian(depth)), scale=FIXED)
@@ -442,3 +443,111 @@ def test_compressed_bag_gives_the_raw_bags_depth(in_bag, drive, tmp_path, onnx_m
             assert both.sum() > 0.9 * np.isfinite(raw).sum()
             rel = np.abs(got[both] - raw[both]) / raw[both]
             assert np.median(rel) < 0.02 and 0 < rel.max() < 0.2, (np.median(rel), rel.max())
+
+
+@pytest.mark.parametrize("name,model,threads,expected", [
+    ("auto", "m.onnx", 3, {"threads": 3}),  # process-bag used to drop this one
+    ("auto", "m.pt", 3, {"threads": 3}),
+    ("auto", "m.engine", 3, {}),
+    ("onnxruntime", "m.onnx", 3, {"threads": 3}),
+    ("tensorrt", "m.plan", 3, {}),
+    ("onnxruntime", "m.onnx", 0, {}),
+])
+def test_backend_options_follow_the_threads_parameter(name, model, threads, expected) -> None:
+    from oe_depth_ros.build import backend_options
+
+    values = {**node_params.defaults(), "backend": name, "model_path": model,
+              "threads": threads}
+    assert backend_options(values) == expected
+
+
+def test_node_and_process_bag_build_and_write_the_same_messages(in_bag, tmp_path,
+                                                                onnx_model) -> None:
+    """process-bag's command line and the node's builders give equal messages.
+
+    process-bag runs its command line (``backend: auto`` with ``threads``); the node's
+    path is rebuilt here from the same calls the node makes (``build.build_pipeline``,
+    the frame intake, ``outputs.output_messages`` with rclpy's classes). The bag's raw
+    CDR is read with rclpy's deserializer and compared field by field (rclpy's ``==``;
+    the serializers' alignment padding bytes differ, so bytes are not compared), and
+    the payloads byte for byte.
+    """
+    from rclpy.serialization import deserialize_message
+
+    from oe_depth_ros.build import build_pipeline
+    from oe_depth_ros.commands.process_bag import node_parameters
+    from oe_depth_ros.intake import FrameIntake, camera_info_config
+    from oe_depth_ros.messages import MessageTypes, make_header, stamp_to_ns
+    from oe_depth_ros.node_params import DEPTH_TOPIC as DEPTH
+    from oe_depth_ros.outputs import OUTPUT_NAMES, output_messages
+
+    sets = ["scale.relative_method=fixed", "scale.factor=2.0", "points.decimation=2",
+            "threads=2", "colored.max_range=40"]
+    out = tmp_path / "same"
+    assert cli_main(["process-bag", str(in_bag), str(out), "--model", str(onnx_model),
+                     "--max-frames", "1", "--lidar-topic", "none", "--no-progress",
+                     *[a for s in sets for a in ("--set", s)]]) == 0
+    written = {}
+    with BagReader(out) as reader:
+        for conn, _, raw in reader.messages():
+            written[conn.topic.removeprefix(NS + "/")] = bytes(raw)
+    assert set(written) == set(OUTPUT_NAMES)
+
+    values = node_parameters(None, sets, {"model_path": str(onnx_model)})
+    backend, pipeline = build_pipeline(values)
+    assert backend.session.get_session_options().intra_op_num_threads == 2
+    intake = FrameIntake(camera_info_config(values))
+    with BagReader(in_bag) as reader:
+        info_topic = IMAGE.rsplit("/", 1)[0] + "/camera_info"
+        for conn, stamp, raw in reader.messages([IMAGE, info_topic]):
+            msg = reader.deserialize(raw, conn, stamp)
+            if conn.topic == info_topic:
+                intake.add_camera_info(msg)
+            else:
+                image = msg
+                break
+    frame = intake.take_image(image)
+    assert frame is not None
+    types = MessageTypes.rclpy()
+    header = make_header(stamp_to_ns(image.header.stamp), image.header.frame_id, types)
+    result = pipeline.process(frame.rgb, frame.k)
+    other_pipeline = build_pipeline({**values, "scale.factor": 3.0}, backend)[1]
+    other = other_pipeline.process(frame.rgb, frame.k)
+    backend.close()
+    mine = output_messages(result, header, types)
+    assert set(mine) == set(written)
+    for name, msg in mine.items():
+        stored = deserialize_message(written[name], type(msg))
+        assert stored == msg, name
+        assert bytes(stored.data if hasattr(stored, "data") else b"") == \
+            bytes(msg.data if hasattr(msg, "data") else b""), name
+    # The comparison sees a change of one parameter.
+    changed = output_messages(other, header, types, [DEPTH])[DEPTH]
+    assert deserialize_message(written[DEPTH], type(changed)) != changed
+
+
+def test_process_bag_takes_the_documented_lidar_scale(in_bag, tmp_path, onnx_model) -> None:
+    """docs/bags.md's ``--set scale.method=lidar`` is accepted; the node's own choices stay."""
+    from oe_depth_ros.commands.process_bag import node_parameters
+    from oe_depth_ros.node_params import ParamError, pipeline_config
+
+    out = tmp_path / "lidar_scaled"
+    assert cli_main(["process-bag", str(in_bag), str(out), "--model", str(onnx_model),
+                     "--max-frames", "6", "--no-progress", "--outputs", "depth/image",
+                     "--set", "scale.method=lidar", "--set", "scale.window=1",
+                     "--set", "scale.min_confidence=0"]) == 0
+    report = json.loads(default_metrics_path(out).read_text())
+    assert report["overall"]["frames_evaluated"] == 6
+    # Scaled by the bag's scans (every fit taken: the random-weights model's ratios scatter):
+    # the median LiDAR / depth ratio is about 1, where the unscaled model's is about 66.
+    assert report["overall"]["median_ratio"]["median"] == pytest.approx(1.0, abs=0.1)
+
+    values = node_parameters(None, ["scale.method=lidar", "max_range=60"])
+    assert values["scale.method"] == "lidar" and values["max_range"] == 60.0
+    assert pipeline_config(values).scale.wants_lidar
+    with pytest.raises(ParamError, match="scale.method = 'sonar' is not one of"):
+        node_parameters(None, ["scale.method=sonar"])
+    with pytest.raises(ParamError, match="min_range .* less than max_range"):
+        node_parameters(None, ["min_range=70", "max_range=60"])
+    with pytest.raises(ParamError, match="backend = 'cuda'"):
+        node_parameters(None, [], {"backend": "cuda"})

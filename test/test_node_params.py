@@ -14,7 +14,9 @@
 """The node's parameter table: validation, the shipped parameter file, generated docs."""
 from __future__ import annotations
 
+import dataclasses
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,107 @@ def test_the_topic_table_states_the_node_qos_profiles():
     assert text(node.OUTPUT_QOS) in node_params.OUTPUT_QOS_TEXT
     diagnostics = next(t for t in node_params.TOPICS if t.name == node_params.DIAGNOSTICS_TOPIC)
     assert diagnostics.qos == text(node.DIAGNOSTICS_QOS)
+
+
+#: Declared parameters that no pipeline dataclass holds: the backend's and the node's own.
+NOT_PIPELINE = {"backend", "model_path", "model_config", "device", "threads", "image_transport",
+                "max_input_pixels", "diagnostics_period", "log_throttle"}
+
+
+def _dataclass_field(name: str):
+    """(dataclass, field name) holding parameter ``name``, else None."""
+    from oe_depth_ros.intake import CameraInfoConfig
+    from oe_depth_ros.pipeline import ColoredConfig, PipelineConfig, PointsConfig
+    from oe_depth_ros.scale import ScaleConfig
+
+    sections = {"": PipelineConfig, "points": PointsConfig, "colored": ColoredConfig,
+                "scale": ScaleConfig, "camera_info": CameraInfoConfig}
+    section, _, field = name.rpartition(".")
+    cls = sections.get(section)
+    if cls is None or field not in {f.name for f in dataclasses.fields(cls)}:
+        return None
+    if dataclasses.is_dataclass(typing.get_type_hints(cls)[field]):
+        return None
+    return cls, field
+
+
+@pytest.mark.parametrize("p", PARAMS, ids=lambda p: p.name)
+def test_every_parameter_is_one_declaration_for_node_dataclass_file_and_table(p):
+    """Dataclass default and accepted choices/limits, the shipped file and the table agree."""
+    held = _dataclass_field(p.name)
+    assert (held is None) == (p.name in NOT_PIPELINE), \
+        f"{p.name}: declared, but no pipeline dataclass field (or NOT_PIPELINE is stale)"
+    if held is not None:
+        cls, field = held
+        default = {f.name: f for f in dataclasses.fields(cls)}[field].default
+        assert default == (tuple(p.default) if isinstance(p.default, list) else p.default)
+        hint = typing.get_type_hints(cls)[field]
+        if p.choices:
+            assert set(typing.get_args(hint)) == set(p.allowed(offline=True)), p.name
+            for choice in p.allowed(offline=True):
+                assert getattr(cls(**{field: choice}), field) == choice
+            with pytest.raises(ValueError, match=re.escape(p.name)):
+                cls(**{field: "no_such_choice"})
+        elif p.limits is not None and p.type_name in ("int", "float"):
+            lo, hi = p.limits
+            kind = int if p.type_name == "int" else float
+            inside = [kind(lo), kind(hi)]
+            outside = ([lo - 1, hi + 1] if kind is int
+                       else [lo - 1e-3 * max(1.0, abs(lo)), hi * 1.01])
+            for value in inside:  # both ends accepted, unless a combination forbids it
+                try:
+                    assert getattr(cls(**{field: value}), field) == value
+                except ValueError as exc:
+                    assert "must be less than" in str(exc), (p.name, value, exc)
+            for value in outside:
+                with pytest.raises(ValueError, match=re.escape(p.name)):
+                    cls(**{field: value})
+    # The shipped file: the default, the unit and the choices in its comment.
+    path = REPO / "config" / "oe_depth.yaml"
+    leaf = p.name.rsplit(".", 1)[-1]
+    lines = [line for line in path.read_text().splitlines()
+             if re.match(rf"\s*{re.escape(leaf)}:", line)]
+    line = lines[[n for n in node_params.flatten_params_file(yaml.safe_load(path.read_text()))
+                  if n.rsplit(".", 1)[-1] == leaf].index(p.name)]
+    comment = line.partition("#")[2]
+    if p.unit:
+        assert f"[{p.unit}]" in comment, f"{path}: {p.name} should say [{p.unit}]"
+    if p.choices:
+        listed = re.findall(r"\w+(?: \| [\w:]+)+", comment)
+        assert listed and set(listed[0].split(" | ")) == set(p.choices), (p.name, comment)
+    for choice in p.offline_choices:
+        assert f"(process-bag: {choice})" in comment, (p.name, comment)
+        assert f"(process-bag: {choice})" in node_params.markdown_params()
+
+
+def test_process_bag_choices_are_refused_by_the_node_with_the_reason(tmp_path):
+    with pytest.raises(ParamError, match="lidar: oe-depth process-bag only"):
+        node_params.validate("scale.method", "lidar")
+    assert node_params.validate("scale.method", "lidar", offline=True) == "lidar"
+    with pytest.raises(ParamError, match="not one of"):
+        node_params.validate("scale.method", "sonar", offline=True)
+    params = tmp_path / "lidar.yaml"
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "scale": {"relative_method": "lidar"}}}}))
+    with pytest.raises(ParamError, match="lidar.yaml: .*process-bag only"):
+        node_params.load_params_file(params)
+    assert node_params.load_params_file(params, offline=True) == {
+        "scale.relative_method": "lidar"}
+
+
+def test_dataclasses_check_declared_limits_and_keep_their_own_checks():
+    from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig
+    from oe_depth_ros.pipeline import PipelineConfig
+    from oe_depth_ros.scale import ScaleConfig
+
+    assert DEFAULT_MAX_PIXELS == node_params.spec("max_input_pixels").default
+    with pytest.raises(ParamError, match="camera_info.fallback_intrinsics needs 4 values"):
+        CameraInfoConfig(fallback_intrinsics=(0.5, 0.5, 0.5))
+    with pytest.raises(ValueError, match="positive fx/W"):
+        CameraInfoConfig(fallback_intrinsics=(0.0, 1.0, 0.5, 0.5))
+    with pytest.raises(ValueError, match="min_range .* less than max_range"):
+        PipelineConfig(min_range=50.0, max_range=40.0)
+    with pytest.raises(ValueError, match="scale.ground_rows"):
+        ScaleConfig(ground_rows=(0.9, 0.1))
+    with pytest.raises(ParamError, match="scale.window"):
+        ScaleConfig(window=0)

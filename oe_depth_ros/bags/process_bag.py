@@ -40,17 +40,13 @@ from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
 from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig, FrameIntake
+from oe_depth_ros.node_names import DEFAULT_NAMESPACE
 from oe_depth_ros.messages import (
-    MessageError,
-    MessageTypes,
-    numpy_to_image,
-    pointcloud2_to_numpy,
-    stamp_to_ns,
+    MessageError, MessageTypes, Stamped, pointcloud2_to_numpy, stamp_to_ns,
 )
 from oe_depth_ros.metrics import METRIC_NAMES
-from oe_depth_ros.node_params import (
-    COLORED_TOPIC, DEPTH_INFO_TOPIC, DEPTH_TOPIC, POINTS_TOPIC, TOPICS,
-)
+from oe_depth_ros.node_params import COLORED_TOPIC, POINTS_TOPIC, TOPICS
+from oe_depth_ros.outputs import output_messages
 from oe_depth_ros.pipeline import Outputs
 
 if TYPE_CHECKING:
@@ -70,7 +66,7 @@ OUTPUT_TOPICS: tuple[str, ...] = tuple(t.name for t in TOPICS
                                        if t.direction == "pub" and not t.name.startswith("/"))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProcessOptions:
     """What to read, what to write, and how to evaluate."""
 
@@ -80,7 +76,7 @@ class ProcessOptions:
     camera_info_topic: str | None = None
     #: How images are matched with CameraInfo (the node's ``camera_info.*`` parameters).
     camera_info: CameraInfoConfig = field(default_factory=CameraInfoConfig)
-    namespace: str = "/oe_depth"
+    namespace: str = "/" + DEFAULT_NAMESPACE
     #: Which of :data:`OUTPUT_TOPICS` to write.
     outputs: tuple[str, ...] = OUTPUT_TOPICS
     copy_input: bool = False
@@ -118,7 +114,7 @@ class ProcessOptions:
         return {name: f"{ns}/{name}" for name in self.outputs}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProcessSummary:
     """What :func:`process_bag` did."""
 
@@ -170,7 +166,7 @@ def _require_topic(topics: dict[str, str], topic: str, msgtypes: tuple[str, ...]
     raise BagError(f"bag {bag} has no topic {topic}; {listing}")
 
 
-def _cloud_xyz(msg: Any) -> np.ndarray:
+def _cloud_xyz(msg: Stamped) -> np.ndarray:
     cloud = pointcloud2_to_numpy(msg).reshape(-1)
     for axis in ("x", "y", "z"):
         if axis not in (cloud.dtype.names or ()):
@@ -193,7 +189,7 @@ class _Run:
                                   max_pixels=options.max_pixels)
         #: An image held back until the next message: a CameraInfo with the same bag time
         #: is taken first (a bag's order within one time stamp is arbitrary).
-        self.held: tuple[Any, int] | None = None
+        self.held: tuple[Stamped, int] | None = None
         self.frames = 0
         self.images = 0
         self.lidar_invalid = 0
@@ -201,7 +197,7 @@ class _Run:
         self.latest_cloud: tuple[str, np.ndarray] | None = None
         self.lidar_scale = pipeline.config.scale.wants_lidar
 
-    def on_cloud(self, msg: Any, where: str) -> None:
+    def on_cloud(self, msg: Stamped, where: str) -> None:
         self.flush()  # the held image first: scans must follow the images they come after
         try:
             xyz = _cloud_xyz(msg)
@@ -231,37 +227,26 @@ class _Run:
             held, self.held = self.held, None
             self._process(*held)
 
-    def on_info(self, msg: Any, bag_time: int) -> None:
+    def on_info(self, msg: Stamped, bag_time: int) -> None:
         if self.held is not None and self.held[1] != bag_time:
             self.flush()
         self.intake.add_camera_info(msg)
         self.flush()
 
-    def on_image(self, msg: Any, bag_time: int) -> None:
+    def on_image(self, msg: Stamped, bag_time: int) -> None:
         self.flush()
         self.images += 1
         self.held = (msg, bag_time)
 
-    def _process(self, msg: Any, bag_time: int) -> None:
+    def _process(self, msg: Stamped, bag_time: int) -> None:
         frame = self.intake.take_image(msg)  # reports and counts what it skips
         if frame is None:
             return
         result = self.pipeline.process(frame.rgb, frame.k,
                                        self._lidar_in_camera(msg.header.frame_id), self.outputs)
         header = msg.header
-        topics = self.topics
-        if DEPTH_TOPIC in topics:
-            self.dst.write(topics[DEPTH_TOPIC], bag_time,
-                           numpy_to_image(result.depth, "32FC1", header, self.types))
-        if DEPTH_INFO_TOPIC in topics:
-            self.dst.write(topics[DEPTH_INFO_TOPIC], bag_time,
-                           result.camera_info(header, self.types))
-        if result.points is not None:
-            self.dst.write(topics[POINTS_TOPIC], bag_time,
-                           result.pointcloud2(header, self.types))
-        if result.colored is not None:
-            self.dst.write(topics[COLORED_TOPIC], bag_time,
-                           numpy_to_image(result.colored, "rgb8", header, self.types))
+        for name, out in output_messages(result, header, self.types, self.topics).items():
+            self.dst.write(self.topics[name], bag_time, out)
         for stage, ms in result.timings.items():
             self.timings.setdefault(stage, []).append(ms)
         if self.evaluator is not None:
@@ -380,8 +365,9 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
              run.frames, run.images, seconds, timings.get("total", math.nan))
     if skipped:
         LOG.warning("bad input skipped or worked around: %s", _counts(skipped))
-    return ProcessSummary(Path(out_bag), run.frames, run.images, skipped, seconds, counts,
-                          timings, evaluation, metrics_path)
+    return ProcessSummary(out=Path(out_bag), frames=run.frames, images=run.images,
+                          skipped=skipped, seconds=seconds, message_counts=counts,
+                          timings_ms=timings, evaluation=evaluation, metrics_path=metrics_path)
 
 
 def _counts(counts: dict[str, int]) -> str:

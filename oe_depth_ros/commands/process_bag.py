@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
+
+from oe_depth_ros.metrics import EIGEN_MAX_DEPTH
+from oe_depth_ros.node_names import DEFAULT_NAMESPACE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "pipeline, scale and camera_info settings")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="override a node parameter, e.g. --set scale.method=camera_height")
-    parser.add_argument("--namespace", default="/oe_depth",
-                        help="namespace of the output topics (default: /oe_depth)")
+    parser.add_argument("--namespace", default="/" + DEFAULT_NAMESPACE,
+                        help=f"namespace of the output topics (default: /{DEFAULT_NAMESPACE})")
     parser.add_argument("--outputs", nargs="+", default=list(OUTPUT_TOPICS),
                         choices=OUTPUT_TOPICS, help="outputs to write (default: all)")
     parser.add_argument("--image-topic", default=LEFT_COLOR_IMAGE_TOPIC,
@@ -51,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-dt", type=float, default=0.05, metavar="SECONDS",
                         help="largest image-to-scan time gap for evaluation (default 0.05)")
     parser.add_argument("--eval-crop", choices=("garg", "eigen", "none"), default="garg")
-    parser.add_argument("--eval-max-depth", type=float, default=80.0)
+    parser.add_argument("--eval-max-depth", type=float, default=EIGEN_MAX_DEPTH)
     parser.add_argument("--metrics", default=None, metavar="JSON",
                         help="evaluation report (default: OUT_metrics.json)")
     parser.add_argument("--storage", choices=sorted(STORAGES), default=None,
@@ -65,15 +68,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def node_parameters(params_file: str | None, overrides: list[str]) -> dict[str, Any]:
-    """The node's parameter values: defaults, then the file, then ``NAME=VALUE`` overrides."""
+def node_parameters(params_file: str | None, overrides: list[str],
+                    options: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """The node's parameter values: defaults, then the file, then ``NAME=VALUE`` overrides.
+
+    ``options`` are the command's own flags for parameters (``--backend`` is
+    ``backend``); None leaves a value as it is. Each given value is validated once, with
+    process-bag's choices (``scale.method: lidar``), and the result as a whole once.
+    """
     import yaml
 
-    from oe_depth_ros.node_params import ParamError, defaults, load_params_file, validate_all
+    from oe_depth_ros.node_params import ParamError, check_combination, defaults, \
+        load_params_file, validate
 
     values = defaults()
     if params_file:
-        values.update(load_params_file(params_file))
+        values.update(load_params_file(params_file, offline=True))
     given: dict[str, Any] = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
@@ -83,23 +93,23 @@ def node_parameters(params_file: str | None, overrides: list[str]) -> dict[str, 
             given[name.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError as exc:
             raise ParamError(f"--set {item!r}: value is not valid YAML: {exc}") from None
-    values.update(validate_all(given))
-    return {**values, **validate_all(values)}
+    given.update({name: value for name, value in (options or {}).items() if value is not None})
+    values.update({name: validate(name, value, offline=True) for name, value in given.items()})
+    check_combination(values)
+    return values
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, build the pipeline and process the bag."""
     from oe_depth_ros.bags.lidar_eval import EvalSettings
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
-    from oe_depth_ros.inference.backends import CPU_BACKENDS, create_backend
+    from oe_depth_ros.build import build_pipeline
     from oe_depth_ros.intake import camera_info_config
-    from oe_depth_ros.node_params import pipeline_config
-    from oe_depth_ros.pipeline import DepthPipeline
 
-    values = node_parameters(args.params_file, args.set)
-    config = pipeline_config(values)
-    model = args.model or values["model_path"]
-    if not model:
+    values = node_parameters(args.params_file, args.set,
+                             {"model_path": args.model, "backend": args.backend,
+                              "device": args.device})
+    if not values["model_path"]:
         raise ValueError("no model: pass --model FILE or set model_path in --params-file")
     if args.max_frames is not None and args.max_frames <= 0:
         raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
@@ -115,14 +125,9 @@ def run(args: argparse.Namespace) -> int:
                                 max_depth=args.eval_max_depth),
         metrics_path=Path(args.metrics) if args.metrics else None,
         overwrite=args.overwrite, progress=not args.no_progress)
-    name = args.backend or values["backend"]
-    options_kw: dict[str, Any] = {}
-    if values["threads"] and name in CPU_BACKENDS:
-        options_kw["threads"] = values["threads"]
-    backend = create_backend(name, model, device=args.device or values["device"],
-                             model_config=values["model_config"] or None, **options_kw)
+    backend, pipeline = build_pipeline(values)
     try:
-        process_bag(args.in_bag, args.out_bag, DepthPipeline(backend, config), options)
+        process_bag(args.in_bag, args.out_bag, pipeline, options)
     finally:
         backend.close()
     return 0
