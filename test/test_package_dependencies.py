@@ -99,8 +99,9 @@ def third_party_imports(directories: tuple[str, ...]) -> dict[str, set[str]]:
                     continue
                 for module in modules:
                     root = module.split(".")[0]
-                    if (root in sys.stdlib_module_names or root in FIRST_PARTY
-                            or root.startswith("test_")):
+                    # _typeshed: the standard library's typing-only module (type checkers)
+                    if (root in sys.stdlib_module_names or root == "_typeshed"
+                            or root in FIRST_PARTY or root.startswith("test_")):
                         continue
                     found.setdefault(module, set()).add(str(path.relative_to(REPO)))
     return found
