@@ -50,7 +50,9 @@ from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size  # noqa: E4
 from oe_depth_ros.inference import create_backend  # noqa: E402
 from oe_depth_ros.inference.backends import BACKENDS, tensorrt_usable  # noqa: E402
 from oe_depth_ros.calibration import load_calibration  # noqa: E402
-from oe_depth_ros.inference.conditioning import ErrorStats  # noqa: E402
+from oe_depth_ros.inference.conditioning import (  # noqa: E402
+    ErrorStats, pattern_batchnorm_statistics,
+)
 from oe_depth_ros.inference.quantize import (  # noqa: E402
     DEFAULT_ODCONV, ODCONV_MODES, odconv_nodes, quantize_int8,
 )
@@ -69,16 +71,7 @@ def calibrated_net(config: str, seed: int = 0) -> torch.nn.Module:
     ODConv's attention BatchNorms see one pooled value per image and keep their defaults.
     """
     torch.manual_seed(seed)
-    net = build_depth_net(config).eval()
-    for name, module in net.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and "attention" not in name:
-            module.reset_running_stats()
-            module.momentum = None
-            module.train()
-    images = np.concatenate([verification_image(64, 192, seed=10 + k) for k in range(2)])
-    with torch.no_grad():
-        net(torch.from_numpy(images))
-    return net.eval()
+    return pattern_batchnorm_statistics(build_depth_net(config), 64, 192)
 
 
 def percentiles(times_s: list[float]) -> dict[str, float]:

@@ -95,11 +95,14 @@ def resolve_cited(name: str, context: str | None = None) -> object:
     ``context`` is the module named in the heading of the section (e.g.
     ``oe_depth_ros.kitti`` for ``raw.KittiDrive``).
     """
-    candidates = [name]
+    # The project's own modules first: a bare ``metrics`` must not find another package's
+    # top-level module (onnxruntime's quantization tools put one on sys.path).
+    candidates = []
     if not name.startswith(PROJECT_PACKAGES):
         candidates.append(f"oe_depth_ros.{name}")
         if context:
             candidates.append(f"{context}.{name}")
+    candidates.append(name)
     errors = []
     for candidate in candidates:
         try:

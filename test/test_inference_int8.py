@@ -17,7 +17,9 @@ from oe_depth_ros.inference import conditioning
 from oe_depth_ros.calibration import (
     CalibrationError, CalibrationSource, load_calibration,
 )
-from oe_depth_ros.inference.conditioning import ErrorStats, verification_image
+from oe_depth_ros.inference.conditioning import (
+    ErrorStats, pattern_batchnorm_statistics, verification_image,
+)
 from oe_depth_ros.inference.export import ExportError, ScaledDisparityNet, export_onnx
 from oe_depth_ros.inference.precision import plan_precision
 from oe_depth_ros.inference.quantize import odconv_nodes, quantize_int8
@@ -34,17 +36,10 @@ def normalised_net(config: str, head_gain: float) -> torch.nn.Module:
     and their INT8 error says nothing. ``head_gain`` spreads the disparities.
     """
     torch.manual_seed(0)
-    net = build_depth_net(config).eval()
-    for name, module in net.named_modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and "attention" not in name:
-            module.reset_running_stats()
-            module.momentum = None
-            module.train()
-    images = np.concatenate([verification_image(HEIGHT, WIDTH, seed=10 + k) for k in range(2)])
+    net = pattern_batchnorm_statistics(build_depth_net(config), HEIGHT, WIDTH)
     with torch.no_grad():
-        net(torch.from_numpy(images))
         net.decoder.heads[0].conv.weight.mul_(head_gain)
-    return net.eval()
+    return net
 
 
 @pytest.fixture(scope="module")

@@ -296,3 +296,21 @@ def batchnorm_gains(net: nn.Module, top: int = 5) -> list[tuple[str, float]]:
             gain = gamma / torch.sqrt(module.running_var + module.eps)
             gains.append((name, float(gain.max())))
     return sorted(gains, key=lambda item: -item[1])[:top]
+
+
+def pattern_batchnorm_statistics(net: nn.Module, height: int, width: int) -> nn.Module:
+    """Give a randomly initialised network BatchNorm statistics of two synthetic patterns.
+
+    A trained network keeps its activations normalised; random running statistics do not,
+    and then precision figures (float16, INT8) say nothing. ODConv's attention BatchNorms
+    see one pooled value per image and keep their defaults. Returns ``net`` in eval mode.
+    """
+    for name, module in net.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and "attention" not in name:
+            module.reset_running_stats()
+            module.momentum = None
+            module.train()
+    images = np.concatenate([verification_image(height, width, seed=10 + k) for k in range(2)])
+    with torch.no_grad():
+        net(torch.from_numpy(images))
+    return net.eval()
