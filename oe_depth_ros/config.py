@@ -170,25 +170,3 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[parts[-1]] = value
     return out
-
-
-def from_params(cls: type[T], values: Mapping[str, Any], source: str = "parameters") -> T:
-    """Build dataclass ``cls`` from flat dotted names (``points.decimation: 2``).
-
-    Names whose first part is not a field of ``cls`` are ignored, so one flat mapping
-    (a ROS parameter file's) can feed several dataclasses; the rest is :func:`from_dict`.
-    """
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    nested: dict[str, Any] = {}
-    for name, value in values.items():
-        parts = str(name).split(".")
-        if parts[0] not in fields:
-            continue
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: '{name}' nests under a value that is not a "
-                                  "mapping")
-        node[parts[-1]] = value
-    return from_dict(cls, nested, source)

@@ -79,7 +79,7 @@ class Backend(Protocol):
     def predict(self, image_rgb: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalOptions:
     """Everything one evaluation run needs (the command-line arguments)."""
 

@@ -20,7 +20,7 @@ from oe_depth_ros.units import DepthUnits, training_units
 DEFAULT_CONFIG = "oe_depth"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataConfig:
     """Where the KITTI raw data and split files are, and how samples are made.
 
@@ -79,7 +79,7 @@ PRETRAINED_SOURCES = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelConfig:
     """Which networks to train (names or YAML paths of config/model) and their init weights.
 
@@ -144,7 +144,7 @@ class ModelConfig:
             + " (see docs/training.md).")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LossConfig:
     """Loss weights and switches of the Monodepth2 losses and the triplet term.
 
@@ -185,7 +185,7 @@ class LossConfig:
         return self.velocity_weight > 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OptimConfig:
     """Adam with a step schedule: lr until each milestone epoch, then times ``lr_gamma``."""
 
@@ -227,7 +227,7 @@ class ODConvTrainConfig:
                               f"got {self.initial_temperature}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything a training run needs; saved inside every checkpoint."""
 

@@ -92,7 +92,7 @@ def camera_projection(calib: KittiCalib, cam: int) -> np.ndarray:
     return p
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversionSummary:
     """What :func:`convert` wrote."""
 
@@ -274,4 +274,5 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     LOG.info("wrote %s (%s, %s): %d frames, %d messages, %.1f MB in %.1f s", out, storage,
              distro, frames, sum(counts.values()), size / 1e6, seconds)
-    return ConversionSummary(out, storage, distro, frames, seconds, counts, size)
+    return ConversionSummary(out=out, storage=storage, distro=distro, frames=frames,
+                             seconds=seconds, message_counts=counts, size_bytes=size)

@@ -92,7 +92,7 @@ class ScaledDisparityNet(nn.Module):
         return scaled
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExportReport:
     """What ``export_onnx`` produced and how well it verified.
 
@@ -357,5 +357,6 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
              info.model_name, height, width, precision, opset, num_nodes, out,
              "verified on " + ", ".join(inputs) if verify else "NOT verified (--no-verify)",
              ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    return ExportReport(out, info, opset, num_nodes, tuple(checks), conditioning, seconds,
-                        checkpoint is None, pinned)
+    return ExportReport(path=out, info=info, opset=opset, num_nodes=num_nodes,
+                        checks=tuple(checks), conditioning=conditioning, seconds=seconds,
+                        random_weights=checkpoint is None, pinned=pinned)

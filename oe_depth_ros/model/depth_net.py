@@ -55,7 +55,7 @@ class ODConvConfig:
             raise ConfigError(f"odconv.temperature must be positive, got {self.temperature}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DepthNetConfig:
     """A depth network architecture plus the disparity-to-depth range it was trained for."""
 

@@ -50,7 +50,7 @@ from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
 log = logging.getLogger("training.experiments.ablation")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Worlds:
     """Paths of the prepared worlds."""
 
@@ -61,7 +61,7 @@ class Worlds:
     heldout_split: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunJob:
     """One training run: a row, a seed, the steps to evaluate at, the shared settings."""
 
@@ -78,7 +78,7 @@ class RunJob:
         return self.work / "runs" / self.row / f"seed_{self.seed}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Settings:
     """What the command line chose (saved in table.json)."""
 
@@ -129,8 +129,9 @@ def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
                for e in read_split_file(heldout.split_files[name])}
     split = write_split_file(work / "heldout_world" / "heldout_files.txt",
                              [entries[k] for k in sorted(entries)])
-    return Worlds(Path(train.root), Path(train.split_files["train"]),
-                  Path(train.split_files["val"]), Path(heldout.root), split)
+    return Worlds(train_root=Path(train.root), train_split=Path(train.split_files["train"]),
+                  val_split=Path(train.split_files["val"]), heldout_root=Path(heldout.root),
+                  heldout_split=split)
 
 
 def build_trainer(job: RunJob, out_dir: Path) -> Any:
@@ -319,8 +320,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     every = args.eval_every or (max(1, args.steps // 8) if args.curve else None)
     evals = sorted({*range(every, args.steps, every), args.steps} if every else {args.steps})
     rows = args.rows or (["baseline"] if args.curve else list(ROWS))
-    return Settings(rows, list(args.seeds), args.steps, evals, world_spec(args), args.threads,
-                    args.jobs, list(args.overrides))
+    return Settings(rows=rows, seeds=list(args.seeds), steps=args.steps, eval_steps=evals,
+                    world=world_spec(args), threads=args.threads, jobs=args.jobs,
+                    overrides=list(args.overrides))
 
 
 def run_all(jobs: list[RunJob], parallel: int) -> None:
@@ -368,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"{settings.eval_steps}")
     worlds = prepare_worlds(args.work, settings.world)
     # seed-major: with fewer --jobs than runs, every row's first seeds finish first
-    jobs = [RunJob(args.work, row, seed, tuple(settings.eval_steps), worlds, settings.threads,
-                   tuple(settings.overrides)) for seed in settings.seeds for row in settings.rows]
+    jobs = [RunJob(work=args.work, row=row, seed=seed, eval_steps=tuple(settings.eval_steps),
+                   worlds=worlds, threads=settings.threads, overrides=tuple(settings.overrides))
+            for seed in settings.seeds for row in settings.rows]
     if args.warmup_steps > 0 and not args.report_only:
         seconds, per_step = estimate_seconds(jobs, args.warmup_steps)
         rates = ", ".join(f"{row} {s:.2f} s/step" for row, s in per_step.items())

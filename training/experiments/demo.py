@@ -40,7 +40,7 @@ from .baselines import best_constant_depth
 LOG = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoSettings:
     """What the demo runs on and how long it trains."""
 

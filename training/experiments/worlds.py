@@ -19,7 +19,7 @@ from oe_depth_ros.image_size import format_size, parse_size
 log = logging.getLogger("training.experiments.worlds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorldSpec:
     """The rendered worlds: training drives and held-out drives (another seed)."""
 
