@@ -46,8 +46,8 @@ from oe_depth_ros.node_params import ParamValue, build_config, check_fields, fie
 
 __all__ = ["ERROR_KINDS", "InputError", "AnyImageMessage", "CameraInfoConfig", "CameraModel",
            "Frame", "FrameIntake", "IntrinsicsSource", "camera_model_from_msg",
-           "image_rgb_from_msg", "compressed_rgb_from_msg", "any_image_rgb_from_msg", "fallback_intrinsics",
-           "camera_info_config", "DEFAULT_MAX_PIXELS"]
+           "image_rgb_from_msg", "compressed_rgb_from_msg", "any_image_rgb_from_msg",
+           "fallback_intrinsics", "camera_info_config", "DEFAULT_MAX_PIXELS"]
 
 LOG = logging.getLogger(__name__)
 

@@ -62,10 +62,15 @@ from rcl_interfaces.msg import (
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.guard_condition import GuardCondition
+from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.lifecycle import LifecycleNode, LifecycleState
 from rclpy.lifecycle.node import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
@@ -162,7 +167,7 @@ def coerce_numbers(params: Sequence[Parameter]) -> list[Parameter]:
 class _RosLogHandler(logging.Handler):
     """Forward the package's Python logging (backends, pipeline) to the node's logger."""
 
-    def __init__(self, ros_logger: Any) -> None:
+    def __init__(self, ros_logger: RcutilsLogger) -> None:
         super().__init__()
         self._ros = ros_logger
 
@@ -253,9 +258,9 @@ class DepthCore(_NodeBase):
         self._last_size: tuple[int, int] | None = None
         self._backend: DepthBackend | None = None
         self._pipeline: DepthPipeline | None = None
-        self._publishers: list[Any] = []
-        self._inputs: list[Any] = []
-        self._frame_ready: Any = None
+        self._publishers: list[Publisher] = []
+        self._inputs: list[Subscription | GuardCondition | Timer] = []
+        self._frame_ready: GuardCondition | None = None
         self.add_pre_set_parameters_callback(self._guarded(
             "parameters", self._coerce_parameters, gated=False,
             on_error=lambda params: list(params)))
@@ -344,11 +349,11 @@ class DepthCore(_NodeBase):
         except ScaleSetupError as exc:  # e.g. a relative model with no scale estimator
             raise StartupError(str(exc)) from None
 
-    def _create_publishers(self, create: Callable[..., Any]) -> None:
+    def _create_publishers(self, create: Callable[..., Publisher]) -> None:
         """The output publishers, made by ``create`` (a plain or a lifecycle publisher)."""
         overrides = QoSOverridingOptions.with_default_policies()
 
-        def output(msg_type: Any, topic: str) -> Any:
+        def output(msg_type: type, topic: str) -> Publisher:
             return create(msg_type, topic, own_qos(OUTPUT_QOS),
                           qos_overriding_options=overrides)
 
@@ -385,7 +390,8 @@ class DepthCore(_NodeBase):
             ]
         except Exception as exc:  # InvalidQosOverridesError, RuntimeError of a bad policy
             for sub in self._inputs:
-                self.destroy_subscription(sub)
+                if isinstance(sub, Subscription):
+                    self.destroy_subscription(sub)
             self._inputs = []
             raise StartupError(f"input QoS: {exc}") from None
         self._frame_ready = self.create_guard_condition(
@@ -404,9 +410,9 @@ class DepthCore(_NodeBase):
         if not self._gate.close(timeout):
             self.get_logger().warning(f"a callback did not finish within {timeout:g} s")
         for entity in self._inputs:
-            if entity is self._frame_ready:
+            if isinstance(entity, GuardCondition):
                 self.destroy_guard_condition(entity)
-            elif hasattr(entity, "timer_period_ns"):
+            elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
             else:
                 self.destroy_subscription(entity)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
 from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
@@ -284,11 +284,12 @@ class TrainConfig:
                               velocity=self.loss.use_velocity, stereo=self.data.stereo)
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = _merge(current, value)
         else:
             out[key] = value
     return out
@@ -306,7 +307,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return candidate
 
 
-def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, object]:
     """Read a training YAML with its ``inherit`` chain resolved into one mapping."""
     path = Path(path).resolve()
     if path in _seen:

@@ -39,6 +39,7 @@ from oe_depth_ros.bags.names import (GPS_TOPIC, IMU_TOPIC, LEFT_COLOR_CAMERA,
                                      camera_info_topic, image_topic)
 from oe_depth_ros.bags.bagio import (
     DEFAULT_QOS,
+    Qos,
     TRANSIENT_LOCAL_QOS,
     BagError,
     BagWriter,
@@ -148,7 +149,7 @@ def _check_drive(drive: KittiDrive, cameras: Sequence[int],
 
 
 # A stream item: (stamp ns, tie-break order, topic, message, QoS profile).
-_Item = tuple[int, int, str, Any, Any]
+_Item = tuple[int, int, str, object, Qos]
 
 
 def _camera_stream(drive: KittiDrive, cam: int, stamps: np.ndarray, calib: KittiCalib,

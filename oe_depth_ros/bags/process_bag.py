@@ -377,7 +377,7 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "no bad input"
 
 
-def _finite(value: Any) -> Any:
+def _finite(value: object) -> object:
     """JSON-safe copy: NaN and infinities become null."""
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}

@@ -35,7 +35,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -46,6 +46,10 @@ from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
                               curve_summary, label_check_text, plot_curves,
                               read_points, summarize, table_markdown)
 from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
+
+if TYPE_CHECKING:
+    from ..datasets import KittiRawMonoDataset
+    from ..trainer import Trainer
 
 log = logging.getLogger("training.experiments.ablation")
 
@@ -134,7 +138,7 @@ def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
                   heldout_split=split)
 
 
-def build_trainer(job: RunJob, out_dir: Path) -> Any:
+def build_trainer(job: RunJob, out_dir: Path) -> "Trainer":
     """A trainer of ``job``'s row and seed on the training world (no per-epoch validation)."""
     from ..train_config import load_train_config
     from ..trainer import Trainer
@@ -148,7 +152,7 @@ def build_trainer(job: RunJob, out_dir: Path) -> Any:
     return Trainer(cfg, out_dir=out_dir)
 
 
-def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
+def heldout_dataset(trainer: "Trainer", worlds: Worlds) -> "KittiRawMonoDataset":
     """Every held-out frame at the trainer's input size, with ground truth."""
     from ..datasets import KittiRawMonoDataset
 
@@ -161,7 +165,7 @@ def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
     return data
 
 
-def evaluate(trainer: Any, heldout: Any) -> dict[str, Any]:
+def evaluate(trainer: "Trainer", heldout: "KittiRawMonoDataset") -> dict[str, Any]:
     """Held-out errors of the trainer's depth net: the table columns plus the full regions."""
     from .prove_learning import evaluate_heldout
 
@@ -228,7 +232,7 @@ def train_run(job: RunJob, log_level: int = logging.INFO) -> dict[str, Any]:
 
 
 # ---- time estimate ---------------------------------------------------------------------------
-def _endless(trainer: Any) -> Iterator[Any]:
+def _endless(trainer: "Trainer") -> Iterator[dict[Any, Any]]:
     """The trainer's batches, epoch after epoch."""
     epoch = 0
     while True:

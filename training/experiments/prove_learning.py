@@ -19,7 +19,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -27,7 +27,12 @@ import torch
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from .baselines import best_constant_abs_rel
-from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
+from .worlds import RenderedWorld, WorldSpec, add_world_options, ensure_world, world_spec
+
+if TYPE_CHECKING:
+    from oe_depth_ros.metrics import CropName
+    from ..datasets import KittiRawMonoDataset
+    from ..trainer import Trainer
 
 log = logging.getLogger("training.experiments.prove_learning")
 
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
-def photometric_loss(trainer: Any, dataset: Any, batch_size: int = 4) -> float:
+def photometric_loss(trainer: "Trainer", dataset: "KittiRawMonoDataset",
+                     batch_size: int = 4) -> float:
     """Mean photometric term over ``dataset`` (networks in eval mode, no augmentation)."""
     from torch.utils.data import DataLoader
 
@@ -67,8 +73,8 @@ def photometric_loss(trainer: Any, dataset: Any, batch_size: int = 4) -> float:
     return total / count
 
 
-def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
-                     with_regions: bool = False) -> dict[str, Any]:
+def evaluate_heldout(trainer: "Trainer", dataset: "KittiRawMonoDataset", crop: "CropName | None",
+                     max_depth: float, with_regions: bool = False) -> dict[str, Any]:
     """Median-scaled errors of the trainer's depth net and of the best constant, per image mean."""
     from oe_depth_ros.kitti.labels import labels_to_train_ids
     from ..edge_metrics import RegionReport
@@ -100,7 +106,8 @@ def evaluate_heldout(trainer: Any, dataset: Any, crop: Any, max_depth: float,
     return out
 
 
-def train_and_measure(args: argparse.Namespace, train_world: Any, heldout_world: Any,
+def train_and_measure(args: argparse.Namespace, train_world: RenderedWorld,
+                      heldout_world: RenderedWorld,
                       overrides: list[str], run_dir: Path, with_regions: bool) -> dict[str, Any]:
     """One training run with its before/after figures."""
     from ..datasets import KittiRawMonoDataset
