@@ -446,7 +446,7 @@ def value_of(values: Mapping[str, ParamValue], name: str, kind: type[V]) -> V:
     value = values[name]
     if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
         return value
-    raise ParamError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+    raise ParamError(f"parameter {name} must be of type {kind.__name__}, got {value!r}")
 
 
 def flatten_params_file(data: Mapping[str, object], node_name: str = NODE_NAME,

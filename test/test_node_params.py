@@ -405,3 +405,16 @@ def test_bad_values_are_refused_naming_the_parameter_on_every_entry_point(
         return
     with pytest.raises(ConfigError, match=fragment):
         PipelineConfig.from_params({name: value})
+
+
+def test_value_of_reads_a_checked_value_as_its_declared_type():
+    values = node_params.validate_all({"threads": 2, "max_range": 60, "backend": "onnxruntime",
+                                       "colored.enabled": False})
+    assert node_params.value_of(values, "threads", int) == 2
+    assert node_params.value_of(values, "max_range", float) == 60.0
+    assert node_params.value_of(values, "backend", str) == "onnxruntime"
+    assert node_params.value_of(values, "colored.enabled", bool) is False
+    with pytest.raises(ParamError, match="backend must be of type int, got 'onnxruntime'"):
+        node_params.value_of(values, "backend", int)
+    with pytest.raises(ParamError, match="colored.enabled must be of type int, got False"):
+        node_params.value_of(values, "colored.enabled", int)  # a bool is no int here
