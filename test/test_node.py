@@ -1007,8 +1007,10 @@ def signal_after_start(model: Path, tmp_path: Path, name: str, sig: int, delay: 
     signal before the handlers are in stays pending until ``node_main`` unblocks it.
     Otherwise (``python -m``, nothing blocked, as ``ros2 run`` starts it) time zero is
     when the process catches SIGTERM: before that the interpreter is still starting
-    (site hooks, the console-script wrapper; docs/node.md gives the measured length),
-    where the kernel's and Python's defaults apply. Either way the sweep covers
+    (CPython, site hooks, the console-script wrapper: 152-156 ms median from the exec,
+    of which 128 ms before any code of the package can run, at load 18 on 2 cores,
+    docs/results/2026-12-06-signal-window.md), where the kernel's and Python's defaults
+    apply. Either way the sweep covers
     imports, rclpy start, parameter declaration, model loading and spinning.
     """
     node = NodeProcess(tmp_path / f"{name}.log", "-r", f"__ns:=/{name}",
