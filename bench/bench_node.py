@@ -477,7 +477,7 @@ def measure_depth_message(height: int, width: int, reps: int) -> list[dict[str, 
             ("constructor, array('B')", lambda: Image(header=header, data=as_array(), **fields),
              reps),
             ("setter, uint8 ndarray", ndarray_setter, 3))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for label, build, count in ways:
         times = []
         for _ in range(count + 1):

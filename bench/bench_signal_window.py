@@ -85,7 +85,7 @@ def setuptools_wrapper(directory: Path) -> Path:
     """setuptools' console-script wrapper of ``oe_depth_node`` (colcon build installs it)."""
     from importlib.metadata import distribution
 
-    from setuptools.command.easy_install import ScriptWriter
+    from setuptools.command.easy_install import ScriptWriter  # type: ignore[import-untyped]
 
     dist = distribution("oe_depth_ros")
     spec = f"{dist.metadata['Name']}=={dist.version}"
