@@ -43,7 +43,9 @@ png (level 3) CompressedImage built as the plugin builds them; then the node ove
 with ``image_transport`` raw and compressed (jpeg), one frame at a time, with its own
 per-stage medians from /diagnostics. "Node's own work" is the sum of its stages except
 the network's inference (decode or conversion, pre- and post-processing, scale, cloud,
-color, publishing). ``--compressed-only`` runs Part 4 alone.
+color, publishing). Between the two, in this process, the ways of filling the depth
+Image's ``uint8[]`` data that rclpy accepts, timed and read back.
+``--compressed-only`` runs Part 4 alone.
 
 Usage: .venv/bin/python bench/bench_node.py [--frames 20] [--height 192 --width 640]
        [--camera 1242x375] [--stream-frames 30 --rate 10] [--json OUT]
@@ -451,6 +453,60 @@ def measure_decode(image: np.ndarray, quality: int, reps: int) -> list[dict[str,
     return rows
 
 
+def measure_depth_message(height: int, width: int, reps: int) -> list[dict[str, Any]]:
+    """Ways of filling an rclpy Image's ``uint8[]`` data with a float32 depth map (median ms).
+
+    The node's way (``messages.numpy_to_image``: ``array('B')`` filled from the array's
+    buffer, assigned through the setter of a message that checks its fields) against
+    handing rclpy's constructor ``bytes`` or an ``array('B')`` (it converts both) and
+    assigning the uint8 ndarray view (converted element by element, so 3 repetitions
+    only). Each message's data is read back and compared with the map.
+    """
+    import array
+
+    from sensor_msgs.msg import Image
+
+    from oe_depth_ros.messages import MessageTypes, data_bytes, make_header, numpy_to_image
+
+    types = MessageTypes.rclpy()
+    depth = np.random.default_rng(1).uniform(1.0, 80.0, (height, width)).astype(np.float32)
+    depth[::7, ::5] = np.nan
+    header = make_header(1, "camera_color_left", types)
+    fields = {"height": height, "width": width, "encoding": "32FC1", "step": width * 4}
+
+    def as_array() -> array.array:
+        out = array.array("B")
+        out.frombytes(depth.data.cast("B"))
+        return out
+
+    def ndarray_setter() -> Any:
+        msg = Image(header=header, **fields)
+        msg.data = depth.reshape(-1).view(np.uint8)
+        return msg
+
+    ways = (("array('B') + checked setter (node)",
+             lambda: numpy_to_image(depth, "32FC1", header, types), reps),
+            ("constructor, bytes", lambda: Image(header=header, data=depth.tobytes(), **fields),
+             reps),
+            ("constructor, array('B')", lambda: Image(header=header, data=as_array(), **fields),
+             reps),
+            ("setter, uint8 ndarray", ndarray_setter, 3))
+    rows: list[dict[str, Any]] = []
+    for label, build, count in ways:
+        times = []
+        for _ in range(count + 1):
+            t0 = time.perf_counter()
+            msg = build()
+            times.append((time.perf_counter() - t0) * 1e3)
+        back = data_bytes(msg.data, "Image").view(np.float32).reshape(height, width)
+        rows.append({"way": label, "build_ms": float(np.median(times[1:])),
+                     "data_type": type(msg.data).__name__,
+                     "equal": bool(np.array_equal(back, depth, equal_nan=True))})
+    for row in rows:
+        row["ratio_vs_node"] = row["build_ms"] / rows[0]["build_ms"]
+    return rows
+
+
 def measure_transport_node(model: Path, image: np.ndarray, frames: int, quality: int,
                            workdir: Path) -> list[dict[str, Any]]:
     """The node with image_transport raw, then compressed (jpeg): latency and its stages."""
@@ -480,6 +536,12 @@ def print_compressed(report: dict[str, Any]) -> None:
         print(f"{row['input']:<18}{row['bytes']:>10}{row['to_rgb_ms']:>11.2f}"
               f"{row['header_size_ms']:>11.3f}{row['ratio_vs_raw']:>8.2f}"
               f"{row['mean_abs_error']:>10.2f}{row['max_abs_error']:>9}")
+    print(f"\nDepth image message ({report['camera']} 32FC1), filling its data, median ms "
+          "(this process)")
+    print(f"{'way':<38}{'build ms':>10}{'x node':>8}{'data':>8}{'equal':>7}")
+    for row in report["depth_message"]:
+        print(f"{row['way']:<38}{row['build_ms']:>10.2f}{row['ratio_vs_node']:>8.1f}"
+              f"{row['data_type']:>8}{str(row['equal']):>7}")
     rows = report["transport_node"]
     stages = sorted({k for r in rows for k in r["node_stage_p50_ms"]})
     print("\nNode per image_transport (points decimation 4, depth/image subscribed), "
@@ -596,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             report["cloud_publish"] = measure_cloud_publish(model, image, args.reps)
         report["decode_reps"] = 50
         report["decode"] = measure_decode(image, args.jpeg_quality, report["decode_reps"])
+        report["depth_message"] = measure_depth_message(cam_h, cam_w, report["decode_reps"])
         report["transport_node"] = measure_transport_node(model, image, args.frames,
                                                           args.jpeg_quality, work)
     report["machine"]["loadavg_at_end"] = list(os.getloadavg())

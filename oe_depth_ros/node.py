@@ -769,6 +769,34 @@ class DepthLifecycleNode(DepthCore, LifecycleNode):
 _SHUTDOWN_REPLY_S = 0.2
 
 
+class DrainingExecutor(MultiThreadedExecutor):
+    """rclpy's multi-threaded executor that can wait for the callbacks it has started.
+
+    rclpy 7.1's ``Executor.shutdown`` never waits for them (its wait is skipped once
+    the shutdown flag is set) and destroys the guard condition that a callback just
+    taken from its entity still triggers; that callback's task then holds an
+    ``InvalidHandle`` nobody reads, printed at exit as "The following exception was
+    never retrieved: cannot use Destroyable because destruction was requested". Call
+    :meth:`drain` after the last ``spin_once`` and before ``shutdown``.
+    """
+
+    def drain(self, timeout_sec: float) -> bool:
+        """Wait for every started callback and read its outcome; False on timeout.
+
+        An exception a callback raised is logged (never left unread).
+        """
+        deadline = time.monotonic() + timeout_sec
+        for task in list(self._futures):  # the tasks spin_once handed to the threads
+            while not task.done():
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.005)
+            exc = task.exception()
+            if exc is not None:
+                rclpy.logging.get_logger(NODE_NAME).error(f"a callback raised: {exc!r}")
+        return True
+
+
 def main(args: Sequence[str] | None = None, *, signals: ShutdownSignals | None = None,
          lifecycle: bool = False) -> int:
     """Run a node until SIGINT/SIGTERM or its shutdown transition: exit 0; 1 if it cannot start.
@@ -789,7 +817,7 @@ def main(args: Sequence[str] | None = None, *, signals: ShutdownSignals | None =
         except StartupError as exc:
             rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {exc}")
             return 1
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = DrainingExecutor(num_threads=4)
         executor.add_node(node)
         try:
             while not (signals.requested.is_set() or node.finished.is_set()):
@@ -800,7 +828,7 @@ def main(args: Sequence[str] | None = None, *, signals: ShutdownSignals | None =
             pass
         finally:
             signals.stopping()
-            if not node.stop(timeout=5.0):
+            if not (node.stop(timeout=5.0) and executor.drain(timeout_sec=5.0)):
                 rclpy.logging.get_logger(NODE_NAME).warning("a callback did not finish "
                                                             "within 5 s of shutdown")
             executor.shutdown(timeout_sec=0.0)

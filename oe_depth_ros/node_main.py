@@ -11,22 +11,25 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""The depth node's executables, with SIGINT and SIGTERM handled from their first line.
+"""The depth node's executables, with SIGINT and SIGTERM handled from their first step.
 
 ``oe_depth_node`` (:func:`main`) and ``oe_depth_lifecycle_node`` (:func:`lifecycle_main`)
-install the handlers of :class:`ShutdownSignals` before anything heavy is imported
+install the handlers of :class:`ShutdownSignals` before anything else is imported
 (rclpy, NumPy, the inference libraries take a second or more), so a signal at any
-moment from then to the exit ends the process with exit code 0 and no traceback. Only
-the interpreter's own start, before this module runs, keeps the kernel's default.
-This module imports the standard library only.
+moment from then to the exit ends the process with exit code 0 and no traceback.
+Installing them also unblocks both signals: a supervisor that blocks SIGINT and SIGTERM
+before it executes the node (a blocked signal stays pending across ``execve``, and
+CPython does not unblock it) gets a clean exit for a signal at any moment from the
+exec on, the signal being delivered once the handlers are in. Without that, the
+interpreter's own start (site hooks, the console-script wrapper, this module's
+import) keeps the kernel's and Python's defaults; docs/node.md gives its length.
+This module imports ``signal``, ``sys`` and ``threading`` only.
 """
 from __future__ import annotations
 
 import signal
 import sys
 import threading
-from types import FrameType
-from typing import Sequence
 
 
 class ShutdownSignals:
@@ -47,9 +50,14 @@ class ShutdownSignals:
         self.requested = threading.Event()
 
     def install(self) -> "ShutdownSignals":
-        """Handle SIGINT and SIGTERM (call from the main thread); returns self."""
+        """Handle SIGINT and SIGTERM, then unblock them (call from the main thread).
+
+        A signal held pending since before the exec is delivered to the handler here.
+        Returns self.
+        """
         for sig in self.SIGNALS:
             signal.signal(sig, self._handle)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
         return self
 
     def stopping(self) -> None:
@@ -57,23 +65,23 @@ class ShutdownSignals:
         for sig in self.SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
+    def _handle(self, signum: int, frame: object) -> None:
         self.requested.set()
 
 
-def _run(argv: Sequence[str] | None, lifecycle: bool) -> int:
+def _run(argv: list[str] | None, lifecycle: bool) -> int:
     signals = ShutdownSignals().install()
     from oe_depth_ros import node  # rclpy, NumPy and the backends: after the handlers
 
     return node.main(argv, signals=signals, lifecycle=lifecycle)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     """``oe_depth_node``: the plain node (starts processing at once)."""
     return _run(argv, lifecycle=False)
 
 
-def lifecycle_main(argv: Sequence[str] | None = None) -> int:
+def lifecycle_main(argv: list[str] | None = None) -> int:
     """``oe_depth_lifecycle_node``: the managed node (waits for configure and activate)."""
     return _run(argv, lifecycle=True)
 

@@ -22,11 +22,14 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 
 
-def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spinning: bool = False) -> ort.SessionOptions:
     """Full graph optimization, sequential execution, ``threads`` intra-op threads, no denormals.
 
-    ``spinning=False`` stops idle worker threads from busy-waiting between runs (lower CPU
-    use when the process or the machine has other work, at some latency cost).
+    Idle worker threads sleep between runs unless ``spinning``: busy-waiting ones take
+    the cores from the work that follows a run in the same process (the node's
+    publishing and the next frame's decoding; docs/results/2026-12-06-compressed-input.md
+    compares the node's stages both ways). ``spinning=True`` suits back-to-back runs
+    with nothing in between.
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -63,7 +66,7 @@ class OnnxRuntimeBackend(DepthBackend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
-                 threads: int | None = None, spinning: bool = True) -> None:
+                 threads: int | None = None, spinning: bool = False) -> None:
         path = Path(model_path)
         providers = providers_for(device)
         provider_options: list[dict[str, str]] = [{} for _ in providers]
