@@ -54,7 +54,7 @@ def test_tiny_proof_trains_the_whole_schedule_and_reports_each_seed(tmp_path: Pa
 
 @pytest.mark.slow
 def test_training_learns_over_seeds(tmp_path: Path) -> None:
-    """The documented proof (docs/training.md); its figures: docs/results/2026-12-06-learning-proof.md."""
+    """The documented proof (docs/training.md, record 2026-12-06-learning-proof.md)."""
     assert main(["--work", str(tmp_path), "--jobs", "2"]) == 0
     learning = json.loads((tmp_path / "proof.json").read_text())["learning"]["oe_depth"]
     assert learning["trained"]["n"] == 3
