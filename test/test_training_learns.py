@@ -42,7 +42,9 @@ def test_tiny_proof_trains_the_whole_schedule_and_reports_each_seed(tmp_path: Pa
     trained = [r[str(2 * samples)]["abs_rel"] for r in records]
     untrained = [r["0"]["abs_rel"] for r in records]
     const = records[0]["0"]["best_constant_abs_rel"]
-    assert untrained[0] != untrained[1]  # the seed sets the initial weights
+    for seed in (0, 1):  # each run trains with its own seed
+        config = (tmp_path / "runs" / "oe_depth" / f"seed_{seed}" / "config.yaml").read_text()
+        assert f"\nseed: {seed}\n" in config
     assert learning["trained"]["mean"] == pytest.approx(np.mean(trained))
     assert learning["trained"]["std"] == pytest.approx(np.std(trained, ddof=1))
     assert learning["untrained"]["mean"] == pytest.approx(np.mean(untrained))
