@@ -10,7 +10,7 @@ constant that minimizes Abs Rel: an oracle no depth-blind predictor can beat), a
 the ablation's full table of the rows trained. A work folder shared with the ablation
 shares its runs.
 
-    python -m training.experiments.prove_learning --work runs/proof --jobs 2
+    python -m training.experiments.prove_learning --work runs/proof --jobs 3
 """
 from __future__ import annotations
 
