@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from _common import cpu_name, write_json
+from oe_depth_ros.devices import parse_device
 from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 from oe_depth_ros.model import DepthNet, ODConv2d, build_depth_net
 
@@ -138,7 +139,7 @@ def cpu_latency(nets: dict[str, DepthNet], x: torch.Tensor, repeats: int,
 def gpu_latency(net: DepthNet, size: tuple[int, int], batches: list[int],
                 repeats: int, device: str = "cuda") -> dict[str, dict[str, float]]:
     """fp32, fp16/bf16 channels_last and torch.compile (fp16 channels_last) on the GPU."""
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = torch.cuda.synchronize if parse_device(device).kind == "cuda" else (lambda: None)
     variants = [  # label, dtype, channels_last, compile
         ("fp32", torch.float32, False, False),
         ("fp16 channels_last", torch.float16, True, False),

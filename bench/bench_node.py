@@ -243,67 +243,81 @@ def measure_transports(model: Path, frames: int, rate: float, camera: tuple[int,
     return rows
 
 
-def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Path,
-                       configs: list[tuple[str, int, tuple[str, ...], str]],
-                       ) -> list[dict[str, Any]]:
+def node_latency(model: Path, ns: str, workdir: Path, msg: Any, size: tuple[int, int],
+                 image_topic: str, frames: int, outputs: tuple[str, ...] = ("depth/image",),
+                 decimation: int = 4, reliability: str = "reliable",
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Node ``ns`` answering ``msg`` (its stamp set per frame) one frame at a time.
+
+    A CameraInfo of ``size`` (H, W) goes before each frame; 3 warm-up frames are not
+    timed. Returns the frames answered on every one of ``outputs`` (``delivered``), each
+    output's latencies in ms from publishing the image (``latencies``) and the node's
+    stage medians (``stages``).
+    """
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     types = {"points": PointCloud2, "depth/image": Image, "depth/camera_info": CameraInfo,
              "depth/colored": Image}
-    h, w = image.shape[:2]
+    proc = start_node(model, ns, decimation, workdir / f"{ns}.log", reliability, extra)
+    probe = Probe()
+    try:
+        for topic in outputs:
+            probe.subscribe(f"/{ns}/{topic}", types[topic])
+        diag: list[Any] = []
+        probe.subs.append(probe.node.create_subscription(
+            DiagnosticArray, "/diagnostics", diag.append, 10))
+        pub_img = probe.node.create_publisher(type(msg), f"/{ns}/{image_topic}", 1)
+        pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info", 1)
+        if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0
+                                and pub_info.get_subscription_count() > 0, 60):
+            raise RuntimeError(f"node {ns} did not start:\n"
+                               + (workdir / f"{ns}.log").read_text())
+        h, w = size
+        info = CameraInfo(width=w, height=h)
+        info.k = [float(v) for v in K_KITTI.reshape(-1)]
+        info.header.frame_id = "camera_color_left"
+        latencies: dict[str, list[float]] = {t: [] for t in outputs}
+        delivered = 0
+        for i in range(frames + 3):  # 3 warm-up frames
+            stamp = (100 + i, 0)
+            info.header.stamp.sec = msg.header.stamp.sec = stamp[0]
+            pub_info.publish(info)
+            probe.spin_until(lambda: False, 0.05)
+            t0 = time.perf_counter()
+            pub_img.publish(msg)
+            keys = [(f"/{ns}/{t}", stamp) for t in outputs]
+            if not probe.spin_until(lambda: all(k in probe.arrivals for k in keys),
+                                    FRAME_TIMEOUT_S):
+                continue  # the image (or an output) was lost on the way
+            if i >= 3:
+                delivered += 1
+                for t, k in zip(outputs, keys):
+                    latencies[t].append((probe.arrivals[k] - t0) * 1e3)
+        probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
+        return {"delivered": delivered, "latencies": latencies,
+                "stages": stage_medians(diag, ns)}
+    finally:
+        probe.close()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(15)
+
+
+def measure_end_to_end(model: Path, image: np.ndarray, frames: int, workdir: Path,
+                       configs: list[tuple[str, int, tuple[str, ...], str]],
+                       ) -> list[dict[str, Any]]:
+    """:func:`node_latency` of raw images per (label, decimation, outputs, reliability)."""
     results = []
     for index, (label, decimation, outputs, reliability) in enumerate(configs):
-        ns = f"bench{index}"
-        proc = start_node(model, ns, decimation, workdir / f"{ns}.log", reliability)
-        probe = Probe()
-        try:
-            for topic in outputs:
-                probe.subscribe(f"/{ns}/{topic}", types[topic])
-            diag: list[Any] = []
-            probe.subs.append(probe.node.create_subscription(
-                DiagnosticArray, "/diagnostics", diag.append, 10))
-            pub_img = probe.node.create_publisher(Image, f"/{ns}/image", 1)
-            pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info", 1)
-            if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0
-                                    and pub_info.get_subscription_count() > 0, 60):
-                raise RuntimeError(f"node {ns} did not start:\n"
-                                   + (workdir / f"{ns}.log").read_text())
-            info = CameraInfo(width=w, height=h)
-            info.k = [float(v) for v in K_KITTI.reshape(-1)]
-            info.header.frame_id = "camera_color_left"
-            data = image.tobytes()
-            latencies: dict[str, list[float]] = {t: [] for t in outputs}
-            delivered = 0
-            for i in range(frames + 3):  # 3 warm-up frames
-                stamp = (100 + i, 0)
-                info.header.stamp.sec = stamp[0]
-                pub_info.publish(info)
-                probe.spin_until(lambda: False, 0.05)
-                msg = Image(height=h, width=w, encoding="rgb8", step=w * 3, data=data)
-                msg.header.stamp.sec = stamp[0]
-                msg.header.frame_id = "camera_color_left"
-                t0 = time.perf_counter()
-                pub_img.publish(msg)
-                keys = [(f"/{ns}/{t}", stamp) for t in outputs]
-                if not probe.spin_until(lambda: all(k in probe.arrivals for k in keys),
-                                        FRAME_TIMEOUT_S):
-                    continue  # the image (or an output) was lost on the way
-                if i >= 3:
-                    delivered += 1
-                    for t, k in zip(outputs, keys):
-                        latencies[t].append((probe.arrivals[k] - t0) * 1e3)
-            probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
-            stages = stage_medians(diag, ns)
-            results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
-                            "input_reliability": reliability, "frames": frames,
-                            "delivered": delivered,
-                            "latency_ms": {t: percentiles(v) for t, v in latencies.items() if v},
-                            "node_stage_p50_ms": stages})
-        finally:
-            probe.close()
-            proc.send_signal(signal.SIGINT)
-            proc.wait(15)
+        size = (image.shape[0], image.shape[1])
+        run = node_latency(model, f"bench{index}", workdir, raw_message(image), size, "image",
+                           frames, outputs, decimation, reliability)
+        results.append({"label": label, "decimation": decimation, "outputs": list(outputs),
+                        "input_reliability": reliability, "frames": frames,
+                        "delivered": run["delivered"],
+                        "latency_ms": {t: percentiles(v) for t, v in run["latencies"].items()
+                                       if v},
+                        "node_stage_p50_ms": run["stages"]})
     return results
 
 
@@ -440,51 +454,15 @@ def measure_decode(image: np.ndarray, quality: int, reps: int) -> list[dict[str,
 def measure_transport_node(model: Path, image: np.ndarray, frames: int, quality: int,
                            workdir: Path) -> list[dict[str, Any]]:
     """The node with image_transport raw, then compressed (jpeg): latency and its stages."""
-    from diagnostic_msgs.msg import DiagnosticArray
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
     rows = []
     for transport in ("raw", "compressed"):
-        ns = f"transport_{transport}"
-        proc = start_node(model, ns, 4, workdir / f"{ns}.log", "reliable",
-                          ("-p", f"image_transport:={transport}"))
-        probe = Probe()
-        try:
-            probe.subscribe(f"/{ns}/depth/image", Image)
-            diag: list[Any] = []
-            probe.subs.append(probe.node.create_subscription(
-                DiagnosticArray, "/diagnostics", diag.append, 10))
-            topic, msg_type = ((f"/{ns}/image/compressed", CompressedImage)
-                               if transport == "compressed" else (f"/{ns}/image", Image))
-            msg = (plugin_message(image, "jpeg", quality) if transport == "compressed"
-                   else raw_message(image))
-            pub_img = probe.node.create_publisher(msg_type, topic, 1)
-            pub_info = probe.node.create_publisher(CameraInfo, f"/{ns}/camera_info", 1)
-            if not probe.spin_until(lambda: pub_img.get_subscription_count() > 0
-                                    and pub_info.get_subscription_count() > 0, 60):
-                raise RuntimeError(f"node {ns} did not start:\n"
-                                   + (workdir / f"{ns}.log").read_text())
-            h, w = image.shape[:2]
-            info = CameraInfo(width=w, height=h)
-            info.k = [float(v) for v in K_KITTI.reshape(-1)]
-            info.header.frame_id = "camera_color_left"
-            latencies = []
-            for i in range(frames + 3):  # 3 warm-up frames
-                stamp = (100 + i, 0)
-                info.header.stamp.sec = msg.header.stamp.sec = stamp[0]
-                pub_info.publish(info)
-                probe.spin_until(lambda: False, 0.05)
-                t0 = time.perf_counter()
-                pub_img.publish(msg)
-                key = (f"/{ns}/depth/image", stamp)
-                if probe.spin_until(lambda: key in probe.arrivals, FRAME_TIMEOUT_S) and i >= 3:
-                    latencies.append((probe.arrivals[key] - t0) * 1e3)
-            probe.spin_until(lambda: False, 1.5)  # one more diagnostics period
-            stages = stage_medians(diag, ns)
-        finally:
-            probe.close()
-            proc.send_signal(signal.SIGINT)
-            proc.wait(15)
+        compressed = transport == "compressed"
+        msg = plugin_message(image, "jpeg", quality) if compressed else raw_message(image)
+        size = (image.shape[0], image.shape[1])
+        run = node_latency(model, f"transport_{transport}", workdir, msg, size,
+                           "image/compressed" if compressed else "image", frames,
+                           extra=("-p", f"image_transport:={transport}"))
+        latencies, stages = run["latencies"]["depth/image"], run["stages"]
         own = sum(v for k, v in stages.items() if k != "inference")
         rows.append({"image_transport": transport, "input_bytes": len(msg.data),
                      "frames": frames, "delivered": len(latencies),

@@ -17,7 +17,8 @@ import importlib
 import logging
 import sys
 from importlib.metadata import entry_points
-from typing import Any, Sequence
+from types import ModuleType
+from typing import Sequence
 
 from oe_depth_ros import __version__
 
@@ -36,7 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 PLUGIN_GROUP = "oe_depth_ros.commands"
 
 
-def plugin_commands() -> dict[str, Any]:
+def plugin_commands() -> dict[str, ModuleType]:
     """Subcommand name -> module, of the ``oe_depth_ros.commands`` entry points.
 
     Plugin modules are loaded for their help text, so they must import cheaply; one

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
     """A configuration file or mapping has a bad key or value."""
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path) -> dict[str, object]:
     """Read a YAML mapping; an empty file gives ``{}``."""
     path = Path(path)
     if not path.is_file():
@@ -41,7 +41,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _check_value(value: Any, tp: Any, where: str) -> Any:
+def _check_value(value: object, tp: object, where: str) -> object:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -105,7 +105,7 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> T:
+def from_dict(cls: type[T], data: Mapping[str, object], source: str = "config") -> T:
     """Build dataclass ``cls`` from ``data``, rejecting unknown keys and bad types.
 
     Nested dataclasses are built recursively; ``source`` prefixes every error message
@@ -135,9 +135,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], source: str = "config") -> 
         raise ConfigError(f"{source}: {exc}") from exc
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
+def to_dict(obj: object) -> dict[str, object]:
     """Dataclass to plain dict (tuples become lists), suitable for YAML or JSON."""
-    def conv(v: Any) -> Any:
+    def conv(v: object) -> object:
         if dataclasses.is_dataclass(v):
             return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
@@ -145,10 +145,13 @@ def to_dict(obj: Any) -> dict[str, Any]:
         if isinstance(v, dict):
             return {k: conv(x) for k, x in v.items()}
         return v
-    return conv(obj)
+    out = conv(obj)
+    if not isinstance(out, dict):
+        raise TypeError(f"to_dict needs a dataclass, got {type(obj).__name__}")
+    return out
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(data: dict[str, object], overrides: list[str]) -> dict[str, object]:
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested mapping copy."""
     import copy
 
@@ -170,25 +173,3 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[parts[-1]] = value
     return out
-
-
-def from_params(cls: type[T], values: Mapping[str, Any], source: str = "parameters") -> T:
-    """Build dataclass ``cls`` from flat dotted names (``points.decimation: 2``).
-
-    Names whose first part is not a field of ``cls`` are ignored, so one flat mapping
-    (a ROS parameter file's) can feed several dataclasses; the rest is :func:`from_dict`.
-    """
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    nested: dict[str, Any] = {}
-    for name, value in values.items():
-        parts = str(name).split(".")
-        if parts[0] not in fields:
-            continue
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{source}: '{name}' nests under a value that is not a "
-                                  "mapping")
-        node[parts[-1]] = value
-    return from_dict(cls, nested, source)

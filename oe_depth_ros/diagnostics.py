@@ -27,7 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, TypeVar
+from typing import Callable, Generic, Iterable, TypeVar
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class FrameMailbox(Generic[T]):
             return self._dropped
 
 
-def percentile(values: Any, q: float) -> float:
+def percentile(values: Iterable[float], q: float) -> float:
     """The q-th percentile (0..100, linear interpolation) of a sequence; NaN when empty."""
     arr = np.asarray(list(values), dtype=np.float64)
     if arr.size == 0:
@@ -160,7 +160,7 @@ class NodeStats:
             self._last_kind = kind
             return count
 
-    def set_info(self, key: str, value: Any) -> None:
+    def set_info(self, key: str, value: object) -> None:
         """A descriptive value shown in every report (backend, scale source, ...)."""
         with self._lock:
             self.info[key] = str(value)

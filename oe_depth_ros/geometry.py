@@ -6,9 +6,10 @@ Functions accept numpy arrays; ``disp_to_depth`` also accepts torch tensors.
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 ArrayT = TypeVar("ArrayT")
 
@@ -107,7 +108,7 @@ def backproject(depth: np.ndarray, k: np.ndarray, rays: np.ndarray | None = None
     return rays * depth[..., None].astype(np.float32)
 
 
-def check_intrinsics(k: Any) -> np.ndarray:
+def check_intrinsics(k: ArrayLike) -> np.ndarray:
     """Validate a 3x3 pinhole K (finite, positive focal lengths) and return it as float64."""
     arr = np.asarray(k, dtype=np.float64)
     if arr.shape == (9,):

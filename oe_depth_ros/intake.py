@@ -31,25 +31,28 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence, Union, cast
 
 import numpy as np
 
 from oe_depth_ros.compressed import decode_to_rgb, header_size, parse_format
-from oe_depth_ros.config import from_dict
 from oe_depth_ros.geometry import check_intrinsics, normalized_to_pixels
 from oe_depth_ros.messages import (
-    CAMERA_ENCODINGS, ENCODINGS, MessageError, camera_info_image_size,
-    camera_info_to_intrinsics, data_bytes, image_size, image_to_rgb, stamp_to_ns,
+    CAMERA_ENCODINGS, ENCODINGS, CameraInfoMessage, CompressedImageMessage, ImageMessage,
+    MessageError, camera_info_image_size, camera_info_to_intrinsics, data_bytes, image_size,
+    image_to_rgb, stamp_to_ns,
 )
-from oe_depth_ros.node_params import check_fields, field_default
+from oe_depth_ros.node_params import ParamValue, build_config, check_fields, field_default
 
-__all__ = ["ERROR_KINDS", "InputError", "CameraInfoConfig", "CameraModel", "Frame",
-           "FrameIntake", "IntrinsicsSource", "camera_model_from_msg", "image_rgb_from_msg",
-           "compressed_rgb_from_msg", "any_image_rgb_from_msg", "fallback_intrinsics",
-           "camera_info_config", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ERROR_KINDS", "InputError", "AnyImageMessage", "CameraInfoConfig", "CameraModel",
+           "Frame", "FrameIntake", "IntrinsicsSource", "camera_model_from_msg",
+           "image_rgb_from_msg", "compressed_rgb_from_msg", "any_image_rgb_from_msg",
+           "fallback_intrinsics", "camera_info_config", "DEFAULT_MAX_PIXELS"]
 
 LOG = logging.getLogger(__name__)
+
+#: What the image subscription delivers: sensor_msgs Image or CompressedImage.
+AnyImageMessage = Union[ImageMessage, CompressedImageMessage]
 
 #: Every kind of bad input, with what it means. The node counts them as ``errors.<kind>``
 #: in /diagnostics; ``process-bag`` reports them at the end of a run.
@@ -102,19 +105,16 @@ class CameraInfoConfig:
         "camera_info.fallback_intrinsics")
 
     def __post_init__(self) -> None:
-        check_fields(self, "camera_info")  # types, limits and choices of the parameters
-        fx, fy = self.fallback_intrinsics[:2]
-        if not (fx > 0 and fy > 0):
-            raise ValueError("camera_info.fallback_intrinsics needs 4 values with positive "
-                             f"fx/W and fy/H, got {list(self.fallback_intrinsics)}")
+        check_fields(self, "camera_info")  # types, limits, choices and positive fx, fy
 
 
-def camera_info_config(values: Mapping[str, Any],
-                       source: str = "parameters") -> CameraInfoConfig:
-    """The :class:`CameraInfoConfig` of the node's ``camera_info.*`` parameters (others ignored)."""
-    prefix = "camera_info."
-    section = {k[len(prefix):]: v for k, v in values.items() if str(k).startswith(prefix)}
-    return from_dict(CameraInfoConfig, section, f"{source}: camera_info")
+def camera_info_config(values: Mapping[str, ParamValue]) -> CameraInfoConfig:
+    """The :class:`CameraInfoConfig` of checked ``camera_info.*`` parameter values.
+
+    The values are an entry point's, already checked (``node_params.validate``); other
+    names are ignored and absent ones take their defaults.
+    """
+    return build_config(CameraInfoConfig, values, "camera_info")
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ class Frame:
     intrinsics: Literal["camera_info", "fallback"]
 
 
-def camera_model_from_msg(msg: Any) -> CameraModel:
+def camera_model_from_msg(msg: CameraInfoMessage) -> CameraModel:
     """Validate a CameraInfo (REP 104); InputError('camera_info_invalid') when unusable."""
     try:
         k = check_intrinsics(camera_info_to_intrinsics(msg))
@@ -158,7 +158,7 @@ def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
                          f"max_input_pixels = {max_pixels}: refused before conversion")
 
 
-def image_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+def image_rgb_from_msg(msg: ImageMessage, max_pixels: int | None = None) -> np.ndarray:
     """Image -> uint8 RGB; InputError unsupported_encoding / malformed_image / image_too_large.
 
     The size limit is checked from the header fields, before any pixel is converted.
@@ -177,7 +177,8 @@ def image_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
         raise InputError("malformed_image", f"image rejected: {exc}") from None
 
 
-def compressed_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+def compressed_rgb_from_msg(msg: CompressedImageMessage,
+                            max_pixels: int | None = None) -> np.ndarray:
     """CompressedImage -> uint8 RGB; InputError (unsupported, undecodable or too large).
 
     The size limit is checked from the jpeg/png header, before anything is decoded.
@@ -198,14 +199,14 @@ def compressed_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarr
         raise InputError("undecodable_image", f"compressed image rejected: {exc}") from None
 
 
-def any_image_rgb_from_msg(msg: Any, max_pixels: int | None = None) -> np.ndarray:
+def any_image_rgb_from_msg(msg: AnyImageMessage, max_pixels: int | None = None) -> np.ndarray:
     """Image or CompressedImage (told apart by their fields) -> uint8 RGB; InputError."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return compressed_rgb_from_msg(msg, max_pixels)
-    return image_rgb_from_msg(msg, max_pixels)
+        return compressed_rgb_from_msg(cast(CompressedImageMessage, msg), max_pixels)
+    return image_rgb_from_msg(cast(ImageMessage, msg), max_pixels)
 
 
-def fallback_intrinsics(normalized: Any, width: int, height: int) -> np.ndarray:
+def fallback_intrinsics(normalized: Sequence[float], width: int, height: int) -> np.ndarray:
     """3x3 intrinsics in pixels from normalized [fx/W, fy/H, cx/W, cy/H]."""
     fx, fy, cx, cy = (float(v) for v in normalized)
     k_norm = np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
@@ -288,7 +289,7 @@ class FrameIntake:
         elif first:
             LOG.warning("%s: %s (logged once; every occurrence is counted)", kind, message)
 
-    def add_camera_info(self, msg: Any) -> bool:
+    def add_camera_info(self, msg: CameraInfoMessage) -> bool:
         """Take a CameraInfo; False (reported) when it is invalid."""
         try:
             self._source.add(camera_model_from_msg(msg))
@@ -298,7 +299,7 @@ class FrameIntake:
         self._check_distortion(msg)
         return True
 
-    def _check_distortion(self, msg: Any) -> None:
+    def _check_distortion(self, msg: CameraInfoMessage) -> None:
         """Report a non-zero D once per calibration (model and coefficients)."""
         try:
             d = tuple(float(v) for v in getattr(msg, "d", ()))
@@ -315,7 +316,7 @@ class FrameIntake:
                   f"D = {list(d)}: the image must be rectified (image_proc's image_rect); "
                   "its intrinsics are taken from P and the outputs carry D = 0")
 
-    def take_image(self, msg: Any) -> Frame | None:
+    def take_image(self, msg: AnyImageMessage) -> Frame | None:
         """The frame for an Image or CompressedImage, or None (reported) when it is skipped."""
         cfg = self.config
         try:

@@ -16,10 +16,18 @@ Behavior every launch file gets from here:
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence, Union
+from typing import TYPE_CHECKING, Sequence, Union
 
 from oe_depth_ros.inference.backends import BACKEND_NAMES
 from oe_depth_ros.node_names import DEFAULT_NAMESPACE, NODE_NAME
+
+if TYPE_CHECKING:
+    from launch.action import Action
+    from launch.launch_context import LaunchContext
+    from launch.launch_description_entity import LaunchDescriptionEntity
+    from launch.substitution import Substitution
+    from launch.events.process import ProcessExited
+    from launch_ros.actions import Node
 
 PACKAGE = "oe_depth_ros"
 
@@ -55,7 +63,7 @@ PROFILE_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 OVERRIDES = ("backend", "model_path")
 
 
-def share_file(*parts: str) -> Any:
+def share_file(*parts: str) -> "Substitution":
     """A substitution for ``parts`` below the package's share directory."""
     from launch.substitutions import PathJoinSubstitution
     from launch_ros.substitutions import FindPackageShare
@@ -63,7 +71,7 @@ def share_file(*parts: str) -> Any:
     return PathJoinSubstitution([FindPackageShare(PACKAGE), *parts])
 
 
-def declare_arguments(arguments: Sequence[Argument]) -> list[Any]:
+def declare_arguments(arguments: Sequence[Argument]) -> list["Action"]:
     """``DeclareLaunchArgument`` actions for ``arguments`` (see :data:`Argument`)."""
     from launch.actions import DeclareLaunchArgument
 
@@ -78,7 +86,7 @@ def declare_arguments(arguments: Sequence[Argument]) -> list[Any]:
     return declared
 
 
-def argument_values(context: Any, arguments: Sequence[Argument]) -> dict[str, str]:
+def argument_values(context: "LaunchContext", arguments: Sequence[Argument]) -> dict[str, str]:
     """The values of ``arguments`` in a launch context, as strings."""
     from launch.substitutions import LaunchConfiguration
 
@@ -94,7 +102,7 @@ class NodeFailed(RuntimeError):
     """oe_depth_node exited with a non-zero code: ``ros2 launch`` ends with a non-zero code."""
 
 
-def transport_profile(values: dict[str, str]) -> list[Any]:
+def transport_profile(values: dict[str, str]) -> list["Action"]:
     """``SetEnvironmentVariable`` for the Fast DDS profile, unless the user chose one or none."""
     from launch.actions import SetEnvironmentVariable
 
@@ -103,13 +111,14 @@ def transport_profile(values: dict[str, str]) -> list[Any]:
     return [SetEnvironmentVariable(PROFILE_VARIABLE, values["fastdds_profile"])]
 
 
-def shut_down_with(node: Any) -> Any:
+def shut_down_with(node: "Node") -> "Action":
     """An event handler: when ``node`` exits, the launch shuts down (non-zero if it failed)."""
     from launch.actions import EmitEvent, RegisterEventHandler
     from launch.event_handlers import OnProcessExit
     from launch.events import Shutdown
 
-    def on_exit(event: Any, context: Any) -> Any:
+    def on_exit(event: "ProcessExited", context: "LaunchContext",
+                ) -> list["LaunchDescriptionEntity"] | None:
         if context.is_shutdown:  # launch is already stopping (Ctrl-C): nothing to add
             return None
         if event.returncode != 0:
@@ -121,14 +130,14 @@ def shut_down_with(node: Any) -> Any:
 
 
 def depth_node(values: dict[str, str], remappings: Sequence[tuple[str, str]],
-               use_sim_time: bool) -> Any:
+               use_sim_time: bool) -> "Node":
     """The depth node with the parameter file, the given overrides and the log level.
 
     The managed executable when ``values`` has a true ``lifecycle`` (:data:`LIFECYCLE_ARGUMENT`).
     """
     from launch_ros.actions import Node
 
-    overrides: dict[str, Any] = {"use_sim_time": use_sim_time}
+    overrides: dict[str, bool | str] = {"use_sim_time": use_sim_time}
     overrides.update({name: values[name] for name in OVERRIDES if values[name]})
     return Node(
         package=PACKAGE,
@@ -157,7 +166,7 @@ def package_installed(name: str) -> bool:
     return True
 
 
-def rviz_nodes(values: dict[str, str], use_sim_time: bool) -> list[Any]:
+def rviz_nodes(values: dict[str, str], use_sim_time: bool) -> list["Node"]:
     """RViz with config/oe_depth.rviz when ``use_rviz`` is true and rviz2 is installed.
 
     Without rviz2 a warning names the missing package and everything else runs.

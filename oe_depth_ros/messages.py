@@ -28,7 +28,7 @@ from __future__ import annotations
 import array
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -41,6 +41,10 @@ __all__ = [
     "Header",
     "Stamped",
     "RosMessage",
+    "ImageMessage",
+    "CompressedImageMessage",
+    "CameraInfoMessage",
+    "PointCloud2Message",
     "ENCODINGS",
     "CAMERA_ENCODINGS",
     "image_to_numpy",
@@ -84,7 +88,8 @@ def _rosbags_uint8_sequence(buf: memoryview) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint8).copy()
 
 
-def _with_data(cls: Any, types: "MessageTypes", buf: memoryview, **fields: Any) -> Any:
+def _with_data(cls: Callable[..., _WithData], types: "MessageTypes", buf: memoryview,
+               **fields: object) -> _WithData:
     """A message of ``cls`` whose ``uint8[]`` data holds ``buf``, copied once.
 
     rclpy's generated constructor copies ``data`` (``array('B', data)``) and so does its
@@ -99,6 +104,13 @@ def _with_data(cls: Any, types: "MessageTypes", buf: memoryview, **fields: Any) 
     msg = cls(check_fields=True, **fields) if checks else cls(**fields)
     msg.data = data
     return msg
+
+
+class _Data(Protocol):
+    data: object
+
+
+_WithData = TypeVar("_WithData", bound=_Data)
 
 
 class Stamp(Protocol):
@@ -138,7 +150,57 @@ class Stamped(Protocol):
 RosMessage = object
 
 
-@dataclass(frozen=True)
+# The fields the readers below take from a message, as rclpy and rosbags both name them.
+# The readers check every field they read (type, range, size), so an object that only
+# looks like one of these is refused with the field named.
+
+
+class ImageMessage(Stamped, Protocol):
+    """sensor_msgs/Image."""
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int
+    step: int
+    data: object  # uint8[]: array('B') in rclpy, a uint8 ndarray in rosbags
+
+
+class CompressedImageMessage(Stamped, Protocol):
+    """sensor_msgs/CompressedImage."""
+
+    format: str
+    data: object
+
+
+class CameraInfoMessage(Stamped, Protocol):
+    """sensor_msgs/CameraInfo."""
+
+    height: int
+    width: int
+    distortion_model: str
+    d: object  # float64[]
+    k: object  # float64[9]
+    p: object  # float64[12]
+    binning_x: int
+    binning_y: int
+    roi: object  # sensor_msgs/RegionOfInterest
+
+
+class PointCloud2Message(Stamped, Protocol):
+    """sensor_msgs/PointCloud2."""
+
+    height: int
+    width: int
+    fields: object  # sensor_msgs/PointField[]
+    is_bigendian: bool
+    point_step: int
+    row_step: int
+    data: object
+    is_dense: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class MessageTypes:
     """The message classes to build and how their ``uint8[]`` fields are filled.
 
@@ -147,14 +209,14 @@ class MessageTypes:
     Use :meth:`rclpy` or :meth:`rosbags` rather than building one by hand.
     """
 
-    Image: Any
-    CameraInfo: Any
-    PointCloud2: Any
-    PointField: Any
-    Header: Any
-    Time: Any
-    RegionOfInterest: Any
-    uint8_sequence: Callable[[memoryview], Any]
+    Image: Callable[..., ImageMessage]
+    CameraInfo: Callable[..., CameraInfoMessage]
+    PointCloud2: Callable[..., PointCloud2Message]
+    PointField: Callable[..., object]
+    Header: Callable[..., Header]
+    Time: Callable[..., Stamp]
+    RegionOfInterest: Callable[..., object]
+    uint8_sequence: Callable[[memoryview], object]
     name: str
 
     @classmethod
@@ -164,18 +226,28 @@ class MessageTypes:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField, RegionOfInterest
         from std_msgs.msg import Header
 
-        return cls(Image, CameraInfo, PointCloud2, PointField, Header, Time, RegionOfInterest,
-                   _rclpy_uint8_sequence, "rclpy")
+        return cls(Image=Image, CameraInfo=CameraInfo, PointCloud2=PointCloud2,
+                   PointField=PointField, Header=Header, Time=Time,
+                   RegionOfInterest=RegionOfInterest, uint8_sequence=_rclpy_uint8_sequence,
+                   name="rclpy")
 
     @classmethod
     def rosbags(cls, typestore: "Typestore") -> "MessageTypes":
         """The dataclasses of a ``rosbags`` typestore (``get_typestore(Stores.ROS2_JAZZY)``)."""
         t = typestore.types
         try:
-            return cls(t["sensor_msgs/msg/Image"], t["sensor_msgs/msg/CameraInfo"],
-                       t["sensor_msgs/msg/PointCloud2"], t["sensor_msgs/msg/PointField"],
-                       t["std_msgs/msg/Header"], t["builtin_interfaces/msg/Time"],
-                       t["sensor_msgs/msg/RegionOfInterest"], _rosbags_uint8_sequence, "rosbags")
+            # The typestore's classes are typed as generic messages; these are the ones
+            # the protocols describe.
+            return cls(Image=cast("Callable[..., ImageMessage]", t["sensor_msgs/msg/Image"]),
+                       CameraInfo=cast("Callable[..., CameraInfoMessage]",
+                                       t["sensor_msgs/msg/CameraInfo"]),
+                       PointCloud2=cast("Callable[..., PointCloud2Message]",
+                                        t["sensor_msgs/msg/PointCloud2"]),
+                       PointField=t["sensor_msgs/msg/PointField"],
+                       Header=cast("Callable[..., Header]", t["std_msgs/msg/Header"]),
+                       Time=cast("Callable[..., Stamp]", t["builtin_interfaces/msg/Time"]),
+                       RegionOfInterest=t["sensor_msgs/msg/RegionOfInterest"],
+                       uint8_sequence=_rosbags_uint8_sequence, name="rosbags")
         except KeyError as exc:
             raise MessageError(f"typestore lacks message type {exc.args[0]}") from exc
 
@@ -221,7 +293,7 @@ class Encoding:
         return self.dtype.itemsize * self.channels
 
 
-def _enc(dtype: Any, channels: int, kind: str) -> Encoding:
+def _enc(dtype: type[np.generic], channels: int, kind: str) -> Encoding:
     return Encoding(np.dtype(dtype), channels, kind)
 
 
@@ -263,7 +335,7 @@ _TO_RGB_CV = {"mono": "COLOR_GRAY2RGB", "bgr": "COLOR_BGR2RGB", "bgra": "COLOR_B
               "rgba": "COLOR_RGBA2RGB"}
 
 
-def _encoding(name: Any) -> Encoding:
+def _encoding(name: object) -> Encoding:
     enc = ENCODINGS.get(name) if isinstance(name, str) else None
     if enc is None:
         raise MessageError(
@@ -271,7 +343,7 @@ def _encoding(name: Any) -> Encoding:
     return enc
 
 
-def data_bytes(data: Any, what: str) -> np.ndarray:
+def data_bytes(data: object, what: str) -> np.ndarray:
     """The message's ``data`` field as a flat uint8 array (a view where possible)."""
     if isinstance(data, np.ndarray):
         if data.dtype != np.uint8:
@@ -291,7 +363,7 @@ def data_bytes(data: Any, what: str) -> np.ndarray:
     raise MessageError(f"{what}.data has unsupported type {type(data).__name__}")
 
 
-def _uint(msg: Any, field: str, what: str, maximum: int = _UINT32_MAX) -> int:
+def _uint(msg: object, field: str, what: str, maximum: int = _UINT32_MAX) -> int:
     try:
         value = getattr(msg, field)
     except AttributeError as exc:
@@ -303,14 +375,14 @@ def _uint(msg: Any, field: str, what: str, maximum: int = _UINT32_MAX) -> int:
     return int(value)
 
 
-def _flag(msg: Any, field: str, what: str) -> bool:
+def _flag(msg: object, field: str, what: str) -> bool:
     value = getattr(msg, field, None)
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     return bool(_uint(msg, field, what, maximum=255))
 
 
-def _image_layout(msg: Any) -> tuple[Encoding, int, int, int, bool, np.ndarray]:
+def _image_layout(msg: ImageMessage) -> tuple[Encoding, int, int, int, bool, np.ndarray]:
     enc = _encoding(getattr(msg, "encoding", None))
     height = _uint(msg, "height", "Image")
     width = _uint(msg, "width", "Image")
@@ -329,7 +401,7 @@ def _image_layout(msg: Any) -> tuple[Encoding, int, int, int, bool, np.ndarray]:
     return enc, height, width, step, big, data
 
 
-def image_to_numpy(msg: Any) -> np.ndarray:
+def image_to_numpy(msg: ImageMessage) -> np.ndarray:
     """Image -> ndarray in the encoding's raw layout and native byte order.
 
     Honors row padding (``step`` > width * pixel size) and ``is_bigendian``. Returns
@@ -348,13 +420,13 @@ def image_to_numpy(msg: Any) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def image_size(msg: Any) -> tuple[int, int]:
+def image_size(msg: ImageMessage) -> tuple[int, int]:
     """(width, height) of an Image after checking its layout, without converting its pixels."""
     _, height, width, _, _, _ = _image_layout(msg)
     return width, height
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: ImageMessage) -> np.ndarray:
     """Image of any color, mono or bayer encoding -> uint8 RGB [H, W, 3] (a new array).
 
     Bayer is demosaiced with OpenCV (bilinear); mono is replicated to three channels;
@@ -389,7 +461,7 @@ def array_to_rgb(arr: np.ndarray, kind: str) -> np.ndarray:
 
 
 def numpy_to_image(array_: np.ndarray, encoding: str, header: Header,
-                   types: MessageTypes) -> RosMessage:
+                   types: MessageTypes) -> ImageMessage:
     """ndarray ([H, W] or [H, W, C]) -> Image with ``encoding``, unpadded rows, native order.
 
     The dtype and channel count must match the encoding exactly (no silent casts).
@@ -416,7 +488,7 @@ def numpy_to_image(array_: np.ndarray, encoding: str, header: Header,
 # ----------------------------------------------------------------------- camera info
 
 
-def _float_array(msg: Any, field: str, size: int) -> np.ndarray:
+def _float_array(msg: object, field: str, size: int) -> np.ndarray:
     try:
         arr = np.asarray(getattr(msg, field), dtype=np.float64).reshape(-1)
     except AttributeError as exc:
@@ -428,13 +500,13 @@ def _float_array(msg: Any, field: str, size: int) -> np.ndarray:
     return arr
 
 
-def _binning(msg: Any) -> tuple[int, int]:
+def _binning(msg: object) -> tuple[int, int]:
     """(binning_x, binning_y); 0 means 1 (no binning), as REP 104 says."""
     return (_uint(msg, "binning_x", "CameraInfo") or 1,
             _uint(msg, "binning_y", "CameraInfo") or 1)
 
 
-def _roi(msg: Any) -> tuple[int, int, int, int] | None:
+def _roi(msg: object) -> tuple[int, int, int, int] | None:
     """(x_offset, y_offset, width, height) of the ROI in full-resolution pixels; None if unset."""
     roi = getattr(msg, "roi", None)
     if roi is None:
@@ -453,7 +525,7 @@ def _roi(msg: Any) -> tuple[int, int, int, int] | None:
     return x, y, w, h
 
 
-def camera_info_image_size(msg: Any) -> tuple[int, int]:
+def camera_info_image_size(msg: CameraInfoMessage) -> tuple[int, int]:
     """(width, height) of the image a CameraInfo describes, after ROI and binning (REP 104).
 
     ``width``/``height`` are the full-resolution (calibration) size; the published image
@@ -473,7 +545,7 @@ def camera_info_image_size(msg: Any) -> tuple[int, int]:
     return w // bx, h // by
 
 
-def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
+def camera_info_to_intrinsics(msg: CameraInfoMessage) -> np.ndarray:
     """CameraInfo -> 3x3 float64 intrinsics of the (rectified) image it describes.
 
     Uses the left 3x3 of P when P is non-zero (the rectified camera), else K. Both are
@@ -506,10 +578,10 @@ def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
 
 
 def make_camera_info(k: np.ndarray, width: int, height: int, header: Header,
-                     types: MessageTypes) -> Any:
+                     types: MessageTypes) -> CameraInfoMessage:
     """CameraInfo of a rectified pinhole camera: K, P = [K|0], R = I, D = 0 (plumb_bob).
 
-    Typed Any: callers may set further fields of either library's class (e.g. ``p``).
+    Callers may set further fields (e.g. ``p``) of either library's class.
     """
     k_arr = np.asarray(k, dtype=np.float64)
     if k_arr.shape != (3, 3):
@@ -555,7 +627,7 @@ def _point_fields(dtype: np.dtype) -> list[tuple[str, int, int, int]]:
 
 
 def make_pointcloud2(points: np.ndarray, header: Header, types: MessageTypes,
-                     is_dense: bool | None = None) -> RosMessage:
+                     is_dense: bool | None = None) -> PointCloud2Message:
     """Structured array [N] (unorganized) or [H, W] (organized) -> PointCloud2.
 
     Fields must include x, y and z (float32). ``is_dense``: None = True when every
@@ -587,7 +659,7 @@ def make_pointcloud2(points: np.ndarray, header: Header, types: MessageTypes,
                       row_step=pts.dtype.itemsize * width, is_dense=is_dense)
 
 
-def _cloud_dtype(msg: Any, point_step: int, big: bool) -> np.dtype:
+def _cloud_dtype(msg: PointCloud2Message, point_step: int, big: bool) -> np.dtype:
     names, formats, offsets = [], [], []
     spans: list[tuple[int, int, str]] = []
     for i, f in enumerate(getattr(msg, "fields", None) or []):
@@ -621,7 +693,7 @@ def _cloud_dtype(msg: Any, point_step: int, big: bool) -> np.dtype:
                      "itemsize": point_step})
 
 
-def pointcloud2_to_numpy(msg: Any) -> np.ndarray:
+def pointcloud2_to_numpy(msg: PointCloud2Message) -> np.ndarray:
     """PointCloud2 -> structured array in native byte order: [W] if height is 1, else [H, W].
 
     Honors row padding (``row_step`` > point_step * width) and ``is_bigendian``.

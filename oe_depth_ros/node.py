@@ -62,10 +62,15 @@ from rcl_interfaces.msg import (
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.guard_condition import GuardCondition
+from rclpy.impl.rcutils_logger import RcutilsLogger
 from rclpy.lifecycle import LifecycleNode, LifecycleState
 from rclpy.lifecycle.node import TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
@@ -74,13 +79,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from oe_depth_ros import node_params
 from oe_depth_ros.compressed import transport_topic
 from oe_depth_ros.diagnostics import CALLBACK_FAILURES, FrameMailbox, NodeStats
-from oe_depth_ros.build import build_pipeline, create_backend_from_params
+from oe_depth_ros.build import build_pipeline, create_backend_from_params, pipeline_config
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
 from oe_depth_ros.messages import MessageTypes
 from oe_depth_ros.node_main import ShutdownSignals
 from oe_depth_ros.node_names import NODE_NAME
-from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec
+from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec, ParamValue, value_of
 from oe_depth_ros.outputs import output_message, output_messages
 from oe_depth_ros.pipeline import DepthPipeline, Outputs, PreparedFrame
 from oe_depth_ros.scale import ScaleSetupError, make_scale_estimator
@@ -114,7 +119,7 @@ class StartupError(RuntimeError):
 # ---------------------------------------------------------------------- parameters
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """Parameter values as plain Python (double arrays arrive as array.array)."""
     if isinstance(value, (array.array, np.ndarray, tuple)):
         return [float(v) for v in value]
@@ -162,7 +167,7 @@ def coerce_numbers(params: Sequence[Parameter]) -> list[Parameter]:
 class _RosLogHandler(logging.Handler):
     """Forward the package's Python logging (backends, pipeline) to the node's logger."""
 
-    def __init__(self, ros_logger: Any) -> None:
+    def __init__(self, ros_logger: RcutilsLogger) -> None:
         super().__init__()
         self._ros = ros_logger
 
@@ -249,13 +254,13 @@ class DepthCore(_NodeBase):
         self.finished = threading.Event()
         self._last_status_log = -math.inf
         self._pending_lock = threading.Lock()
-        self._pending: dict[str, Any] | None = None
+        self._pending: dict[str, ParamValue] | None = None
         self._last_size: tuple[int, int] | None = None
         self._backend: DepthBackend | None = None
         self._pipeline: DepthPipeline | None = None
-        self._publishers: list[Any] = []
-        self._inputs: list[Any] = []
-        self._frame_ready: Any = None
+        self._publishers: list[Publisher] = []
+        self._inputs: list[Subscription | GuardCondition | Timer] = []
+        self._frame_ready: GuardCondition | None = None
         self.add_pre_set_parameters_callback(self._guarded(
             "parameters", self._coerce_parameters, gated=False,
             on_error=lambda params: list(params)))
@@ -266,7 +271,7 @@ class DepthCore(_NodeBase):
         self._intake = FrameIntake(
             camera_info_config(self._values), report=self._bad_input,
             camera_info_topic=self.resolve_topic_name(node_params.CAMERA_INFO_TOPIC),
-            max_pixels=self._values["max_input_pixels"])
+            max_pixels=value_of(self._values, "max_input_pixels", int))
         self._stats.set_info("scale_method", self._values["scale.method"])
         self._stats.set_info("intrinsics", "waiting")
         check = self._guarded(
@@ -283,14 +288,14 @@ class DepthCore(_NodeBase):
 
         self.add_on_set_parameters_callback(on_set)
 
-    def _declare_parameters(self) -> dict[str, Any]:
+    def _declare_parameters(self) -> dict[str, ParamValue]:
         """Declare every parameter of the table; integers of float parameters become doubles.
 
         A parameter file's ``max_range: 60`` arrives as an integer override; rclpy would
         keep it an integer (``ros2 param get`` shows 60), so it is stored as a double,
         also for read-only parameters (declared writable, then made read-only).
         """
-        values: dict[str, Any] = {}
+        values: dict[str, object] = {}
         for p in PARAMS:
             final = descriptor_for(p)
             writable = descriptor_for(p)
@@ -326,7 +331,8 @@ class DepthCore(_NodeBase):
         self._stats.set_info("depth_units", self._backend.units.describe())
 
     def _create_backend(self) -> DepthBackend:
-        name, path = self._values["backend"], self._values["model_path"]
+        name = value_of(self._values, "backend", str)
+        path = value_of(self._values, "model_path", str)
         if not path:
             raise StartupError("parameter model_path is empty: set it to an ONNX model, a "
                                "TensorRT engine or a checkpoint (-p model_path:=FILE or "
@@ -336,18 +342,18 @@ class DepthCore(_NodeBase):
         except Exception as exc:  # BackendError and whatever a library raises on load
             raise StartupError(f"cannot start backend '{name}' with model {path}: {exc}") from exc
 
-    def _make_pipeline(self, values: dict[str, Any]) -> DepthPipeline:
+    def _make_pipeline(self, values: dict[str, ParamValue]) -> DepthPipeline:
         assert self._backend is not None
         try:
             return build_pipeline(values, self._backend)[1]
         except ScaleSetupError as exc:  # e.g. a relative model with no scale estimator
             raise StartupError(str(exc)) from None
 
-    def _create_publishers(self, create: Callable[..., Any]) -> None:
+    def _create_publishers(self, create: Callable[..., Publisher]) -> None:
         """The output publishers, made by ``create`` (a plain or a lifecycle publisher)."""
         overrides = QoSOverridingOptions.with_default_policies()
 
-        def output(msg_type: Any, topic: str) -> Any:
+        def output(msg_type: type, topic: str) -> Publisher:
             return create(msg_type, topic, own_qos(OUTPUT_QOS),
                           qos_overriding_options=overrides)
 
@@ -368,7 +374,7 @@ class DepthCore(_NodeBase):
         input_group = MutuallyExclusiveCallbackGroup()
         inference_group = MutuallyExclusiveCallbackGroup()
         diag_group = MutuallyExclusiveCallbackGroup()
-        transport = self._values["image_transport"]
+        transport = value_of(self._values, "image_transport", str)
         try:
             self._inputs = [
                 self.create_subscription(CompressedImage if transport == "compressed" else Image,
@@ -384,14 +390,15 @@ class DepthCore(_NodeBase):
             ]
         except Exception as exc:  # InvalidQosOverridesError, RuntimeError of a bad policy
             for sub in self._inputs:
-                self.destroy_subscription(sub)
+                if isinstance(sub, Subscription):
+                    self.destroy_subscription(sub)
             self._inputs = []
             raise StartupError(f"input QoS: {exc}") from None
         self._frame_ready = self.create_guard_condition(
             self._guarded("inference", self._on_frame_ready), callback_group=inference_group)
         # Housekeeping runs on steady time: with use_sim_time and no /clock (or a paused
         # bag) the node's clock stands still, but diagnostics must keep coming.
-        timer = self.create_timer(self._values["diagnostics_period"],
+        timer = self.create_timer(value_of(self._values, "diagnostics_period", float),
                                   self._guarded("diagnostics", self._publish_diagnostics),
                                   callback_group=diag_group,
                                   clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -403,9 +410,9 @@ class DepthCore(_NodeBase):
         if not self._gate.close(timeout):
             self.get_logger().warning(f"a callback did not finish within {timeout:g} s")
         for entity in self._inputs:
-            if entity is self._frame_ready:
+            if isinstance(entity, GuardCondition):
                 self.destroy_guard_condition(entity)
-            elif hasattr(entity, "timer_period_ns"):
+            elif isinstance(entity, Timer):
                 self.destroy_timer(entity)
             else:
                 self.destroy_subscription(entity)
@@ -431,7 +438,7 @@ class DepthCore(_NodeBase):
         base topic, so remapping ``image`` moves ``image/compressed`` with it.
         """
         return transport_topic(self.resolve_topic_name(node_params.IMAGE_TOPIC),
-                               self._values["image_transport"])
+                               value_of(self._values, "image_transport", str))
 
     def _ready_text(self) -> str:
         return (f"{self._stats.info['backend']} backend, network input "
@@ -452,10 +459,8 @@ class DepthCore(_NodeBase):
             for p in params:  # the others were validated when they were set
                 candidate[p.name] = node_params.validate(p.name, _plain(p.value))
             node_params.check_combination(candidate)
-            scale = node_params.pipeline_config(candidate).scale
             if self._backend is not None:  # unconfigured: configure checks it with the model
-                make_scale_estimator(scale, self._backend.units)
-            camera_info_config(candidate)
+                make_scale_estimator(pipeline_config(candidate).scale, self._backend.units)
         except (ParamError, ValueError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         with self._pending_lock:
@@ -569,7 +574,7 @@ class DepthCore(_NodeBase):
         want_depth = self._pub_depth.get_subscription_count() > 0
         want_info = self._pub_info.get_subscription_count() > 0
         want_points = self._pub_points.get_subscription_count() > 0
-        want_colored = (self._values["colored.enabled"]
+        want_colored = (value_of(self._values, "colored.enabled", bool)
                         and self._pub_colored.get_subscription_count() > 0)
         pipeline = self._pipeline
         if pipeline is None or not (want_depth or want_info or want_points or want_colored):
@@ -624,7 +629,7 @@ class DepthCore(_NodeBase):
         self._pub_diag.publish(array_msg)
         # Throttled here, not by rclpy: rclpy fixes a call site's throttle_duration_sec at
         # its first use and raises when log_throttle later changes.
-        throttle = self._values["log_throttle"]
+        throttle = value_of(self._values, "log_throttle", float)
         now = time.monotonic()
         if throttle > 0 and now - self._last_status_log >= throttle:
             self._last_status_log = now

@@ -25,7 +25,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from typing import Any, Sequence
+from types import FrameType
+from typing import Sequence
 
 
 class ShutdownSignals:
@@ -56,7 +57,7 @@ class ShutdownSignals:
         for sig in self.SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested.set()
 
 

@@ -22,6 +22,11 @@ their fields against it (:func:`check_fields`); ``oe-depth process-bag`` reads
 by the tests, and the docs' tables are generated from it
 (``python -m oe_depth_ros.node_params --markdown``), so none of them can drift.
 
+Each entry point checks a value once: the node and ``process-bag`` with
+:func:`validate` and :func:`check_combination`, after which :func:`build_config` makes
+the dataclasses without checking again; code that constructs a dataclass itself is
+checked by that dataclass (:func:`check_fields`).
+
 Names with dots (``points.decimation``) are nested keys in a ROS parameter file.
 """
 from __future__ import annotations
@@ -30,9 +35,11 @@ import argparse
 import dataclasses
 import math
 import sys
+import typing
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, TypeVar, Union
 
 from oe_depth_ros.compressed import TRANSPORTS
 from oe_depth_ros.geometry import KITTI_NORMALIZED_INTRINSICS
@@ -42,7 +49,7 @@ from oe_depth_ros.node_names import NODE_NAME
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-    from oe_depth_ros.pipeline import PipelineConfig
+T = TypeVar("T")
 
 PARAMS_FILE_KEY = "ros__parameters"
 
@@ -179,7 +186,7 @@ PARAMS: tuple[ParamSpec, ...] = (
 _BY_NAME = {p.name: p for p in PARAMS}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TopicSpec:
     """One topic of the node (names are relative: they follow the node's namespace)."""
 
@@ -210,26 +217,35 @@ OUTPUT_QOS_TEXT = "reliable, keep last 1; qos_overrides"
 QOS_OVERRIDE_POLICIES = ("history", "depth", "reliability")
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(IMAGE_TOPIC, "sensor_msgs/msg/Image", "sub", INPUT_QOS_TEXT,
-              "Rectified camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*); "
-              "with image_transport raw."),
-    TopicSpec(COMPRESSED_IMAGE_TOPIC, "sensor_msgs/msg/CompressedImage", "sub", INPUT_QOS_TEXT,
-              "The same image, jpeg or png as image_transport's compressed plugin writes it; "
-              "with image_transport compressed."),
-    TopicSpec(CAMERA_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "sub", INPUT_QOS_TEXT,
-              "Calibration of the rectified image (P, else K)."),
-    TopicSpec(DEPTH_TOPIC, "sensor_msgs/msg/Image", "pub", OUTPUT_QOS_TEXT,
-              "32FC1 depth in meters along the optical axis, NaN = invalid; input header."),
-    TopicSpec(DEPTH_INFO_TOPIC, "sensor_msgs/msg/CameraInfo", "pub", OUTPUT_QOS_TEXT,
-              "Intrinsics of depth/image (scaled to its size); input header."),
-    TopicSpec(POINTS_TOPIC, "sensor_msgs/msg/PointCloud2", "pub", OUTPUT_QOS_TEXT,
-              "x, y, z float32 + rgb in the camera's optical frame (input frame_id)."),
-    TopicSpec(COLORED_TOPIC, "sensor_msgs/msg/Image", "pub", OUTPUT_QOS_TEXT,
-              "rgb8 colorized depth on a fixed colored.min_range..max_range scale."),
-    TopicSpec(DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray", "pub",
-              "reliable, keep last 10",
-              "Rate, latency p50/p99, per-stage times, dropped frames, backend, scale, "
-              "error counts; every diagnostics_period."),
+    TopicSpec(name=IMAGE_TOPIC, msg_type="sensor_msgs/msg/Image", direction="sub",
+              qos=INPUT_QOS_TEXT,
+              description="Rectified camera image (rgb8, bgr8, rgba8, bgra8, mono8/16, bayer_*); "
+                          "with image_transport raw."),
+    TopicSpec(name=COMPRESSED_IMAGE_TOPIC, msg_type="sensor_msgs/msg/CompressedImage",
+              direction="sub", qos=INPUT_QOS_TEXT,
+              description="The same image, jpeg or png as image_transport's compressed plugin "
+                          "writes it; with image_transport compressed."),
+    TopicSpec(name=CAMERA_INFO_TOPIC, msg_type="sensor_msgs/msg/CameraInfo", direction="sub",
+              qos=INPUT_QOS_TEXT, description="Calibration of the rectified image (P, else K)."),
+    TopicSpec(name=DEPTH_TOPIC, msg_type="sensor_msgs/msg/Image", direction="pub",
+              qos=OUTPUT_QOS_TEXT,
+              description="32FC1 depth in meters along the optical axis, NaN = invalid; "
+                          "input header."),
+    TopicSpec(name=DEPTH_INFO_TOPIC, msg_type="sensor_msgs/msg/CameraInfo", direction="pub",
+              qos=OUTPUT_QOS_TEXT,
+              description="Intrinsics of depth/image (scaled to its size); input header."),
+    TopicSpec(name=POINTS_TOPIC, msg_type="sensor_msgs/msg/PointCloud2", direction="pub",
+              qos=OUTPUT_QOS_TEXT,
+              description="x, y, z float32 + rgb in the camera's optical frame "
+                          "(input frame_id)."),
+    TopicSpec(name=COLORED_TOPIC, msg_type="sensor_msgs/msg/Image", direction="pub",
+              qos=OUTPUT_QOS_TEXT,
+              description="rgb8 colorized depth on a fixed colored.min_range..max_range "
+                          "scale."),
+    TopicSpec(name=DIAGNOSTICS_TOPIC, msg_type="diagnostic_msgs/msg/DiagnosticArray",
+              direction="pub", qos="reliable, keep last 10",
+              description="Rate, latency p50/p99, per-stage times, dropped frames, backend, "
+                          "scale, error counts; every diagnostics_period."),
 )
 
 
@@ -267,7 +283,7 @@ def type_name(name: str) -> str | None:
     return p.type_name if p is not None else None
 
 
-def defaults() -> dict[str, Any]:
+def defaults() -> dict[str, ParamValue]:
     """Parameter name -> default value (lists copied)."""
     return {p.name: (list(p.default) if isinstance(p.default, list) else p.default)
             for p in PARAMS}
@@ -283,17 +299,57 @@ def field_default(name: str) -> Any:
     return tuple(default) if isinstance(default, list) else default
 
 
+#: Set while :func:`build_config` builds dataclasses from values an entry point checked.
+_CHECKED: ContextVar[bool] = ContextVar("oe_depth_ros_checked_values", default=False)
+
+
 def check_fields(config: "DataclassInstance", section: str = "") -> None:
     """Check a configuration dataclass's fields that are node parameters (ParamError).
 
     ``section`` is the parameters' prefix (``points`` for ``points.decimation``); fields
     that are no parameter (nested sections, settings only code sets) are left to the
-    dataclass. process-bag's choices count: a dataclass serves both entry points.
+    dataclass. process-bag's choices count: a dataclass serves both entry points. The
+    checks that span parameters run when the section holds all of their names. Inside
+    :func:`build_config` nothing is checked: its values were checked on entry.
     """
+    if _CHECKED.get():
+        return
+    values = {}
     for f in dataclasses.fields(config):
         name = f"{section}.{f.name}" if section else f.name
         if name in _BY_NAME:
-            validate(name, getattr(config, f.name), offline=True)
+            values[name] = validate(name, getattr(config, f.name), offline=True)
+    for error in _combination_errors(values):
+        raise ParamError(error)
+
+
+def build_config(cls: type[T], values: Mapping[str, ParamValue], section: str = "") -> T:
+    """Build configuration dataclass ``cls`` from checked parameter values, not checking again.
+
+    ``values`` are the node's dotted names as an entry point has checked them
+    (:func:`validate`, :func:`check_combination`); absent names take their defaults.
+    Fields are the parameters of ``section`` (``camera_info`` for ``CameraInfoConfig``)
+    and nested sections, built alike; fields that are no parameter keep their defaults.
+    """
+    token = _CHECKED.set(True)
+    try:
+        return _build(cls, {**defaults(), **values}, section)
+    finally:
+        _CHECKED.reset(token)
+
+
+def _build(cls: type[T], values: Mapping[str, ParamValue], section: str) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, object] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = f"{section}.{f.name}" if section else f.name
+        if name in _BY_NAME:
+            value = values[name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        elif dataclasses.is_dataclass(hints[f.name]) and any(
+                n.startswith(name + ".") for n in _BY_NAME):
+            kwargs[f.name] = _build(hints[f.name], values, name)
+    return cls(**kwargs)
 
 
 def _in_limits(p: ParamSpec, value: float) -> bool:
@@ -301,7 +357,7 @@ def _in_limits(p: ParamSpec, value: float) -> bool:
     return math.isfinite(value) and lo <= value <= hi
 
 
-def validate(name: str, value: Any, offline: bool = False) -> Any:
+def validate(name: str, value: object, offline: bool = False) -> ParamValue:
     """Check ``value`` for parameter ``name``; return it normalized, else raise ParamError.
 
     Ints are accepted for float parameters (YAML ``80`` for ``80.0``, ``ros2 param set
@@ -343,7 +399,7 @@ def validate(name: str, value: Any, offline: bool = False) -> Any:
     return [float(v) for v in value]
 
 
-def validate_all(values: Mapping[str, Any], offline: bool = False) -> dict[str, Any]:
+def validate_all(values: Mapping[str, object], offline: bool = False) -> dict[str, ParamValue]:
     """Validate a name -> value mapping, including the checks that span parameters.
 
     Names not given take their defaults in the checks that span parameters; the
@@ -354,41 +410,53 @@ def validate_all(values: Mapping[str, Any], offline: bool = False) -> dict[str, 
     return out
 
 
-def check_combination(merged: Mapping[str, Any]) -> None:
+def check_combination(merged: Mapping[str, ParamValue]) -> None:
     """The checks that span parameters, on a full set of validated values."""
-    if not merged["min_range"] < merged["max_range"]:
-        raise ParamError(f"min_range ({merged['min_range']}) must be less than max_range "
-                         f"({merged['max_range']})")
-    if not merged["colored.min_range"] < merged["colored.max_range"]:
-        raise ParamError(f"colored.min_range ({merged['colored.min_range']}) must be less than "
-                         f"colored.max_range ({merged['colored.max_range']})")
-    fx, fy = merged["camera_info.fallback_intrinsics"][:2]
-    if not (fx > 0 and fy > 0):
-        raise ParamError("camera_info.fallback_intrinsics needs positive fx/W and fy/H, got "
-                         f"{merged['camera_info.fallback_intrinsics']}")
+    for error in _combination_errors(merged):
+        raise ParamError(error)
 
 
-def pipeline_config(values: Mapping[str, Any]) -> "PipelineConfig":
-    """Build the ``PipelineConfig`` that the parameter values describe (defaults filled in).
+def _combination_errors(values: Mapping[str, ParamValue]) -> Iterator[str]:
+    """What breaks the checks that span parameters, for those whose names ``values`` holds."""
+    for lo, hi in (("min_range", "max_range"), ("colored.min_range", "colored.max_range")):
+        if lo in values and hi in values and not _number(values, lo) < _number(values, hi):
+            yield f"{lo} ({values[lo]}) must be less than {hi} ({values[hi]})"
+    name = "camera_info.fallback_intrinsics"
+    intrinsics = values.get(name)
+    if isinstance(intrinsics, (list, tuple)) and not (intrinsics[0] > 0 and intrinsics[1] > 0):
+        yield f"{name} needs positive fx/W and fy/H, got {list(intrinsics)}"
 
-    Its sections and names are the parameters' own (``points.organized`` is
-    ``config.points.organized``), so the mapping is generated, not written by hand. The
-    dataclasses check their fields against this table (:func:`check_fields`), so values
-    that an entry point has validated are not validated a second time here.
+
+def _number(values: Mapping[str, ParamValue], name: str) -> float:
+    value = values[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ParamError(f"parameter {name} must be a number, got {value!r}")
+    return float(value)
+
+
+V = TypeVar("V", bool, int, float, str)
+
+
+def value_of(values: Mapping[str, ParamValue], name: str, kind: type[V]) -> V:
+    """Parameter ``name`` of checked ``values`` as its declared ``kind`` (bool, int, float, str).
+
+    ParamError when the value is of another type (it was not checked, or ``kind`` is not
+    the spec's).
     """
-    from oe_depth_ros.pipeline import PipelineConfig
+    value = values[name]
+    if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+        return value
+    raise ParamError(f"parameter {name} must be of type {kind.__name__}, got {value!r}")
 
-    return PipelineConfig.from_params({**defaults(), **values})
 
-
-def flatten_params_file(data: Mapping[str, Any], node_name: str = NODE_NAME,
-                        source: str = "<params>") -> dict[str, Any]:
+def flatten_params_file(data: Mapping[str, object], node_name: str = NODE_NAME,
+                        source: str = "<params>") -> dict[str, object]:
     """A ROS parameter file's mapping -> dotted name -> value for ``node_name``.
 
     Sections are ``/**``, the node name or its fully qualified name; later sections
     override earlier ones, as in rcl. Nested keys join with dots.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for section, body in data.items():
         key = str(section).rstrip("/")
         if key not in ("/**", node_name, f"/{node_name}") and not key.endswith(f"/{node_name}"):
@@ -396,7 +464,7 @@ def flatten_params_file(data: Mapping[str, Any], node_name: str = NODE_NAME,
         if not isinstance(body, Mapping) or PARAMS_FILE_KEY not in body:
             raise ParamError(f"{source}: section {section!r} needs a '{PARAMS_FILE_KEY}' mapping")
 
-        def walk(prefix: str, node: Any) -> None:
+        def walk(prefix: str, node: object) -> None:
             if isinstance(node, Mapping):
                 for k, v in node.items():
                     walk(f"{prefix}.{k}" if prefix else str(k), v)
@@ -407,10 +475,12 @@ def flatten_params_file(data: Mapping[str, Any], node_name: str = NODE_NAME,
     return out
 
 
-def load_params_file(path: str | Path, node_name: str = NODE_NAME,
-                     offline: bool = False) -> dict[str, Any]:
-    """Read and validate a ROS parameter YAML file for the node (ParamError names the file).
+def read_params_file(path: str | Path, node_name: str = NODE_NAME,
+                     offline: bool = False) -> dict[str, ParamValue]:
+    """Read a ROS parameter YAML file for the node, each value validated (ParamError names it).
 
+    The checks that span parameters are the caller's (:func:`check_combination`), once
+    any later values are in; :func:`load_params_file` is the file alone.
     ``offline``: for ``oe-depth process-bag``, whose choices include its own.
     """
     from oe_depth_ros.config import load_yaml
@@ -422,9 +492,23 @@ def load_params_file(path: str | Path, node_name: str = NODE_NAME,
                              f"{', '.join(QOS_OVERRIDE_POLICIES)} only")
         del flat[name]  # rclpy checks the values when the node creates the topic
     try:
-        return validate_all(flat, offline)
+        return {name: validate(name, value, offline) for name, value in flat.items()}
     except ParamError as exc:
         raise ParamError(f"{path}: {exc}") from None
+
+
+def load_params_file(path: str | Path, node_name: str = NODE_NAME,
+                     offline: bool = False) -> dict[str, ParamValue]:
+    """Read and validate a ROS parameter YAML file for the node (ParamError names the file).
+
+    ``offline``: for ``oe-depth process-bag``, whose choices include its own.
+    """
+    values = read_params_file(path, node_name, offline)
+    try:
+        check_combination({**defaults(), **values})
+    except ParamError as exc:
+        raise ParamError(f"{path}: {exc}") from None
+    return values
 
 
 def _range_text(p: ParamSpec) -> str:

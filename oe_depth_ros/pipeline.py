@@ -27,16 +27,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Literal, Mapping
 
 import numpy as np
 
 from oe_depth_ros.colormap import colorize_depth
-from oe_depth_ros.config import from_params
+from oe_depth_ros.config import ConfigError
 from oe_depth_ros.geometry import check_intrinsics, resize_intrinsics
 from oe_depth_ros.imageops import resize_depth, resize_rgb
-from oe_depth_ros.node_params import check_fields, field_default
+from oe_depth_ros.node_params import (
+    ParamError, ParamValue, build_config, check_fields, field_default, validate_all,
+)
 from oe_depth_ros.pointcloud import RayCache, depth_to_cloud
 from oe_depth_ros.scale import ScaleConfig, ScaleEstimate, ScaleEstimator, make_scale_estimator
 
@@ -74,10 +76,7 @@ class ColoredConfig:
     max_range: float = field_default("colored.max_range")
 
     def __post_init__(self) -> None:
-        check_fields(self, "colored")
-        if not self.max_range > self.min_range:
-            raise ValueError(f"colored.min_range ({self.min_range}) must be less than "
-                             f"colored.max_range ({self.max_range})")
+        check_fields(self, "colored")  # with colored.min_range < colored.max_range
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,16 +93,23 @@ class PipelineConfig:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
 
     def __post_init__(self) -> None:
-        check_fields(self)
-        if not self.min_range < self.max_range:
-            raise ValueError(f"min_range ({self.min_range}) must be less than max_range "
-                             f"({self.max_range})")
+        check_fields(self)  # with min_range < max_range
 
     @classmethod
-    def from_params(cls, values: Mapping[str, Any],
+    def from_params(cls, values: Mapping[str, ParamValue],
                     source: str = "parameters") -> "PipelineConfig":
-        """Build from the node's dotted parameter names; other parameters are ignored."""
-        return from_params(cls, values, source)
+        """Build from the node's dotted parameter names, each value checked once.
+
+        Names outside the pipeline's sections (``backend``, ``camera_info.sync``) are
+        ignored; a bad value raises ``ConfigError`` naming it, prefixed by ``source``.
+        """
+        sections = {f.name for f in fields(cls)}
+        ours = {name: value for name, value in values.items()
+                if name.split(".", 1)[0] in sections}
+        try:
+            return build_config(cls, validate_all(ours, offline=True))
+        except ParamError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     @property
     def cloud_max_range(self) -> float:

@@ -171,7 +171,7 @@ class _Smoothed:
         self._last = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PlaneFit:
     """A plane n . p = height with unit normal ``normal`` pointing down (+y side)."""
 
@@ -230,7 +230,8 @@ def fit_ground_plane(points: np.ndarray, rng: np.random.Generator, iterations: i
     if tilt > max_tilt_deg:
         return None
     rms = float(np.sqrt(np.mean(resid[inlier] ** 2))) / height if np.any(inlier) else math.inf
-    return PlaneFit(normal, height, float(np.mean(inlier)), rms, tilt)
+    return PlaneFit(normal=normal, height=height, inlier_ratio=float(np.mean(inlier)), rms=rms,
+                    tilt_deg=tilt)
 
 
 class CameraHeightScale:

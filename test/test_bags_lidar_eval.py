@@ -48,7 +48,7 @@ def _plane_scan(depth_m: float) -> np.ndarray:
 
 def _evaluator(**settings: float) -> LidarEvaluator:
     tree = TransformTree([Edge("lidar", "cam", np.linalg.inv(LIDAR_TO_CAM))])
-    return LidarEvaluator(tree, EvalSettings(crop=None, **settings))
+    return LidarEvaluator(tree=tree, settings=EvalSettings(crop=None, **settings))
 
 
 def test_each_depth_map_pairs_with_the_nearest_scan() -> None:

@@ -531,8 +531,9 @@ def test_node_and_process_bag_build_and_write_the_same_messages(in_bag, tmp_path
 
 def test_process_bag_takes_the_documented_lidar_scale(in_bag, tmp_path, onnx_model) -> None:
     """docs/bags.md's ``--set scale.method=lidar`` is accepted; the node's own choices stay."""
+    from oe_depth_ros.build import pipeline_config
     from oe_depth_ros.commands.process_bag import node_parameters
-    from oe_depth_ros.node_params import ParamError, pipeline_config
+    from oe_depth_ros.node_params import ParamError
 
     out = tmp_path / "lidar_scaled"
     assert cli_main(["process-bag", str(in_bag), str(out), "--model", str(onnx_model),

@@ -240,9 +240,9 @@ def _bag_depths(tiny_model, tmp, topic: str, messages: list[tuple[str, Any]],  #
 
     from oe_depth_ros.bags.bagio import BagReader, BagWriter
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
+    from oe_depth_ros.build import pipeline_config
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.messages import image_to_numpy
-    from oe_depth_ros.node_params import defaults, pipeline_config
     from oe_depth_ros.pipeline import DepthPipeline
 
     types = {topic: msgtype, "/cam/camera_info": "sensor_msgs/msg/CameraInfo"}
@@ -252,7 +252,7 @@ def _bag_depths(tiny_model, tmp, topic: str, messages: list[tuple[str, Any]],  #
             when = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
             bag.write_raw(conns[name], when, serialize_message(msg))
     pipeline = DepthPipeline(create_backend("onnxruntime", tiny_model, threads=1),
-                             pipeline_config({**defaults(), "scale.relative_method": "fixed"}))
+                             pipeline_config({"scale.relative_method": "fixed"}))
     summary = process_bag(tmp / "in", tmp / "out", pipeline, ProcessOptions(
         image_topic=topic, lidar_topic=None, progress=False, max_pixels=100_000))
     depths = {}
@@ -342,9 +342,9 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
+from oe_depth_ros.build import pipeline_config
 from oe_depth_ros.inference.backends import create_backend
 from oe_depth_ros.intake import FrameIntake
-from oe_depth_ros.node_params import defaults, pipeline_config
 from oe_depth_ros.pipeline import DepthPipeline, Outputs
 
 
@@ -364,7 +364,7 @@ def raw(h, w):
 
 
 pipeline = DepthPipeline(create_backend("onnxruntime", sys.argv[1], threads=1),
-                         pipeline_config({**defaults(), "scale.relative_method": "fixed"}))
+                         pipeline_config({"scale.relative_method": "fixed"}))
 intake = FrameIntake()  # the default limit, 16 Mpx
 worker = ThreadPoolExecutor(2)  # frames are processed off the main thread, as in the node
 

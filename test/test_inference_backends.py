@@ -120,7 +120,8 @@ def test_auto_engine_without_tensorrt_falls_back_to_its_onnx(models: dict[str, P
     info = ModelInfo.from_metadata(
         {p.key: p.value for p in onnx.load(str(models["onnx"])).metadata_props}, "onnx")
     write_sidecar(engine, EngineSidecar(
-        key=BuildKey("0" * 64, "10.3.0", "Orin", "8.7", "fp16"), model=info,
+        key=BuildKey(onnx_sha256="0" * 64, tensorrt_version="10.3.0", gpu_name="Orin",
+                     compute_capability="8.7", precision="fp16"), model=info,
         onnx_path=str(models["onnx"]), build_time="2026-01-01T00:00:00+00:00",
         build_seconds=1.0, workspace_mb=1024))
     assert create_backend("auto", engine, device="cpu").name == ONNX_ON_CPU

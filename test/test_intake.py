@@ -168,7 +168,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [helper.make_tensor("half", TensorProto.FLOAT, [], [0.5]),
          helper.make_tensor("offset", TensorProto.FLOAT, [], [0.05])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    info = ModelInfo("tiny", NET_H, NET_W, 0.1, 100.0, "0" * 64, "test")
+    info = ModelInfo(model_name="tiny", input_height=NET_H, input_width=NET_W, min_depth=0.1,
+                     max_depth=100.0, config_hash="0" * 64, oe_depth_ros_version="test")
     for key, value in info.to_metadata().items():
         model.metadata_props.add(key=key, value=value)
     path = tmp_path_factory.mktemp("tiny") / "tiny.onnx"
@@ -222,9 +223,9 @@ def stamp_of(msg: Any) -> int:
 def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarray, np.ndarray]]]:
     from oe_depth_ros.bags.bagio import BagReader, BagWriter
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
+    from oe_depth_ros.build import pipeline_config
     from oe_depth_ros.inference.backends import create_backend
     from oe_depth_ros.messages import camera_info_to_intrinsics, image_to_numpy
-    from oe_depth_ros.node_params import defaults, pipeline_config
     from oe_depth_ros.pipeline import DepthPipeline
 
     types = {"image": "sensor_msgs/msg/Image", "camera_info": "sensor_msgs/msg/CameraInfo"}
@@ -233,7 +234,7 @@ def run_bag(tiny_model: Path, tmp: Path) -> tuple[Any, dict[int, tuple[np.ndarra
         for topic, msg, _ in sequence():
             bag.write_raw(conns[topic], stamp_of(msg), serialize_message(msg))
     pipeline = DepthPipeline(create_backend("onnxruntime", tiny_model, threads=1),
-                             pipeline_config({**defaults(), "scale.relative_method": "fixed"}))
+                             pipeline_config({"scale.relative_method": "fixed"}))
     summary = process_bag(tmp / "in", tmp / "out", pipeline, ProcessOptions(
         image_topic="/cam/image", lidar_topic=None, progress=False))
     out: dict[int, list[Any]] = defaultdict(list)

@@ -14,6 +14,7 @@
 """The node's parameter table: validation, the shipped parameter file, generated docs."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 import typing
@@ -79,7 +80,9 @@ def test_cross_parameter_checks():
 
 
 def test_pipeline_config_maps_every_pipeline_parameter():
-    cfg = node_params.pipeline_config({
+    from oe_depth_ros.build import pipeline_config
+
+    cfg = pipeline_config({
         "output_resolution": "network", "min_range": 0.5, "max_range": 60.0,
         "points.decimation": 3, "points.max_range": 30.0, "points.organized": True,
         "points.rgb_type": "uint32", "colored.enabled": False, "colored.min_range": 1.0,
@@ -96,7 +99,7 @@ def test_pipeline_config_maps_every_pipeline_parameter():
     assert (s.method, s.factor, s.camera_height, s.window, s.min_confidence) == (
         "camera_height", 2.0, 1.5, 7, 0.25)
     # 0 means "use max_range" for the cloud limit.
-    assert node_params.pipeline_config({}).cloud_max_range == 80.0
+    assert pipeline_config({}).cloud_max_range == 80.0
 
 
 def test_fallback_intrinsics_in_pixels():
@@ -274,3 +277,144 @@ def test_dataclasses_check_declared_limits_and_keep_their_own_checks():
         ScaleConfig(ground_rows=(0.9, 0.1))
     with pytest.raises(ParamError, match="scale.window"):
         ScaleConfig(window=0)
+
+
+# ----------------------------------------------------------- one check per entry point
+
+#: The names the pipeline dataclasses hold (every parameter but NOT_PIPELINE and the
+#: CameraInfo matching ones).
+PIPELINE_NAMES = {p.name for p in PARAMS
+                  if p.name not in NOT_PIPELINE and not p.name.startswith("camera_info.")}
+COMBINATION = "<check_combination>"
+
+
+@pytest.fixture
+def checks(monkeypatch) -> "collections.Counter[str]":
+    """Counts of the parameter layer's checks: per parameter name, and COMBINATION."""
+    calls: collections.Counter[str] = collections.Counter()
+    validate, combination = node_params.validate, node_params.check_combination
+
+    def counted_validate(name, value, offline=False):
+        calls[name] += 1
+        return validate(name, value, offline)
+
+    def counted_combination(merged):
+        calls[COMBINATION] += 1
+        return combination(merged)
+
+    monkeypatch.setattr(node_params, "validate", counted_validate)
+    monkeypatch.setattr(node_params, "check_combination", counted_combination)
+    return calls
+
+
+def test_code_that_builds_a_dataclass_has_each_field_checked_once(checks):
+    from oe_depth_ros.intake import CameraInfoConfig
+    from oe_depth_ros.pipeline import PipelineConfig, PointsConfig
+    from oe_depth_ros.scale import ScaleConfig
+
+    PipelineConfig(max_range=60.0, points=PointsConfig(decimation=2),
+                   scale=ScaleConfig(method="fixed", factor=2.0))
+    assert dict(checks) == {name: 1 for name in PIPELINE_NAMES}
+    checks.clear()
+    PipelineConfig.from_params({"max_range": 60, "points.decimation": 2, "scale.factor": 2.0,
+                                "backend": "auto"})  # not the pipeline's: ignored
+    assert dict(checks) == {"max_range": 1, "points.decimation": 1, "scale.factor": 1,
+                            COMBINATION: 1}
+    checks.clear()
+    CameraInfoConfig(sync="approximate")
+    assert dict(checks) == {p.name: 1 for p in PARAMS if p.name.startswith("camera_info.")}
+
+
+def test_dataclasses_built_from_checked_values_are_not_checked_again(checks):
+    from oe_depth_ros.build import pipeline_config
+    from oe_depth_ros.intake import camera_info_config
+    from oe_depth_ros.pipeline import PipelineConfig, PointsConfig
+
+    values = {"max_range": 60.0, "points.decimation": 2, "camera_info.sync": "approximate"}
+    config = pipeline_config(values)
+    intake = camera_info_config(values)
+    assert not checks
+    assert config == PipelineConfig(max_range=60.0, points=PointsConfig(decimation=2))
+    assert intake.sync == "approximate"
+    # Outside the builder the dataclasses check again.
+    with pytest.raises(ParamError, match="points.decimation"):
+        PointsConfig(decimation=0)
+
+
+def test_a_params_file_is_checked_once(checks, tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "max_range": 60, "points": {"decimation": 2}, "scale": {"method": "fixed"}}}}))
+    assert node_params.main(["--check", str(path)]) == 0
+    assert dict(checks) == {"max_range": 1, "points.decimation": 1, "scale.method": 1,
+                            COMBINATION: 1}
+
+
+def test_process_bag_parameters_are_checked_once(checks, tmp_path):
+    """Parameter file, then --set, then the command's own flags: each value once."""
+    from oe_depth_ros.build import pipeline_config
+    from oe_depth_ros.commands.process_bag import node_parameters
+    from oe_depth_ros.intake import camera_info_config
+
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
+        "max_range": 60, "colored": {"max_range": 50.0}}}}))
+    values = node_parameters(str(path), ["scale.method=lidar", "points.decimation=2"],
+                             {"model_path": "m.onnx", "backend": None})
+    config, intake = pipeline_config(values), camera_info_config(values)
+    assert dict(checks) == {"max_range": 1, "colored.max_range": 1, "scale.method": 1,
+                            "points.decimation": 1, "model_path": 1, COMBINATION: 1}
+    assert (config.max_range, config.colored.max_range, config.scale.method,
+            config.points.decimation, intake.sync) == (60.0, 50.0, "lidar", 2, "latest")
+
+
+@pytest.mark.parametrize("sets,fragment", [
+    (["points.decimation=0"], r"parameter points\.decimation = 0 is out of range"),
+    (["scale.method=sonar"], r"parameter scale\.method = 'sonar' is not one of"),
+    (["colored.min_range=90"], r"colored\.min_range \(90\.0\) must be less than colored\.max"),
+    (["camera_info.fallback_intrinsics=[0, 1, 0.5, 0.5]"],
+     r"camera_info\.fallback_intrinsics needs positive fx/W"),
+])
+def test_bad_values_are_refused_naming_the_parameter_on_every_entry_point(
+        sets, fragment, tmp_path):
+    """process-bag (--set, parameter file), the file check, and code building the dataclasses."""
+    from oe_depth_ros.commands.process_bag import node_parameters
+    from oe_depth_ros.config import ConfigError
+    from oe_depth_ros.intake import CameraInfoConfig
+    from oe_depth_ros.pipeline import PipelineConfig
+
+    (name, raw), = (s.split("=", 1) for s in sets)
+    value = yaml.safe_load(raw)
+    with pytest.raises(ParamError, match=fragment):
+        node_parameters(None, sets)
+    path = tmp_path / "bad.yaml"
+    nested: dict = {}
+    *parents, leaf = name.split(".")
+    node = nested
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    with pytest.raises(ParamError, match=fragment):  # a single value's error names the file
+        node_parameters(str(path), [])
+    with pytest.raises(ParamError, match=r"bad\.yaml: " + fragment):
+        node_params.load_params_file(path)
+    if name.startswith("camera_info."):
+        with pytest.raises(ParamError, match=fragment):
+            CameraInfoConfig(**{leaf: tuple(value)})
+        return
+    with pytest.raises(ConfigError, match=fragment):
+        PipelineConfig.from_params({name: value})
+
+
+def test_value_of_reads_a_checked_value_as_its_declared_type():
+    values = node_params.validate_all({"threads": 2, "max_range": 60, "backend": "onnxruntime",
+                                       "colored.enabled": False})
+    assert node_params.value_of(values, "threads", int) == 2
+    assert node_params.value_of(values, "max_range", float) == 60.0
+    assert node_params.value_of(values, "backend", str) == "onnxruntime"
+    assert node_params.value_of(values, "colored.enabled", bool) is False
+    with pytest.raises(ParamError, match="backend must be of type int, got 'onnxruntime'"):
+        node_params.value_of(values, "backend", int)
+    with pytest.raises(ParamError, match="colored.enabled must be of type int, got False"):
+        node_params.value_of(values, "colored.enabled", int)  # a bool is no int here

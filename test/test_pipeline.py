@@ -286,7 +286,7 @@ def test_config_from_the_node_parameter_names():
                                       "camera_info.sync": "approximate", "backend": "auto"})
     assert cfg.points.organized and cfg.colored.min_range == 1.0 and cfg.max_range == 50.0
     assert cfg.scale.method == "camera_height"
-    with pytest.raises(ConfigError, match="unknown key.*organised"):
+    with pytest.raises(ConfigError, match="unknown parameter 'points.organised'"):
         PipelineConfig.from_params({"points.organised": True})
 
 

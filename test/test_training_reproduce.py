@@ -70,7 +70,8 @@ def test_an_interrupted_row_resumes(synth_world, tmp_path: Path) -> None:
     base = ["--kitti", str(synth_world.root), "--splits", str(splits), "--weights", "none",
             "--out", str(out), "--rows", "triplet_only", "--small", "--warmup-steps", "2",
             "--no-progress", *[f"--set={o}" for o in TINY]]
-    paths = Paths(synth_world.root, resolve_splits(splits), "none", "none", out)
+    paths = Paths(kitti=synth_world.root, splits=resolve_splits(splits), depth_weights="none",
+                  pose_weights="none", out=out)
     # one step, then the marker removed: a run interrupted after its first checkpoint
     train_row(row_config("triplet_only", paths, True, [*TINY, "max_steps=1"]))
     (out / "triplet_only" / "done.json").unlink()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: Mapping[str, Any]) -> None:
     """Restore the generators saved by :func:`rng_state`."""
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
@@ -60,7 +60,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | Path, state: Mapping[str, object]) -> Path:
     """Write ``state`` (with ``format`` added) to ``path`` atomically; return the path."""
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **state}
@@ -70,7 +70,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a training checkpoint; raises :class:`CheckpointError` naming what is wrong."""
     path = Path(path)
     if not path.is_file():

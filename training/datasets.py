@@ -51,7 +51,7 @@ STEREO_BASELINE = 0.1
 MAX_LISTED_MISSING = 10
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Augmentation:
     """Training augmentation: horizontal flip and color jitter, drawn per sample.
 
@@ -74,7 +74,7 @@ class Augmentation:
                 [max(0.0, 1 - self.saturation), 1 + self.saturation], [-self.hue, self.hue])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JitterParams:
     """Color-jitter draw of one sample: the op order and the four factors."""
 
@@ -313,8 +313,8 @@ class KittiRawMonoDataset(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
             order, b, c, s, h = ColorJitter.get_params(*aug.jitter_ranges())
-        return flip, JitterParams(tuple(int(i) for i in order), float(b), float(c), float(s),
-                                  float(h))
+        return flip, JitterParams(order=tuple(int(i) for i in order), brightness=float(b),
+                                  contrast=float(c), saturation=float(s), hue=float(h))
 
     def intrinsics_at(self, entry: SplitEntry, orig_size: tuple[int, int]) -> list[np.ndarray]:
         """4x4 pixel intrinsics for every scale (scale 0 = the network size)."""

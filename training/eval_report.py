@@ -40,12 +40,12 @@ def format_region_table(regions: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+def write_json(path: str | Path, data: Mapping[str, object]) -> None:
     """Write ``data`` as indented JSON, atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def write_per_image_csv(path: str | Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_per_image_csv(path: str | Path, rows: Sequence[Mapping[str, object]]) -> None:
     """Write one row per image (index, split line, valid pixels, ratio, errors), atomically."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")

@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
@@ -51,6 +51,9 @@ from .eval_report import (
     write_json,
     write_per_image_csv,
 )
+
+if TYPE_CHECKING:
+    from oe_depth_ros.kitti.raw import KittiDrive
 from .gt_depth import (
     CachedGroundTruth,
     GroundTruth,
@@ -79,7 +82,7 @@ class Backend(Protocol):
     def predict(self, image_rgb: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalOptions:
     """Everything one evaluation run needs (the command-line arguments)."""
 
@@ -162,7 +165,7 @@ class _Images:
 
     def __init__(self, data_path: Path) -> None:
         self.data_path = data_path
-        self._drives: dict[str, Any] = {}
+        self._drives: dict[str, "KittiDrive"] = {}
 
     def get(self, entry: SplitEntry) -> np.ndarray:
         from oe_depth_ros.kitti.raw import KittiDrive

@@ -24,12 +24,12 @@ import logging
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
 from oe_depth_ros.atomic import atomic_path
-from oe_depth_ros.kitti.raw import read_depth_png
+from oe_depth_ros.kitti.raw import KittiCalib, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.lidar_projection import PIXEL_OFFSETS, project_velodyne
 
@@ -56,7 +56,7 @@ class _Drive(Protocol):
     """What the ground-truth code needs of ``oe_depth_ros.kitti.raw.KittiDrive``."""
 
     @property
-    def calib(self) -> Any: ...
+    def calib(self) -> "KittiCalib": ...
 
     def velodyne(self, idx: int) -> np.ndarray: ...
 

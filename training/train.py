@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    import torch
+    from oe_depth_ros.devices import DeviceError, resolve_torch_device
 
     from .distributed import init_distributed, shutdown_distributed
     from .train_config import load_train_config
@@ -47,7 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         LOG.error("%s", exc)
         return 2
-    use_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    try:
+        use_cuda = resolve_torch_device(cfg.device).type == "cuda"
+    except DeviceError as exc:  # an unknown name, or CUDA without a GPU
+        LOG.error("%s", exc)
+        return 1
     env = init_distributed(use_cuda)
     if not env.is_main and not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)

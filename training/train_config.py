@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Literal, Optional, Union
 
 from oe_depth_ros.config import ConfigError, apply_overrides, from_dict, load_yaml
 from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE
@@ -20,7 +20,7 @@ from oe_depth_ros.units import DepthUnits, training_units
 DEFAULT_CONFIG = "oe_depth"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataConfig:
     """Where the KITTI raw data and split files are, and how samples are made.
 
@@ -79,7 +79,7 @@ PRETRAINED_SOURCES = {
 }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ModelConfig:
     """Which networks to train (names or YAML paths of config/model) and their init weights.
 
@@ -144,7 +144,7 @@ class ModelConfig:
             + " (see docs/training.md).")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LossConfig:
     """Loss weights and switches of the Monodepth2 losses and the triplet term.
 
@@ -185,7 +185,7 @@ class LossConfig:
         return self.velocity_weight > 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OptimConfig:
     """Adam with a step schedule: lr until each milestone epoch, then times ``lr_gamma``."""
 
@@ -227,7 +227,7 @@ class ODConvTrainConfig:
                               f"got {self.initial_temperature}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainConfig:
     """Everything a training run needs; saved inside every checkpoint."""
 
@@ -284,11 +284,12 @@ class TrainConfig:
                               velocity=self.loss.use_velocity, stereo=self.data.stereo)
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:
     out = dict(base)
     for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            out[key] = _merge(current, value)
         else:
             out[key] = value
     return out
@@ -306,7 +307,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     return candidate
 
 
-def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_config_dict(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, object]:
     """Read a training YAML with its ``inherit`` chain resolved into one mapping."""
     path = Path(path).resolve()
     if path in _seen:

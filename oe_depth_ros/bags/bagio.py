@@ -16,7 +16,8 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, NamedTuple
 
 import yaml
 from rosbags.interfaces import (
@@ -41,6 +42,10 @@ from rosbags.rosbag2 import (
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
 from oe_depth_ros.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from rosbags.interfaces.typing import Typesdict
+    from rosbags.typesys.store import Typestore
 
 __all__ = [
     "BagError",
@@ -105,7 +110,7 @@ def _check_choice(value: str, choices: Iterable[str], what: str) -> str:
     return value
 
 
-def typestore_for(distro: str) -> Any:
+def typestore_for(distro: str) -> "Typestore":
     """The rosbags typestore of ``distro`` (``humble`` or ``jazzy``)."""
     return get_typestore(DISTROS[_check_choice(distro, DISTROS, "ROS distro")].store)
 
@@ -167,7 +172,8 @@ class BagWriter:
             raise BagError(f"cannot create bag {self.path}: {exc}") from exc
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             self._writer.__exit__(exc_type, exc, tb)
         except WriterError as err:
@@ -210,10 +216,14 @@ class BagWriter:
         self.counts.setdefault(source.topic, 0)
         return conn
 
-    def write(self, topic: str, stamp_ns: int, msg: Any, qos: Qos = DEFAULT_QOS) -> None:
+    def write(self, topic: str, stamp_ns: int, msg: object, qos: Qos = DEFAULT_QOS) -> None:
         """Serialize ``msg`` (a rosbags dataclass) and write it on ``topic`` at ``stamp_ns``."""
-        conn = self.add_topic(topic, msg.__msgtype__, qos)
-        self.write_raw(conn, stamp_ns, self.typestore.serialize_cdr(msg, msg.__msgtype__))
+        msgtype = getattr(msg, "__msgtype__", None)
+        if not isinstance(msgtype, str):
+            raise BagError(f"{self.path}: cannot write {type(msg).__name__} on {topic}: not a "
+                           "rosbags message")
+        conn = self.add_topic(topic, msgtype, qos)
+        self.write_raw(conn, stamp_ns, self.typestore.serialize_cdr(msg, msgtype))
 
     def write_raw(self, conn: Connection, stamp_ns: int, data: bytes | memoryview) -> None:
         """Write already serialized CDR bytes on ``conn``."""
@@ -221,9 +231,9 @@ class BagWriter:
         self.counts[conn.topic] += 1
 
 
-def _typestore_with(base: Any, connections: Iterable[Connection]) -> Any:
+def _typestore_with(base: "Typestore", connections: Iterable[Connection]) -> "Typestore":
     """``base`` plus the definitions a bag carries for types ``base`` lacks."""
-    extra: dict[str, Any] = {}
+    extra: "Typesdict" = {}
     for conn in connections:
         if conn.msgtype in base.types or conn.msgtype in extra:
             continue
@@ -258,7 +268,7 @@ class BagReader:
             raise FileNotFoundError(f"bag not found: {self.path}")
         self.info = self._read_info()
         self._reader: Reader | None = None
-        self.typestore: Any = None
+        self.typestore: "Typestore | None" = None
 
     def _read_info(self) -> BagInfo:
         meta = self.path / "metadata.yaml"
@@ -284,7 +294,8 @@ class BagReader:
         self.typestore = _typestore_with(typestore_for(self.info.distro), reader.connections)
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if self._reader is not None:
             with contextlib.suppress(*_STORAGE_ERRORS):
                 self._reader.close()
@@ -331,6 +342,8 @@ class BagReader:
 
     def deserialize(self, data: bytes | memoryview, conn: Connection, stamp_ns: int) -> Any:
         """CDR bytes of ``conn`` -> rosbags message; corrupt data raises :class:`BagError`."""
+        if self.typestore is None:
+            raise BagError(f"bag {self.path} is not open: use it in a with statement")
         try:
             return self.typestore.deserialize_cdr(data, conn.msgtype)
         except _STORAGE_ERRORS as exc:

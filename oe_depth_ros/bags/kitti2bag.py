@@ -39,6 +39,7 @@ from oe_depth_ros.bags.names import (GPS_TOPIC, IMU_TOPIC, LEFT_COLOR_CAMERA,
                                      camera_info_topic, image_topic)
 from oe_depth_ros.bags.bagio import (
     DEFAULT_QOS,
+    Qos,
     TRANSIENT_LOCAL_QOS,
     BagError,
     BagWriter,
@@ -92,7 +93,7 @@ def camera_projection(calib: KittiCalib, cam: int) -> np.ndarray:
     return p
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ConversionSummary:
     """What :func:`convert` wrote."""
 
@@ -148,7 +149,7 @@ def _check_drive(drive: KittiDrive, cameras: Sequence[int],
 
 
 # A stream item: (stamp ns, tie-break order, topic, message, QoS profile).
-_Item = tuple[int, int, str, Any, Any]
+_Item = tuple[int, int, str, object, Qos]
 
 
 def _camera_stream(drive: KittiDrive, cam: int, stamps: np.ndarray, calib: KittiCalib,
@@ -274,4 +275,5 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     LOG.info("wrote %s (%s, %s): %d frames, %d messages, %.1f MB in %.1f s", out, storage,
              distro, frames, sum(counts.values()), size / 1e6, seconds)
-    return ConversionSummary(out, storage, distro, frames, seconds, counts, size)
+    return ConversionSummary(out=out, storage=storage, distro=distro, frames=frames,
+                             seconds=seconds, message_counts=counts, size_bytes=size)

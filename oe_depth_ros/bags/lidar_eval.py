@@ -40,7 +40,7 @@ class EvalSettings:
     max_depth: float = EIGEN_MAX_DEPTH
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Pending:
     index: int
     stamp_ns: int
@@ -56,7 +56,7 @@ class _Cloud:
     xyz: np.ndarray
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LidarEvaluator:
     """Pairs depth maps with scans and collects per-frame metrics (see module docs)."""
 
@@ -70,7 +70,8 @@ class LidarEvaluator:
     def add_depth(self, index: int, stamp_ns: int, frame_id: str, depth: np.ndarray,
                   k: np.ndarray) -> None:
         """Queue a depth map (meters, NaN invalid) of camera frame ``frame_id``."""
-        item = _Pending(index, int(stamp_ns), frame_id, depth, np.asarray(k, dtype=np.float64))
+        item = _Pending(index=index, stamp_ns=int(stamp_ns), frame_id=frame_id, depth=depth,
+                        k=np.asarray(k, dtype=np.float64))
         if self._last is not None and item.stamp_ns <= self._last.stamp_ns:
             self._evaluate(item, self._last)
         else:

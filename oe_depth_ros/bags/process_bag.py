@@ -39,10 +39,13 @@ from oe_depth_ros.bags.bagio import BagError, BagReader, BagWriter, atomic_bag
 from oe_depth_ros.bags.kitti2bag import LEFT_COLOR_IMAGE_TOPIC, VELO_TOPIC
 from oe_depth_ros.bags.lidar_eval import EvalSettings, LidarEvaluator
 from oe_depth_ros.bags.tf import TF_STATIC_TOPIC, TransformTree, edge_from_transform_stamped
-from oe_depth_ros.intake import DEFAULT_MAX_PIXELS, CameraInfoConfig, FrameIntake
+from oe_depth_ros.intake import (
+    DEFAULT_MAX_PIXELS, AnyImageMessage, CameraInfoConfig, FrameIntake,
+)
 from oe_depth_ros.node_names import DEFAULT_NAMESPACE
 from oe_depth_ros.messages import (
-    MessageError, MessageTypes, Stamped, pointcloud2_to_numpy, stamp_to_ns,
+    CameraInfoMessage, MessageError, MessageTypes, PointCloud2Message, pointcloud2_to_numpy,
+    stamp_to_ns,
 )
 from oe_depth_ros.metrics import METRIC_NAMES
 from oe_depth_ros.node_params import COLORED_TOPIC, POINTS_TOPIC, TOPICS
@@ -166,7 +169,7 @@ def _require_topic(topics: dict[str, str], topic: str, msgtypes: tuple[str, ...]
     raise BagError(f"bag {bag} has no topic {topic}; {listing}")
 
 
-def _cloud_xyz(msg: Stamped) -> np.ndarray:
+def _cloud_xyz(msg: PointCloud2Message) -> np.ndarray:
     cloud = pointcloud2_to_numpy(msg).reshape(-1)
     for axis in ("x", "y", "z"):
         if axis not in (cloud.dtype.names or ()):
@@ -189,7 +192,7 @@ class _Run:
                                   max_pixels=options.max_pixels)
         #: An image held back until the next message: a CameraInfo with the same bag time
         #: is taken first (a bag's order within one time stamp is arbitrary).
-        self.held: tuple[Stamped, int] | None = None
+        self.held: tuple[AnyImageMessage, int] | None = None
         self.frames = 0
         self.images = 0
         self.lidar_invalid = 0
@@ -197,7 +200,7 @@ class _Run:
         self.latest_cloud: tuple[str, np.ndarray] | None = None
         self.lidar_scale = pipeline.config.scale.wants_lidar
 
-    def on_cloud(self, msg: Stamped, where: str) -> None:
+    def on_cloud(self, msg: PointCloud2Message, where: str) -> None:
         self.flush()  # the held image first: scans must follow the images they come after
         try:
             xyz = _cloud_xyz(msg)
@@ -227,18 +230,18 @@ class _Run:
             held, self.held = self.held, None
             self._process(*held)
 
-    def on_info(self, msg: Stamped, bag_time: int) -> None:
+    def on_info(self, msg: CameraInfoMessage, bag_time: int) -> None:
         if self.held is not None and self.held[1] != bag_time:
             self.flush()
         self.intake.add_camera_info(msg)
         self.flush()
 
-    def on_image(self, msg: Stamped, bag_time: int) -> None:
+    def on_image(self, msg: AnyImageMessage, bag_time: int) -> None:
         self.flush()
         self.images += 1
         self.held = (msg, bag_time)
 
-    def _process(self, msg: Stamped, bag_time: int) -> None:
+    def _process(self, msg: AnyImageMessage, bag_time: int) -> None:
         frame = self.intake.take_image(msg)  # reports and counts what it skips
         if frame is None:
             return
@@ -307,7 +310,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
         _require_topic(topics, options.info_topic(), (CAMERA_INFO_TYPE,), src.path)
         tree = read_static_tree(src)
         evaluate = _lidar_plan(src, options, tree)
-        evaluator = LidarEvaluator(tree, options.evaluation) if evaluate else None
+        evaluator = LidarEvaluator(tree=tree, settings=options.evaluation) if evaluate else None
         read = _topics_to_read(src, options,
                                evaluate or pipeline.config.scale.wants_lidar)
         n_images = src.message_count(options.image_topic)
@@ -374,7 +377,7 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "no bad input"
 
 
-def _finite(value: Any) -> Any:
+def _finite(value: object) -> object:
     """JSON-safe copy: NaN and infinities become null."""
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
 from oe_depth_ros.bags.names import (BASE_FRAME, CAMERA_FRAMES, IMU_FRAME, TF_STATIC_TOPIC,
                                      TF_TOPIC, VELO_FRAME, WORLD_FRAME)
 from oe_depth_ros.kitti.raw import KittiCalib, rotation_rpy
+
+if TYPE_CHECKING:
+    from rosbags.typesys.store import MsgType, Typestore
 
 __all__ = [
     "CAMERA_FRAMES",
@@ -164,7 +167,7 @@ class TransformTree:
         return invert(t_root_target) @ t_root_source
 
 
-def transform_stamped(edge: Edge, stamp_ns: int, typestore: Any) -> Any:
+def transform_stamped(edge: Edge, stamp_ns: int, typestore: "Typestore") -> "MsgType":
     """geometry_msgs/TransformStamped (rosbags class) of ``edge`` at ``stamp_ns``."""
     t = typestore.types
     sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)

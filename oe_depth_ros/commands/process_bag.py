@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from oe_depth_ros.metrics import EIGEN_MAX_DEPTH
 from oe_depth_ros.node_names import DEFAULT_NAMESPACE
+
+if TYPE_CHECKING:
+    from oe_depth_ros.node_params import ParamValue
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def node_parameters(params_file: str | None, overrides: list[str],
-                    options: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+                    options: Mapping[str, str | None] | None = None) -> dict[str, "ParamValue"]:
     """The node's parameter values: defaults, then the file, then ``NAME=VALUE`` overrides.
 
     ``options`` are the command's own flags for parameters (``--backend`` is
@@ -79,12 +82,12 @@ def node_parameters(params_file: str | None, overrides: list[str],
     import yaml
 
     from oe_depth_ros.node_params import ParamError, check_combination, defaults, \
-        load_params_file, validate
+        read_params_file, validate
 
     values = defaults()
     if params_file:
-        values.update(load_params_file(params_file, offline=True))
-    given: dict[str, Any] = {}
+        values.update(read_params_file(params_file, offline=True))
+    given: dict[str, object] = {}
     for item in overrides:
         name, sep, raw = item.partition("=")
         if not sep:
@@ -105,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
     from oe_depth_ros.bags.process_bag import ProcessOptions, process_bag
     from oe_depth_ros.build import build_pipeline
     from oe_depth_ros.intake import camera_info_config
+    from oe_depth_ros.node_params import value_of
 
     values = node_parameters(args.params_file, args.set,
                              {"model_path": args.model, "backend": args.backend,
                               "device": args.device})
-    if not values["model_path"]:
+    if not value_of(values, "model_path", str):
         raise ValueError("no model: pass --model FILE or set model_path in --params-file")
     if args.max_frames is not None and args.max_frames <= 0:
         raise ValueError(f"--max-frames must be positive, got {args.max_frames}")
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         camera_info=camera_info_config(values), namespace=args.namespace,
         outputs=tuple(args.outputs), copy_input=args.copy_input, lidar_topic=lidar,
         storage=args.storage, distro=args.distro, compress=args.compress,
-        max_frames=args.max_frames, max_pixels=values["max_input_pixels"],
+        max_frames=args.max_frames, max_pixels=value_of(values, "max_input_pixels", int),
         evaluation=EvalSettings(max_dt_s=args.max_dt,
                                 crop=None if args.eval_crop == "none" else args.eval_crop,
                                 max_depth=args.eval_max_depth),

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from oe_depth_ros.devices import parse_device
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.units import RELATIVE_UNKNOWN, DepthUnits
 
@@ -35,7 +36,7 @@ FORMATS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BackendSpec:
     """One way of running the network: everything the factory and the tools need to know.
 
@@ -223,7 +224,8 @@ def auto_choice(path: Path, device: str = "auto") -> tuple[str, Path]:
             return "tensorrt", path
         path = _engine_onnx(path, reason)
         fmt = "onnx"
-    if fmt == "onnx" and device != "cpu" and onnxruntime_has_cuda():
+    if fmt == "onnx" and parse_device(device, BackendError).kind != "cpu" \
+            and onnxruntime_has_cuda():
         return "onnxruntime", path
     candidates = _installed(fmt)
     if not candidates:

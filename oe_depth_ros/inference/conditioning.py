@@ -59,7 +59,7 @@ PINNED_SIGMOID = 1e-4
 PINNED_WARNING = 0.5
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ErrorStats:
     """Relative disparity error statistics of ``actual`` against ``reference``."""
 

@@ -39,7 +39,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BuildKey:
     """What an engine is valid for. ``None`` in an expected key means "do not check"."""
 
@@ -62,7 +62,7 @@ class Mismatch:
         return f"{self.field}: engine has {self.recorded!r}, here {self.current!r}"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EngineSidecar:
     """Contents of ``<engine>.json``."""
 

@@ -52,7 +52,7 @@ from oe_depth_ros.model.checkpoint import checkpoint_units
 from oe_depth_ros.units import RELATIVE_UNKNOWN
 
 if TYPE_CHECKING:
-    from oe_depth_ros.model.depth_net import DepthNet
+    from oe_depth_ros.model.depth_net import ConfigLike, DepthNet
 
 LOG = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ScaledDisparityNet(nn.Module):
         return scaled
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ExportReport:
     """What ``export_onnx`` produced and how well it verified.
 
@@ -132,7 +132,8 @@ def check_input_size(height: int, width: int) -> None:
         )
 
 
-def load_network(model_config: Any, checkpoint: str | os.PathLike[str] | None) -> DepthNet:
+def load_network(model_config: "ConfigLike | None",
+                 checkpoint: str | os.PathLike[str] | None) -> DepthNet:
     """The depth network from a checkpoint (or plain state_dict), or random weights."""
     from oe_depth_ros import model as model_pkg
 
@@ -272,7 +273,8 @@ def _stage(seconds: dict[str, float], name: str, start: float) -> float:
     return now
 
 
-def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, width: int,
+def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], height: int,
+                width: int,
                 checkpoint: str | os.PathLike[str] | None = None, opset: int = DEFAULT_OPSET,
                 precision: str = "fp32", verify: bool = True,
                 verify_image: np.ndarray | None = None,
@@ -357,5 +359,6 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
              info.model_name, height, width, precision, opset, num_nodes, out,
              "verified on " + ", ".join(inputs) if verify else "NOT verified (--no-verify)",
              ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-    return ExportReport(out, info, opset, num_nodes, tuple(checks), conditioning, seconds,
-                        checkpoint is None, pinned)
+    return ExportReport(path=out, info=info, opset=opset, num_nodes=num_nodes,
+                        checks=tuple(checks), conditioning=conditioning, seconds=seconds,
+                        random_weights=checkpoint is None, pinned=pinned)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from oe_depth_ros.devices import parse_device
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.inference.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo
@@ -41,19 +42,18 @@ def session_options(threads: int | None = None, spinning: bool = True) -> ort.Se
 
 
 def providers_for(device: str) -> list[str]:
-    """Execution providers for ``device`` (auto | cpu | cuda | cuda:N)."""
+    """Execution providers for ``device`` (``devices.parse_device``: auto, cpu, cuda, cuda:N)."""
+    kind = parse_device(device, BackendError).kind
     available = ort.get_available_providers()
-    if device == "cpu":
+    if kind == "cpu":
         return [CPU_PROVIDER]
-    if device.startswith("cuda"):
+    if kind == "cuda":
         if CUDA_PROVIDER not in available:
             raise BackendError(
                 f"device {device!r} needs onnxruntime's {CUDA_PROVIDER}, which this onnxruntime "
                 f"lacks (available: {', '.join(available)}); pip install onnxruntime-gpu"
             )
         return [CUDA_PROVIDER, CPU_PROVIDER]
-    if device != "auto":
-        raise BackendError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     return [CUDA_PROVIDER, CPU_PROVIDER] if CUDA_PROVIDER in available else [CPU_PROVIDER]
 
 
@@ -67,8 +67,9 @@ class OnnxRuntimeBackend(DepthBackend):
         path = Path(model_path)
         providers = providers_for(device)
         provider_options: list[dict[str, str]] = [{} for _ in providers]
-        if device.startswith("cuda:"):
-            provider_options[0] = {"device_id": device.split(":", 1)[1]}
+        index = parse_device(device, BackendError).index
+        if index is not None:  # cuda:N
+            provider_options[0] = {"device_id": str(index)}
         try:
             self.session = ort.InferenceSession(
                 str(path), session_options(threads, spinning), providers=providers,

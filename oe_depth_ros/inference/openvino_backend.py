@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
+from oe_depth_ros.devices import parse_device
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.inference.metadata import INPUT_NAME, OUTPUT_NAME, ModelInfo, read_onnx_info
@@ -37,7 +38,7 @@ class OpenVinoBackend(DepthBackend):
     def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
                  threads: int | None = None) -> None:
         path = Path(model_path)
-        if device not in ("auto", "cpu"):
+        if parse_device(device, BackendError).kind == "cuda":
             raise BackendError(f"backend 'openvino' runs on the CPU only, not on {device!r}; "
                                "use device auto or cpu (onnxruntime or tensorrt for a GPU)")
         self.info: ModelInfo = read_onnx_info(path)

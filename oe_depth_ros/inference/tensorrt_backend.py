@@ -18,6 +18,7 @@ import numpy as np
 import tensorrt as trt
 import torch
 
+from oe_depth_ros.devices import parse_device
 from oe_depth_ros.inference.backends import DepthBackend, tensorrt_usable
 from oe_depth_ros.inference.engine_cache import (
     BuildKey, EngineSidecar, file_sha256, read_sidecar, verify_sidecar,
@@ -40,11 +41,11 @@ def torch_dtype(dtype: trt.DataType) -> torch.dtype:
 
 def cuda_device(device: str) -> torch.device:
     """The CUDA device for ``device`` (auto | cuda | cuda:N); TensorRT cannot run on the CPU."""
-    if device == "auto":
+    parsed = parse_device(device, BackendError)
+    if parsed.kind == "auto":
         return torch.device("cuda", torch.cuda.current_device())
-    if device == "cuda" or device.startswith("cuda:"):
-        dev = torch.device(device)
-        return torch.device("cuda", dev.index if dev.index is not None else 0)
+    if parsed.kind == "cuda":
+        return torch.device("cuda", parsed.index if parsed.index is not None else 0)
     raise BackendError(f"the tensorrt backend runs on a CUDA device, not {device!r}; "
                        "use the onnxruntime or torch backend on the CPU")
 

@@ -10,7 +10,7 @@ import os
 import pickle
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, format_size
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.inference.errors import BackendError
 from oe_depth_ros.inference.preprocess import TensorPreprocessor
+
+if TYPE_CHECKING:
+    from oe_depth_ros.model.depth_net import ConfigLike
 
 LOG = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ class TorchBackend(DepthBackend):
     name = "torch"
 
     def __init__(self, model_path: str | os.PathLike[str], device: str = "auto",
-                 model_config: Any = None, input_size: tuple[int, int] | None = None,
+                 model_config: "ConfigLike | None" = None,
+                 input_size: tuple[int, int] | None = None,
                  threads: int | None = None) -> None:
         from oe_depth_ros.model import checkpoint_units, load_depth_net
 

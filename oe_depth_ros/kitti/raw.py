@@ -94,7 +94,7 @@ def _rigid(rot: np.ndarray, trans: np.ndarray) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class KittiCalib:
     """The calibration of one KITTI date folder, as matrices.
 
@@ -232,7 +232,7 @@ def read_timestamps(path: str | Path) -> np.ndarray:
     return np.array(stamps, dtype=np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OxtsPacket:
     """One OXTS RT3003 packet (the 30 fields of ``oxts/data/*.txt``, in file order)."""
 

@@ -30,7 +30,7 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be read as a depth network."""
 
 
-def _torch_load(path: Path, map_location: Any) -> Any:
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -57,7 +57,7 @@ def _clean_keys(state: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_state_dict(obj: Any) -> bool:
+def _is_state_dict(obj: object) -> bool:
     return (isinstance(obj, dict) and bool(obj)
             and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()))
 
@@ -77,7 +77,7 @@ def load_state_dict_checked(model: torch.nn.Module, state: dict[str, torch.Tenso
 
 
 def load_depth_net(path: str | Path, config: Optional[ConfigLike] = None,
-                   map_location: Any = "cpu") -> DepthNet:
+                   map_location: str | torch.device = "cpu") -> DepthNet:
     """Build and load a :class:`DepthNet` (in eval mode) from ``path``.
 
     ``path`` is an ``oe_depth_ros.checkpoint/1`` file (its ``model_config`` is used

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, cast
+from typing import Union, cast
 
 import numpy as np
 import torch
@@ -55,7 +55,7 @@ class ODConvConfig:
             raise ConfigError(f"odconv.temperature must be positive, got {self.temperature}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DepthNetConfig:
     """A depth network architecture plus the disparity-to-depth range it was trained for."""
 
@@ -91,7 +91,7 @@ class DepthNetConfig:
             )
 
 
-ConfigLike = Union[str, Path, DepthNetConfig, Mapping[str, Any]]
+ConfigLike = Union[str, Path, DepthNetConfig, Mapping[str, object]]
 
 
 def available_depth_configs() -> list[str]:

@@ -127,8 +127,12 @@ def use_bilinear_fuse_upsampling(module: nn.Module) -> int:
 
 
 def _kernel_size(conv: nn.Module) -> int:
-    k: Any = conv.kernel_size
-    return int(k[0] if isinstance(k, tuple) else k)
+    k = conv.kernel_size
+    if isinstance(k, tuple):
+        return int(k[0])
+    if isinstance(k, int):
+        return k
+    raise TypeError(f"{type(conv).__name__} has no integer kernel_size: {k!r}")
 
 
 def replace_with_odconv(

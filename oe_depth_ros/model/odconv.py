@@ -18,7 +18,7 @@ into the groups, which is only ever traced when exporting with a batch above one
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
@@ -163,7 +163,8 @@ class ODConv2d(nn.Module):
                     fc.bias.zero_()
             self.weight.mul_(2.0 ** len(heads))  # 1 / sigmoid(0) per constant attention
 
-    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Any:
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor],
+               recurse: bool = True) -> "ODConv2d":
         # ``Module.to(memory_format=torch.channels_last)`` rejects 5-D tensors; present the
         # candidate kernels to conversions as one 4-D [kernel_num * out, in/g, k, k] stack.
         def convert(t: torch.Tensor) -> torch.Tensor:

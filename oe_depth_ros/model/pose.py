@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class PoseNetConfig:
             )
 
 
-PoseConfigLike = Union[str, Path, PoseNetConfig, Mapping[str, Any]]
+PoseConfigLike = Union[str, Path, PoseNetConfig, Mapping[str, object]]
 
 
 def load_pose_config(config: PoseConfigLike) -> PoseNetConfig:

@@ -46,7 +46,7 @@ class SynthDataset:
     split_files: dict[str, Path]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DrivePlan:
     """Everything that defines one drive: its name, time stamps, motion, place and scene."""
 
@@ -85,7 +85,8 @@ def plan_drive(seed: int, index: int, frames: int) -> DrivePlan:
     x_end = traj.x_at(duration)
     world = build_world(rng, -MAX_RANGE - 10.0, x_end + CAMERA_FAR + 20.0, lanes,
                         traj.lateral_range())
-    return DrivePlan(index, drive_name(index), stamps, traj, geo, world)
+    return DrivePlan(index=index, name=drive_name(index), stamps=stamps, trajectory=traj, geo=geo,
+                     world=world)
 
 
 def write_calibration(date_dir: Path, width: int, height: int) -> KittiCalib:

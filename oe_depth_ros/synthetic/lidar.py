@@ -50,7 +50,8 @@ class Lidar:
             rot = np.array([[math.sin(center), 0.0, math.cos(center)],
                             [-math.cos(center), 0.0, math.sin(center)],
                             [0.0, -1.0, 0.0]])        # sector frame -> LiDAR frame
-            grid = RayGrid(dirs, u, np.minimum(v_a, v_b), np.maximum(v_a, v_b), self.step)
+            grid = RayGrid(dirs=dirs, col_u=u, row_vlo=np.minimum(v_a, v_b),
+                           row_vhi=np.maximum(v_a, v_b), pixel_angle=self.step)
             self.sectors.append((cols, rot, grid))
 
     @property

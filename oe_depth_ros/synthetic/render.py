@@ -26,7 +26,7 @@ _EDGES = np.array([(i, i | bit) for bit in (1, 2, 4) for i in range(8) if not i 
 _CORNER_BITS = np.array([[(i >> k) & 1 for k in range(3)] for i in range(8)], dtype=bool)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RayGrid:
     """Rays of a sensor on an [H, W] grid, in the sensor frame (x right, y down, z forward).
 
@@ -57,10 +57,10 @@ def pinhole_grid(k: np.ndarray, height: int, width: int) -> RayGrid:
     dirs[..., 0] = u[None, :]
     dirs[..., 1] = v[:, None]
     dirs[..., 2] = 1.0
-    return RayGrid(dirs, u, v, v, float(1.0 / fx))
+    return RayGrid(dirs=dirs, col_u=u, row_vlo=v, row_vhi=v, pixel_angle=float(1.0 / fx))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Hits:
     """Per-ray result of a cast: depth along z, what was hit and the box face's axis."""
 
@@ -165,7 +165,7 @@ def cast(world: World, grid: RayGrid, pose: np.ndarray, far: float) -> Hits:
         _cast_pairs(world, origin, rel_lo, rel_hi, buf, sel, r0[sel], r1[sel], c0[sel], c1[sel])
         start = stop
     t = np.where(buf.prim == NOTHING, np.inf, buf.best)
-    return Hits(t, buf.prim, buf.axis, dirs, origin)
+    return Hits(t=t, prim=buf.prim, axis=buf.axis, world_dirs=dirs, origin=origin)
 
 
 def _box_hits(inv: list[np.ndarray], lo: np.ndarray | list[np.ndarray],

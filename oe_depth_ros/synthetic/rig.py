@@ -85,7 +85,7 @@ def calibration_texts(width: int, height: int) -> dict[str, str]:
             "calib_imu_to_velo.txt": imu_to_velo}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Trajectory:
     """Vehicle motion in the road frame: gentle weaving in a lane within ``SPEED_RANGE``.
 
@@ -113,10 +113,12 @@ class Trajectory:
         accel = float(rng.uniform(-0.4, 0.4))
         if duration > 0:
             accel = float(np.clip(accel, (low - v0) / duration, (high - v0) / duration))
-        return cls(v0, accel, lane_y, float(rng.uniform(0.2, 0.6)),
-                   float(rng.uniform(50.0, 110.0)), float(rng.uniform(0, 2 * np.pi)),
-                   float(rng.uniform(0.002, 0.006)), float(rng.uniform(0.001, 0.004)),
-                   float(rng.uniform(1.2, 2.5)))
+        return cls(v0=v0, accel=accel, lane_y=lane_y, amplitude=float(rng.uniform(0.2, 0.6)),
+                   wavelength=float(rng.uniform(50.0, 110.0)),
+                   phase=float(rng.uniform(0, 2 * np.pi)),
+                   pitch_amp=float(rng.uniform(0.002, 0.006)),
+                   roll_amp=float(rng.uniform(0.001, 0.004)),
+                   sway_period=float(rng.uniform(1.2, 2.5)))
 
     def lateral_range(self) -> tuple[float, float]:
         """Range of the vehicle center line's lateral position (meters)."""

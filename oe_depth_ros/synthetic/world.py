@@ -64,7 +64,7 @@ _CAR_COLORS = np.array([
 _SIGN_COLORS = np.array([[0.10, 0.30, 0.70], [0.75, 0.10, 0.10], [0.90, 0.75, 0.10]])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RoadSpec:
     """Cross-section of the street (meters, y measured from the road center line)."""
 
@@ -75,7 +75,7 @@ class RoadSpec:
     kerb_height: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class World:
     """The primitives of a street (N of them) plus the road cross-section and the sun.
 
@@ -246,8 +246,10 @@ def build_world(rng: np.random.Generator, x_min: float, x_max: float, lanes: int
     but the ground is placed within the vehicle's half width (plus clearance) of it.
     """
     lane_edge = lanes * LANE_WIDTH
-    road = RoadSpec(lanes, lane_edge, lane_edge + PARKING_WIDTH, float(rng.uniform(2.2, 4.5)),
-                    float(rng.uniform(0.11, 0.16)))
+    road = RoadSpec(lanes_per_direction=lanes, lane_edge=lane_edge,
+                    road_half=lane_edge + PARKING_WIDTH,
+                    sidewalk_width=float(rng.uniform(2.2, 4.5)),
+                    kerb_height=float(rng.uniform(0.11, 0.16)))
     b = _Builder(rng)
     for side in (-1, 1):
         inner, outer = side * road.road_half, side * (road.road_half + road.sidewalk_width)

@@ -39,7 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -54,10 +54,14 @@ from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
 from .baselines import best_constant_abs_rel
 from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
 
+if TYPE_CHECKING:
+    from ..datasets import KittiRawMonoDataset
+    from ..trainer import Trainer
+
 log = logging.getLogger("training.experiments.ablation")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Worlds:
     """Paths of the prepared worlds."""
 
@@ -68,7 +72,7 @@ class Worlds:
     heldout_split: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunJob:
     """One training run: a row, a seed, the steps to evaluate at, the shared settings."""
 
@@ -85,7 +89,7 @@ class RunJob:
         return self.work / "runs" / self.row / f"seed_{self.seed}"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Settings:
     """What the command line chose (saved in table.json)."""
 
@@ -136,11 +140,12 @@ def prepare_worlds(work: Path, spec: WorldSpec) -> Worlds:
                for e in read_split_file(heldout.split_files[name])}
     split = write_split_file(work / "heldout_world" / "heldout_files.txt",
                              [entries[k] for k in sorted(entries)])
-    return Worlds(Path(train.root), Path(train.split_files["train"]),
-                  Path(train.split_files["val"]), Path(heldout.root), split)
+    return Worlds(train_root=Path(train.root), train_split=Path(train.split_files["train"]),
+                  val_split=Path(train.split_files["val"]), heldout_root=Path(heldout.root),
+                  heldout_split=split)
 
 
-def build_trainer(job: RunJob, out_dir: Path) -> Any:
+def build_trainer(job: RunJob, out_dir: Path) -> "Trainer":
     """A trainer of ``job``'s row and seed on the training world (no per-epoch validation)."""
     from ..train_config import load_train_config
     from ..trainer import Trainer
@@ -154,7 +159,7 @@ def build_trainer(job: RunJob, out_dir: Path) -> Any:
     return Trainer(cfg, out_dir=out_dir)
 
 
-def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
+def heldout_dataset(trainer: "Trainer", worlds: Worlds) -> "KittiRawMonoDataset":
     """Every held-out frame at the trainer's input size, with ground truth."""
     from ..datasets import KittiRawMonoDataset
 
@@ -167,7 +172,7 @@ def heldout_dataset(trainer: Any, worlds: Worlds) -> Any:
     return data
 
 
-def evaluate(trainer: Any, heldout: Any) -> dict[str, Any]:
+def evaluate(trainer: "Trainer", heldout: "KittiRawMonoDataset") -> dict[str, Any]:
     """Held-out errors of the trainer's depth net: the table columns plus the full regions.
 
     Median-scaled errors (the 7 metrics, means over images), the best constant depth's
@@ -262,7 +267,7 @@ def train_run(job: RunJob, log_level: int = logging.INFO) -> dict[str, Any]:
 
 
 # ---- time estimate ---------------------------------------------------------------------------
-def _endless(trainer: Any) -> Iterator[Any]:
+def _endless(trainer: "Trainer") -> Iterator[dict[Any, Any]]:
     """The trainer's batches, epoch after epoch."""
     epoch = 0
     while True:
@@ -371,8 +376,9 @@ def schedule_steps(worlds: Worlds, rows: Sequence[str], overrides: Sequence[str]
     totals = {}
     with tempfile.TemporaryDirectory() as tmp:
         for row in rows:
-            trainer = build_trainer(RunJob(Path(tmp), row, 0, (), worlds,
-                                           overrides=tuple(overrides)), Path(tmp))
+            job = RunJob(work=Path(tmp), row=row, seed=0, eval_steps=(), worlds=worlds,
+                         overrides=tuple(overrides))
+            trainer = build_trainer(job, Path(tmp))
             totals[row] = trainer.total_steps
             trainer.close()
     if len(set(totals.values())) != 1:
@@ -384,8 +390,9 @@ def settings_from_args(args: argparse.Namespace, rows: list[str], steps: int) ->
     """Settings of the checked command line; step 0 (the untrained network) is always evaluated."""
     every = args.eval_every or (max(1, steps // 8) if args.curve else None)
     evals = sorted({0, *range(every, steps, every), steps} if every else {0, steps})
-    return Settings(rows, list(args.seeds), steps, evals, world_spec(args), args.threads,
-                    args.jobs, list(args.overrides))
+    return Settings(rows=rows, seeds=list(args.seeds), steps=steps, eval_steps=evals,
+                    world=world_spec(args), threads=args.threads, jobs=args.jobs,
+                    overrides=list(args.overrides))
 
 
 def run_all(jobs: list[RunJob], parallel: int) -> None:
@@ -436,8 +443,9 @@ def run(args: argparse.Namespace, name: str) -> int:
         raise SystemExit(f"--table-step {table_step} is not an evaluated step "
                          f"{settings.eval_steps}")
     # seed-major: with fewer --jobs than runs, every row's first seeds finish first
-    jobs = [RunJob(args.work, row, seed, tuple(settings.eval_steps), worlds, settings.threads,
-                   tuple(settings.overrides)) for seed in settings.seeds for row in settings.rows]
+    jobs = [RunJob(work=args.work, row=row, seed=seed, eval_steps=tuple(settings.eval_steps),
+                   worlds=worlds, threads=settings.threads, overrides=tuple(settings.overrides))
+            for seed in settings.seeds for row in settings.rows]
     if args.warmup_steps > 0 and not args.report_only:
         seconds, per_step = estimate_seconds(jobs, args.warmup_steps)
         rates = ", ".join(f"{row} {s:.2f} s/step" for row, s in per_step.items())

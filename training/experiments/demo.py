@@ -26,7 +26,7 @@ import resource
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import cv2
 import numpy as np
@@ -37,10 +37,16 @@ from oe_depth_ros.metrics import (EIGEN_MAX_DEPTH, EIGEN_MIN_DEPTH, HIGHER_IS_BE
 from oe_depth_ros.scale import CameraHeightScale, ScaleConfig, ScaleMethod
 from .baselines import best_constant_depth
 
+if TYPE_CHECKING:
+    from oe_depth_ros.bags.process_bag import ProcessOptions
+    from oe_depth_ros.inference.export import ExportReport
+    from oe_depth_ros.kitti.raw import KittiDrive
+    from oe_depth_ros.synthetic.dataset import SynthDataset
+
 LOG = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoSettings:
     """What the demo runs on and how long it trains."""
 
@@ -112,7 +118,7 @@ class _Stages:
         return result
 
 
-def _synthetic_world(settings: DemoSettings) -> Any:
+def _synthetic_world(settings: DemoSettings) -> "SynthDataset":
     from oe_depth_ros.synthetic.dataset import generate_dataset
 
     h, w = settings.render_size
@@ -121,7 +127,9 @@ def _synthetic_world(settings: DemoSettings) -> Any:
                             progress=True)
 
 
-def _held_out_drive(world: Any) -> Path:
+def _held_out_drive(world: "SynthDataset | None") -> Path:
+    if world is None:
+        raise ValueError("no synthetic world was rendered to take a drive from")
     return Path(world.root) / world.split_files["test"].read_text().split()[0]
 
 
@@ -163,8 +171,10 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
     return TrainedModel(run_dir / LAST_NAME)
 
 
-def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
+def train_on_world(settings: DemoSettings, world: "SynthDataset | None") -> TrainedModel:
     """Short self-supervised training on the synthetic training drives; returns the model."""
+    if world is None:
+        raise ValueError("no synthetic world was rendered to train on")
     from ..train_config import load_train_config
     from ..trainer import Trainer
 
@@ -188,7 +198,7 @@ def train_on_world(settings: DemoSettings, world: Any) -> TrainedModel:
     return trained
 
 
-def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Any:
+def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> "ExportReport":
     """Export the checkpoint, verified also on a real frame of the drive."""
     from oe_depth_ros.inference.export import export_onnx
     from oe_depth_ros.kitti.raw import KittiDrive
@@ -198,7 +208,7 @@ def _export(settings: DemoSettings, checkpoint: Path, drive_dir: Path) -> Any:
                        verify_image=KittiDrive(drive_dir).image(2, 0))
 
 
-def _export_summary(report: Any) -> dict[str, Any]:
+def _export_summary(report: "ExportReport") -> dict[str, Any]:
     """The export's verification and conditioning figures for report.json."""
     return {"seconds": report.seconds,
             "float32_vs_float64": {name: vars(s) for name, s in report.conditioning.items()},
@@ -206,7 +216,7 @@ def _export_summary(report: Any) -> dict[str, Any]:
             "pinned_fraction": report.pinned}
 
 
-def _ground_truth(drive: Any, frame: int, size: tuple[int, int]) -> np.ndarray:
+def _ground_truth(drive: "KittiDrive", frame: int, size: tuple[int, int]) -> np.ndarray:
     """Dense synthetic GT when present, else the drive's LiDAR projected into camera 2."""
     from oe_depth_ros.kitti.raw import read_depth_png
     from oe_depth_ros.lidar_projection import project_to_depth
@@ -281,7 +291,7 @@ def versus_constant(model: dict[str, float], constant: dict[str, float],
             "worse_metrics": [n for n in METRIC_NAMES if n not in better], "summary": summary}
 
 
-def _report(settings: DemoSettings, options: Any, in_bag: Path, out_bag: Path,
+def _report(settings: DemoSettings, options: "ProcessOptions", in_bag: Path, out_bag: Path,
             drive_dir: Path, scale: ScaleConfig) -> dict[str, Any]:
     """Errors of the published depth: median-scaled, as published, and camera-height scaled."""
     from oe_depth_ros.bags.bagio import BagReader

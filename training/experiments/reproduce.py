@@ -58,7 +58,7 @@ GT_NAME = "gt_eigen.npz"
 DONE_NAME = "done.json"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Paths:
     """Inputs and outputs of one reproduction."""
 
@@ -297,7 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         depth, pose = resolve_weights(args.weights)
-        paths = Paths(args.kitti, resolve_splits(args.splits), depth, pose, args.out)
+        paths = Paths(kitti=args.kitti, splits=resolve_splits(args.splits), depth_weights=depth,
+                      pose_weights=pose, out=args.out)
         reproduce(paths, rows, args.small, args.overrides, args.warmup_steps,
                   not args.no_progress)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:

@@ -11,7 +11,6 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.image_size import format_size, parse_size
@@ -19,7 +18,7 @@ from oe_depth_ros.image_size import format_size, parse_size
 log = logging.getLogger("training.experiments.worlds")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorldSpec:
     """The rendered worlds: training drives and held-out drives (another seed)."""
 
@@ -31,6 +30,14 @@ class WorldSpec:
     heldout_seed: int = 1
     width: int = 416
     height: int = 128
+
+
+@dataclass(frozen=True)
+class RenderedWorld:
+    """A world on disk: its root and split files (``train``, ``val``, ``test``)."""
+
+    root: Path
+    split_files: dict[str, Path]
 
 
 def add_world_options(parser: argparse.ArgumentParser, defaults: WorldSpec) -> None:
@@ -61,7 +68,8 @@ def world_spec(args: argparse.Namespace) -> WorldSpec:
                      heldout_seed=args.heldout_seed, width=width, height=height)
 
 
-def ensure_world(root: Path, drives: int, frames: int, seed: int, width: int, height: int) -> Any:
+def ensure_world(root: Path, drives: int, frames: int, seed: int, width: int,
+                 height: int) -> RenderedWorld:
     """Render the synthetic world once; reuse it when its split files already exist."""
     from oe_depth_ros.synthetic.dataset import generate_dataset
 
@@ -69,9 +77,9 @@ def ensure_world(root: Path, drives: int, frames: int, seed: int, width: int, he
     spec = {"drives": drives, "frames": frames, "seed": seed, "width": width, "height": height}
     if marker.is_file() and json.loads(marker.read_text()) == spec:
         splits = {name: root / "splits" / f"{name}_files.txt" for name in ("train", "val", "test")}
-        return argparse.Namespace(root=root, split_files=splits)
+        return RenderedWorld(root=root, split_files=splits)
     log.info("rendering %s", spec)
     ds = generate_dataset(root, drives=drives, frames=frames, seed=seed, width=width,
                           height=height, progress=True)
     write_text_atomic(marker, json.dumps(spec))
-    return ds
+    return RenderedWorld(root=ds.root, split_files=ds.split_files)
