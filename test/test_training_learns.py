@@ -55,6 +55,7 @@ def test_tiny_proof_trains_the_whole_schedule_and_reports_each_seed(tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a hang guard above setup.cfg's 600 s: 3 runs of 350 steps
 def test_training_learns_over_seeds(tmp_path: Path) -> None:
     """The documented proof (docs/training.md, record 2026-12-06-learning-proof.md)."""
     # Margins: the 2026-12-02 ablation's oe_depth row (3 seeds, the world before the town
