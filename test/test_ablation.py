@@ -93,12 +93,12 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
     assert base["stats"]["abs_rel"]["mean"] == pytest.approx(np.mean(per_seed))
     assert base["stats"]["abs_rel"]["std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert base["stats"]["edge_abs_rel"]["n"] == 2
-    assert [p["step"] for p in table["curves"][0]["points"]] == [1, 2]
+    assert [p["step"] for p in table["curves"][0]["points"]] == [0, 1, 2]
     assert (tmp_path / "table.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0 <= table["label_check"]["tolerance_1px"]["discontinuity_fraction"] <= 1
     run = tmp_path / "runs" / "baseline" / "seed_0"
     record = json.loads((run / "points.json").read_text())
-    assert sorted(record["points"]) == ["1", "2"] and record["commit"] is not None
+    assert sorted(record["points"]) == ["0", "1", "2"] and record["commit"] is not None
     stamp = (run / "last.pt").stat().st_mtime_ns
 
     # Second call: everything is done, nothing trains, the table is the same.
@@ -123,7 +123,7 @@ def test_tiny_ablation_end_to_end_and_resumable(tmp_path: Path, capsys: pytest.C
     assert sum("resumed from" in r.getMessage() and "at step 2" in r.getMessage()
                for r in caplog.records) == 2
     record = json.loads((run / "points.json").read_text())
-    assert sorted(record["points"]) == ["1", "2", "3"]
+    assert sorted(record["points"]) == ["0", "1", "2", "3"]
 
 
 def test_porcelain_paths_keep_the_first_character() -> None:

@@ -11,7 +11,7 @@ import pytest
 from oe_depth_ros.cli import main as cli_main
 from oe_depth_ros.kitti.raw import KittiDrive
 from oe_depth_ros.synthetic.render import pinhole_grid
-from oe_depth_ros.synthetic.rig import IMU_HEIGHT
+from oe_depth_ros.synthetic.rig import IMU_HEIGHT, SPEED_RANGE
 from oe_depth_ros.synthetic.dataset import DATE, generate_dataset, plan_drive
 from oe_depth_ros.synthetic.world import LABEL_ROAD, LABEL_SKY
 
@@ -92,7 +92,8 @@ def test_oxts_poses_recover_the_trajectory(drive) -> None:
         np.testing.assert_allclose(poses[k][:3, :3], expected[:3, :3], atol=1e-9)
         np.testing.assert_allclose(poses[k][:3, 3], expected[:3, 3], atol=1e-6)
     speeds = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1) / np.diff(plan.times())
-    assert np.all((speeds > 4.9) & (speeds < 15.1))
+    low, high = SPEED_RANGE
+    assert np.all((speeds > low - 0.1) & (speeds < high + 0.1))
     packet = drive.oxts(2)
     assert abs(np.hypot(packet.vf, packet.vl) - speeds[2]) < 0.3
 
@@ -210,12 +211,13 @@ def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
             + (1 - a) * b * img[v0 + 1, u0] + a * b * img[v0 + 1, u0 + 1])
 
 
-@pytest.mark.parametrize("src, tgt", [(3, 4), (5, 4)])
+@pytest.mark.parametrize("src, tgt", [(1, 4), (7, 4)])
 def test_warping_with_gt_depth_and_pose_reproduces_the_neighbor(drive, src, tgt) -> None:
     """Self-supervision check: GT depth and pose carry target pixels to their color.
 
     Target pixels, back-projected with GT depth and moved by the GT pose (from OXTS +
-    calibration), find their color in the source frame.
+    calibration), find their color in the source frame. Three frames apart (0.75-2.25 m),
+    so that the frames differ clearly without motion.
     """
     calib = drive.calib
     poses = drive.poses()

@@ -33,6 +33,10 @@ CAMERA_OFFSETS = {0: 0.0, 1: 0.54, 2: -0.06, 3: 0.48}
 
 _VELO_TO_CAM_AXES = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 GRAVITY = 9.80665
+#: Range of the vehicle's speed (m/s): town driving, 0.25-0.75 m between 10 Hz frames.
+#: Faster, 0.5-1.5 m per frame, a pose network trained from scratch on the drives settles
+#: on a sideways direction of travel (docs/synthetic.md, "Motion per frame").
+SPEED_RANGE = (2.5, 7.5)
 
 
 def _rot(axis: int, angle: float) -> np.ndarray:
@@ -83,7 +87,7 @@ def calibration_texts(width: int, height: int) -> dict[str, str]:
 
 @dataclass(frozen=True, kw_only=True)
 class Trajectory:
-    """Vehicle motion in the road frame: gentle weaving in a lane, 5-15 m/s.
+    """Vehicle motion in the road frame: gentle weaving in a lane within ``SPEED_RANGE``.
 
     The vehicle's center line (the Velodyne's lateral position) follows
     y = lane + A sin(2 pi x / wavelength + phase) with x(t) = v0 t + a t^2 / 2; yaw
@@ -103,11 +107,12 @@ class Trajectory:
 
     @classmethod
     def random(cls, rng: np.random.Generator, duration: float, lane_y: float) -> "Trajectory":
-        """Draw a trajectory whose speed stays within 5-15 m/s over ``duration`` seconds."""
-        v0 = float(rng.uniform(5.0, 15.0))
-        accel = float(rng.uniform(-0.8, 0.8))
+        """Draw a trajectory whose speed stays within ``SPEED_RANGE`` over ``duration`` seconds."""
+        low, high = SPEED_RANGE
+        v0 = float(rng.uniform(low, high))
+        accel = float(rng.uniform(-0.4, 0.4))
         if duration > 0:
-            accel = float(np.clip(accel, (5.0 - v0) / duration, (15.0 - v0) / duration))
+            accel = float(np.clip(accel, (low - v0) / duration, (high - v0) / duration))
         return cls(v0=v0, accel=accel, lane_y=lane_y, amplitude=float(rng.uniform(0.2, 0.6)),
                    wavelength=float(rng.uniform(50.0, 110.0)),
                    phase=float(rng.uniform(0, 2 * np.pi)),

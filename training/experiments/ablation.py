@@ -1,16 +1,20 @@
 """Table 3 in the synthetic world: the effect of each module, measured over several seeds.
 
 Trains the paper's four ablation rows (``config/training/ablation_<row>.yaml``:
-baseline, odconv_only, triplet_only, oe_depth; the small networks of
-``synth_small.yaml``) on the same rendered drives, once per seed, and evaluates every
-run on held-out drives rendered from another world seed: the 7 KITTI metrics
-(median-scaled, per-image means) and the pooled Abs Rel near depth edges and near
-semantic boundaries (:mod:`training.edge_metrics`). Writes ``table.md`` and
-``table.json`` (mean and standard deviation per row, the paper's Table 3 beside them,
-and the label check of :mod:`training.experiments.label_edges` on the training drives) and, with
-``--eval-every``, ``table.png`` (the learning curves).
+baseline, odconv_only, triplet_only, oe_depth; the small networks and the short
+schedule of ``ablation_small.yaml``) on the same rendered drives, once per seed, and
+evaluates every run untrained (step 0) and trained on held-out drives rendered from
+another world seed: the 7 KITTI metrics (median-scaled, per-image means), the best
+constant depth and the pooled Abs Rel near depth edges and near semantic boundaries
+(:mod:`training.edge_metrics`). Writes ``table.md`` and ``table.json`` (per row the
+held-out Abs Rel before and after training against the best constant, mean and
+standard deviation per metric, the paper's Table 3 beside them, and the label check of
+:mod:`training.experiments.label_edges` on the training drives) and, with
+``--eval-every``, ``table.png`` (the learning curves). :mod:`training.experiments.prove_learning`
+is this tool with the ``oe_depth`` row.
 
-Runs live in ``<work>/runs/<row>/seed_<n>``. A run whose evaluation at ``--steps``
+Each run trains the config's whole schedule (``optim.epochs``) unless ``--steps`` cuts
+it. Runs live in ``<work>/runs/<row>/seed_<n>``. A run whose evaluation at ``--steps``
 exists is not redone; an interrupted run continues from its last checkpoint (the
 trainer resumes exactly). The expected time is printed first, from a short measured
 warm-up of every row that still has work.
@@ -20,8 +24,8 @@ baseline only) and reports the first step after which the seeds' mean held-out A
 moves by less than their standard deviation: the budget for the ablation. Both modes
 share run folders, so the curve's baseline runs serve the ablation at any evaluated step.
 
-    python -m training.experiments.ablation --work runs/ablation --curve --steps 400 --eval-every 50
-    python -m training.experiments.ablation --work runs/ablation --steps 300 --seeds 0 1 2 --jobs 2
+    python -m training.experiments.ablation --work runs/ablation --curve --eval-every 35
+    python -m training.experiments.ablation --work runs/ablation --seeds 0 1 2 --jobs 2
 """
 from __future__ import annotations
 
@@ -37,14 +41,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
-from oe_depth_ros.metrics import METRIC_NAMES
+from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
 from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
                               ROWS, best_constant, curve_markdown,
-                              curve_summary, label_check_text, plot_curves,
-                              read_points, summarize, table_markdown)
+                              curve_summary, label_check_text, learning_markdown,
+                              learning_summary, plot_curves, read_points, summarize,
+                              table_markdown)
+from .baselines import best_constant_abs_rel
 from .worlds import WorldSpec, add_world_options, ensure_world, world_spec
 
 if TYPE_CHECKING:
@@ -166,11 +173,39 @@ def heldout_dataset(trainer: "Trainer", worlds: Worlds) -> "KittiRawMonoDataset"
 
 
 def evaluate(trainer: "Trainer", heldout: "KittiRawMonoDataset") -> dict[str, Any]:
-    """Held-out errors of the trainer's depth net: the table columns plus the full regions."""
-    from .prove_learning import evaluate_heldout
+    """Held-out errors of the trainer's depth net: the table columns plus the full regions.
+
+    Median-scaled errors (the 7 metrics, means over images), the best constant depth's
+    Abs Rel (mean over images) and the Abs Rel pooled near depth edges and semantic
+    boundaries.
+    """
+    import cv2
+
+    from oe_depth_ros.kitti.labels import labels_to_train_ids
+    from ..edge_metrics import RegionReport
 
     d = trainer.cfg.data
-    result = evaluate_heldout(trainer, heldout, d.val_crop, d.val_max_depth, with_regions=True)
+    sums: dict[str, float] = {}
+    const = []
+    report = RegionReport()
+    for i in range(len(heldout)):
+        sample = heldout[i]
+        gt = sample["depth_gt"][0].numpy()
+        pred = trainer.predict_depth(sample[("color", 0, 0)][None], gt.shape)[0]
+        errors, ratio = evaluate_depth_map(gt, pred, crop=d.val_crop, max_depth=d.val_max_depth)
+        for name, value in errors.items():
+            sums[name] = sums.get(name, 0.0) + value
+        mask = valid_mask(gt, d.val_crop, 1e-3, d.val_max_depth)
+        const.append(best_constant_abs_rel(gt, mask))
+        label_path = heldout.label_path(heldout.entries[i])
+        raw = cv2.imread(str(label_path), cv2.IMREAD_UNCHANGED)
+        if raw is None:
+            raise FileNotFoundError(f"no label image {label_path}")
+        scaled = np.clip(pred * ratio, 1e-3, d.val_max_depth)
+        report.add(gt, scaled, mask, labels_to_train_ids(raw))
+    result: dict[str, Any] = {name: value / len(heldout) for name, value in sums.items()}
+    result["best_constant_abs_rel"] = float(np.mean(const))
+    result["regions"] = report.result()
     regions = result["regions"]["regions"]
     for column, (region, _) in REGION_COLUMNS.items():
         result[column] = regions.get(region, {}).get("abs_rel")
@@ -286,15 +321,21 @@ def estimate_seconds(jobs: list[RunJob], warmup_steps: int) -> tuple[float, dict
 
 
 # ---- command line ----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.experiments.ablation",
-                                     description=__doc__.splitlines()[0])
+def build_parser(prog: str = "python -m training.experiments.ablation",
+                 description: str = __doc__.splitlines()[0],
+                 rows: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line; ``rows`` are the default rows (None: all four, baseline with --curve)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--work", type=Path, required=True, help="folder for worlds, runs, tables")
-    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=None,
-                        help="rows to train (default all four; baseline with --curve)")
+    default_rows = " ".join(rows) if rows else "all four; baseline with --curve"
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS),
+                        default=list(rows) if rows else None,
+                        help=f"rows to train (default {default_rows})")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
                         help="training seeds (default 0 1 2)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps per run (default: the config's whole schedule, "
+                             "optim.epochs)")
     parser.add_argument("--eval-every", type=int, default=None,
                         help="also evaluate every N steps (default: --steps/8 with --curve)")
     parser.add_argument("--curve", action="store_true",
@@ -315,16 +356,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Validated settings of the command line."""
-    if args.steps < 1 or args.jobs < 1 or args.threads < 1:
-        raise SystemExit("--steps, --jobs and --threads must be at least 1")
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse counts below one and repeated seeds."""
+    for name in ("steps", "jobs", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"--{name} must be at least 1, got {value}")
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"--seeds must be distinct, got {args.seeds}")
-    every = args.eval_every or (max(1, args.steps // 8) if args.curve else None)
-    evals = sorted({*range(every, args.steps, every), args.steps} if every else {args.steps})
-    rows = args.rows or (["baseline"] if args.curve else list(ROWS))
-    return Settings(rows=rows, seeds=list(args.seeds), steps=args.steps, eval_steps=evals,
+
+
+def schedule_steps(worlds: Worlds, rows: Sequence[str], overrides: Sequence[str]) -> int:
+    """Steps of the rows' whole schedule on the training world (``optim.epochs`` epochs).
+
+    The rows must agree, so that every row of a table trains for as long.
+    """
+    import tempfile
+
+    totals = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in rows:
+            job = RunJob(work=Path(tmp), row=row, seed=0, eval_steps=(), worlds=worlds,
+                         overrides=tuple(overrides))
+            trainer = build_trainer(job, Path(tmp))
+            totals[row] = trainer.total_steps
+            trainer.close()
+    if len(set(totals.values())) != 1:
+        raise SystemExit(f"the rows' schedules differ ({totals} steps); give --steps")
+    return next(iter(totals.values()))
+
+
+def settings_from_args(args: argparse.Namespace, rows: list[str], steps: int) -> Settings:
+    """Settings of the checked command line; step 0 (the untrained network) is always evaluated."""
+    every = args.eval_every or (max(1, steps // 8) if args.curve else None)
+    evals = sorted({0, *range(every, steps, every), steps} if every else {0, steps})
+    return Settings(rows=rows, seeds=list(args.seeds), steps=steps, eval_steps=evals,
                     world=world_spec(args), threads=args.threads, jobs=args.jobs,
                     overrides=list(args.overrides))
 
@@ -363,16 +429,19 @@ def label_check(worlds: Worlds, work: Path) -> dict[str, Any]:
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace, name: str) -> int:
+    """Train, evaluate and report what ``args`` ask; write ``<name>.md`` and ``<name>.json``."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = settings_from_args(args)
-    table_step = args.table_step or settings.steps
+    check_args(args)
+    worlds = prepare_worlds(args.work, world_spec(args))
+    rows = args.rows or (["baseline"] if args.curve else list(ROWS))
+    settings = settings_from_args(args, rows, args.steps or schedule_steps(worlds, rows,
+                                                                           args.overrides))
+    table_step = settings.steps if args.table_step is None else args.table_step
     if table_step not in settings.eval_steps:
         raise SystemExit(f"--table-step {table_step} is not an evaluated step "
                          f"{settings.eval_steps}")
-    worlds = prepare_worlds(args.work, settings.world)
     # seed-major: with fewer --jobs than runs, every row's first seeds finish first
     jobs = [RunJob(work=args.work, row=row, seed=seed, eval_steps=tuple(settings.eval_steps),
                    worlds=worlds, threads=settings.threads, overrides=tuple(settings.overrides))
@@ -396,11 +465,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "table_step": table_step,
                               "rows": summarize(args.work, settings.rows, settings.seeds,
                                                 table_step),
+                              "learning": learning_summary(args.work, settings.rows,
+                                                           settings.seeds, table_step),
                               "paper_table3": {r: dict(zip(METRIC_NAMES, v))
                                                for r, v in PAPER_TABLE3.items()}}
-    name = "curve" if args.curve else "table"
-    text = table_markdown(result["rows"], table_step)
-    if len(settings.eval_steps) > 1:
+    text = learning_markdown(result["learning"]) + "\n" + table_markdown(result["rows"], table_step)
+    if len(settings.eval_steps) > 2:
         result["curves"] = [curve_summary(args.work, row, settings.seeds, settings.eval_steps)
                             for row in settings.rows]
         text += "\n" + "\n".join(curve_markdown(c) for c in result["curves"])
@@ -411,6 +481,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     print(f"written: {args.work / (name + '.md')}, {args.work / (name + '.json')}")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run(args, "curve" if args.curve else "table")
 
 
 if __name__ == "__main__":

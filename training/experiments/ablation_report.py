@@ -80,6 +80,55 @@ def summarize(work: Path, rows: Sequence[str], seeds: Sequence[int],
     return out
 
 
+def learning_summary(work: Path, rows: Sequence[str], seeds: Sequence[int],
+                     step: int) -> dict[str, Any]:
+    """Per row: held-out Abs Rel untrained (step 0) and at ``step`` against the best constant.
+
+    Per seed and as mean and std over the seeds evaluated at both steps, with the ratios
+    trained / best constant and trained / untrained, and how many of ``seeds`` end below
+    each (a seed that diverged or lacks an evaluation counts as not below).
+    """
+    out: dict[str, Any] = {}
+    for row in rows:
+        per_seed = {}
+        for seed in seeds:
+            points = read_points(work / "runs" / row / f"seed_{seed}")["points"]
+            if "0" in points and str(step) in points:
+                trained = points[str(step)]
+                per_seed[str(seed)] = {"untrained": points["0"]["abs_rel"],
+                                       "trained": trained["abs_rel"],
+                                       "best_constant": trained["best_constant_abs_rel"]}
+        runs = list(per_seed.values())
+        out[row] = {
+            "step": step, "seeds": len(seeds), "per_seed": per_seed,
+            **{key: mean_std([r[key] for r in runs])
+               for key in ("untrained", "trained", "best_constant")},
+            "trained_over_constant": mean_std([r["trained"] / r["best_constant"] for r in runs]),
+            "trained_over_untrained": mean_std([r["trained"] / r["untrained"] for r in runs]),
+            "below_constant": sum(r["trained"] < r["best_constant"] for r in runs),
+            "below_untrained": sum(r["trained"] < r["untrained"] for r in runs)}
+    return out
+
+
+def learning_markdown(learning: dict[str, Any]) -> str:
+    """The learning summary as a markdown table (mean ± std over seeds)."""
+    head = ["row", "seeds", "untrained (step 0)", "trained", "best constant",
+            "trained / constant", "trained / untrained", "below the constant",
+            "below untrained"]
+    steps = sorted({res["step"] for res in learning.values()})
+    lines = [f"Learning: held-out Abs Rel before training and at step "
+             f"{', '.join(map(str, steps))} (mean ± std over seeds):", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row, res in learning.items():
+        n = res["seeds"]
+        lines.append("| " + " | ".join([
+            row, str(res["trained"]["n"]), _cell(res["untrained"]), _cell(res["trained"]),
+            _cell(res["best_constant"]), _cell(res["trained_over_constant"]),
+            _cell(res["trained_over_untrained"]), f"{res['below_constant']} of {n}",
+            f"{res['below_untrained']} of {n}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def difference(a: dict[str, Any], b: dict[str, Any]) -> Optional[tuple[float, float]]:
     """Mean difference a - b and its standard error, None without two seeds on each side."""
     if a["mean"] is None or b["mean"] is None or a["std"] is None or b["std"] is None:
