@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -25,8 +26,10 @@ STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
 
 def test_demo_fast_end_to_end(tmp_path):
     out = tmp_path / "demo"
+    readme_panel = tmp_path / "images" / "demo_panel.png"
     proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--fast",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900)
+                           "--out", str(out), "--panel", str(readme_panel)],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     # Every stage ran and was timed, in wall and CPU seconds, and so was the whole run.
@@ -58,6 +61,18 @@ def test_demo_fast_end_to_end(tmp_path):
             assert bag.message_count(topic) == frames, topic
         assert topics["/oe_depth/depth/image"] == "sensor_msgs/msg/Image"
     assert len(list((out / "panels").glob("*.png"))) == frames
+    # the representative panel is the middle frame's, also where --panel asked for it
+    middle = cv2.imread(str(out / "panels" / f"{frames // 2:06d}.png"))
+    for path in (out / "panel.png", readme_panel):
+        np.testing.assert_array_equal(cv2.imread(str(path)), middle)
+    # errors near depth discontinuities and away from them split the evaluated pixels
+    edges = report["depth_edges"]
+    near, away, whole = (edges[k] for k in ("near_depth_edges", "away_from_depth_edges", "all"))
+    assert near["n_pixels"] > 0 and away["n_pixels"] > 0
+    assert near["n_pixels"] + away["n_pixels"] == whole["n_pixels"]
+    pooled = (near["abs_rel"] * near["n_pixels"] + away["abs_rel"] * away["n_pixels"])
+    assert pooled / whole["n_pixels"] == pytest.approx(whole["abs_rel"], rel=1e-9)
+    assert "Near depth discontinuities" in (out / "report.md").read_text()
     cloud = read_ply(out / "cloud.ply")
     assert len(cloud) > 100 and np.all(np.isfinite(cloud["z"])) and np.all(cloud["z"] > 0)
     assert "| model, median-scaled |" in (out / "report.md").read_text()

@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import cv2
 import numpy as np
 
-from oe_depth_ros.atomic import write_text_atomic
+from oe_depth_ros.atomic import write_bytes_atomic, write_text_atomic
 from oe_depth_ros.metrics import (EIGEN_MAX_DEPTH, EIGEN_MIN_DEPTH, HIGHER_IS_BETTER,
                                   METRIC_NAMES, evaluate_depth_map, valid_mask)
 from oe_depth_ros.scale import CameraHeightScale, ScaleConfig, ScaleMethod
+from ..edge_metrics import RegionReport
 from .baselines import best_constant_depth
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class DemoSettings:
     max_frames: int | None = None
     #: jpeg or png: the bag carries CompressedImage (image_transport's compressed plugin)
     compressed: str | None = None
+    #: also write the representative panel (``panel.png``) here, e.g. the README's image
+    panel: Path | None = None
 
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
@@ -255,6 +258,23 @@ def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return np.vstack(out)
 
 
+def _write_panel(settings: DemoSettings, panel: np.ndarray) -> None:
+    """The representative panel (the middle held-out frame) to panel.png and settings.panel."""
+    ok, png = cv2.imencode(".png", panel[..., ::-1])
+    if not ok:
+        raise RuntimeError("cannot encode the demo panel as PNG")
+    for path in filter(None, (settings.out / "panel.png", settings.panel)):
+        write_bytes_atomic(path, png.tobytes())
+
+
+def _edge_summary(edges: RegionReport) -> dict[str, Any]:
+    """Median-scaled errors pooled near depth discontinuities and away from them."""
+    result = edges.result()
+    return {"definition": result["definition"],
+            **{name: result["regions"][name]
+               for name in ("all", "near_depth_edges", "away_from_depth_edges")}}
+
+
 def _constant_errors(gt: np.ndarray) -> dict[str, float]:
     """Errors of the best constant depth (the Abs Rel minimizer) on the evaluated pixels."""
     c = best_constant_depth(gt, valid_mask(gt))
@@ -321,6 +341,7 @@ def _report(settings: DemoSettings, options: "ProcessOptions", in_bag: Path, out
     if not depths or len(depths) != len(images):
         raise RuntimeError(f"{out_bag}: {len(depths)} depth images for {len(images)} inputs")
     model_rows, metric_rows, height_rows, const_rows, per_frame = [], [], [], [], []
+    edges = RegionReport()
     camera_height = CameraHeightScale(scale.camera_height, replace(scale, method="camera_height"))
     for idx, (rgb, depth) in enumerate(zip(images, depths)):
         gt = _ground_truth(drive, idx, depth.shape)
@@ -333,8 +354,12 @@ def _report(settings: DemoSettings, options: "ProcessOptions", in_bag: Path, out
         model_rows.append(errors)
         const_rows.append(_constant_errors(gt))
         per_frame.append({"frame": idx, "abs_rel": errors["abs_rel"], "ratio": ratio})
+        mask = valid_mask(gt)
+        edges.add(gt, np.clip(pred * ratio, EIGEN_MIN_DEPTH, EIGEN_MAX_DEPTH), mask)
         panel = _panel(rgb, depth * ratio, gt)
         cv2.imwrite(str(panels_dir / f"{idx:06d}.png"), panel[..., ::-1])
+        if idx == len(images) // 2:
+            _write_panel(settings, panel)
     cloud = clouds[len(clouds) // 2]
     write_ply(settings.out / "cloud.ply", np.stack([cloud["x"], cloud["y"], cloud["z"]], 1),
               unpack_rgb(cloud["rgb"]))
@@ -344,7 +369,7 @@ def _report(settings: DemoSettings, options: "ProcessOptions", in_bag: Path, out
 
     return {"model": mean(model_rows), "constant_baseline": mean(const_rows),
             "model_metric_scale": mean(metric_rows), "model_camera_height": mean(height_rows),
-            "frames": len(images),
+            "frames": len(images), "depth_edges": _edge_summary(edges),
             "ground_truth": "dense depth PNGs" if drive.groundtruth_depth_path(0).is_file()
             else "projected LiDAR", "scaling": "per-image median (mono protocol)",
             "per_frame": per_frame}
@@ -365,11 +390,20 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
         lines.append(f"| {label} | " + " | ".join(f"{report[key][n]:.3f}" for n in names) + " |")
     stage_times = ", ".join(f"{k} {v:.1f} ({report['stage_cpu_seconds'][k]:.1f})"
                             for k, v in report["stage_seconds"].items())
+    edge = report["depth_edges"]
+    near, away = edge["near_depth_edges"], edge["away_from_depth_edges"]
+    if near["n_pixels"] and away["n_pixels"]:
+        lines += ["", f"Near depth discontinuities (within {edge['definition']['radius']:g} px "
+                  f"of a ground-truth depth jump over {edge['definition']['depth_jump']:.0%}; "
+                  f"{near['n_pixels'] / edge['all']['n_pixels']:.0%} of the pixels), "
+                  f"median-scaled Abs Rel {near['abs_rel']:.3f}, d1 {near['a1']:.3f}; away "
+                  f"from them {away['abs_rel']:.3f}, d1 {away['a1']:.3f} (pooled over pixels)."]
     lines += ["", report["versus_constant"]["summary"], "",
               f"Stage times, wall s (CPU s): {stage_times}; total "
               f"{report['total_seconds']:.1f} ({report['total_cpu_seconds']:.1f})", "",
               "Files: output.bag (depth, camera_info, points, colored depth), panels/*.png "
-              "(input | ground truth | depth | error), cloud.ply, report.json."]
+              "(input | ground truth | depth | error), panel.png (the middle frame's), "
+              "cloud.ply, report.json."]
     write_text_atomic(settings.out / "report.md", "\n".join(lines) + "\n")
 
 

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the drive's images as CompressedImage (image_transport's "
                              "compressed plugin; default codec jpeg) and process those")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--panel", type=Path, default=None,
+                        help="also write the middle frame's panel here (the README's image: "
+                             "docs/images/demo_panel.png)")
     parser.add_argument("--fast", action="store_true",
                         help="smallest configuration that runs every stage (about a minute; "
                              "the model barely trains)")
@@ -50,7 +53,8 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
 
     base = DemoSettings.fast(args.out) if args.fast else DemoSettings(out=args.out)
     chosen = {"model": args.model, "kitti": args.kitti, "backend": args.backend,
-              "seed": args.seed, "max_frames": args.max_frames, "compressed": args.compressed}
+              "seed": args.seed, "max_frames": args.max_frames, "compressed": args.compressed,
+              "panel": args.panel}
     optional = {"train_steps": args.train_steps, "frames": args.frames}  # None: the preset's
     chosen.update({k: v for k, v in optional.items() if v is not None})
     return dataclasses.replace(base, **chosen)
