@@ -118,6 +118,73 @@ def pose_direction(checkpoint: Path, recipe: str, world: Any) -> float | None:
     return float(np.degrees(np.arccos(np.clip(np.median(cosines), -1.0, 1.0))))
 
 
+#: Depth scale factors at which :func:`loss_by_scale` reads the training loss.
+LOSS_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
+
+
+def loss_by_scale(checkpoint: Path, recipe: str, world: Any,
+                  pairs: int = 32) -> dict[str, Any] | None:
+    """The training loss of the ground truth and of the model's depth, both times s.
+
+    The photometric term the recipe trains with (SSIM + L1, minimum reprojection over
+    the context frames, auto-mask) under the drives' OXTS motion, on the first ``pairs``
+    training samples (no augmentation), for every s in :data:`LOSS_SCALES`. Where the
+    ground truth's minimum sits at s = 1 the loss and the data agree on the metres; the
+    model's minimum says which way the loss pulls the model's scale. None for a recipe
+    whose batches do not carry the drives' motion.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from training.checkpointing import load_checkpoint
+    from training.datasets import Augmentation, KittiRawMonoDataset
+    from training.losses import min_reprojection_loss, photometric_error
+    from training.train_config import load_train_config
+    from training.trainer import Trainer
+
+    cfg = load_train_config(recipe, [
+        f"data.data_path={world.root}", f"data.train_split={world.split_files['train']}",
+        "validate=false", "data.num_workers=0", "progress=false"])
+    if not cfg.uses_oxts:
+        return None
+    d, lc = cfg.data, cfg.loss
+    trainer = Trainer(cfg, out_dir=checkpoint.parent / "loss_by_scale")
+    trainer.depth_net.load_state_dict(load_checkpoint(checkpoint)["depth"])
+    samples = KittiRawMonoDataset(d.data_path, d.train_split, d.height, d.width,
+                                  frame_ids=d.all_frame_ids, num_scales=1, load_gt=True,
+                                  intrinsics=d.intrinsics, oxts_motion=True,
+                                  augment=Augmentation(flip_prob=0.0, color_aug_prob=0.0))
+    ssim = trainer.ssim if lc.ssim_weight > 0 else None
+    totals = {"ground_truth": np.zeros(len(LOSS_SCALES)), "model": np.zeros(len(LOSS_SCALES))}
+    step = max(1, len(samples) // pairs)
+    with torch.no_grad():
+        for index in range(0, step * pairs, step):
+            sample = samples[index]
+            target = sample[("color", 0, 0)][None]
+            k, inv_k = sample[("K", 0)][None], sample[("inv_K", 0)][None]
+            gt = F.interpolate(sample["depth_gt"][None], size=target.shape[-2:], mode="nearest")
+            depths = {"ground_truth": gt.clamp(trainer.min_depth, trainer.max_depth)
+                      .masked_fill(gt <= 0, trainer.max_depth),  # sky: the far bound
+                      "model": torch.from_numpy(trainer.predict_depth(
+                          target, tuple(target.shape[-2:])))[:, None]}
+            identity = [photometric_error(sample[("color", f, 0)][None], target, ssim,
+                                          lc.ssim_weight) for f in trainer.source_ids
+                        ] if lc.automask else None
+            for name, depth in depths.items():
+                for i, factor in enumerate(LOSS_SCALES):
+                    errors = [photometric_error(trainer.warper(
+                        sample[("color", f, 0)][None], depth * factor, k, inv_k,
+                        sample[("T", f)][None])[0], target, ssim, lc.ssim_weight)
+                        for f in trainer.source_ids]
+                    totals[name][i] += float(min_reprojection_loss(errors, identity).loss)
+    trainer.close()
+    result: dict[str, Any] = {"scales": list(LOSS_SCALES)}
+    for name, total in totals.items():
+        result[name] = (total / pairs).tolist()
+        result[f"{name}_best_scale"] = LOSS_SCALES[int(np.argmin(total))]
+    return result
+
+
 def _trained(settings: Any, world: Any, reuse: bool) -> Any:
     """Train, or with ``reuse`` pick the checkpoint an earlier run left (as training would)."""
     import json
@@ -167,7 +234,8 @@ def run(out: Path, seeds: list[int], steps: int, recipes: list[str],
                       "checkpoint": str(trained.checkpoint), "chosen": trained.describe(),
                       "train_seconds": round(seconds, 1),
                       **evaluate_model(trained.checkpoint, held_out),
-                      "pose_direction_deg": pose_direction(trained.checkpoint, recipe, world)}
+                      "pose_direction_deg": pose_direction(trained.checkpoint, recipe, world),
+                      "loss_by_scale": loss_by_scale(trained.checkpoint, recipe, world)}
             result["passes"] = passes(result)
             results.append(result)
             write_json(json_path, {"results": results}, default=float)

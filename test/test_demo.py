@@ -87,7 +87,8 @@ def test_demo_fast_end_to_end(tmp_path):
     validation = json.loads((out / "training" / "validation.json").read_text())
     chosen = report["checkpoint"]
     assert Path(chosen["file"]).name == "best.pt"
-    assert chosen["validation"] == min(validation, key=lambda r: r["abs_rel"])
+    # the demo's model is metric: chosen by the error of its own metres (trainer.BEST_BY)
+    assert chosen["validation"] == min(validation, key=lambda r: r["abs_rel_metric"])
     assert f"step {chosen['validation']['step']}" in report["model_source"]
 
 
@@ -219,6 +220,18 @@ def test_select_checkpoint_takes_the_epoch_of_lowest_validation_abs_rel(tmp_path
     assert chosen.checkpoint == tmp_path / "best.pt"
     assert chosen.validation["step"] == 40 and chosen.chosen_by == "abs_rel"
     assert "step 40" in chosen.describe() and "0.27" in chosen.describe()
+
+
+def test_select_checkpoint_of_a_metric_model_by_unscaled_abs_rel(tmp_path) -> None:
+    """Median-scaled best at step 40, unscaled best at step 60: a metric model takes 60."""
+    records = [{"epoch": 0, "step": 20, "abs_rel": 0.30, "abs_rel_metric": 0.45},
+               {"epoch": 1, "step": 40, "abs_rel": 0.16, "abs_rel_metric": 0.31},
+               {"epoch": 2, "step": 60, "abs_rel": 0.18, "abs_rel_metric": 0.19}]
+    chosen = select_checkpoint(_run_dir(tmp_path, ("best.pt", "last.pt")), records)
+    assert chosen.validation["step"] == 60 and chosen.chosen_by == "abs_rel_metric"
+    # the same epochs of a relative model (no unscaled figure): the median-scaled best
+    relative = [{k: v for k, v in r.items() if k != "abs_rel_metric"} for r in records]
+    assert select_checkpoint(tmp_path, relative).validation["step"] == 40
 
 
 def test_select_checkpoint_without_ground_truth_uses_the_photometric_error(tmp_path) -> None:

@@ -140,3 +140,37 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
         KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration",
                             oxts_motion=True)
     KittiRawMonoDataset(copy, split, 128, 416, num_scales=1, intrinsics="calibration")
+
+
+def test_measured_translation_is_speed_times_time_between_exactly_those_frames(
+        synth_world) -> None:
+    """|("T", f)| (what velocity supervision compares with) = speed x time of frames i, i+f.
+
+    The speed is the mean of the two OXTS packets' ground speeds and the time the
+    difference of their timestamps; the synthetic drives accelerate and their timestamps
+    jitter by a few percent, so pairing the motion with a neighbouring frame's time step
+    would miss (checked below), while the right pairing agrees within 1 %.
+    """
+    from training.datasets import Augmentation
+
+    ds = KittiRawMonoDataset(synth_world.root, synth_world.split_files["train"], 64, 192,
+                             num_scales=1, intrinsics="calibration", oxts_motion=True,
+                             augment=Augmentation(flip_prob=0.0, color_aug_prob=0.0))
+    right, shifted = [], []
+    for index in range(len(ds)):
+        sample, entry = ds[index], ds.entries[index]
+        drive = KittiDrive(synth_world.root / entry.folder)
+        stamps = drive.timestamps("oxts") / 1e9
+
+        def travelled(a: int, b: int) -> float:
+            speed = [np.hypot(drive.oxts(i).vf, drive.oxts(i).vl) for i in (a, b)]
+            return float(np.mean(speed) * abs(stamps[b] - stamps[a]))
+
+        for f in (-1, 1):
+            norm = float(sample[("T", f)][:3, 3].norm())
+            i, j = entry.frame, entry.frame + f
+            right.append(abs(norm / travelled(i, j) - 1))
+            k = j + f if 0 <= j + f < len(stamps) else i - f
+            shifted.append(abs(norm / travelled(min(j, k), max(j, k)) - 1))
+    assert max(right) < 0.01, max(right)
+    assert max(shifted) > 0.01, max(shifted)

@@ -261,6 +261,44 @@ def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
     assert best == min(losses, key=losses.get)
 
 
+def test_metric_model_validates_its_metres_and_best_is_by_them(synth_world,
+                                                               tmp_path: Path) -> None:
+    """A metric model's validation adds the unscaled Abs Rel and the median GT/pred ratio.
+
+    best.pt is the epoch of lowest unscaled Abs Rel (trainer.BEST_BY); the figures equal
+    a naive computation on the validation frames.
+    """
+    import json
+
+    from oe_depth_ros.metrics import EIGEN_MIN_DEPTH, valid_mask
+
+    cfg = load_train_config("synth_small_oxts", tiny_overrides(
+        synth_world, max_steps=4, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+                                     "optim.lr_milestones": [5]}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    trainer.fit()
+    val = json.loads((tmp_path / "validation.json").read_text())
+    assert len(val) == 2
+    assert all({"abs_rel", "abs_rel_metric", "ratio_median"} <= set(v) for v in val)
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == \
+        min(val, key=lambda v: v["abs_rel_metric"])["step"]
+    d = cfg.data
+    abs_rel, ratios = [], []
+    for i in range(len(trainer.val_set)):
+        sample = trainer.val_set[i]
+        gt = sample["depth_gt"][0].numpy()
+        pred = trainer.predict_depth(sample[("color", 0, 0)][None], gt.shape)[0]
+        mask = valid_mask(gt, d.val_crop, EIGEN_MIN_DEPTH, d.val_max_depth)
+        clipped = np.clip(pred[mask], EIGEN_MIN_DEPTH, d.val_max_depth)
+        abs_rel.append(np.mean(np.abs(gt[mask] - clipped) / gt[mask]))
+        ratios.append(np.median(gt[mask]) / np.median(pred[mask]))
+    last = trainer.validate()
+    trainer.close()
+    assert last["abs_rel_metric"] == pytest.approx(np.mean(abs_rel), rel=1e-5)
+    assert last["ratio_median"] == pytest.approx(np.median(ratios), rel=1e-5)
+    assert last["abs_rel_metric"] != pytest.approx(last["abs_rel"], rel=1e-3)
+
+
 def test_oxts_ego_motion_trains_without_a_pose_network(synth_world, tmp_path: Path) -> None:
     """model.ego_motion=oxts: the batch's drive motion replaces the pose network."""
     demo = load_train_config("synth_small_oxts")

@@ -51,9 +51,11 @@ TensorMap = dict[str, torch.Tensor]
 BEST_NAME = "best.pt"
 HISTORY_NAME = "history.json"
 VALIDATION_NAME = "validation.json"
-#: What chooses best.pt: the validation Abs Rel where the split has depth ground truth,
-#: otherwise the validation photometric loss (min reprojection, mean over scales).
-BEST_BY = ("abs_rel", "photometric")
+#: What chooses best.pt: the first of these keys a validation record holds. A metric
+#: model's unscaled Abs Rel (the error of the metres it publishes: shape and scale), a
+#: relative model's median-scaled Abs Rel (the split has depth ground truth), otherwise
+#: the validation photometric loss (min reprojection, mean over scales).
+BEST_BY = ("abs_rel_metric", "abs_rel", "photometric")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -556,8 +558,10 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Validation on the val split (main rank; others wait).
 
-        With depth ground truth: the median-scaled depth errors; without: the mean
-        photometric loss of the un-augmented validation samples.
+        With depth ground truth: the median-scaled depth errors, and for a metric model
+        also the unscaled Abs Rel (``abs_rel_metric``) and the median of the per-image
+        median GT / prediction ratios (``ratio_median``); without: the mean photometric
+        loss of the un-augmented validation samples.
         """
         result: dict[str, float] = {}
         if self.env.is_main and self.val_set is not None:
@@ -569,21 +573,34 @@ class Trainer:
         return result
 
     def _validate_depth(self, loader: DataLoader) -> dict[str, float]:
+        units = self.cfg.depth_units
+        crop, max_depth = self.cfg.data.val_crop, self.cfg.data.val_max_depth
         sums: dict[str, float] = {}
+        ratios: list[float] = []
         count = 0
         for batch in loader:
             gt = batch["depth_gt"][0][0].numpy()
             pred = self.predict_depth(batch[("color", 0, 0)], gt.shape)[0]
             try:
-                errors, _ = evaluate_depth_map(gt, pred, crop=self.cfg.data.val_crop,
-                                               max_depth=self.cfg.data.val_max_depth)
+                errors, ratio = evaluate_depth_map(gt, pred, crop=crop, max_depth=max_depth)
             except ValueError as exc:  # an image without valid ground truth
                 LOG.debug("validation sample skipped: %s", exc)
                 continue
+            if units.metric:  # the depth in metres, as the node publishes it
+                unscaled, _ = evaluate_depth_map(gt, pred, median_scaling=False, crop=crop,
+                                                 scale=units.metres_per_unit,
+                                                 max_depth=max_depth)
+                errors = {**errors, "abs_rel_metric": unscaled["abs_rel"]}
+                ratios.append(ratio / units.metres_per_unit)
             for name, value in errors.items():
                 sums[name] = sums.get(name, 0.0) + value
             count += 1
-        return {name: value / count for name, value in sums.items()} if count else {}
+        if not count:
+            return {}
+        result = {name: value / count for name, value in sums.items()}
+        if ratios:
+            result["ratio_median"] = float(np.median(ratios))
+        return result
 
     @torch.no_grad()
     def _validate_photometric(self, loader: DataLoader) -> dict[str, float]:
