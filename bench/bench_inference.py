@@ -391,6 +391,33 @@ def _openvino_version() -> str | None:
     return str(openvino.get_version())
 
 
+def save_results(args: argparse.Namespace, load_before: tuple[float, float, float],
+                 rows: list[dict[str, Any]], accuracy: list[dict[str, Any]],
+                 complete: bool) -> None:
+    """Print the environment and write the results so far to ``--json`` (if given).
+
+    Written after every model and size, so a run stopped early keeps what it measured;
+    ``complete`` is false until the last one.
+    """
+    import onnxruntime
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "openvino": _openvino_version(),
+           "cpu": platform.processor() or "?",
+           "cpu_count": os.cpu_count(), "threads": args.threads,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+           "loadavg_before": load_before, "loadavg_now": os.getloadavg()}
+    print(f"\n{env}\n")
+    if args.json:
+        from oe_depth_ros.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(
+            {"env": env, "args": sys.argv[1:], "complete": complete, "rows": rows,
+             "accuracy": accuracy}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", nargs="*", default=["diffnet", "oe_depth"],
@@ -431,30 +458,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.trained is not None:
             accuracy = heldout_accuracy(args, Path(tmp))
             print_accuracy(accuracy)
-        for size in args.sizes:
-            for config in args.model_config:
-                rows.extend(bench_one(config, size, args, Path(tmp)))
-                print_table(rows)
-    import onnxruntime
-
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__, "openvino": _openvino_version(),
-           "cpu": platform.processor() or "?",
-           "cpu_count": os.cpu_count(), "threads": args.threads,
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-           "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
-    print(f"\n{env}\n")
+            save_results(args, load_before, rows, accuracy, complete=not args.model_config)
+        for k, (size, config) in enumerate(
+                (s, c) for s in args.sizes for c in args.model_config):
+            rows.extend(bench_one(config, size, args, Path(tmp)))
+            print_table(rows)
+            save_results(args, load_before, rows, accuracy,
+                         complete=k + 1 == len(args.sizes) * len(args.model_config))
     print_table(rows)
     if accuracy:
         print_accuracy(accuracy)
-    if args.json:
-        from oe_depth_ros.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(
-            {"env": env, "args": sys.argv[1:], "rows": rows, "accuracy": accuracy},
-            indent=2) + "\n")
-        print(f"\nwrote {args.json}")
     return 0
 
 
