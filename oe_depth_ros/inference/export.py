@@ -291,8 +291,8 @@ def export_onnx(model_config: Any, out: str | os.PathLike[str], height: int, wid
     ill-conditioned but faithful export passes, with a warning); for fp16, more than
     ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``.
     ``calibration`` (int8 only, required there) holds the calibration inputs; ODConv
-    attention (``quantize.DEFAULT_ODCONV``) and ``quantize.FLOAT_PARTS`` stay float. Raises ValueError for bad
-    arguments or checkpoints.
+    attention (``quantize.DEFAULT_ODCONV``) and ``quantize.FLOAT_PARTS`` stay float.
+    Raises ValueError for bad arguments or checkpoints.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
