@@ -54,7 +54,7 @@ from oe_depth_ros.inference.conditioning import (  # noqa: E402
     ErrorStats, pattern_batchnorm_statistics,
 )
 from oe_depth_ros.inference.quantize import (  # noqa: E402
-    DEFAULT_ODCONV, ODCONV_MODES, odconv_nodes, quantize_int8,
+    DEFAULT_ODCONV, FLOAT_PARTS, ODCONV_MODES, odconv_nodes, quantize_int8,
 )
 from oe_depth_ros.inference.export import (  # noqa: E402
     ScaledDisparityNet, export_onnx, verification_image,
@@ -201,16 +201,50 @@ CPU_RUNNERS = {
 BASELINE = "onnxruntime fp32"
 
 
+#: An INT8 treatment: (ODConv mode, parts kept in float).
+Treatment = tuple[str, tuple[str, ...]]
+
+
+def parse_float_parts(text: str) -> tuple[str, ...]:
+    """``all``, ``none`` or a comma-separated subset of FLOAT_PARTS."""
+    if text in ("all", "none"):
+        return FLOAT_PARTS if text == "all" else ()
+    parts = tuple(p for p in text.split(",") if p)
+    unknown = sorted(set(parts) - set(FLOAT_PARTS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown float parts {unknown}; choose among "
+                                         f"{FLOAT_PARTS}, all or none")
+    return tuple(p for p in FLOAT_PARTS if p in parts)
+
+
+def treatments(args: argparse.Namespace) -> list[Treatment]:
+    """The INT8 treatments of ``--odconv`` and ``--float-parts``; the default first."""
+    default: Treatment = (DEFAULT_ODCONV, FLOAT_PARTS)
+    chosen = [(mode, FLOAT_PARTS) for mode in args.odconv]
+    chosen += [(DEFAULT_ODCONV, parts) for parts in args.float_parts]
+    return list(dict.fromkeys([default] + chosen))
+
+
+def treatment_suffix(treatment: Treatment) -> str:
+    """The runner label's suffix: empty for the default treatment."""
+    mode, parts = treatment
+    notes = [] if mode == DEFAULT_ODCONV else [f"odconv {mode}"]
+    if parts != FLOAT_PARTS:
+        notes.append(f"float: {'+'.join(parts) or 'none'}")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
 def cpu_models(fp32: Path, size: tuple[int, int], args: argparse.Namespace,
-               workdir: Path, odconv: Sequence[str]) -> dict[str, tuple[str, Path]]:
+               workdir: Path, chosen: Sequence[Treatment]) -> dict[str, tuple[str, Path]]:
     """label -> (backend, model file): the float32 ONNX and its INT8 quantizations.
 
-    One INT8 model per ``odconv`` mode where the network has ODConv layers.
+    One INT8 model per treatment; ODConv modes other than the default only where the
+    network has ODConv layers.
     """
     import onnx
 
     if not odconv_nodes(onnx.load(str(fp32)))[1]:
-        odconv = [DEFAULT_ODCONV]
+        chosen = [t for t in chosen if t[0] == DEFAULT_ODCONV]
     models: dict[str, tuple[str, Path]] = {}
     calibration = None
     for key in args.runners:
@@ -223,12 +257,11 @@ def cpu_models(fp32: Path, size: tuple[int, int], args: argparse.Namespace,
             continue
         if calibration is None:
             calibration = load_calibration("synthetic", *size, frames=args.calibration_frames)
-        for mode in odconv:
-            path = workdir / f"{fp32.stem}.int8.{mode}.onnx"
+        for mode, parts in chosen:
+            path = workdir / f"{fp32.stem}.int8.{mode}.{'+'.join(parts) or 'none'}.onnx"
             if not path.exists():
-                quantize_int8(fp32, path, calibration.batches, mode)
-            suffix = "" if mode == DEFAULT_ODCONV else f" (odconv {mode})"
-            models[label + suffix] = (backend, path)
+                quantize_int8(fp32, path, calibration.batches, mode, parts)
+            models[label + treatment_suffix((mode, parts))] = (backend, path)
     return models
 
 
@@ -253,7 +286,7 @@ def bench_one(config: str, size: tuple[int, int], args: argparse.Namespace,
     torch.save(net.state_dict(), ckpt)
     onnx_path = workdir / f"{stem}.onnx"
     export_onnx(config, onnx_path, height, width, checkpoint=ckpt, verify=False)
-    models = cpu_models(onnx_path, size, args, workdir, args.odconv)
+    models = cpu_models(onnx_path, size, args, workdir, treatments(args))
     batch = verification_image(height, width, seed=1)
     notes: dict[str, str] = {}
     torch.set_num_threads(args.threads[0])
@@ -319,8 +352,8 @@ def heldout_accuracy(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     """Median-scaled Abs Rel of every CPU runner on the held-out drive, and its change.
 
     Also the p99.9 relative disparity error against torch eager float32, averaged over
-    the frames. Every ODConv treatment of :data:`ODCONV_MODES` is evaluated (the ablation of
-    keeping the attention branch in float).
+    the frames. Every INT8 treatment of ``--odconv`` and ``--float-parts`` is evaluated
+    (which parts of the network in float keep the trained model's accuracy).
     """
     import cv2
 
@@ -330,7 +363,7 @@ def heldout_accuracy(args: argparse.Namespace, workdir: Path) -> list[dict[str, 
     size = checkpoint_input_size(args.trained) or (192, 640)
     fp32 = workdir / "trained.onnx"
     report = export_onnx(None, fp32, *size, checkpoint=args.trained, verify=False)
-    models = cpu_models(fp32, size, args, workdir, ODCONV_MODES)
+    models = cpu_models(fp32, size, args, workdir, treatments(args))
     backends = {"torch eager": create_backend("torch", args.trained, device="cpu"),
                 **load_cpu_backends(models, args.threads[-1])}
     frames = heldout_frames(args.heldout)
@@ -391,6 +424,33 @@ def _openvino_version() -> str | None:
     return str(openvino.get_version())
 
 
+def save_results(args: argparse.Namespace, load_before: tuple[float, float, float],
+                 rows: list[dict[str, Any]], accuracy: list[dict[str, Any]],
+                 complete: bool) -> None:
+    """Print the environment and write the results so far to ``--json`` (if given).
+
+    Written after every model and size, so a run stopped early keeps what it measured;
+    ``complete`` is false until the last one.
+    """
+    import onnxruntime
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "openvino": _openvino_version(),
+           "cpu": platform.processor() or "?",
+           "cpu_count": os.cpu_count(), "threads": args.threads,
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+           "loadavg_before": load_before, "loadavg_now": os.getloadavg()}
+    print(f"\n{env}\n")
+    if args.json:
+        from oe_depth_ros.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(
+            {"env": env, "args": sys.argv[1:], "complete": complete, "rows": rows,
+             "accuracy": accuracy}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-config", nargs="*", default=["diffnet", "oe_depth"],
@@ -401,9 +461,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="CPU intra-op thread counts to compare (every runner alike)")
     parser.add_argument("--runners", nargs="+", choices=list(CPU_RUNNERS),
                         default=list(CPU_RUNNERS), help="CPU runners besides torch eager")
+    parser.add_argument("--float-parts", nargs="+", type=parse_float_parts, default=[],
+                        help="further INT8 treatments to time and evaluate: parts kept in "
+                             f"float, a comma-separated subset of {FLOAT_PARTS}, all or "
+                             "none (the default treatment keeps all)")
     parser.add_argument("--odconv", nargs="+", choices=ODCONV_MODES, default=[DEFAULT_ODCONV],
-                        help="INT8 treatments of ODConv layers to time (the held-out "
-                             "accuracy always compares all of them)")
+                        help="INT8 treatments of ODConv layers to time and evaluate "
+                             "(the other parts kept in float as by default)")
     parser.add_argument("--calibration-frames", type=int, default=16,
                         help="synthetic calibration frames of the INT8 models")
     parser.add_argument("--trained", type=Path, default=None,
@@ -431,30 +495,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.trained is not None:
             accuracy = heldout_accuracy(args, Path(tmp))
             print_accuracy(accuracy)
-        for size in args.sizes:
-            for config in args.model_config:
-                rows.extend(bench_one(config, size, args, Path(tmp)))
-                print_table(rows)
-    import onnxruntime
-
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__, "openvino": _openvino_version(),
-           "cpu": platform.processor() or "?",
-           "cpu_count": os.cpu_count(), "threads": args.threads,
-           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-           "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-           "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
-    print(f"\n{env}\n")
+            save_results(args, load_before, rows, accuracy, complete=not args.model_config)
+        for k, (size, config) in enumerate(
+                (s, c) for s in args.sizes for c in args.model_config):
+            rows.extend(bench_one(config, size, args, Path(tmp)))
+            print_table(rows)
+            save_results(args, load_before, rows, accuracy,
+                         complete=k + 1 == len(args.sizes) * len(args.model_config))
     print_table(rows)
     if accuracy:
         print_accuracy(accuracy)
-    if args.json:
-        from oe_depth_ros.atomic import write_text_atomic
-
-        write_text_atomic(args.json, json.dumps(
-            {"env": env, "args": sys.argv[1:], "rows": rows, "accuracy": accuracy},
-            indent=2) + "\n")
-        print(f"\nwrote {args.json}")
     return 0
 
 

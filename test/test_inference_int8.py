@@ -22,7 +22,9 @@ from oe_depth_ros.inference.conditioning import (
 )
 from oe_depth_ros.inference.export import ExportError, ScaledDisparityNet, export_onnx
 from oe_depth_ros.inference.precision import plan_precision
-from oe_depth_ros.inference.quantize import odconv_nodes, quantize_int8
+from oe_depth_ros.inference.quantize import (
+    decoder_attention_nodes, first_conv_nodes, head_nodes, odconv_nodes, quantize_int8,
+)
 from oe_depth_ros.messages import MessageTypes, make_header, numpy_to_image
 from oe_depth_ros.model import CHECKPOINT_FORMAT, build_depth_net, load_depth_net
 
@@ -189,3 +191,48 @@ def test_odconv_attention_branch_found_and_kept_float(tmp_path: Path) -> None:
             assert set(node.output) & quantized_tensors <= allowed, node.name
     runtime_weights = {n.input[1] for n in model.graph.node if n.name in dynamic}
     assert runtime_weights <= quantized_tensors
+
+
+def _float_weight(model: onnx.ModelProto, node_name: str) -> bool:
+    """Whether the Conv ``node_name`` reads its weight as a float initializer (not INT8)."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    inits = {i.name: i for i in model.graph.initializer}
+    weight = inits.get(node.input[1])
+    return weight is not None and weight.data_type == onnx.TensorProto.FLOAT
+
+
+def test_first_conv_decoder_attention_and_head_kept_float(checkpoint: Path,
+                                                          tmp_path: Path) -> None:
+    """The parts of FLOAT_PARTS are found and stay float; without them they are INT8."""
+    net = load_depth_net(checkpoint).eval()
+    executed: list[str] = []
+    names = {m: name for name, m in net.named_modules()}
+    hooks = [m.register_forward_hook(lambda m, i, o: executed.append(names[m]))
+             for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        net(torch.from_numpy(verification_image(HEIGHT, WIDTH, seed=3)))
+    for hook in hooks:
+        hook.remove()
+    fp32 = tmp_path / "model.onnx"
+    export_onnx(None, fp32, HEIGHT, WIDTH, checkpoint=checkpoint, verify=False)
+    model = onnx.load(str(fp32))
+    first = first_conv_nodes(model)
+    assert len(first) == 1
+    conv = next(n for n in model.graph.node if n.name == first[0])
+    assert conv.input[1] == f"net.{executed[0]}.weight"  # the first conv torch runs
+    modules = sum(type(m).__name__ == "ChannelAttention" for m in net.modules())
+    ops = {n.name: n.op_type for n in model.graph.node}
+    kinds = [ops[name] for name in decoder_attention_nodes(model)]
+    assert modules > 0 and kinds.count("Conv") == 2 * modules
+    assert kinds.count("ReduceMean") == modules and kinds.count("Sigmoid") == modules
+    convs = [first[0], head_nodes(model)[-1]]
+    convs += [n for n in decoder_attention_nodes(model) if ops[n] == "Conv"]
+    batches = [verification_image(HEIGHT, WIDTH, seed=20 + k) for k in range(2)]
+    kept_out, int8_out = tmp_path / "kept.onnx", tmp_path / "int8.onnx"
+    kept = quantize_int8(fp32, kept_out, batches)
+    assert set(convs) <= set(kept)
+    assert all(_float_weight(onnx.load(str(kept_out)), name) for name in convs)
+    assert quantize_int8(fp32, int8_out, batches, float_parts=()) == []
+    assert not any(_float_weight(onnx.load(str(int8_out)), name) for name in convs)
+    with pytest.raises(ValueError, match=r"float_parts must be among .*\['tail'\]"):
+        quantize_int8(fp32, int8_out, batches, float_parts=("head", "tail"))

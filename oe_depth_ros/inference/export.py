@@ -47,7 +47,9 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
 )
-from oe_depth_ros.inference.quantize import DEFAULT_ODCONV, CalibrationSet, quantize_int8
+from oe_depth_ros.inference.quantize import (
+    DEFAULT_ODCONV, FLOAT_PARTS, CalibrationSet, quantize_int8,
+)
 from oe_depth_ros.model.checkpoint import checkpoint_units
 from oe_depth_ros.units import RELATIVE_UNKNOWN
 
@@ -291,8 +293,8 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
     ill-conditioned but faithful export passes, with a warning); for fp16, more than
     ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``.
     ``calibration`` (int8 only, required there) holds the calibration inputs; ODConv
-    attention stays float (``quantize.DEFAULT_ODCONV``). Raises ValueError for bad
-    arguments or checkpoints.
+    attention (``quantize.DEFAULT_ODCONV``) and ``quantize.FLOAT_PARTS`` stay float.
+    Raises ValueError for bad arguments or checkpoints.
     """
     check_input_size(height, width)
     if opset < MIN_OPSET:
@@ -336,9 +338,9 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
                 _finalise(float_path, dataclasses.replace(info, precision="fp32"), opset)
                 kept = quantize_int8(float_path, tmp, calibration.batches, DEFAULT_ODCONV)
                 LOG.info("INT8 (QDQ, per-channel weights) calibrated on %d inputs of %s; "
-                         "%d ODConv nodes kept in float (odconv=%s)",
+                         "%d nodes kept in float (odconv=%s, %s)",
                          len(calibration.batches), calibration.source, len(kept),
-                         DEFAULT_ODCONV)
+                         DEFAULT_ODCONV, ", ".join(FLOAT_PARTS))
                 tic = _stage(seconds, "quantize", tic)
         num_nodes = _finalise(tmp, info, opset)
         tic = _stage(seconds, "checks", tic)

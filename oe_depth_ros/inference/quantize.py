@@ -15,6 +15,14 @@ weight of the layer's convolution. ``odconv`` chooses what of that runs in float
 * ``float``: the convolution with the runtime weight stays float too;
 * ``int8``: everything ONNX Runtime can quantize is quantized.
 
+Besides ODConv, ``float_parts`` (:data:`FLOAT_PARTS`, all by default) keeps three cheap
+parts of every network in float, chosen by measuring which INT8 layers move a trained
+network's output: the first convolution (``first-conv``: in INT8 it made most of the
+change of the median-scaled held-out Abs Rel), the decoder's squeeze-and-excitation
+attention (``decoder-attention``: 1x1 convolutions on pooled vectors and the channel
+reweighting; in INT8 it made most of the p99.9 disparity error) and the disparity head
+(``head``: its logit, quantized to 8 bits, shows as depth bands at far range).
+
 Why and what it costs: docs/deployment.md and docs/results/2026-12-06-cpu-inference.md.
 """
 from __future__ import annotations
@@ -34,9 +42,13 @@ LOG = logging.getLogger(__name__)
 
 ODCONV_MODES = ("attention-float", "float", "int8")
 DEFAULT_ODCONV = "attention-float"
+#: Parts of the network that ``quantize_int8`` can keep in float (all by default).
+FLOAT_PARTS = ("first-conv", "decoder-attention", "head")
 #: The exporter's per-node metadata key listing the PyTorch module classes of a node.
 CLASS_HIERARCHY = "pkg.torch.onnx.class_hierarchy"
 ODCONV_CLASS = "ODConv2d"
+#: The decoder's squeeze-and-excitation attention (``oe_depth_ros.model.decoder``).
+DECODER_ATTENTION_CLASS = "ChannelAttention"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +77,36 @@ def odconv_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     branch = [n.name for n in model.graph.node
               if ODCONV_CLASS in _hierarchy(n) and n.name not in dynamic]
     return branch, dynamic
+
+
+def first_conv_nodes(model: onnx.ModelProto) -> list[str]:
+    """The Conv nodes the network input reaches without passing another Conv.
+
+    The first convolution sees the normalised image; its INT8 error reaches every
+    later layer.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    names: list[str] = []
+    seen: set[str] = set()
+    stack = [i.name for i in model.graph.input]
+    while stack:
+        for node in consumers.get(stack.pop(), []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                names.append(node.name)
+            else:
+                stack.extend(node.output)
+    return names
+
+
+def decoder_attention_nodes(model: onnx.ModelProto) -> list[str]:
+    """Every node of the decoder's squeeze-and-excitation attention modules."""
+    return [n.name for n in model.graph.node if DECODER_ATTENTION_CLASS in _hierarchy(n)]
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:
@@ -97,28 +139,47 @@ class _Reader:
         return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
 
 
+def float_nodes(model: onnx.ModelProto, odconv: str = DEFAULT_ODCONV,
+                float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
+    """The nodes ``quantize_int8`` keeps in float, for ``odconv`` and ``float_parts``.
+
+    Raises ValueError naming a mode or part that does not exist.
+    """
+    if odconv not in ODCONV_MODES:
+        raise ValueError(f"odconv must be one of {ODCONV_MODES}, got {odconv!r}")
+    unknown = sorted(set(float_parts) - set(FLOAT_PARTS))
+    if unknown:
+        raise ValueError(f"float_parts must be among {FLOAT_PARTS}, got {unknown}")
+    parts = {"first-conv": first_conv_nodes, "decoder-attention": decoder_attention_nodes,
+             "head": head_nodes}
+    keep = [name for part in FLOAT_PARTS if part in float_parts for name in parts[part](model)]
+    attention, dynamic = odconv_nodes(model)
+    keep += {"attention-float": attention, "float": attention + dynamic, "int8": []}[odconv]
+    if dynamic:
+        LOG.info("ODConv: %d attention-branch nodes and %d dynamic convolutions (%s)",
+                 len(attention), len(dynamic), odconv)
+    LOG.info("kept in float: %d nodes (%s; odconv %s)", len(keep),
+             ", ".join(float_parts) or "no other part", odconv)
+    return list(dict.fromkeys(keep))
+
+
 def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str],
-                  batches: Sequence[np.ndarray], odconv: str = DEFAULT_ODCONV) -> list[str]:
+                  batches: Sequence[np.ndarray], odconv: str = DEFAULT_ODCONV,
+                  float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
     """Write the static QDQ INT8 model of ``fp32_path`` to ``out``; returns the float nodes.
 
-    ``batches`` are the calibration inputs [1,3,H,W]; ``odconv`` one of ODCONV_MODES.
-    The returned names are the nodes kept in float by ``odconv``.
+    ``batches`` are the calibration inputs [1,3,H,W]; ``odconv`` one of ODCONV_MODES;
+    ``float_parts`` the parts of :data:`FLOAT_PARTS` kept in float. The returned names
+    are the nodes kept in float (:func:`float_nodes`).
     """
     from onnxruntime.quantization import (
         CalibrationMethod, QuantFormat, QuantType, quantize_static,
     )
 
-    if odconv not in ODCONV_MODES:
-        raise ValueError(f"odconv must be one of {ODCONV_MODES}, got {odconv!r}")
     if not batches:
         raise ValueError("INT8 quantization needs at least one calibration image")
     model = onnx.load(str(fp32_path))
-    attention, dynamic = odconv_nodes(model)
-    keep = head_nodes(model) + {"attention-float": attention, "float": attention + dynamic,
-                                "int8": []}[odconv]
-    if dynamic:
-        LOG.info("ODConv: %d attention-branch nodes and %d dynamic convolutions; kept in float "
-                 "(%s): %d nodes", len(attention), len(dynamic), odconv, len(keep))
+    keep = float_nodes(model, odconv, float_parts)
     quantize_static(
         model, Path(out), _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
