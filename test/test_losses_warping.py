@@ -1,6 +1,8 @@
 """View synthesis with ground-truth depth and pose on the synthetic world reproduces the target."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,21 @@ from training.losses import SSIM, ViewWarper, min_reprojection_loss, photometric
 
 torch.set_num_threads(2)
 
+# Frames of the conftest world per drive, and the gap between target and source frames:
+# at the world's 2.5-7.5 m/s (0.25-0.75 m per frame) two frames apart move about as far
+# as KITTI's 10 Hz frames at city speed, enough to tell warping from no motion.
+FRAMES = 8
+GAP = 2
+
+
+def _split_with_gap(split: Path, folder: Path) -> Path:
+    """The split's lines whose frames have neighbours GAP frames away on both sides."""
+    lines = [line for line in split.read_text().splitlines()
+             if GAP <= int(line.split()[1]) < FRAMES - GAP]
+    out = folder / "gap_files.txt"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
 
 def _gt_transform(drive: KittiDrive, target: int, source: int) -> torch.Tensor:
     """Camera-2 transform taking target-frame points into the source frame (from OXTS + calib)."""
@@ -20,10 +37,10 @@ def _gt_transform(drive: KittiDrive, target: int, source: int) -> torch.Tensor:
     return torch.from_numpy(t.astype(np.float32))[None]
 
 
-def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
-    split = synth_world.split_files["train"]
-    ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, num_scales=1, load_gt=True,
-                             intrinsics="calibration")
+def test_gt_depth_and_pose_warp_reproduces_target(synth_world, tmp_path) -> None:
+    split = _split_with_gap(Path(synth_world.split_files["train"]), tmp_path)
+    ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, frame_ids=(0, -GAP, GAP),
+                             num_scales=1, load_gt=True, intrinsics="calibration")
     assert ds.has_gt
     warper = ViewWarper(128, 416)
     ssim = SSIM()
@@ -37,7 +54,7 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
         depth = torch.where(valid, gt, torch.full_like(gt, 1e4))
         target = sample[("color", 0, 0)][None]
         k, inv_k = sample[("K", 0)][None], sample[("inv_K", 0)][None]
-        for f in (-1, 1):
+        for f in (-GAP, GAP):
             source = sample[("color", f, 0)][None]
             t = _gt_transform(drive, entry.frame, entry.frame + f)
             warped, grid = warper(source, depth, k, inv_k, t)
@@ -53,8 +70,9 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world) -> None:
         # the minimum reprojection with auto-masking mostly keeps the warped sources
         errors = [photometric_error(warper(sample[("color", f, 0)][None], depth, k, inv_k,
                                            _gt_transform(drive, entry.frame, entry.frame + f))[0],
-                                    target, ssim) for f in (-1, 1)]
-        identity = [photometric_error(sample[("color", f, 0)][None], target, ssim) for f in (-1, 1)]
+                                    target, ssim) for f in (-GAP, GAP)]
+        identity = [photometric_error(sample[("color", f, 0)][None], target, ssim)
+                    for f in (-GAP, GAP)]
         res = min_reprojection_loss(errors, identity, generator=torch.Generator().manual_seed(0))
         assert res.automask[valid].float().mean().item() > 0.6
         checked += 1
@@ -103,14 +121,16 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
 
     from training.datasets import Augmentation
 
-    split = synth_world.split_files["train"]
+    split = _split_with_gap(Path(synth_world.split_files["train"]), tmp_path)
     mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    unflipped: dict[int, float] = {}
     for flip in (0.0, 1.0):
-        ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, num_scales=1, load_gt=True,
-                                 intrinsics="calibration", oxts_motion=True,
+        ds = KittiRawMonoDataset(synth_world.root, split, 128, 416, frame_ids=(0, -GAP, GAP),
+                                 num_scales=1, load_gt=True, intrinsics="calibration",
+                                 oxts_motion=True,
                                  augment=Augmentation(flip_prob=flip, color_aug_prob=0.0))
         warper = ViewWarper(128, 416)
-        sample, entry = ds[2], ds.entries[2]
+        sample, entry = ds[1], ds.entries[1]
         assert sample["flip"] == bool(flip)
         drive = KittiDrive(synth_world.root / entry.folder)
         gt = sample["depth_gt"][None]
@@ -120,7 +140,7 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
         depth = torch.where(valid, gt, torch.full_like(gt, 1e4))
         target = sample[("color", 0, 0)][None]
         k, inv_k = sample[("K", 0)][None], sample[("inv_K", 0)][None]
-        for f in (-1, 1):
+        for f in (-GAP, GAP):
             expected = _gt_transform(drive, entry.frame, entry.frame + f)[0]
             if flip:
                 expected = mirror @ expected @ mirror
@@ -130,7 +150,15 @@ def test_dataset_ego_motion_is_the_drive_motion_and_warps(synth_world, tmp_path)
             inside = (grid.abs() < 0.98).all(-1)[:, None] & valid
             err_warp = (warped - target).abs().mean(1, keepdim=True)[inside].mean().item()
             err_id = (source - target).abs().mean(1, keepdim=True)[inside].mean().item()
-            assert err_warp < 0.03 and err_warp < 0.35 * err_id, (flip, f, err_warp, err_id)
+            assert err_warp < 0.03, (flip, f, err_warp)
+            if not flip:
+                assert err_warp < 0.35 * err_id, (f, err_warp, err_id)
+                unflipped[f] = err_warp
+            else:
+                # a mirrored sample keeps K, as Monodepth2's flip does, though its principal
+                # point mirrors too: about 15 % more error than the same pair unflipped;
+                # the unmirrored transform gives 40-50 % more
+                assert err_warp < 1.25 * unflipped[f], (f, err_warp, unflipped[f])
     # without the drive's OXTS packets the dataset refuses before training, naming the file
     copy = tmp_path / "world"
     shutil.copytree(synth_world.root, copy)
