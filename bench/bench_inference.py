@@ -266,14 +266,9 @@ def cpu_models(fp32: Path, size: tuple[int, int], args: argparse.Namespace,
 
 
 def load_cpu_backends(models: dict[str, tuple[str, Path]], threads: int) -> dict[str, Any]:
-    """One loaded backend per CPU runner, with ``threads`` threads and no spinning."""
-    loaded = {}
-    for label, (backend, path) in models.items():
-        options: dict[str, Any] = {"threads": threads}
-        if backend == "onnxruntime":
-            options["spinning"] = False
-        loaded[label] = create_backend(backend, path, device="cpu", **options)
-    return loaded
+    """One loaded backend per CPU runner, ``threads`` threads (ONNX Runtime: no spinning)."""
+    return {label: create_backend(backend, path, device="cpu", threads=threads)
+            for label, (backend, path) in models.items()}
 
 
 def bench_one(config: str, size: tuple[int, int], args: argparse.Namespace,
