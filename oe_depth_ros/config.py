@@ -21,6 +21,12 @@ T = TypeVar("T")
 _EXPONENT_NUMBER = re.compile(r"[+-]?\d+[eE][+-]?\d+")
 
 
+#: Field metadata key of a dataclass field whose value the dataclass checks itself (a
+#: node parameter, checked by its ``__post_init__``): :func:`from_dict` passes the value
+#: on unchecked so that it is checked once.
+CHECKED_BY_DATACLASS = "oe_depth_ros.checked_by_dataclass"
+
+
 class ConfigError(ValueError):
     """A configuration file or mapping has a bad key or value."""
 
@@ -123,7 +129,10 @@ def from_dict(cls: type[T], data: Mapping[str, object], source: str = "config") 
         )
     kwargs = {}
     for name, field in fields.items():
-        if name in data:
+        if name in data and field.metadata.get(CHECKED_BY_DATACLASS):
+            value = data[name]
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
+        elif name in data:
             kwargs[name] = _check_value(data[name], hints[name], f"{source}: key '{name}'")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{source}: missing required key '{name}'")

@@ -42,7 +42,9 @@ from oe_depth_ros.messages import (
     MessageError, camera_info_image_size, camera_info_to_intrinsics, data_bytes, image_size,
     image_to_rgb, stamp_to_ns,
 )
-from oe_depth_ros.node_params import ParamValue, build_config, check_fields, field_default
+from oe_depth_ros.node_params import (
+    ParamValue, build_config, check_fields, field_default, spec,
+)
 
 __all__ = ["ERROR_KINDS", "InputError", "AnyImageMessage", "CameraInfoConfig", "CameraModel",
            "Frame", "FrameIntake", "IntrinsicsSource", "camera_model_from_msg",
@@ -79,7 +81,7 @@ ERROR_KINDS: dict[str, str] = {
 }
 
 #: Largest image accepted by default (pixels): the ``max_input_pixels`` parameter's default.
-DEFAULT_MAX_PIXELS: int = int(field_default("max_input_pixels"))
+DEFAULT_MAX_PIXELS: int = int(spec("max_input_pixels").default)  # type: ignore[arg-type]
 
 
 class InputError(ValueError):

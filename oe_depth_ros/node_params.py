@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, TypeVar, Union
 
 from oe_depth_ros.compressed import TRANSPORTS
+from oe_depth_ros.config import CHECKED_BY_DATACLASS
 from oe_depth_ros.geometry import KITTI_NORMALIZED_INTRINSICS
 from oe_depth_ros.inference.backends import BACKEND_NAMES as BACKENDS
 from oe_depth_ros.node_names import NODE_NAME
@@ -290,13 +291,15 @@ def defaults() -> dict[str, ParamValue]:
 
 
 def field_default(name: str) -> Any:
-    """Parameter ``name``'s default as a dataclass field default (a list as a tuple).
+    """A dataclass field with parameter ``name``'s default (a list as a tuple).
 
     The pipeline dataclasses declare their fields' defaults with it, so the table is
-    the one place that states them.
+    the one place that states them; the field is marked as checked by its dataclass
+    (:func:`check_fields`), so ``config.from_dict`` leaves its value to that one check.
     """
     default = spec(name).default
-    return tuple(default) if isinstance(default, list) else default
+    return dataclasses.field(default=tuple(default) if isinstance(default, list) else default,
+                             metadata={CHECKED_BY_DATACLASS: name})
 
 
 #: Set while :func:`build_config` builds dataclasses from values an entry point checked.
@@ -310,7 +313,8 @@ def check_fields(config: "DataclassInstance", section: str = "") -> None:
     that are no parameter (nested sections, settings only code sets) are left to the
     dataclass. process-bag's choices count: a dataclass serves both entry points. The
     checks that span parameters run when the section holds all of their names. Inside
-    :func:`build_config` nothing is checked: its values were checked on entry.
+    :func:`build_config` nothing is checked: its values were checked on entry. Checked
+    values are stored normalized (an int given for a float parameter becomes a float).
     """
     if _CHECKED.get():
         return
@@ -318,7 +322,8 @@ def check_fields(config: "DataclassInstance", section: str = "") -> None:
     for f in dataclasses.fields(config):
         name = f"{section}.{f.name}" if section else f.name
         if name in _BY_NAME:
-            values[name] = validate(name, getattr(config, f.name), offline=True)
+            value = values[name] = validate(name, getattr(config, f.name), offline=True)
+            object.__setattr__(config, f.name, tuple(value) if isinstance(value, list) else value)
     for error in _combination_errors(values):
         raise ParamError(error)
 

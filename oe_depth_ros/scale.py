@@ -129,11 +129,9 @@ class ScaleConfig:
 
 
 class FixedScale:
-    """A constant factor."""
+    """A constant factor: ``scale.factor``, checked where the configuration was built."""
 
     def __init__(self, factor: float) -> None:
-        if not (math.isfinite(factor) and factor > 0):
-            raise ValueError(f"scale factor must be positive and finite, got {factor}")
         self.factor = float(factor)
 
     def estimate(self, depth_unscaled: np.ndarray, k: np.ndarray,

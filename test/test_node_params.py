@@ -350,6 +350,25 @@ def test_a_params_file_is_checked_once(checks, tmp_path):
                             COMBINATION: 1}
 
 
+def test_a_nested_mapping_is_checked_once(checks):
+    """``config.from_dict`` leaves the parameter fields to their dataclass's one check."""
+    from oe_depth_ros.config import ConfigError, from_dict
+    from oe_depth_ros.pipeline import PipelineConfig
+
+    config = from_dict(PipelineConfig, {"output_resolution": "network", "max_range": 60,
+                                        "points": {"rgb_type": "uint32"},
+                                        "scale": {"method": "fixed", "ground_rows": [0.5, 1.0]}})
+    assert dict(checks) == {name: 1 for name in PIPELINE_NAMES}
+    assert (config.output_resolution, config.points.rgb_type, config.scale.ground_rows) == (
+        "network", "uint32", (0.5, 1.0))
+    assert isinstance(config.max_range, float) and config.max_range == 60.0
+    with pytest.raises(ConfigError,
+                       match=r"key 'points': parameter points.rgb_type = 'rgba' is not one of"):
+        from_dict(PipelineConfig, {"points": {"rgb_type": "rgba"}})
+    with pytest.raises(ConfigError, match="key 'ground_rows'"):
+        from_dict(PipelineConfig, {"scale": {"ground_rows": "low"}})
+
+
 def test_process_bag_parameters_are_checked_once(checks, tmp_path):
     """Parameter file, then --set, then the command's own flags: each value once."""
     from oe_depth_ros.build import pipeline_config

@@ -173,6 +173,24 @@ def test_missing_data_is_reported_before_training(synth_world, tmp_path: Path) -
     assert train_main(["--config", "oe_depth", "optim.bogus=1"]) == 2
 
 
+def test_the_cli_reads_the_device_name_once(synth_world, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """train.py resolves ``device`` and hands it to the trainer, which does not parse it again."""
+    from oe_depth_ros import devices
+
+    names: list[str] = []
+    parse = devices.parse_device
+
+    def counted(name: str, *args: object, **kwargs: object) -> devices.Device:
+        names.append(name)
+        return parse(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(devices, "parse_device", counted)
+    overrides = tiny_overrides(synth_world, max_steps=1, device="cpu")
+    assert train_main(["--config", "oe_depth", *overrides, "--out", str(tmp_path / "run")]) == 0
+    assert names == ["cpu"]
+
+
 @pytest.mark.parametrize("distance", ["euclidean", "squared"])
 def test_triplet_term_is_added_once_after_the_scale_loop(synth_world, tmp_path: Path,
                                                          distance: str) -> None:

@@ -48,16 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         LOG.error("%s", exc)
         return 2
     try:
-        use_cuda = resolve_torch_device(cfg.device).type == "cuda"
+        device = resolve_torch_device(cfg.device)
     except DeviceError as exc:  # an unknown name, or CUDA without a GPU
         LOG.error("%s", exc)
         return 1
-    env = init_distributed(use_cuda)
+    env = init_distributed(device.type == "cuda")
     if not env.is_main and not args.verbose:
         logging.getLogger().setLevel(logging.WARNING)
     trainer = None
     try:
-        trainer = Trainer(cfg, out_dir=args.out, env=env)
+        trainer = Trainer(cfg, out_dir=args.out, env=env, device=device)
         if args.resume is not None:
             trainer.resume(args.resume)
         trainer.fit()

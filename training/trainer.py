@@ -86,12 +86,12 @@ class Trainer:
     """Train the depth network (and the pose network) of ``config`` for one process of a job."""
 
     def __init__(self, config: TrainConfig, out_dir: str | Path | None = None,
-                 env: DistEnv | None = None) -> None:
+                 env: DistEnv | None = None, device: torch.device | None = None) -> None:
         config.model.check_pretrained()
         self.cfg = config
         self.env = env or DistEnv()
         self.out_dir = Path(out_dir or config.out_dir)
-        self._setup_device()
+        self._setup_device(device)
         seed_everything(config.seed)
         d = config.data
         self.height, self.width = d.height, d.width
@@ -109,9 +109,10 @@ class Trainer:
         self.val_history: list[dict[str, float]] = []
         self.writer: Any = None
 
-    def _setup_device(self) -> None:
+    def _setup_device(self, device: torch.device | None) -> None:
+        """Use ``device`` when the entry point has resolved ``cfg.device`` already."""
         cfg = self.cfg
-        self.device = resolve_torch_device(cfg.device)
+        self.device = device if device is not None else resolve_torch_device(cfg.device)
         if self.env.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", self.env.local_rank)
         self.on_gpu = self.device.type == "cuda"
