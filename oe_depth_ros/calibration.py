@@ -11,8 +11,12 @@ written as one string (``export-onnx --calibration SOURCE``):
 * ``synthetic``: frames rendered from the project's synthetic world (drive 1 of world
   seed :data:`SYNTHETIC_SEED`, which no other tool renders), for networks trained on it.
 
-At most ``frames`` images are used, spread evenly over the source. Each is
-center-cropped to the network's aspect ratio and resized as at inference.
+At most ``frames`` calibration images and :data:`HELD_OUT_FRAMES` more are read, spread
+evenly over the source; every fourth of them (at most :data:`HELD_OUT_FRAMES`) is held
+out of calibration and verifies the INT8 model in the camera's own domain. Each is
+center-cropped to the network's aspect ratio and resized as at inference. Uniform
+frames (a lens cap, a dropped frame) are left out with a warning; a source with no
+other frame is refused: it cannot represent the camera's images.
 """
 from __future__ import annotations
 
@@ -31,6 +35,12 @@ LOG = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 #: Default number of calibration frames (the activation ranges settle well before).
 DEFAULT_FRAMES = 32
+#: Most frames of the source held out of calibration to verify the INT8 model on.
+HELD_OUT_FRAMES = 4
+#: Every HELD_OUT_EVERY-th frame read is held out (while fewer than HELD_OUT_FRAMES).
+HELD_OUT_EVERY = 4
+#: A frame whose pixel standard deviation (0-255 scale) is below this is uniform.
+UNIFORM_STD = 1.0
 #: World seed of the synthetic calibration drive (the demo and training use seed 0).
 SYNTHETIC_SEED = 7
 SYNTHETIC = "synthetic"
@@ -134,9 +144,33 @@ def synthetic_frames(height: int, width: int, frames: int) -> list[np.ndarray]:
                     0, 255).astype(np.uint8) for k in range(frames)]
 
 
+def textured(images: list[np.ndarray], where: str) -> list[np.ndarray]:
+    """``images`` without uniform frames (logged); CalibrationError when none is left."""
+    stds = [float(np.std(img)) for img in images]
+    kept = [img for img, std in zip(images, stds) if std >= UNIFORM_STD]
+    if not kept:
+        raise CalibrationError(
+            f"every calibration frame of {where} is uniform (pixel std at most "
+            f"{max(stds):.2f} of 255, below {UNIFORM_STD}): INT8 ranges calibrated on them "
+            "do not cover a camera's images; give frames of the camera")
+    if len(kept) < len(images):
+        LOG.warning("left out %d uniform calibration frame(s) of %s (pixel std below %s)",
+                    len(images) - len(kept), where, UNIFORM_STD)
+    return kept
+
+
+def split_held_out(count: int) -> tuple[list[int], list[int]]:
+    """Indices of ``count`` frames: (calibration, held out); every HELD_OUT_EVERY-th held out.
+
+    At most HELD_OUT_FRAMES are held out, none from fewer than HELD_OUT_EVERY frames.
+    """
+    held = list(range(HELD_OUT_EVERY - 1, count, HELD_OUT_EVERY))[:HELD_OUT_FRAMES]
+    return [i for i in range(count) if i not in held], held
+
+
 def load_calibration(source: str | CalibrationSource, height: int, width: int,
                      frames: int = DEFAULT_FRAMES) -> CalibrationSet:
-    """At most ``frames`` network inputs of ``source``, cropped and resized to H x W."""
+    """At most ``frames`` calibration inputs of ``source`` and its held-out inputs, H x W."""
     from oe_depth_ros.imageops import to_network_input
     from oe_depth_ros.inference.conditioning import crop_to_aspect
 
@@ -144,15 +178,23 @@ def load_calibration(source: str | CalibrationSource, height: int, width: int,
         source = CalibrationSource.parse(source)
     if frames < 1:
         raise CalibrationError(f"calibration frames must be at least 1, got {frames}")
+    wanted = frames + HELD_OUT_FRAMES
     if source.kind == "synthetic":
-        images = synthetic_frames(height, width, frames)
+        images = synthetic_frames(height, width, wanted)
     elif source.kind == "bag":
         assert source.path is not None and source.topic is not None
-        images = bag_frames(source.path, source.topic, frames)
+        images = bag_frames(source.path, source.topic, wanted)
     else:
         assert source.path is not None
-        images = folder_frames(source.path, frames)
-    LOG.info("calibrating on %d frames of %s", len(images), source.describe())
-    return CalibrationSet(source.describe(), tuple(
-        to_network_input(crop_to_aspect(img, height, width), (height, width))
-        for img in images))
+        images = folder_frames(source.path, wanted)
+    images = textured(images, source.describe())
+    calibrate, held = split_held_out(len(images))
+    calibrate = calibrate[:frames]
+    LOG.info("calibrating on %d frames of %s, %d held out for the verification",
+             len(calibrate), source.describe(), len(held))
+
+    def inputs(indices: list[int]) -> tuple[np.ndarray, ...]:
+        return tuple(to_network_input(crop_to_aspect(images[i], height, width), (height, width))
+                     for i in indices)
+
+    return CalibrationSet(source.describe(), inputs(calibrate), held_out=inputs(held))

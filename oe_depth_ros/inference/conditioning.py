@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 import torch
@@ -36,11 +36,20 @@ UNIT_ROUNDOFF = {"fp32": 2.0 ** -24, "fp16": 2.0 ** -11}
 ILL_CONDITIONED = 1e-4
 #: fp16 tolerance on the p99.9 and mean errors against float64.
 FP16_TOLERANCE = 2e-2
-#: INT8 bounds against float64, per verification input: the depth Abs Rel (mean
+#: The verification inputs every export has, unlike any camera's images in particular.
+GENERIC_INPUTS = ("pattern", "photograph")
+#: INT8 bounds against float64 on inputs of the camera's domain (frames of the calibration
+#: source held out of calibration, ``--verify-image``): the depth Abs Rel (mean
 #: |d_int8 - d| / d) and the p99.9 relative disparity error. Chosen from measurement
-#: (docs/results/2026-12-06-cpu-inference.md): between what the test network reaches
-#: calibrated on synthetic drives and what it reaches calibrated on a constant image.
-INT8_TOLERANCE = {"abs_rel": 1.2e-2, "p999": 5e-2}
+#: (docs/results/2026-12-06-int8-verification.md): trained small networks calibrated on
+#: their own domain reach 0.7-3.0 % and 2.6-8.3 %; calibrated on a constant image,
+#: 12-14 % and 220-270 %.
+INT8_TOLERANCE = {"abs_rel": 5e-2, "p999": 0.15}
+#: INT8 bounds on the pattern and the photograph, images unlike any calibration source:
+#: INT8 error there says little about the camera's images (the same demo network is off
+#: by 0.08 Abs Rel on the photograph), so only a model that is broken everywhere (a
+#: calibration unlike any image: 0.28 and 4.4) fails them.
+INT8_OUT_OF_DOMAIN = {"abs_rel": 0.15, "p999": 1.0}
 #: A float32 runtime may deviate from float64 by these factors times what float32
 #: PyTorch does (different summation orders), and always by FLOOR. A wrong graph is
 #: wrong at most pixels (the median) or over a region (p99.9, mean); on an
@@ -148,8 +157,9 @@ def verification_inputs(height: int, width: int, images: Mapping[str, np.ndarray
     ``images`` maps names to uint8 RGB frames [h, w, 3] of any size (camera frames);
     photographs are center-cropped to the network's aspect ratio, then resized.
     """
-    inputs = {"pattern": verification_image(height, width)}
-    photos = {"photograph": reference_photo(), **(images or {})}
+    pattern, photograph = GENERIC_INPUTS
+    inputs = {pattern: verification_image(height, width)}
+    photos = {photograph: reference_photo(), **(images or {})}
     for name, photo in photos.items():
         if photo is not None:
             inputs[name] = to_network_input(crop_to_aspect(photo, height, width),
@@ -200,29 +210,37 @@ class InputCheck:
         return [k for k, limit in self.limits.items() if getattr(self.runtime, k) > limit]
 
 
-def runtime_limits(torch32: ErrorStats, precision: str) -> dict[str, float]:
+def runtime_limits(torch32: ErrorStats, precision: str,
+                   in_domain: bool = True) -> dict[str, float]:
     """What a runtime's errors against float64 may be, given float32 PyTorch's.
 
     float32: FP32_FACTORS times float32 PyTorch's own error, at least FP32_FLOOR, for the
     p99.9, median and mean. float16: FP16_TOLERANCE on the p99.9 and mean (reduced precision
     must stay accurate, not just faithful). int8: INT8_TOLERANCE on the depth Abs Rel and
-    the p99.9.
+    the p99.9 on an input of the camera's domain (``in_domain``), INT8_OUT_OF_DOMAIN on
+    the others.
     """
     if precision == "fp16":
         return {"p999": FP16_TOLERANCE, "mean": FP16_TOLERANCE}
     if precision == "int8":
-        return dict(INT8_TOLERANCE)
+        return dict(INT8_TOLERANCE if in_domain else INT8_OUT_OF_DOMAIN)
     return {k: max(FP32_FLOOR, f * getattr(torch32, k)) for k, f in FP32_FACTORS.items()}
 
 
 def check_runtime(refs: References, run: Callable[[np.ndarray], np.ndarray],
-                  inputs: Mapping[str, np.ndarray], precision: str = "fp32") -> list[InputCheck]:
-    """Run ``run`` (e.g. an ONNX Runtime session) on every input and judge it."""
+                  inputs: Mapping[str, np.ndarray], precision: str = "fp32",
+                  out_of_domain: Collection[str] = ()) -> list[InputCheck]:
+    """Run ``run`` (e.g. an ONNX Runtime session) on every input and judge it.
+
+    ``out_of_domain`` names the inputs unlike the camera's images (the pattern and the
+    photograph), judged with the out-of-domain bounds where the precision has them.
+    """
     checks = []
     for name, image in inputs.items():
         torch32 = ErrorStats.between(refs.float32[name], refs.float64[name])
         runtime = ErrorStats.between(run(image), refs.float64[name])
-        checks.append(InputCheck(name, torch32, runtime, runtime_limits(torch32, precision)))
+        limits = runtime_limits(torch32, precision, in_domain=name not in out_of_domain)
+        checks.append(InputCheck(name, torch32, runtime, limits))
     return checks
 
 

@@ -41,8 +41,8 @@ from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.config import to_dict
 from oe_depth_ros.geometry import disp_to_depth
 from oe_depth_ros.inference.conditioning import (
-    ErrorStats, InputCheck, References, check_runtime, log_conditioning, log_pinned,
-    max_relative_error, verification_image, verification_inputs,
+    GENERIC_INPUTS, ErrorStats, InputCheck, References, check_runtime, log_conditioning,
+    log_pinned, max_relative_error, verification_image, verification_inputs,
 )
 from oe_depth_ros.inference.metadata import (
     INPUT_NAME, ONNX_PRECISIONS, OUTPUT_KIND, OUTPUT_NAME, ModelInfo, config_hash,
@@ -291,9 +291,11 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
     Runtime's error against float64 exceeds ``conditioning.runtime_limits`` on any of
     them: for fp32, materially more than float32 PyTorch's own error (so an
     ill-conditioned but faithful export passes, with a warning); for fp16, more than
-    ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``.
-    ``calibration`` (int8 only, required there) holds the calibration inputs; ODConv
-    attention (``quantize.DEFAULT_ODCONV``) and ``quantize.FLOAT_PARTS`` stay float.
+    ``conditioning.FP16_TOLERANCE``; for int8, more than ``conditioning.INT8_TOLERANCE``
+    on the camera's domain (``verify_image`` and the calibration source's held-out frames,
+    which are verified too) and ``conditioning.INT8_OUT_OF_DOMAIN`` on the pattern and the
+    photograph. ``calibration`` (int8 only, required there) holds the calibration inputs;
+    ODConv attention (``quantize.DEFAULT_ODCONV``) and ``quantize.FLOAT_PARTS`` stay float.
     Raises ValueError for bad arguments or checkpoints.
     """
     check_input_size(height, width)
@@ -318,6 +320,13 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
     tic = time.perf_counter()
     inputs = verification_inputs(
         height, width, None if verify_image is None else {"verify-image": verify_image})
+    if calibration is not None:
+        inputs.update({f"held-out calibration frame {k + 1}": batch
+                       for k, batch in enumerate(calibration.held_out)})
+        if len(inputs) == len(GENERIC_INPUTS) and verify:
+            LOG.warning("INT8 verified on the pattern and the photograph only: the calibration "
+                        "source has too few frames to hold any out and no --verify-image was "
+                        "given")
     refs = None
     if verify:  # before the fp16 wrapper converts the network in place
         refs = References.compute(ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth), inputs)
@@ -346,7 +355,8 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
         tic = _stage(seconds, "checks", tic)
         if refs is not None:
             try:
-                checks = check_runtime(refs, _onnxruntime_runner(tmp), inputs, precision)
+                checks = check_runtime(refs, _onnxruntime_runner(tmp), inputs, precision,
+                                       out_of_domain=GENERIC_INPUTS)
             except ValueError as exc:  # NaN, inf or a wrong shape from ONNX Runtime
                 raise ExportError(f"ONNX Runtime: {exc}; {out} was not written") from exc
             _stage(seconds, "runtime", tic)

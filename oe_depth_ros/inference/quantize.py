@@ -53,10 +53,15 @@ DECODER_ATTENTION_CLASS = "ChannelAttention"
 
 @dataclasses.dataclass(frozen=True)
 class CalibrationSet:
-    """Calibration inputs [1,3,H,W] in [0,1] and the source they came from (for metadata)."""
+    """Calibration inputs [1,3,H,W] in [0,1], their source (for metadata), held-out inputs.
+
+    ``held_out``: inputs of the same source not used for calibration; the INT8 export is
+    verified on them, in the camera's own domain.
+    """
 
     source: str
     batches: tuple[np.ndarray, ...]
+    held_out: tuple[np.ndarray, ...] = ()
 
 
 def _hierarchy(node: onnx.NodeProto) -> str:
