@@ -83,7 +83,7 @@ from oe_depth_ros.build import build_pipeline, create_backend_from_params, pipel
 from oe_depth_ros.inference.backends import DepthBackend
 from oe_depth_ros.intake import FrameIntake, InputError, camera_info_config
 from oe_depth_ros.messages import MessageTypes
-from oe_depth_ros.node_main import ShutdownSignals
+from oe_depth_ros.shutdown_signals import ShutdownSignals
 from oe_depth_ros.node_names import NODE_NAME
 from oe_depth_ros.node_params import PARAMS, ParamError, ParamSpec, ParamValue, value_of
 from oe_depth_ros.outputs import output_message, output_messages

@@ -23,50 +23,14 @@ CPython does not unblock it) gets a clean exit for a signal at any moment from t
 exec on, the signal being delivered once the handlers are in. Without that, the
 interpreter's own start (site hooks, the console-script wrapper, this module's
 import) keeps the kernel's and Python's defaults; docs/node.md gives its length.
-This module imports ``signal``, ``sys`` and ``threading`` only.
+This module and :mod:`oe_depth_ros.shutdown_signals` import ``signal``, ``sys`` and
+``threading`` only.
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
-
-class ShutdownSignals:
-    """SIGINT and SIGTERM as a request to stop, never an exception.
-
-    A signal only sets :attr:`requested`: start-up (imports, model loading) finishes its
-    current step and the process then exits, and a spinning node leaves its spin loop.
-    No ``KeyboardInterrupt`` is raised into library code (an interrupted model load
-    reported itself as a failed backend). From teardown on both signals are ignored
-    (``SIG_IGN``, which also outlives the interpreter's own finalisation), so a
-    terminal's Ctrl-C arriving together with the one ``ros2 launch`` forwards changes
-    nothing.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = threading.Event()
-
-    def install(self) -> "ShutdownSignals":
-        """Handle SIGINT and SIGTERM, then unblock them (call from the main thread).
-
-        A signal held pending since before the exec is delivered to the handler here.
-        Returns self.
-        """
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._handle)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
-        return self
-
-    def stopping(self) -> None:
-        """Teardown has begun: ignore every further signal (call from the main thread)."""
-        for sig in self.SIGNALS:
-            signal.signal(sig, signal.SIG_IGN)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        self.requested.set()
+from oe_depth_ros.shutdown_signals import ShutdownSignals
 
 
 def _run(argv: list[str] | None, lifecycle: bool) -> int:

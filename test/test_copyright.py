@@ -26,7 +26,8 @@ from ament_copyright.main import main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKED = [
-    "oe_depth_ros/node.py", "oe_depth_ros/node_main.py", "oe_depth_ros/node_params.py",
+    "oe_depth_ros/node.py", "oe_depth_ros/node_main.py", "oe_depth_ros/shutdown_signals.py",
+    "oe_depth_ros/node_params.py",
     "oe_depth_ros/diagnostics.py",
     "launch", "bench/bench_node.py", "test/test_launch_files.py", "test/test_copyright.py",
     "test/test_flake8.py", "test/test_pep257.py", *sorted(
