@@ -130,9 +130,8 @@ def test_int8_bounds_judge_the_cameras_domain_strictly(factor: float, in_domain:
     """
     disparity = np.linspace(0.1, 1.0, HEIGHT * WIDTH, dtype=np.float64).reshape(
         1, 1, HEIGHT, WIDTH)
-    refs = conditioning.References({"frame": disparity.astype(np.float32)}, {"frame": disparity})
-    name = "frame" if in_domain else "photograph"
-    refs = conditioning.References({name: refs.float32["frame"]}, {name: disparity})
+    name = "held-out calibration frame 1" if in_domain else "photograph"
+    refs = conditioning.References({name: disparity.astype(np.float32)}, {name: disparity})
     checks = conditioning.check_runtime(
         refs, lambda image: disparity / factor, {name: np.zeros((1, 3, HEIGHT, WIDTH))},
         "int8", out_of_domain=conditioning.GENERIC_INPUTS)
