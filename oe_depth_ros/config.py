@@ -130,8 +130,7 @@ def from_dict(cls: type[T], data: Mapping[str, object], source: str = "config") 
     kwargs = {}
     for name, field in fields.items():
         if name in data and field.metadata.get(CHECKED_BY_DATACLASS):
-            value = data[name]
-            kwargs[name] = tuple(value) if isinstance(value, list) else value
+            kwargs[name] = data[name]  # checked and normalized by the dataclass
         elif name in data:
             kwargs[name] = _check_value(data[name], hints[name], f"{source}: key '{name}'")
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:

@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Callable, Collection, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -228,18 +228,17 @@ def runtime_limits(torch32: ErrorStats, precision: str,
 
 
 def check_runtime(refs: References, run: Callable[[np.ndarray], np.ndarray],
-                  inputs: Mapping[str, np.ndarray], precision: str = "fp32",
-                  out_of_domain: Collection[str] = ()) -> list[InputCheck]:
+                  inputs: Mapping[str, np.ndarray], precision: str = "fp32") -> list[InputCheck]:
     """Run ``run`` (e.g. an ONNX Runtime session) on every input and judge it.
 
-    ``out_of_domain`` names the inputs unlike the camera's images (the pattern and the
-    photograph), judged with the out-of-domain bounds where the precision has them.
+    The pattern and the photograph (GENERIC_INPUTS) are out of any camera's domain and
+    judged with the out-of-domain bounds where the precision has them.
     """
     checks = []
     for name, image in inputs.items():
         torch32 = ErrorStats.between(refs.float32[name], refs.float64[name])
         runtime = ErrorStats.between(run(image), refs.float64[name])
-        limits = runtime_limits(torch32, precision, in_domain=name not in out_of_domain)
+        limits = runtime_limits(torch32, precision, in_domain=name not in GENERIC_INPUTS)
         checks.append(InputCheck(name, torch32, runtime, limits))
     return checks
 
