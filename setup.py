@@ -1,13 +1,53 @@
 """ament_python package definition for oe_depth_ros (also installable with pip)."""
+import importlib.util
 from glob import glob
+from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.develop import develop
+from setuptools.command.install_scripts import install_scripts
 
 PACKAGE = "oe_depth_ros"
 #: The training/ folder installs under this project-specific import name (not as a
 #: top-level `training`); its modules import each other relatively, so the checkout's
 #: `python -m training.train` and the installed name run the same code (docs/design.md).
 TRAINING = "oe_depth_training"
+#: The executables that install their signal handlers first (oe_depth_ros.node_main).
+NODE_EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node")
+
+
+def _blocked_start():
+    """oe_depth_ros/blocked_start.py, loaded by path (standard library only)."""
+    spec = importlib.util.spec_from_file_location(
+        "blocked_start", Path(__file__).resolve().parent / PACKAGE / "blocked_start.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _BlockedStart:
+    """Write the node executables with SIGINT and SIGTERM blocked from the exec on.
+
+    Used for the scripts setuptools writes itself (``setup.py install``, as ``colcon
+    build`` runs it, and ``setup.py develop``); see oe_depth_ros/blocked_start.py.
+    """
+
+    def write_script(self, script_name, contents, *args, **kwargs):
+        """Write the script; a node executable gets the blocked-start shebang."""
+        if script_name in NODE_EXECUTABLES:
+            blocked_start = _blocked_start()
+            contents = blocked_start.with_blocked_start(
+                contents, supported=blocked_start.env_blocks_signals())
+        return super().write_script(script_name, contents, *args, **kwargs)
+
+
+class InstallScripts(_BlockedStart, install_scripts):
+    """``install_scripts`` with the node executables' blocked start."""
+
+
+class Develop(_BlockedStart, develop):
+    """``develop`` with the node executables' blocked start."""
+
 
 setup(
     name=PACKAGE,
@@ -28,6 +68,7 @@ setup(
     install_requires=["setuptools"],
     # Optional CPU backend (oe_depth_ros.inference.openvino_backend); pins: requirements.txt.
     zip_safe=False,
+    cmdclass={"install_scripts": InstallScripts, "develop": Develop},
     maintainer="oe_depth_ros maintainers",
     maintainer_email="maintainers@oe-depth-ros.dev",
     description="OE-Depth monocular depth: training, TensorRT deployment and a ROS 2 node.",

@@ -14,10 +14,11 @@
 """How long after its exec a node process still has the default SIGINT/SIGTERM handling.
 
 For each way of starting the node, the time from ``subprocess.Popen`` returning (the
-exec has happened) to the process catching SIGTERM (``SigCgt`` in /proc, polled every
-0.5 ms); the node's executables install their SIGINT and SIGTERM handlers together, so
-before that moment a signal kills the process (SIGTERM, or SIGINT before CPython's own
-handler) or raises ``KeyboardInterrupt`` (SIGINT after it). The rows:
+exec has happened) to the process blocking or catching SIGTERM (``SigBlk`` /
+``SigCgt`` in /proc, polled every 0.1 ms); the node's executables install their SIGINT
+and SIGTERM handlers together, so before that moment a signal kills the process
+(SIGTERM, or SIGINT before CPython's own handler) or raises ``KeyboardInterrupt``
+(SIGINT after it). The rows:
 
 * ``interpreter -S``: this interpreter without the site module, catching SIGTERM in
   its first statement: CPython's own start, the floor for any Python program.
@@ -28,9 +29,12 @@ handler) or raises ``KeyboardInterrupt`` (SIGINT after it). The rows:
   interpreter a second time (later processes inherit the variable).
 * ``python -m oe_depth_ros.node_main`` (how the tests start the node), the console
   scripts ``pip install -e .`` writes (``.venv/bin/oe_depth_node``,
-  ``oe_depth_lifecycle_node``), and setuptools' entry-point wrapper, the one
-  ``colcon build`` installs as ``lib/oe_depth_ros/oe_depth_node`` (written here with
-  setuptools' own ``ScriptWriter`` for this environment's distribution).
+  ``oe_depth_lifecycle_node``), and setuptools' entry-point wrapper (written here with
+  setuptools' own ``ScriptWriter`` for this environment's distribution): with a plain
+  ``#!<interpreter>``, and with the ``env --block-signal`` shebang that ``setup.py``
+  gives it in ``colcon build``'s ``lib/oe_depth_ros/oe_depth_node``
+  (oe_depth_ros/blocked_start.py; the row is left out where ``env`` lacks the option).
+  For that row the window ends when ``env`` blocks the signals.
 
 The runs are interleaved (one of each row per round) so that all rows see the same load.
 
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -50,39 +55,46 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, cpu_name, write_json
+from oe_depth_ros.blocked_start import env_blocks_signals, with_blocked_start
 
+#: Seconds between two reads of /proc while a process starts.
+POLL = 0.0001
 PROBE = "import _signal; _signal.signal(15, print); import time; time.sleep(60)"
 BOOTSTRAP_GUARD = "_ROS_WHEELS_BOOTSTRAP_COMPLETE"
 
 
-def catches_sigterm(pid: int) -> bool:
-    """Whether process ``pid`` has a handler for SIGTERM (Linux /proc)."""
+def holds_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` blocks SIGTERM or has a handler for it (Linux /proc)."""
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
-    match = re.search(r"SigCgt:\s*([0-9a-f]+)", status)
-    return bool(match and int(match.group(1), 16) & (1 << 14))
+    masks = re.findall(r"Sig(?:Blk|Cgt):\s*([0-9a-f]+)", status)
+    return any(int(mask, 16) & (1 << (signal.SIGTERM - 1)) for mask in masks)
 
 
 def window_ms(command: list[str], env: dict[str, str]) -> float:
-    """Milliseconds from ``Popen`` returning to the process catching SIGTERM."""
+    """Milliseconds from ``Popen`` returning to the process blocking or catching SIGTERM."""
     proc = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     t0 = time.perf_counter()
     try:
-        while not catches_sigterm(proc.pid):
+        while not holds_sigterm(proc.pid):
             if proc.poll() is not None:
                 raise RuntimeError(f"{command[0]} exited with {proc.returncode} first")
-            time.sleep(0.0005)
+            time.sleep(POLL)
         return (time.perf_counter() - t0) * 1e3
     finally:
         proc.kill()
         proc.wait()
 
 
-def setuptools_wrapper(directory: Path) -> Path:
-    """setuptools' console-script wrapper of ``oe_depth_node`` (colcon build installs it)."""
+def setuptools_wrapper(directory: Path, blocked: bool = False) -> Path:
+    """setuptools' console-script wrapper of ``oe_depth_node`` (colcon build installs it).
+
+    ``blocked``: with the shebang that ``setup.py`` gives it where ``env`` supports
+    ``--block-signal`` (oe_depth_ros/blocked_start.py), as ``colcon build`` installs it.
+    """
     from importlib.metadata import distribution
 
     from setuptools.command.easy_install import ScriptWriter  # type: ignore[import-untyped]
@@ -91,8 +103,14 @@ def setuptools_wrapper(directory: Path) -> Path:
     spec = f"{dist.metadata['Name']}=={dist.version}"
     text = ScriptWriter.template % {"spec": spec, "group": "console_scripts",
                                     "name": "oe_depth_node"}
-    path = directory / "oe_depth_node"
-    path.write_text(f"#!{sys.executable}\n{text}")
+    path = directory / ("blocked" if blocked else "plain") / "oe_depth_node"
+    path.parent.mkdir()
+    contents = f"#!{sys.executable}\n{text}"
+    if blocked:
+        contents = with_blocked_start(contents, supported=True)
+        if contents.startswith(f"#!{sys.executable}"):
+            raise RuntimeError(f"{sys.executable}: no blocked-start shebang for this path")
+    path.write_text(contents)
     path.chmod(0o755)
     return path
 
@@ -111,9 +129,10 @@ def rows(directory: Path) -> list[tuple[str, list[str], bool]]:
         ("pip console script oe_depth_node", [str(bin_dir / "oe_depth_node")], True),
         ("pip console script oe_depth_lifecycle_node",
          [str(bin_dir / "oe_depth_lifecycle_node")], True),
-        ("setuptools wrapper (colcon's lib/oe_depth_ros/oe_depth_node)",
-         [str(setuptools_wrapper(directory))], True),
-    ]
+        ("setuptools wrapper, plain #!python", [str(setuptools_wrapper(directory))], True),
+    ] + ([("setuptools wrapper, env --block-signal (colcon build)",
+           [str(setuptools_wrapper(directory, blocked=True))], True)]
+         if env_blocks_signals() else [])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_name(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
         "runs": args.runs, "load_average_1min": [load_before[0], load_after[0]],
         "bootstrap_guard_set": BOOTSTRAP_GUARD in os.environ, "rows": []}
-    print(f"Popen return -> SIGTERM caught, ms over {args.runs} starts "
+    print(f"Popen return -> SIGTERM blocked or caught, ms over {args.runs} starts "
           f"(load average {load_before[0]:.1f} -> {load_after[0]:.1f})")
     print(f"{'start':<62}{'median':>8}{'p90':>8}{'max':>8}")
     for label, values in times.items():

@@ -17,11 +17,12 @@
 install the handlers of :class:`ShutdownSignals` before anything else is imported
 (rclpy, NumPy, the inference libraries take a second or more), so a signal at any
 moment from then to the exit ends the process with exit code 0 and no traceback.
-Installing them also unblocks both signals: a supervisor that blocks SIGINT and SIGTERM
-before it executes the node (a blocked signal stays pending across ``execve``, and
-CPython does not unblock it) gets a clean exit for a signal at any moment from the
-exec on, the signal being delivered once the handlers are in. Without that, the
-interpreter's own start (site hooks, the console-script wrapper, this module's
+Installing them also unblocks both signals: where they were blocked before the exec (a
+blocked signal stays pending across ``execve``, and CPython does not unblock it) a
+signal at any moment from then on ends the process cleanly, delivered once the
+handlers are in. The executables ``colcon build`` installs block them in their shebang
+(:mod:`oe_depth_ros.blocked_start`), and a supervisor can block them too. Otherwise
+the interpreter's own start (site hooks, the console-script wrapper, this module's
 import) keeps the kernel's and Python's defaults; docs/node.md gives its length.
 This module and :mod:`oe_depth_ros.shutdown_signals` import ``signal``, ``sys`` and
 ``threading`` only.

@@ -19,6 +19,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
+def colcon_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A colcon workspace with a copy of the package, built once per run (``colcon build``)."""
+    from colcon_helpers import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("colcon_ws"))
+
+
+@pytest.fixture(scope="session")
 def synth_world(tmp_path_factory: pytest.TempPathFactory):
     """A small synthetic KITTI world (2 drives x 8 frames, 416x128), made once per run."""
     from oe_depth_ros.synthetic.dataset import generate_dataset

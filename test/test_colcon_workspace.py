@@ -1,63 +1,32 @@
 """colcon build and colcon test of the package in a throwaway workspace, as ROS users run them.
 
-The package's files are copied into ``<tmp>/src/oe_depth_ros`` and colcon's build,
-install, log and test-result directories are in ``<tmp>`` too, so nothing is written
-into the repository. colcon (pinned in requirements.txt) runs with this interpreter, as
-apt's colcon runs with the system Python: the console scripts' shebangs name the
-interpreter that has the dependencies (a colcon from another environment would write
-its own, and ``ros2 run`` would fail on ``import numpy``). ``colcon test`` runs the
-linter tests only (explicit files and ``-m linter``), not the whole suite again.
+The workspace is test/colcon_helpers.py's (built once per run, ``colcon_workspace``).
+``colcon test`` runs the linter tests only (explicit files and ``-m linter``), not the
+whole suite again.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from colcon_helpers import (PACKAGE, REPO, build_workspace, colcon, installed_executable,
+                            installed_site_packages, output)
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGE = "oe_depth_ros"
-#: What setup.py installs and the linter tests check (copied into the workspace).
-SOURCES = ("package.xml", "setup.py", "setup.cfg", "resource", "oe_depth_ros", "training",
-           "launch", "config", "test", "bench")
+from oe_depth_ros.blocked_start import blocked_shebang, env_blocks_signals
+
 LINTER_TESTS = ("test/test_flake8.py", "test/test_pep257.py", "test/test_copyright.py")
 EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node", "oe-depth")
-COLCON = Path(sys.executable).with_name("colcon")
-
-
-def colcon(workspace: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run colcon with this interpreter in ``workspace`` (its own log directory and home)."""
-    assert COLCON.is_file(), f"{COLCON} is missing: run scripts/setup (colcon is pinned)"
-    env = dict(os.environ, COLCON_HOME=str(workspace / "colcon_home"),
-               PYTHONDONTWRITEBYTECODE="1")
-    return subprocess.run([str(COLCON), "--log-base", str(workspace / "log"), *args],
-                          cwd=workspace, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def output(result: subprocess.CompletedProcess) -> str:
-    return f"exit code {result.returncode}\n{result.stdout}\n{result.stderr}"
+#: The executables that start with SIGINT and SIGTERM blocked (setup.py, blocked_start).
+NODE_EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node")
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A colcon workspace with a copy of the package, built (``colcon build``)."""
-    workspace = tmp_path_factory.mktemp("colcon_ws")
-    source = workspace / "src" / PACKAGE
-    source.mkdir(parents=True)
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache", ".mypy_cache")
-    for name in SOURCES:
-        if (REPO / name).is_dir():
-            shutil.copytree(REPO / name, source / name, ignore=ignore)
-        else:
-            shutil.copy2(REPO / name, source / name)
-    result = colcon(workspace, "build", "--event-handlers", "desktop_notification-")
-    assert result.returncode == 0, output(result)
-    return workspace
+def workspace(colcon_workspace: Path) -> Path:
+    return colcon_workspace
 
 
 def files_below(directory: Path) -> set[str]:
@@ -66,10 +35,15 @@ def files_below(directory: Path) -> set[str]:
 
 def test_colcon_build_installs_executables_launch_and_config_files(workspace: Path) -> None:
     prefix = workspace / "install" / PACKAGE
+    blocked = blocked_shebang(sys.executable) if env_blocks_signals() else None
     for name in EXECUTABLES:
-        script = prefix / "lib" / PACKAGE / name
+        script = installed_executable(workspace, name)
         assert script.is_file() and os.access(script, os.X_OK), script
-        assert script.read_text().splitlines()[0] == f"#!{sys.executable}", script
+        first = script.read_text().splitlines()[0]
+        if name in NODE_EXECUTABLES and blocked is not None:
+            assert first == blocked, script
+        else:
+            assert first == f"#!{sys.executable}", script
     share = prefix / "share" / PACKAGE
     assert files_below(share / "launch") == {p.name for p in (REPO / "launch").glob("*.py")}
     repo_config = {p for p in files_below(REPO / "config") if "__pycache__" not in p}
@@ -78,7 +52,7 @@ def test_colcon_build_installs_executables_launch_and_config_files(workspace: Pa
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).is_file()
 
     # The installed scripts run the installed package (not the repository's).
-    site = prefix / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site = installed_site_packages(workspace)
     env = dict(os.environ, PYTHONPATH=str(site))
     where = subprocess.run([sys.executable, "-c", "import oe_depth_ros, oe_depth_training; "
                             "print(oe_depth_ros.__file__); print(oe_depth_training.__file__)"],
@@ -86,9 +60,19 @@ def test_colcon_build_installs_executables_launch_and_config_files(workspace: Pa
                            timeout=120)
     assert where.returncode == 0, where.stderr
     assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
-    usage = subprocess.run([str(prefix / "lib" / PACKAGE / "oe-depth"), "--help"], cwd=workspace,
-                           env=env, capture_output=True, text=True, timeout=120)
+    usage = subprocess.run([str(installed_executable(workspace, "oe-depth")), "--help"],
+                           cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
     assert usage.returncode == 0 and "usage: oe-depth" in usage.stdout, usage.stderr
+
+
+def test_a_symlink_install_writes_the_same_executables(tmp_path: Path) -> None:
+    """``colcon build --symlink-install`` (``setup.py develop``): the same shebangs."""
+    workspace = build_workspace(tmp_path, "--symlink-install")
+    blocked = blocked_shebang(sys.executable) if env_blocks_signals() else None
+    for name in EXECUTABLES:
+        first = installed_executable(workspace, name).read_text().splitlines()[0]
+        expected = blocked if name in NODE_EXECUTABLES and blocked else f"#!{sys.executable}"
+        assert first == expected, (name, first)
 
 
 def junit_outcomes(path: Path) -> dict[str, str]:

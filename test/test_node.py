@@ -113,13 +113,15 @@ class NodeProcess:
     """A node subprocess with its log in a file (``faults``: run it by test/node_faults.py).
 
     ``lifecycle``: the managed node (``oe_depth_lifecycle_node``). ``executable``: run
-    the installed executable instead of ``python -m``. ``blocked``: start it with
+    this installed executable instead of ``python -m`` (``site``: the site-packages it
+    imports from, as a workspace's ``setup.bash`` sets it). ``blocked``: start it with
     SIGINT and SIGTERM blocked (they stay pending across the exec).
     """
 
     def __init__(self, log: Path, *ros_args: str, faults: dict[str, int] | None = None,
                  lifecycle: bool = False, relative_method: str = "fixed",
-                 executable: bool = False, blocked: bool = False) -> None:
+                 executable: Path | None = None, site: Path | None = None,
+                 blocked: bool = False) -> None:
         self.log_path = log
         self._log = open(log, "w")
         command, env = node_command(*ros_args, relative_method=relative_method), _env()
@@ -128,9 +130,11 @@ class NodeProcess:
         if faults:
             command[1:3] = [str(REPO / "test" / "node_faults.py")]
             env["OE_DEPTH_FAULTS"] = ",".join(f"{k}={v}" for k, v in faults.items())
-        if executable:
-            assert EXECUTABLES[lifecycle].is_file(), "run scripts/setup (pip install -e .)"
-            command[:4 if lifecycle else 3] = [str(EXECUTABLES[lifecycle])]
+        if executable is not None:
+            assert executable.is_file(), f"{executable} is missing"
+            command[:4 if lifecycle else 3] = [str(executable)]
+        if site is not None:
+            env["PYTHONPATH"] = os.pathsep.join([str(site), env["PYTHONPATH"]])
         self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
                                      env=env, cwd=REPO,
                                      preexec_fn=_block_shutdown_signals if blocked else None)
@@ -999,27 +1003,30 @@ def handlers_installed(pid: int) -> bool:
 
 
 def signal_after_start(model: Path, tmp_path: Path, name: str, sig: int, delay: float,
-                       lifecycle: bool = False, blocked: bool = False) -> None:
+                       lifecycle: bool = False, blocked: bool = False,
+                       executable: Path | None = None, site: Path | None = None) -> None:
     """Start a node, send ``sig`` ``delay`` s after time zero: exit 0, no traceback.
 
-    ``blocked``: the installed executable is started with SIGINT and SIGTERM blocked and
-    time zero is the process start (``Popen`` returns once the exec has happened); a
-    signal before the handlers are in stays pending until ``node_main`` unblocks it.
-    Otherwise (``python -m``, nothing blocked, as ``ros2 run`` starts it) time zero is
-    when the process catches SIGTERM: before that the interpreter is still starting
-    (CPython, site hooks, the console-script wrapper: 152-156 ms median from the exec,
-    of which 128 ms before any code of the package can run, at load 18 on 2 cores,
+    With an ``executable`` (an installed one) time zero is the process start (``Popen``
+    returns once the exec has happened). ``blocked``: its parent starts it with SIGINT
+    and SIGTERM blocked; a signal before the handlers are in stays pending until
+    ``node_main`` unblocks it. colcon's executables block them themselves
+    (oe_depth_ros/blocked_start.py), after ``env``'s own start. Without an executable
+    (``python -m``, nothing blocked) time zero is when the process catches SIGTERM:
+    before that the interpreter is still starting (CPython, site hooks, the
+    console-script wrapper: 152-156 ms median from the exec, of which 128 ms before any
+    code of the package can run, at load 18 on 2 cores,
     docs/results/2026-12-06-signal-window.md), where the kernel's and Python's defaults
-    apply. Either way the sweep covers
-    imports, rclpy start, parameter declaration, model loading and spinning.
+    apply. Either way the sweep covers imports, rclpy start, parameter declaration,
+    model loading and spinning.
     """
     node = NodeProcess(tmp_path / f"{name}.log", "-r", f"__ns:=/{name}",
                        "-p", f"model_path:={model}", "-p", "backend:=onnxruntime",
-                       "-p", "threads:=1", lifecycle=lifecycle, executable=blocked,
-                       blocked=blocked)
+                       "-p", "threads:=1", lifecycle=lifecycle, executable=executable,
+                       site=site, blocked=blocked)
     try:
         end = time.monotonic() + 30
-        while not blocked and not handlers_installed(node.proc.pid):
+        while executable is None and not handlers_installed(node.proc.pid):
             assert node.proc.poll() is None and time.monotonic() < end, node.log()
             time.sleep(0.002)
         time.sleep(delay)
@@ -1044,7 +1051,7 @@ def test_a_signal_at_any_moment_of_start_up_exits_cleanly(model, tmp_path, sig, 
 def test_a_signal_pending_from_the_exec_on_exits_cleanly(model, tmp_path, lifecycle) -> None:
     """SIGINT sent as the executable starts, blocked by its parent: handled, exit 0."""
     signal_after_start(model, tmp_path, "pending", signal.SIGINT, 0.0, lifecycle=lifecycle,
-                       blocked=True)
+                       blocked=True, executable=EXECUTABLES[lifecycle])
 
 
 @pytest.mark.slow
@@ -1058,7 +1065,46 @@ def test_a_signal_sweep_from_the_exec_exits_cleanly(model, tmp_path, sig, lifecy
     """
     for i, delay in enumerate(np.linspace(0.0, 1.5, 13)):
         signal_after_start(model, tmp_path, f"sweep{i}", sig, float(delay),
-                           lifecycle=lifecycle, blocked=True)
+                           lifecycle=lifecycle, blocked=True, executable=EXECUTABLES[lifecycle])
+
+
+#: The colcon executables' first moment: ``env``'s own start precedes the blocking
+#: (median 1.4 ms, at most 9.1 ms in docs/results/2026-12-06-blocked-start.md); 50 ms
+#: leaves a margin for load and is still inside a plain executable's window (54-132 ms).
+AFTER_ENV = 0.05
+
+
+def colcon_node(workspace: Path, lifecycle: bool) -> dict[str, Any]:
+    """The ``executable`` and ``site`` of a node that ``colcon build`` installed."""
+    from colcon_helpers import installed_executable, installed_site_packages
+
+    name = "oe_depth_lifecycle_node" if lifecycle else "oe_depth_node"
+    return {"executable": installed_executable(workspace, name),
+            "site": installed_site_packages(workspace)}
+
+
+@pytest.mark.parametrize("lifecycle", [False, True], ids=["node", "lifecycle"])
+def test_a_signal_just_after_the_exec_of_colcons_executable_exits_cleanly(
+        model, tmp_path, colcon_workspace, lifecycle) -> None:
+    """SIGINT 50 ms after the exec of the installed executable (as ``ros2 run`` execs it).
+
+    Nothing blocks the signal in the parent: the executable's shebang does. The
+    interpreter's start takes longer than 50 ms, so with a plain ``#!<interpreter>``
+    the same test ends in a ``KeyboardInterrupt`` traceback.
+    """
+    signal_after_start(model, tmp_path, "colcon", signal.SIGINT, AFTER_ENV,
+                       lifecycle=lifecycle, **colcon_node(colcon_workspace, lifecycle))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lifecycle", [False, True], ids=["node", "lifecycle"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["int", "term"])
+def test_a_signal_sweep_from_the_exec_of_colcons_executable_exits_cleanly(
+        model, tmp_path, colcon_workspace, sig, lifecycle) -> None:
+    """13 moments from 50 ms to 1.5 s after the exec of colcon's executable, nothing blocked."""
+    for i, delay in enumerate(np.linspace(AFTER_ENV, 1.5, 13)):
+        signal_after_start(model, tmp_path, f"colcon{i}", sig, float(delay),
+                           lifecycle=lifecycle, **colcon_node(colcon_workspace, lifecycle))
 
 
 @pytest.mark.slow
