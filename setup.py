@@ -12,17 +12,18 @@ PACKAGE = "oe_depth_ros"
 #: top-level `training`); its modules import each other relatively, so the checkout's
 #: `python -m training.train` and the installed name run the same code (docs/design.md).
 TRAINING = "oe_depth_training"
-#: The executables that install their signal handlers first (oe_depth_ros.node_main).
-NODE_EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node")
 
 
-def _blocked_start():
+def _load_blocked_start():
     """oe_depth_ros/blocked_start.py, loaded by path (standard library only)."""
     spec = importlib.util.spec_from_file_location(
         "blocked_start", Path(__file__).resolve().parent / PACKAGE / "blocked_start.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+BLOCKED_START = _load_blocked_start()
 
 
 class _BlockedStart:
@@ -34,10 +35,9 @@ class _BlockedStart:
 
     def write_script(self, script_name, contents, *args, **kwargs):
         """Write the script; a node executable gets the blocked-start shebang."""
-        if script_name in NODE_EXECUTABLES:
-            blocked_start = _blocked_start()
-            contents = blocked_start.with_blocked_start(
-                contents, supported=blocked_start.env_blocks_signals())
+        if script_name in BLOCKED_START.NODE_EXECUTABLES:
+            contents = BLOCKED_START.with_blocked_start(
+                contents, supported=BLOCKED_START.env_blocks_signals())
         return super().write_script(script_name, contents, *args, **kwargs)
 
 

@@ -31,6 +31,9 @@ from __future__ import annotations
 import os
 import subprocess
 
+#: The executables that start blocked: their entry points (oe_depth_ros.node_main)
+#: install the signal handlers before anything else and unblock the signals.
+NODE_EXECUTABLES = ("oe_depth_node", "oe_depth_lifecycle_node")
 #: GNU env, at the path every Linux distribution has.
 ENV = "/usr/bin/env"
 #: The signals the node's handlers take over (``ShutdownSignals``), in env's spelling.
