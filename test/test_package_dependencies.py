@@ -22,7 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_DIRS = ("oe_depth_ros", "training")
 TEST_DIRS = ("test",)
-FIRST_PARTY = {"oe_depth_ros", "training", "bag_helpers", "node_faults", "conftest"}
+#: The packages and the test helper modules (test/*.py that are not test files).
+FIRST_PARTY = {"oe_depth_ros", "training"} | {
+    p.stem for d in TEST_DIRS for p in (REPO / d).glob("*.py") if not p.stem.startswith("test_")}
 RUNTIME_TAGS = {"depend", "exec_depend"}
 TEST_TAGS = RUNTIME_TAGS | {"test_depend"}
 TABLE_TITLE = "## Dependencies: rosdep keys"
