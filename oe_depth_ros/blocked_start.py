@@ -28,6 +28,7 @@ otherwise. Standard library only: ``setup.py`` loads this file by path.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 
@@ -44,8 +45,12 @@ MAX_SHEBANG_BYTES = 255
 _ENV_SPECIAL = set("\\'\"$#")
 
 
+@functools.lru_cache(maxsize=None)
 def env_blocks_signals(env: str = ENV) -> bool:
-    """Whether ``env`` runs a command with ``--block-signal`` (GNU coreutils >= 8.31)."""
+    """Whether ``env`` runs a command with ``--block-signal`` (GNU coreutils >= 8.31).
+
+    Probed once per ``env`` and process (setup.py asks for every node executable).
+    """
     try:
         probe = subprocess.run([env, "-S", f"--block-signal={SIGNALS} true"],
                                capture_output=True, timeout=30, check=False)

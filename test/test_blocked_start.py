@@ -1,7 +1,7 @@
 """The node executables' blocked-start shebang (oe_depth_ros/blocked_start.py)."""
 from __future__ import annotations
 
-import os
+import ast
 import signal
 import subprocess
 import sys
@@ -28,7 +28,7 @@ def run_script(path: Path, contents: str) -> list[int]:
     assert signal.SIGINT not in with_nothing_blocked
     result = subprocess.run([str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    return eval(result.stdout)  # a list of ints printed by PRINT_BLOCKED
+    return ast.literal_eval(result.stdout)  # the list of ints PRINT_BLOCKED prints
 
 
 def test_the_shebang_names_env_the_signals_and_the_interpreter() -> None:
@@ -69,4 +69,3 @@ def test_the_interpreter_starts_with_both_signals_blocked(tmp_path: Path) -> Non
     assert run_script(tmp_path / "plain", SCRIPT) == []
     blocked = run_script(tmp_path / "blocked", with_blocked_start(SCRIPT, supported=True))
     assert blocked == sorted([int(signal.SIGINT), int(signal.SIGTERM)])
-    assert os.access(tmp_path / "blocked", os.X_OK)

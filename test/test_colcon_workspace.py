@@ -12,7 +12,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
 from colcon_helpers import (PACKAGE, REPO, build_workspace, colcon, installed_executable,
                             installed_site_packages, output)
 
@@ -34,19 +33,14 @@ def expected_shebang(name: str) -> str:
     return f"#!{sys.executable}"
 
 
-@pytest.fixture(scope="module")
-def workspace(colcon_workspace: Path) -> Path:
-    return colcon_workspace
-
-
 def files_below(directory: Path) -> set[str]:
     return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
 
 
-def test_colcon_build_installs_executables_launch_and_config_files(workspace: Path) -> None:
-    prefix = workspace / "install" / PACKAGE
+def test_colcon_build_installs_executables_launch_and_config_files(colcon_workspace: Path) -> None:
+    prefix = colcon_workspace / "install" / PACKAGE
     for name in EXECUTABLES:
-        script = installed_executable(workspace, name)
+        script = installed_executable(colcon_workspace, name)
         assert script.is_file() and os.access(script, os.X_OK), script
         assert script.read_text().splitlines()[0] == expected_shebang(name), script
     share = prefix / "share" / PACKAGE
@@ -57,16 +51,17 @@ def test_colcon_build_installs_executables_launch_and_config_files(workspace: Pa
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).is_file()
 
     # The installed scripts run the installed package (not the repository's).
-    site = installed_site_packages(workspace)
+    site = installed_site_packages(colcon_workspace)
     env = dict(os.environ, PYTHONPATH=str(site))
     where = subprocess.run([sys.executable, "-c", "import oe_depth_ros, oe_depth_training; "
                             "print(oe_depth_ros.__file__); print(oe_depth_training.__file__)"],
-                           cwd=workspace, env=env, capture_output=True, text=True,
+                           cwd=colcon_workspace, env=env, capture_output=True, text=True,
                            timeout=120)
     assert where.returncode == 0, where.stderr
     assert all(Path(line).is_relative_to(site) for line in where.stdout.split()), where.stdout
-    usage = subprocess.run([str(installed_executable(workspace, "oe-depth")), "--help"],
-                           cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
+    usage = subprocess.run([str(installed_executable(colcon_workspace, "oe-depth")), "--help"],
+                           cwd=colcon_workspace, env=env, capture_output=True, text=True,
+                           timeout=120)
     assert usage.returncode == 0 and "usage: oe-depth" in usage.stdout, usage.stderr
 
 
@@ -88,34 +83,34 @@ def junit_outcomes(path: Path) -> dict[str, str]:
 
 
 def test_colcon_test_runs_the_linters_and_test_result_reports_no_failures(
-        workspace: Path) -> None:
-    result = colcon(workspace, "test", "--packages-select", PACKAGE,
+        colcon_workspace: Path) -> None:
+    result = colcon(colcon_workspace, "test", "--packages-select", PACKAGE,
                     "--event-handlers", "desktop_notification-",
                     "--pytest-args", *LINTER_TESTS, "-m", "linter")
     assert result.returncode == 0, output(result)
-    outcomes = junit_outcomes(workspace / "build" / PACKAGE / "pytest.xml")
+    outcomes = junit_outcomes(colcon_workspace / "build" / PACKAGE / "pytest.xml")
     # pytest ran (not colcon's unittest fallback), and only the linter tests.
     assert outcomes["test_flake8"] == outcomes["test_pep257"] == "passed", outcomes
     assert set(outcomes) <= {"test_flake8", "test_pep257", "test_copyright", "test.test_copyright"}
-    summary = colcon(workspace, "test-result", "--test-result-base",
-                     str(workspace / "build"), "--all")
+    summary = colcon(colcon_workspace, "test-result", "--test-result-base",
+                     str(colcon_workspace / "build"), "--all")
     assert summary.returncode == 0, output(summary)
     assert "0 errors, 0 failures" in summary.stdout, summary.stdout
 
 
-def test_colcon_test_result_reports_a_failing_test(workspace: Path) -> None:
+def test_colcon_test_result_reports_a_failing_test(colcon_workspace: Path) -> None:
     """The check above can fail: a failing test in the package gives a non-zero test-result."""
-    failing = workspace / "src" / PACKAGE / "test" / "test_failing_on_purpose.py"
+    failing = colcon_workspace / "src" / PACKAGE / "test" / "test_failing_on_purpose.py"
     failing.write_text('"""A test that fails."""\n\n\ndef test_fails():\n    assert 1 == 2\n')
-    results = workspace / "failing_results"
+    results = colcon_workspace / "failing_results"
     try:
-        result = colcon(workspace, "test", "--packages-select", PACKAGE,
+        result = colcon(colcon_workspace, "test", "--packages-select", PACKAGE,
                         "--test-result-base", str(results),
                         "--event-handlers", "desktop_notification-",
                         "--pytest-args", str(failing.relative_to(failing.parents[1])))
     finally:
         failing.unlink()
     assert result.returncode == 0, output(result)  # colcon test itself succeeds
-    summary = colcon(workspace, "test-result", "--test-result-base", str(results))
+    summary = colcon(colcon_workspace, "test-result", "--test-result-base", str(results))
     assert summary.returncode != 0, output(summary)
     assert "1 failure" in summary.stdout, summary.stdout
