@@ -114,3 +114,23 @@ def test_pretrained_conv1_duplicated_and_halved(tmp_path):
 def test_unknown_pose_config():
     with pytest.raises(ConfigError, match="unknown pose config 'resnet99'.*resnet18"):
         build_pose_net("resnet99")
+
+
+def test_start_straight_ahead_moves_the_camera_forward_by_the_step():
+    torch.manual_seed(0)
+    net = build_pose_net().eval()
+    decoder = net.decoder
+    decoder.start_straight_ahead(0.5)
+    with torch.no_grad():
+        decoder.pose2.weight.zero_()  # leave only the bias: every pair's start value
+        axisangle, translation = net(torch.rand(3, 6, 64, 64))
+    torch.testing.assert_close(translation, torch.tensor([0.0, 0.0, -0.5]).expand(3, 2, 1, 3))
+    # the rotation's bias is untouched (PyTorch's default init, not zero)
+    torch.testing.assert_close(axisangle[0, :, 0], 0.01 * decoder.pose2.bias.view(2, 6)[:, :3])
+    # earlier -> later camera: a point 10 m ahead is 9.5 m ahead after the step
+    T = transformation_from_parameters(torch.zeros(1, 3), translation[:1, 0])
+    point = T[0] @ torch.tensor([0.0, 0.0, 10.0, 1.0])
+    torch.testing.assert_close(point[:3], torch.tensor([0.0, 0.0, 9.5]), atol=1e-6, rtol=0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="start step must be positive"):
+            decoder.start_straight_ahead(bad)

@@ -392,6 +392,40 @@ def test_velocity_supervision_trains_the_pose_network_in_metres(synth_world,
     assert ckpt["units"] == {"scale_source": "velocity", "metres_per_unit": 1.0}
 
 
+def test_velocity_recipes_start_the_pose_network_straight_ahead(
+        synth_world, tmp_path: Path) -> None:
+    """model.init_pose=forward: translation bias (0, 0, -median OXTS step) / scale."""
+    from oe_depth_ros.synthetic.rig import SPEED_RANGE
+    from training.pose_agreement import oxts_translations
+
+    assert {load_train_config(n).model.init_pose for n in
+            ("oe_depth_velocity", "synth_small_velocity")} == {"forward"}
+    assert load_train_config("oe_depth").model.init_pose == "random"
+    cfg = load_train_config("synth_small_velocity", tiny_overrides(
+        synth_world, validate=False, **{"model.depth": "diffnet_small"}))
+    trainer = Trainer(cfg, out_dir=tmp_path)
+    # independently: every consecutive pair of the training entries' drives, by drive
+    entries = {tuple(line.split()[:2]) for line in
+               Path(synth_world.split_files["train"]).read_text().splitlines()}
+    steps = {folder: np.linalg.norm(oxts_translations(Path(synth_world.root) / folder), axis=1)
+             for folder in {f for f, _ in entries}}
+    expected = np.median([steps[folder][i] for folder, frame in entries
+                          for i in (int(frame) - 1, int(frame))])
+    low, high = SPEED_RANGE
+    assert 0.9 * low / 10 < expected < 1.1 * high / 10  # 10 Hz frames
+    decoder = trainer.pose_net.decoder
+    bias = decoder.pose2.bias.view(-1, 6)[:, 3:]
+    torch.testing.assert_close(bias, torch.tensor([0.0, 0.0, -expected / decoder.scale],
+                                                  dtype=bias.dtype).expand_as(bias),
+                               rtol=1e-5, atol=1e-5)
+    trainer.close()
+    plain_cfg = load_train_config("synth_small", tiny_overrides(
+        synth_world, validate=False, **{"model.depth": "diffnet_small"}))
+    plain = Trainer(plain_cfg, out_dir=tmp_path / "plain")
+    assert plain.pose_net.decoder.pose2.bias.view(-1, 6)[:, 5].abs().max() < 1.0
+    plain.close()
+
+
 def test_velocity_and_oxts_refuse_drives_without_oxts_data(synth_world, tmp_path: Path) -> None:
     """A drive without its OXTS packet or IMU calibration stops training, naming the file."""
     import shutil
@@ -422,3 +456,7 @@ def test_velocity_options_are_validated() -> None:
         load_train_config("synth_small_oxts", ["loss.velocity_weight=0.1"])
     with pytest.raises(ConfigError, match="cannot be combined with data.stereo"):
         load_train_config("oe_depth_ms", ["loss.velocity_weight=0.1"])
+    with pytest.raises(ConfigError, match=r"^model.init_pose=forward .*velocity_weight > 0"):
+        load_train_config("synth_small", ["model.init_pose=forward"])
+    with pytest.raises(ConfigError, match="init_pose"):
+        load_train_config("synth_small_velocity", ["model.init_pose=sideways"])

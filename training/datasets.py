@@ -272,6 +272,20 @@ class KittiRawMonoDataset(Dataset):
                                   entry.frame + frame)
         return mirrored(transform) if flip else transform
 
+    def median_step(self) -> float:
+        """Median OXTS translation length (metres) between each entry and its temporal sources.
+
+        The length the velocity supervision asks of a typical pose-network translation;
+        needs ``oxts_motion``.
+        """
+        if not self.oxts_motion:
+            raise ValueError("median_step needs the drives' OXTS motion (oxts_motion=True)")
+        sources = [int(f) for f in self.frame_ids if f not in (0, STEREO_FRAME)]
+        if not self.entries or not sources:
+            raise ValueError("median_step needs entries and temporal source frames")
+        return float(np.median([np.linalg.norm(self.camera_motion(entry, f)[:3, 3])
+                                for entry in self.entries for f in sources]))
+
     def _check_files(self) -> None:
         missing: list[str] = []
         count = 0

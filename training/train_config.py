@@ -92,6 +92,10 @@ class ModelConfig:
     is built, and depth comes out metric). ``init_depth``: the depth (metres, or the
     pose network's units) the disparity heads output at the start; null keeps the
     reference initialization (a sigmoid of ~0.5, about twice ``min_depth``).
+    ``init_pose``: ``random`` (the reference) or ``forward``: the pose network's
+    translation starts straight ahead at the training split's median OXTS step (for
+    velocity supervision, which fixes only the translation's length; docs/training.md,
+    "Metric depth").
     """
 
     depth: str = "oe_depth"
@@ -100,6 +104,7 @@ class ModelConfig:
     pose_pretrained: Optional[str] = None
     ego_motion: Literal["pose_net", "oxts"] = "pose_net"
     init_depth: Optional[float] = None
+    init_pose: Literal["random", "forward"] = "random"
 
     def __post_init__(self) -> None:
         if self.init_depth is not None and not self.init_depth > 0:
@@ -268,6 +273,10 @@ class TrainConfig:
         if self.loss.use_velocity and not self.model.uses_pose_net:
             raise ConfigError("loss.velocity_weight supervises the pose network's translation; "
                               "with model.ego_motion=oxts there is none (set it to 0)")
+        if self.model.init_pose == "forward" and not self.loss.use_velocity:
+            raise ConfigError("model.init_pose=forward takes its step length from the OXTS "
+                              "motion of velocity supervision; set loss.velocity_weight > 0 "
+                              "or model.init_pose=random")
         if self.loss.use_velocity and self.data.stereo:
             raise ConfigError("loss.velocity_weight (metres) cannot be combined with "
                               "data.stereo (the stereo transform is in units of baseline 0.1)")

@@ -159,9 +159,15 @@ class Trainer:
         if cfg.odconv.start == "static" and self._has_odconv("odconv.start=static"):
             self.depth_net.start_odconv_as_static()
         #: None with ``model.ego_motion: oxts`` (the batch carries each pair's motion)
-        self.pose_net: nn.Module | None = (
-            build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
-            if cfg.model.uses_pose_net else None)
+        self.pose_net: nn.Module | None = None
+        if cfg.model.uses_pose_net:
+            pose_net = build_pose_net(cfg.model.pose, pretrained=cfg.model.pose_weights)
+            if cfg.model.init_pose == "forward":
+                step = self.train_set.median_step()
+                LOG.info("pose network starts straight ahead at %.3f m per frame (median "
+                         "OXTS step of the training split)", step)
+                pose_net.decoder.start_straight_ahead(step)
+            self.pose_net = pose_net
         self.min_depth = self.depth_net.config.min_depth
         self.max_depth = self.depth_net.config.max_depth
         if cfg.sync_bn and self.env.distributed:

@@ -99,6 +99,20 @@ class PoseDecoder(nn.Module):
         self.pose1 = nn.Conv2d(256, 256, 3, padding=1)
         self.pose2 = nn.Conv2d(256, 6 * num_frames_to_predict, 1)
 
+    def start_straight_ahead(self, step: float) -> None:
+        """Make every predicted translation start at ``step`` straight ahead.
+
+        Sets the output bias of each frame's translation to ``(0, 0, -step)`` (before the
+        ``scale``): the transform taking the earlier frame's camera points into the later
+        one's, for a camera moving forward along its optical axis (+z). The outputs'
+        weights keep their initialization, so each pair's estimate starts near it.
+        """
+        if not step > 0:
+            raise ValueError(f"start step must be positive, got {step}")
+        with torch.no_grad():
+            bias = self.pose2.bias.view(self.num_frames_to_predict, 6)
+            bias[:, 3:] = torch.tensor([0.0, 0.0, -step / self.scale])
+
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.squeeze(feature))
         x = F.relu(self.pose0(x))
