@@ -128,6 +128,7 @@ class NodeStats:
         self._errors_at_last_report = 0
         self._processed_at_last_report = 0
         self._received_at_last_report = 0
+        self._skipped_at_last_report = 0
         self.info: dict[str, str] = {}
 
     def frame_received(self) -> None:
@@ -197,7 +198,8 @@ class NodeStats:
 
         ERROR when frames arrived since the last report but none could be processed
         because of errors; WARN when new errors occurred or fallback intrinsics are in
-        use; else OK.
+        use; else OK, saying so when frames were only skipped for want of subscribers
+        (the rate then reads 0).
         """
         rate = self.rate()
         p50, p99 = self.latency()
@@ -207,7 +209,9 @@ class NodeStats:
             new_errors = total_errors - self._errors_at_last_report
             new_processed = self.processed - self._processed_at_last_report
             new_received = self.received - self._received_at_last_report
+            new_skipped = self.skipped - self._skipped_at_last_report
             self._errors_at_last_report = total_errors
+            self._skipped_at_last_report = self.skipped
             self._processed_at_last_report = self.processed
             self._received_at_last_report = self.received
             values = [
@@ -237,4 +241,7 @@ class NodeStats:
             return StatusReport(WARN, "no CameraInfo received: using fallback intrinsics", values)
         if not self.received:
             return StatusReport(OK, "waiting for images", values)
+        if new_skipped and not new_processed:
+            return StatusReport(OK, f"idle: {new_skipped} frame(s) since last report not "
+                                "processed, nobody subscribes to an output", values)
         return StatusReport(OK, f"{rate:.1f} Hz, latency p50 {_fmt(p50)} ms", values)

@@ -136,6 +136,21 @@ def test_report_levels_and_counters():
     report = stats.report(dropped=3)
     assert report.level == OK and report.as_dict()["errors.malformed_image"] == "2"
 
+    # Frames arrive but nobody subscribes: OK, and the message says why none is processed.
+    for _ in range(4):
+        stats.frame_received()
+        stats.frame_skipped()
+    report = stats.report(dropped=3)
+    assert report.level == OK and report.message.startswith("idle: 4 frame(s)")
+    assert "nobody subscribes" in report.message
+    assert report.as_dict()["frames_skipped_no_subscribers"] == "4"
+    # a processed frame in the same period: the usual rate message
+    stats.frame_received()
+    stats.frame_skipped()
+    stats.frame_received()
+    stats.frame_processed(10.0, {})
+    assert "Hz" in stats.report(dropped=3).message
+
 
 def test_fallback_intrinsics_is_a_warning():
     stats = NodeStats()
