@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 
 from oe_depth_ros.bags.bagio import BagWriter
 from oe_depth_ros.cli import main as cli_main
@@ -17,6 +18,7 @@ from oe_depth_ros.inference import conditioning
 from oe_depth_ros.calibration import (
     CalibrationError, CalibrationSource, load_calibration,
 )
+from oe_depth_ros.inference.backends import BACKENDS
 from oe_depth_ros.inference.conditioning import (
     ErrorStats, pattern_batchnorm_statistics, verification_image,
 )
@@ -63,7 +65,7 @@ def test_int8_export_is_static_qdq_per_channel_and_verified(checkpoint: Path) ->
     model = onnx.load(str(out))
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 20 and ops.count("DequantizeLinear") > 20
-    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     # Conv weights: int8 initializers dequantized with one scale per output channel.
     per_channel = [n for n in model.graph.node if n.op_type == "DequantizeLinear"
                    and inits.get(n.input[0], np.zeros(0)).dtype == np.int8
@@ -233,6 +235,25 @@ def test_odconv_attention_branch_found_and_kept_float(tmp_path: Path) -> None:
             assert set(node.output) & quantized_tensors <= allowed, node.name
     runtime_weights = {n.input[1] for n in model.graph.node if n.name in dynamic}
     assert runtime_weights <= quantized_tensors
+    # ... as signed 8-bit with zero point 0 (the activations stay unsigned)
+    inits = {i.name: i for i in quantized.graph.initializer}
+    zero_points = {n.input[0]: numpy_helper.to_array(inits[n.input[2]])
+                   for n in quantized.graph.node if n.op_type == "QuantizeLinear"}
+    for weight in runtime_weights:
+        assert zero_points[weight].dtype == np.int8 and not zero_points[weight].any(), weight
+    assert {zp.dtype for name, zp in zero_points.items() if name not in runtime_weights} == {
+        np.dtype(np.uint8)}
+    # which lets OpenVINO run every ODConv convolution with an integer kernel
+    if BACKENDS["openvino"].installed():
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(out), "CPU", {"PERF_COUNT": "YES"})
+        request = compiled.create_infer_request()
+        request.infer({0: batches[0]})
+        kernels = {info.node_name.split("/")[0]: info.exec_type
+                   for info in request.profiling_info if info.status == info.Status.EXECUTED}
+        assert all(kernels[name].upper().endswith(("I8", "U8")) for name in dynamic), {
+            n: kernels[n] for n in dynamic}
 
 
 def _float_weight(model: onnx.ModelProto, node_name: str) -> bool:

@@ -11,7 +11,8 @@ and softmax) and a weighted sum of the candidate kernels whose result is the run
 weight of the layer's convolution. ``odconv`` chooses what of that runs in float:
 
 * ``attention-float`` (default): the attention branch and the kernel sum stay float;
-  the convolution runs INT8 with its runtime weight quantized per tensor;
+  the convolution runs INT8 with its runtime weight quantized per tensor, symmetric
+  signed 8-bit like the static weights (:func:`runtime_weight_overrides`);
 * ``float``: the convolution with the runtime weight stays float too;
 * ``int8``: everything ONNX Runtime can quantize is quantized.
 
@@ -68,6 +69,13 @@ def _hierarchy(node: onnx.NodeProto) -> str:
     return next((p.value for p in node.metadata_props if p.key == CLASS_HIERARCHY), "")
 
 
+def runtime_weight_convs(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """The Conv nodes whose weight is computed at run time, not an initializer."""
+    weights = {init.name for init in model.graph.initializer}
+    return [n for n in model.graph.node
+            if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] not in weights]
+
+
 def odconv_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     """(attention branch, dynamic convolutions): node names of the ODConv layers.
 
@@ -76,9 +84,7 @@ def odconv_nodes(model: onnx.ModelProto) -> tuple[list[str], list[str]]:
     attentions) except the convolution itself; the dynamic convolutions are the Conv
     nodes whose weight is computed at run time, not an initializer.
     """
-    weights = {init.name for init in model.graph.initializer}
-    dynamic = [n.name for n in model.graph.node
-               if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] not in weights]
+    dynamic = [n.name for n in runtime_weight_convs(model)]
     branch = [n.name for n in model.graph.node
               if ODCONV_CLASS in _hierarchy(n) and n.name not in dynamic]
     return branch, dynamic
@@ -144,6 +150,21 @@ class _Reader:
         return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, np.float32)}
 
 
+def runtime_weight_overrides(model: onnx.ModelProto) -> dict[str, list[dict[str, object]]]:
+    """ONNX Runtime ``TensorQuantOverrides``: runtime convolution weights as symmetric int8.
+
+    The quantizer treats a weight computed at run time as an activation (unsigned 8-bit
+    with a zero point from the calibration range). OpenVINO runs a convolution with an
+    integer kernel only when its weight is signed 8-bit with zero point 0; with the
+    activation's zero point it falls back to float32 for almost every ODConv layer
+    (docs/deployment.md, "ODConv under INT8").
+    """
+    from onnxruntime.quantization import QuantType
+
+    return {node.input[1]: [{"quant_type": QuantType.QInt8, "symmetric": True}]
+            for node in runtime_weight_convs(model)}
+
+
 def float_nodes(model: onnx.ModelProto, odconv: str = DEFAULT_ODCONV,
                 float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
     """The nodes ``quantize_int8`` keeps in float, for ``odconv`` and ``float_parts``.
@@ -189,6 +210,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         model, Path(out), _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         nodes_to_exclude=keep, calibrate_method=CalibrationMethod.MinMax,
-        extra_options={"WeightSymmetric": True},
+        extra_options={"WeightSymmetric": True,
+                       "TensorQuantOverrides": runtime_weight_overrides(model)},
     )
     return keep
