@@ -10,7 +10,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -110,7 +110,7 @@ class PoseDecoder(nn.Module):
         if not step > 0:
             raise ValueError(f"start step must be positive, got {step}")
         with torch.no_grad():
-            bias = self.pose2.bias.view(self.num_frames_to_predict, 6)
+            bias = cast(torch.Tensor, self.pose2.bias).view(self.num_frames_to_predict, 6)
             bias[:, 3:] = torch.tensor([0.0, 0.0, -step / self.scale])
 
     def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
