@@ -30,14 +30,13 @@ import logging
 import re
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from _common import cpu_name, write_json
-from bench_inference import calibrated_net
+from bench_inference import calibrated_net, time_round_robin
 
 LOG = logging.getLogger("bench_layer_profile")
 PARTS = ("odconv conv", "odconv attention", "other")
@@ -141,16 +140,10 @@ def ort_p50(model_path: Path, batch: np.ndarray, threads: int, iters: int) -> fl
 
     backend = create_backend("onnxruntime", model_path, device="cpu", threads=threads)
     try:
-        for _ in range(2):
-            backend.infer(batch)
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            backend.infer(batch)
-            times.append((time.perf_counter() - start) * 1e3)
+        stats = time_round_robin({"ort": lambda: backend.infer(batch)}, iters, warmup=2)
     finally:
         backend.close()
-    return statistics.median(times)
+    return stats["ort"]["p50_ms"]
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
