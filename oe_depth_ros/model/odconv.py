@@ -12,9 +12,13 @@ load unchanged.
 
 Batch handling: the per-sample kernels are computed batch-agnostically (a matmul over
 the candidate kernels). A batch of one, the case that is exported to ONNX, runs a
-single convolution whose weight is that computed kernel (``groups`` stays the layer's
-own). Larger batches in PyTorch run one grouped convolution with the batch folded
-into the groups, which is only ever traced when exporting with a batch above one.
+single convolution whose weight is that computed kernel with the channel and filter
+attentions folded in, ``conv(a_c * x, W) * a_f = conv(x, a_f * W * a_c)``: all the
+per-image work then happens on kernel-sized tensors, and the image-sized tensors see one
+convolution and nothing else (under INT8 that is one integer convolution instead of a
+float multiply on either side of it). ``groups`` stays the layer's own. Larger batches
+in PyTorch scale the input and output and run one grouped convolution with the batch
+folded into the groups, which is only ever traced when exporting with a batch above one.
 """
 from __future__ import annotations
 
@@ -186,12 +190,30 @@ class ODConv2d(nn.Module):
             agg = agg * spatial
         return agg
 
+    def folded_kernel(self, agg: torch.Tensor, channel: torch.Tensor, filt: Attn) -> torch.Tensor:
+        """One sample's kernel ``a_f * W * a_c`` [out, in/g, k, k] from ``agg`` [out, in/g, k, k].
+
+        Output channel ``o`` of group ``g`` reads input channels ``g * in/g + j``, so the
+        channel attention [1, in, 1, 1] is laid out per group along the kernel's second axis.
+        """
+        per_group = self.in_planes // self.groups
+        a_c = channel.reshape(self.groups, 1, per_group).expand(
+            self.groups, self.out_planes // self.groups, per_group)
+        kernel = agg * a_c.reshape(self.out_planes, per_group, 1, 1)
+        if isinstance(filt, torch.Tensor):
+            kernel = kernel * filt.reshape(self.out_planes, 1, 1, 1)
+        return kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channel, filt, spatial, kernel = self.attention(x)
         batch = x.shape[0]
-        x = x * channel
         agg = self.aggregated_kernels(spatial, kernel, batch)
-        if batch == 1 or agg.shape[0] == 1:
+        if batch == 1:
+            weight = self.folded_kernel(agg[0], channel, filt)
+            return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation,
+                            self.groups)
+        x = x * channel
+        if agg.shape[0] == 1:
             out = F.conv2d(x, agg[0], None, self.stride, self.padding, self.dilation, self.groups)
         else:
             height, width = x.shape[-2:]
