@@ -1,6 +1,7 @@
 """INT8 export: calibration sources, QDQ structure, verification in both directions, ODConv."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -220,6 +221,24 @@ def test_odconv_attention_branch_found_and_kept_float(tmp_path: Path) -> None:
     assert kinds.count("ReduceMean") == layers and kinds.count("Softmax") == layers
     assert kinds.count("MatMul") == layers  # the weighted sum of the candidate kernels
     assert all(ops[name] == "Conv" for name in dynamic)
+    # At batch one the channel and filter attentions are folded into every kernel no
+    # larger than its input, and only there: then no attention-branch node scales the
+    # image-sized tensor the convolution reads or writes.
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in
+              onnx.shape_inference.infer_shapes(model).graph.value_info}
+    producer = {out: n.name for n in model.graph.node for out in n.output}
+    branch_inputs = {i for n in model.graph.node if n.name in attention for i in n.input}
+    folds = []
+    for node in model.graph.node:
+        if node.name in dynamic:
+            scaled_in = producer.get(node.input[0]) in attention
+            scaled_out = bool(set(node.output) & branch_inputs)
+            assert scaled_in == scaled_out, node.name
+            image, kernel = (shapes[name] for name in node.input[:2])
+            assert all(image) and all(kernel), (image, kernel)  # every dimension inferred
+            folds.append(math.prod(kernel) <= math.prod(image))
+            assert scaled_in != folds[-1], (node.name, kernel, image)
+    assert any(folds) and not all(folds)  # both cases occur in oe_depth_small at 192x64
     # What may be quantized: what enters an ODConv convolution, and the layer's output.
     inside = set(attention) | set(dynamic)
     allowed = {i for n in model.graph.node if n.name in dynamic for i in n.input}

@@ -74,11 +74,12 @@ def reference(m: ODConv2d, x: torch.Tensor, temperature: float = 1.0,
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("groups", [1, 2])
-def test_matches_per_sample_formula(k, kernel_num, stride, batch, groups):
+@pytest.mark.parametrize("size", [(11, 13), (3, 2)])  # kernel smaller / larger than input
+def test_matches_per_sample_formula(k, kernel_num, stride, batch, groups, size):
     m = ODConv2d(8, 12, k, stride=stride, padding=k // 2, groups=groups, kernel_num=kernel_num)
     randomize(m, seed=k * 100 + kernel_num * 10 + stride + batch + groups)
     m.eval()
-    x = torch.randn(batch, 8, 11, 13, generator=torch.Generator().manual_seed(batch))
+    x = torch.randn(batch, 8, *size, generator=torch.Generator().manual_seed(batch))
     with torch.no_grad():
         y = m(x)
         ref = reference(m, x)

@@ -12,13 +12,15 @@ load unchanged.
 
 Batch handling: the per-sample kernels are computed batch-agnostically (a matmul over
 the candidate kernels). A batch of one, the case that is exported to ONNX, runs a
-single convolution whose weight is that computed kernel with the channel and filter
-attentions folded in, ``conv(a_c * x, W) * a_f = conv(x, a_f * W * a_c)``: all the
-per-image work then happens on kernel-sized tensors, and the image-sized tensors see one
-convolution and nothing else (under INT8 that is one integer convolution instead of a
-float multiply on either side of it). ``groups`` stays the layer's own. Larger batches
-in PyTorch scale the input and output and run one grouped convolution with the batch
-folded into the groups, which is only ever traced when exporting with a batch above one.
+single convolution whose weight is that computed kernel (``groups`` stays the layer's
+own). Where the kernel has no more elements than the input, the channel and filter
+attentions are folded into it, ``conv(a_c * x, W) * a_f = conv(x, a_f * W * a_c)``, so
+the image-sized tensors see one convolution and nothing else (under INT8 one integer
+convolution instead of a float multiply on either side of it); where the kernel is the
+larger (wide layers on small feature maps), scaling the input and output is the cheaper
+of the two. Larger batches in PyTorch scale the input and output and run one grouped
+convolution with the batch folded into the groups, which is only ever traced when
+exporting with a batch above one.
 """
 from __future__ import annotations
 
@@ -208,7 +210,7 @@ class ODConv2d(nn.Module):
         channel, filt, spatial, kernel = self.attention(x)
         batch = x.shape[0]
         agg = self.aggregated_kernels(spatial, kernel, batch)
-        if batch == 1:
+        if batch == 1 and agg[0].numel() <= x[0].numel():
             weight = self.folded_kernel(agg[0], channel, filt)
             return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation,
                             self.groups)
