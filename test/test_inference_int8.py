@@ -26,7 +26,8 @@ from oe_depth_ros.inference.conditioning import (
 from oe_depth_ros.inference.export import ScaledDisparityNet, export_onnx
 from oe_depth_ros.inference.precision import plan_precision
 from oe_depth_ros.inference.quantize import (
-    decoder_attention_nodes, first_conv_nodes, head_nodes, odconv_nodes, quantize_int8,
+    decoder_attention_nodes, drop_output_quantization, first_conv_nodes, head_nodes,
+    odconv_nodes, quantize_int8,
 )
 from oe_depth_ros.messages import MessageTypes, make_header, numpy_to_image
 from oe_depth_ros.model import CHECKPOINT_FORMAT, build_depth_net, load_depth_net
@@ -239,6 +240,12 @@ def test_odconv_attention_branch_found_and_kept_float(tmp_path: Path) -> None:
             folds.append(math.prod(kernel) <= math.prod(image))
             assert scaled_in != folds[-1], (node.name, kernel, image)
     assert any(folds) and not all(folds)  # both cases occur in oe_depth_small at 192x64
+    # Each layer computes the BatchNorm that follows it (absorbed at export): no
+    # normalization reads an ODConv layer's output.
+    layer_outputs = {out for n in model.graph.node if n.name in attention or n.name in dynamic
+                     for out in n.output}
+    assert not [n.name for n in model.graph.node
+                if n.op_type == "BatchNormalization" and n.input[0] in layer_outputs]
     # What may be quantized: what enters an ODConv convolution, and the layer's output.
     inside = set(attention) | set(dynamic)
     allowed = {i for n in model.graph.node if n.name in dynamic for i in n.input}
@@ -283,9 +290,20 @@ def _float_weight(model: onnx.ModelProto, node_name: str) -> bool:
     return weight is not None and weight.data_type == onnx.TensorProto.FLOAT
 
 
+def _quantized_output(model: onnx.ModelProto, node_name: str) -> bool:
+    """Whether the output of node ``node_name`` is read by a QuantizeLinear."""
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return any(n.op_type == "QuantizeLinear" and node.output[0] in n.input
+               for n in model.graph.node)
+
+
 def test_first_conv_decoder_attention_and_head_kept_float(checkpoint: Path,
                                                           tmp_path: Path) -> None:
-    """The parts of FLOAT_PARTS are found and stay float; without them they are INT8."""
+    """The parts of FLOAT_PARTS are found and stay float; without them they are INT8.
+
+    The head's convolution is INT8 either way; with ``head`` float its output (the
+    logit) is not quantized and the rest of the head stays float.
+    """
     net = load_depth_net(checkpoint).eval()
     executed: list[str] = []
     names = {m: name for name, m in net.named_modules()}
@@ -307,15 +325,24 @@ def test_first_conv_decoder_attention_and_head_kept_float(checkpoint: Path,
     kinds = [ops[name] for name in decoder_attention_nodes(model)]
     assert modules > 0 and kinds.count("Conv") == 2 * modules
     assert kinds.count("ReduceMean") == modules and kinds.count("Sigmoid") == modules
-    convs = [first[0], head_nodes(model)[-1]]
-    convs += [n for n in decoder_attention_nodes(model) if ops[n] == "Conv"]
+    head = head_nodes(model)
+    assert [ops[n] for n in head].count("Conv") == 1 and ops[head[-1]] == "Conv"
+    assert "Sigmoid" in [ops[n] for n in head]
+    convs = [first[0]] + [n for n in decoder_attention_nodes(model) if ops[n] == "Conv"]
     batches = [verification_image(HEIGHT, WIDTH, seed=20 + k) for k in range(2)]
     kept_out, int8_out = tmp_path / "kept.onnx", tmp_path / "int8.onnx"
     kept = quantize_int8(fp32, kept_out, batches)
-    assert set(convs) <= set(kept)
-    assert all(_float_weight(onnx.load(str(kept_out)), name) for name in convs)
+    assert set(convs) | set(head[:-1]) <= set(kept) and head[-1] not in kept
+    kept_model = onnx.load(str(kept_out))
+    assert all(_float_weight(kept_model, name) for name in convs)
+    assert not _float_weight(kept_model, head[-1])
+    assert not _quantized_output(kept_model, head[-1])
     assert quantize_int8(fp32, int8_out, batches, float_parts=()) == []
-    assert not any(_float_weight(onnx.load(str(int8_out)), name) for name in convs)
+    int8_model = onnx.load(str(int8_out))
+    assert not any(_float_weight(int8_model, name) for name in convs + head[-1:])
+    assert _quantized_output(int8_model, head[-1])
+    with pytest.raises(ValueError, match=f"output of '{head[-1]}' is not followed by one"):
+        drop_output_quantization(model, head[-1:])  # the float model has no pair to drop
     with pytest.raises(ValueError, match=r"float_parts must be among .*\['tail'\]"):
         quantize_int8(fp32, int8_out, batches, float_parts=("head", "tail"))
 

@@ -15,6 +15,7 @@ from oe_depth_ros.model import (
     build_depth_net,
     load_depth_config,
 )
+from oe_depth_ros.model.hrnet import absorb_odconv_batchnorms
 
 torch.set_num_threads(2)
 
@@ -84,6 +85,31 @@ def test_output_contract(name):
             assert disp.min() >= 0.0 and disp.max() <= 1.0
         for s, c in zip((1, 2, 3), (32, 64, 128)):
             assert out[("feat", s)].shape == (1, c, h >> s, w >> s)
+
+
+def test_absorbed_batchnorms_keep_the_output():
+    """Every ODConv layer takes its BatchNorm; the network's output stays the same."""
+    net = build_depth_net("oe_depth_small")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # running statistics unlike the identity they start as
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    with pytest.raises(ValueError, match="eval mode"):
+        absorb_odconv_batchnorms(net.encoder)
+    net = net.eval().double()
+    x = torch.rand(1, 3, 64, 96, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        before = net(x)[("disp", 0)]
+        absorbed = absorb_odconv_batchnorms(net.encoder)
+        after = net(x)[("disp", 0)]
+    assert sorted(absorbed) == sorted(net.odconv_names)
+    assert all(layer.out_scale is not None for layer in net.odconv_layers())
+    blocks = [m for m in net.encoder.modules() if type(m).__name__ == "BasicBlock"]
+    assert blocks and not any(isinstance(getattr(b, bn), torch.nn.BatchNorm2d)
+                              for b in blocks for bn in ("bn1", "bn2"))
+    torch.testing.assert_close(after, before, rtol=1e-9, atol=1e-12)
 
 
 def test_batch_dimension_is_independent_in_eval_mode():

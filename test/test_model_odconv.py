@@ -87,6 +87,45 @@ def test_matches_per_sample_formula(k, kernel_num, stride, batch, groups, size):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [1, 2, 8])  # 8: depthwise, no filter attention
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("size", [(11, 13), (3, 2)])  # folded kernel / scaled output
+def test_absorbed_batchnorm_matches_layer_then_batchnorm(groups, batch, size):
+    """An absorbed BatchNorm gives the formula followed by BN's running-statistics affine."""
+    m = ODConv2d(8, 8, 3, padding=1, groups=groups, kernel_num=4)
+    randomize(m, seed=11 + groups + batch)
+    bn = torch.nn.BatchNorm2d(8, eps=1e-3)
+    g = torch.Generator().manual_seed(12)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.randn(8, generator=g))
+        bn.running_var.copy_(torch.rand(8, generator=g) + 0.1)
+        bn.weight.copy_(torch.randn(8, generator=g))
+        bn.bias.copy_(torch.randn(8, generator=g))
+    m.eval()
+    keys = set(m.state_dict())
+    m.absorb_batchnorm(bn)
+    assert set(m.state_dict()) == keys  # checkpoints are unchanged
+    x = torch.randn(batch, 8, *size, generator=torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        y = m(x)
+        ref = reference(m, x)
+    by_hand = torch.empty_like(ref)
+    for c in range(8):  # (y - mean) / sqrt(var + eps) * gamma + beta, channel by channel
+        scale = bn.weight[c] / math.sqrt(float(bn.running_var[c]) + bn.eps)
+        by_hand[:, c] = (ref[:, c] - bn.running_mean[c]) * scale + bn.bias[c]
+    torch.testing.assert_close(y, by_hand.detach(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="already absorbed"):
+        m.absorb_batchnorm(bn)
+    m.train()
+    with pytest.raises(RuntimeError, match="inference only"):
+        m(x)
+
+
+def test_absorb_batchnorm_refuses_other_widths():
+    with pytest.raises(ValueError, match="need 8 channels"):
+        ODConv2d(4, 8, 3, padding=1).absorb_batchnorm(torch.nn.BatchNorm2d(6))
+
+
 def test_training_mode_uses_batch_statistics_and_dilation():
     m = ODConv2d(6, 10, 3, padding=2, dilation=2, kernel_num=3)
     randomize(m, seed=3)

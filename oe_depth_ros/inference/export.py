@@ -51,6 +51,7 @@ from oe_depth_ros.inference.quantize import (
     DEFAULT_ODCONV, FLOAT_PARTS, CalibrationSet, quantize_int8,
 )
 from oe_depth_ros.model.checkpoint import checkpoint_units
+from oe_depth_ros.model.hrnet import absorb_odconv_batchnorms
 from oe_depth_ros.units import RELATIVE_UNKNOWN
 
 if TYPE_CHECKING:
@@ -331,6 +332,11 @@ def export_onnx(model_config: "ConfigLike | None", out: str | os.PathLike[str], 
     if verify:  # before the fp16 wrapper converts the network in place
         refs = References.compute(ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth), inputs)
         tic = _stage(seconds, "reference", tic)
+    # The reference above is the network as trained; the graph computes the BatchNorm
+    # after each ODConv layer inside that layer (hrnet.absorb_odconv_batchnorms).
+    absorbed = absorb_odconv_batchnorms(net.encoder)
+    if absorbed:
+        LOG.info("%d BatchNorms absorbed into their ODConv layers", len(absorbed))
     wrapper = ScaledDisparityNet(net, cfg.min_depth, cfg.max_depth, half=precision == "fp16")
     wrapper.eval()
     out = Path(out)

@@ -21,8 +21,9 @@ parts of every network in float, chosen by measuring which INT8 layers move a tr
 network's output: the first convolution (``first-conv``: in INT8 it made most of the
 change of the median-scaled held-out Abs Rel), the decoder's squeeze-and-excitation
 attention (``decoder-attention``: 1x1 convolutions on pooled vectors and the channel
-reweighting; in INT8 it made most of the p99.9 disparity error) and the disparity head
-(``head``: its logit, quantized to 8 bits, shows as depth bands at far range).
+reweighting; in INT8 it made most of the p99.9 disparity error) and the disparity head's
+logit (``head``: quantized to 8 bits, it shows as depth bands at far range; the head's
+convolution runs INT8 on its already 8-bit input and writes the logit in float).
 
 Why and what it costs: docs/deployment.md and docs/results/2026-12-06-cpu-inference.md.
 """
@@ -121,10 +122,10 @@ def decoder_attention_nodes(model: onnx.ModelProto) -> list[str]:
 
 
 def head_nodes(model: onnx.ModelProto) -> list[str]:
-    """The nodes from the last Conv before the output to the output (the disparity head).
+    """The nodes from the output back to the last Conv before it (the disparity head).
 
     The head's Conv output is the sigmoid's logit: quantized to 8 bits its steps show
-    as depth bands at far range, for the cost of one single-channel convolution.
+    as depth bands at far range. The Conv is the last name.
     """
     producer = {out: node for node in model.graph.node for out in node.output}
     names: list[str] = []
@@ -169,6 +170,9 @@ def float_nodes(model: onnx.ModelProto, odconv: str = DEFAULT_ODCONV,
                 float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
     """The nodes ``quantize_int8`` keeps in float, for ``odconv`` and ``float_parts``.
 
+    Of the ``head`` part these are the nodes after its convolution; the convolution is
+    quantized and only its output, the logit, stays float (:func:`float_output_convs`).
+
     Raises ValueError naming a mode or part that does not exist.
     """
     if odconv not in ODCONV_MODES:
@@ -177,7 +181,7 @@ def float_nodes(model: onnx.ModelProto, odconv: str = DEFAULT_ODCONV,
     if unknown:
         raise ValueError(f"float_parts must be among {FLOAT_PARTS}, got {unknown}")
     parts = {"first-conv": first_conv_nodes, "decoder-attention": decoder_attention_nodes,
-             "head": head_nodes}
+             "head": lambda m: head_nodes(m)[:-1]}
     keep = [name for part in FLOAT_PARTS if part in float_parts for name in parts[part](model)]
     attention, dynamic = odconv_nodes(model)
     keep += {"attention-float": attention, "float": attention + dynamic, "int8": []}[odconv]
@@ -189,6 +193,49 @@ def float_nodes(model: onnx.ModelProto, odconv: str = DEFAULT_ODCONV,
     return list(dict.fromkeys(keep))
 
 
+def float_output_convs(model: onnx.ModelProto,
+                       float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
+    """The INT8 convolutions whose output stays float: the head's, with ``head`` float.
+
+    Its input is already 8-bit (the output of the quantized layer before it) and its
+    weights are per-channel int8, so it runs as an integer kernel that writes float;
+    only an 8-bit logit would show in the depth.
+    """
+    return head_nodes(model)[-1:] if "head" in float_parts else []
+
+
+def drop_output_quantization(model: onnx.ModelProto, nodes: Sequence[str]) -> onnx.ModelProto:
+    """Remove the QuantizeLinear/DequantizeLinear pair on the first output of ``nodes``.
+
+    The pair's consumers read the node's float output instead. Raises ValueError naming
+    a node whose output is not followed by exactly such a pair.
+    """
+    graph = model.graph
+    by_name = {n.name: n for n in graph.node}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    outputs = {o.name for o in graph.output}
+    dropped: set[str] = set()
+    for name in nodes:
+        tensor = by_name[name].output[0]
+        quant = consumers.get(tensor, [])
+        deq = consumers.get(quant[0].output[0], []) if len(quant) == 1 else []
+        if (len(quant) != 1 or quant[0].op_type != "QuantizeLinear" or not deq
+                or any(d.op_type != "DequantizeLinear" or d.output[0] in outputs for d in deq)):
+            raise ValueError(f"the output of {name!r} is not followed by one "
+                             "QuantizeLinear/DequantizeLinear pair")
+        for d in deq:
+            for consumer in consumers.get(d.output[0], []):
+                consumer.input[:] = [tensor if i == d.output[0] else i for i in consumer.input]
+        dropped |= {quant[0].name} | {d.name for d in deq}
+    kept = [n for n in graph.node if n.name not in dropped]
+    del graph.node[:]
+    graph.node.extend(kept)
+    return model
+
+
 def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str],
                   batches: Sequence[np.ndarray], odconv: str = DEFAULT_ODCONV,
                   float_parts: Sequence[str] = FLOAT_PARTS) -> list[str]:
@@ -196,7 +243,8 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
 
     ``batches`` are the calibration inputs [1,3,H,W]; ``odconv`` one of ODCONV_MODES;
     ``float_parts`` the parts of :data:`FLOAT_PARTS` kept in float. The returned names
-    are the nodes kept in float (:func:`float_nodes`).
+    are the nodes kept in float (:func:`float_nodes`); the convolutions of
+    :func:`float_output_convs` run INT8 with a float output.
     """
     from onnxruntime.quantization import (
         CalibrationMethod, QuantFormat, QuantType, quantize_static,
@@ -213,4 +261,7 @@ def quantize_int8(fp32_path: str | os.PathLike[str], out: str | os.PathLike[str]
         extra_options={"WeightSymmetric": True,
                        "TensorQuantOverrides": runtime_weight_overrides(model)},
     )
+    float_output = float_output_convs(model, float_parts)
+    if float_output:
+        onnx.save(drop_output_quantization(onnx.load(str(out)), float_output), str(out))
     return keep

@@ -109,6 +109,28 @@ class HRNetEncoder(nn.Module):
                         yield f"stage{stage}.{name}.{attr}", module, attr
 
 
+def absorb_odconv_batchnorms(encoder: HRNetEncoder) -> list[str]:
+    """For inference: fold the BatchNorm after each ODConv layer into it; return their names.
+
+    In a BasicBlock ``conv1`` feeds ``bn1`` and ``conv2`` feeds ``bn2`` and nothing else,
+    so ``bnN(convN(x))`` becomes one layer (:meth:`ODConv2d.absorb_batchnorm`) and the
+    BatchNorm an identity. The encoder must be in eval mode (running statistics).
+    """
+    if encoder.training:
+        raise ValueError("absorbing BatchNorms needs an encoder in eval mode")
+    absorbed = []
+    for name, block, attr in list(encoder.basic_block_convs((2, 3, 4))):
+        conv = getattr(block, attr)
+        bn_attr = "bn" + attr[len("conv"):]
+        bn = getattr(block, bn_attr, None)
+        if not isinstance(conv, ODConv2d) or not isinstance(bn, nn.BatchNorm2d):
+            continue
+        conv.absorb_batchnorm(bn)
+        setattr(block, bn_attr, nn.Identity())
+        absorbed.append(name)
+    return absorbed
+
+
 def use_bilinear_fuse_upsampling(module: nn.Module) -> int:
     """Make every fuse-layer upsampling of ``module`` bilinear with align_corners=True.
 

@@ -21,6 +21,11 @@ larger (wide layers on small feature maps), scaling the input and output is the 
 of the two. Larger batches in PyTorch scale the input and output and run one grouped
 convolution with the batch folded into the groups, which is only ever traced when
 exporting with a batch above one.
+
+For inference the BatchNorm that follows the layer can be absorbed into it
+(:meth:`ODConv2d.absorb_batchnorm`): its per-channel scale joins the filter attention and
+its shift becomes the convolution's bias, so a folded kernel carries the whole affine
+and the exported graph has no normalization between the convolution and its activation.
 """
 from __future__ import annotations
 
@@ -143,6 +148,11 @@ class ODConv2d(nn.Module):
         )
         for i in range(kernel_num):
             nn.init.kaiming_normal_(self.weight[i], mode="fan_out", nonlinearity="relu")
+        # An absorbed inference BatchNorm (absorb_batchnorm): not part of the state_dict.
+        self.out_scale: torch.Tensor | None
+        self.out_shift: torch.Tensor | None
+        self.register_buffer("out_scale", None, persistent=False)
+        self.register_buffer("out_shift", None, persistent=False)
 
     def update_temperature(self, temperature: float) -> None:
         """Set the attention temperature T."""
@@ -168,6 +178,30 @@ class ODConv2d(nn.Module):
                 if fc.bias is not None:
                     fc.bias.zero_()
             self.weight.mul_(2.0 ** len(heads))  # 1 / sigmoid(0) per constant attention
+
+    def absorb_batchnorm(self, bn: nn.BatchNorm2d) -> None:
+        """Make the layer compute ``bn(self(x))`` for an inference-mode ``bn`` that follows it.
+
+        ``bn(y) = y * s + t`` with ``s = gamma / sqrt(var + eps)`` and ``t = beta - mean * s``
+        (running statistics). ``bn`` is then to be removed from the network. Inference
+        only: training normalizes with batch statistics, so the layer refuses to train.
+        """
+        if bn.num_features != self.out_planes or bn.running_var is None:
+            raise ValueError(f"cannot absorb {bn}: need {self.out_planes} channels with "
+                             "running statistics")
+        if self.out_scale is not None:
+            raise ValueError("this ODConv layer already absorbed a BatchNorm")
+        with torch.no_grad():
+            var = bn.running_var.to(torch.float64)
+            gamma = (torch.ones_like(var) if bn.weight is None
+                     else bn.weight.detach().to(torch.float64))
+            beta = (torch.zeros_like(var) if bn.bias is None
+                    else bn.bias.detach().to(torch.float64))
+            scale = gamma / torch.sqrt(var + bn.eps)
+            shift = beta - bn.running_mean.to(torch.float64) * scale
+        dtype = self.weight.dtype
+        self.out_scale = scale.to(dtype).reshape(1, self.out_planes, 1, 1)
+        self.out_shift = shift.to(dtype)
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor],
                recurse: bool = True) -> "ODConv2d":
@@ -207,12 +241,18 @@ class ODConv2d(nn.Module):
         return kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.out_scale is not None:
+            raise RuntimeError("an ODConv layer with an absorbed BatchNorm is for "
+                               "inference only (eval mode)")
         channel, filt, spatial, kernel = self.attention(x)
+        bias = self.out_shift
+        if self.out_scale is not None:
+            filt = filt * self.out_scale
         batch = x.shape[0]
         agg = self.aggregated_kernels(spatial, kernel, batch)
         if batch == 1 and agg[0].numel() <= x[0].numel():
             weight = self.folded_kernel(agg[0], channel, filt)
-            return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation,
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation,
                             self.groups)
         x = x * channel
         if agg.shape[0] == 1:
@@ -225,7 +265,8 @@ class ODConv2d(nn.Module):
                 None, self.stride, self.padding, self.dilation, self.groups * batch,
             )
             out = out.reshape((batch, self.out_planes) + tuple(out.shape[-2:]))
-        return out * filt
+        out = out * filt
+        return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
     def extra_repr(self) -> str:
         return (
