@@ -186,19 +186,20 @@ class ODConv2d(nn.Module):
         (running statistics). ``bn`` is then to be removed from the network. Inference
         only: training normalizes with batch statistics, so the layer refuses to train.
         """
-        if bn.num_features != self.out_planes or bn.running_var is None:
+        mean, var = bn.running_mean, bn.running_var
+        if bn.num_features != self.out_planes or mean is None or var is None:
             raise ValueError(f"cannot absorb {bn}: need {self.out_planes} channels with "
                              "running statistics")
         if self.out_scale is not None:
             raise ValueError("this ODConv layer already absorbed a BatchNorm")
         with torch.no_grad():
-            var = bn.running_var.to(torch.float64)
+            var = var.to(torch.float64)
             gamma = (torch.ones_like(var) if bn.weight is None
                      else bn.weight.detach().to(torch.float64))
             beta = (torch.zeros_like(var) if bn.bias is None
                     else bn.bias.detach().to(torch.float64))
             scale = gamma / torch.sqrt(var + bn.eps)
-            shift = beta - bn.running_mean.to(torch.float64) * scale
+            shift = beta - mean.to(torch.float64) * scale
         dtype = self.weight.dtype
         self.out_scale = scale.to(dtype).reshape(1, self.out_planes, 1, 1)
         self.out_shift = shift.to(dtype)
