@@ -22,7 +22,10 @@ from oe_depth_ros.geometry import depth_to_disp
 from oe_depth_ros.paths import config_dir
 
 from .decoder import DepthDecoder, DispHead
-from .hrnet import SUPPORTED_ENCODERS, HRNetEncoder, load_pretrained_encoder, replace_with_odconv
+from .hrnet import (
+    BASIC_BLOCK_STAGES, SUPPORTED_ENCODERS, HRNetEncoder, load_pretrained_encoder,
+    replace_with_odconv,
+)
 from .odconv import ODConv2d
 
 LOG = logging.getLogger(__name__)
@@ -34,17 +37,16 @@ DepthOutputs = dict[tuple[str, int], torch.Tensor]
 class ODConvConfig:
     """Where and how ODConv replaces the encoder's BasicBlock 3x3 convs."""
 
-    stages: list[int] = field(default_factory=lambda: [2, 3, 4])
+    stages: list[int] = field(default_factory=lambda: list(BASIC_BLOCK_STAGES))
     kernel_num: int = 4
     reduction: float = 0.0625
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.stages if s not in (2, 3, 4)]
+        bad = [s for s in self.stages if s not in BASIC_BLOCK_STAGES]
         if bad or not self.stages:
-            raise ConfigError(
-                f"odconv.stages must be a non-empty subset of [2, 3, 4], got {self.stages}"
-            )
+            raise ConfigError(f"odconv.stages must be a non-empty subset of "
+                              f"{list(BASIC_BLOCK_STAGES)}, got {self.stages}")
         if len(set(self.stages)) != len(self.stages):
             raise ConfigError(f"odconv.stages has duplicates: {self.stages}")
         if self.kernel_num < 1:

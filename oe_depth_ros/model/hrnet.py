@@ -27,6 +27,8 @@ _HEAD_PREFIXES = (
 )
 _WRAPPER_PREFIXES = ("module.", "model.", "backbone.", "encoder.")
 SUPPORTED_ENCODERS = ("hrnet_w18", "hrnet_w18_small", "hrnet_w18_small_v2")
+#: The HRNet stages built of BasicBlocks (stage 1 is Bottlenecks): where ODConv can go.
+BASIC_BLOCK_STAGES = (2, 3, 4)
 
 
 class HRNetEncoder(nn.Module):
@@ -119,7 +121,7 @@ def absorb_odconv_batchnorms(encoder: HRNetEncoder) -> list[str]:
     if encoder.training:
         raise ValueError("absorbing BatchNorms needs an encoder in eval mode")
     absorbed = []
-    for name, block, attr in list(encoder.basic_block_convs((2, 3, 4))):
+    for name, block, attr in list(encoder.basic_block_convs(BASIC_BLOCK_STAGES)):
         conv = getattr(block, attr)
         bn_attr = "bn" + attr[len("conv"):]
         bn = getattr(block, bn_attr, None)
