@@ -17,7 +17,7 @@ earlier run left in OUT instead of training again.
 
 Usage:
   .venv/bin/python bench/bench_metric.py --out runs/bench_metric [--seeds 0 1 2]
-      [--steps 240] [--recipes synth_small_velocity synth_small_oxts] [--json OUT]
+      [--steps STEPS] [--recipes synth_small_velocity synth_small_oxts] [--json OUT]
       [--reuse]
 """
 from __future__ import annotations
@@ -256,10 +256,13 @@ def _angle(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.experiments.demo import DemoSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/bench_metric"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=240)
+    parser.add_argument("--steps", type=int, default=DemoSettings.train_steps,
+                        help="training steps per run (default: the demo's)")
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--json", type=Path, help="results JSON (default OUT/results.json)")
     parser.add_argument("--reuse", action="store_true",

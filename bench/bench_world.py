@@ -1,6 +1,6 @@
 """Whether the synthetic world teaches the paper's recipe: direction of travel and depth, per seed.
 
-    .venv/bin/python bench/bench_world.py [--seeds 0 1 2] [--steps 240]
+    .venv/bin/python bench/bench_world.py [--seeds 0 1 2] [--steps STEPS]
         [--recipes synth_small synth_small_oxts] [--landscape-only] [--out DIR] [--json OUT]
 
 First, without training, the photometric loss of the held-out drive against the
@@ -113,9 +113,12 @@ def print_table(rows: list[dict[str, Any]], recipes: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.experiments.demo import DemoSettings
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=240, help="training steps per run")
+    parser.add_argument("--steps", type=int, default=DemoSettings.train_steps,
+                        help="training steps per run (default: the demo's)")
     parser.add_argument("--recipes", nargs="+", default=[POSE_NET, OXTS],
                         help="training configs to compare")
     parser.add_argument("--landscape-only", action="store_true",
