@@ -14,8 +14,8 @@ from training.losses import SSIM, ViewWarper, min_reprojection_loss, photometric
 torch.set_num_threads(2)
 
 # Frames of the conftest world per drive, and the gap between target and source frames:
-# at the world's 2.5-7.5 m/s (0.25-0.75 m per frame) two frames apart move about as far
-# as KITTI's 10 Hz frames at city speed, enough to tell warping from no motion.
+# at the world's speeds (rig.SPEED_RANGE, 0.25-0.5 m per frame) two frames apart move
+# about as far as KITTI's 10 Hz frames at city speed, enough to tell warping from no motion.
 FRAMES = 8
 GAP = 2
 
@@ -62,7 +62,7 @@ def test_gt_depth_and_pose_warp_reproduces_target(synth_world, tmp_path) -> None
             err_warp = (warped - target).abs().mean(1, keepdim=True)[inside].mean().item()
             err_id = (source - target).abs().mean(1, keepdim=True)[inside].mean().item()
             assert err_warp < 0.03, (index, f, err_warp)
-            assert err_warp < 0.35 * err_id, (index, f, err_warp, err_id)
+            assert err_warp < 0.5 * err_id, (index, f, err_warp, err_id)
             # a wrong (halved) depth warps clearly worse
             wrong, _ = warper(source, depth * 0.5, k, inv_k, t)
             err_wrong = (wrong - target).abs().mean(1, keepdim=True)[inside].mean().item()
