@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 #: The demo world's image size (H, W), which the network also trains at: downscaled to
-#: 192x64, the town-speed drives move a point 20 m ahead and 3 m aside by under a pixel
+#: 192x64, the world's drives move a point 20 m ahead and 3 m aside by under a pixel
 #: (docs/results/2026-12-07-demo-budget.md).
 DEMO_SIZE = (96, 288)
 
