@@ -34,8 +34,9 @@ CAMERA_OFFSETS = {0: 0.0, 1: 0.54, 2: -0.06, 3: 0.48}
 _VELO_TO_CAM_AXES = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
 GRAVITY = 9.80665
 #: Range of the vehicle's speed (m/s): slow town driving, 0.25-0.5 m between 10 Hz frames.
-#: Faster drives (up to 0.75 m per frame, and more so 1.5) let a pose network trained from
-#: scratch settle on a sideways direction of travel (docs/synthetic.md, "Motion per frame").
+#: On faster drives (up to 0.75 m per frame, and more often up to 1.5 m) a pose network
+#: trained from scratch settled on a sideways direction of travel (docs/synthetic.md,
+#: "Motion per frame").
 SPEED_RANGE = (2.5, 5.0)
 
 
