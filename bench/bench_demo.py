@@ -1,12 +1,15 @@
 """The demo's stage times and the export time of a full-size network, in one run.
 
-    .venv/bin/python bench/bench_demo.py [--fast] [--export-model oe_depth]
-        [--export-size 640x192] [--skip-demo] [--json OUT]
+    .venv/bin/python bench/bench_demo.py [--fast] [--threads N [N ...]]
+        [--export-model oe_depth] [--export-size 640x192] [--skip-demo] [--skip-export]
+        [--json OUT]
 
 Part 1 runs ``oe-depth demo`` (default settings, or ``--fast``) in this process and
 prints each stage's wall and CPU seconds and their share of the total, the held-out
 Abs Rel of the model next to the best constant depth, and the export's float32
-conditioning. Part 2 exports ``--export-model`` (random weights, seeded) at
+conditioning. With several ``--threads`` (training threads, e.g. ``1 2``) it runs the
+demo once per count, one after the other, and prints the stage times side by side with
+each total's ratio to the first. Part 2 exports ``--export-model`` (random weights, seeded) at
 ``--export-size`` with verification and prints where the export's time goes: the
 PyTorch float32 + float64 references, the trace (torch.onnx.export), the ONNX checks and
 ONNX Runtime on every verification input, each as a share of the whole export. CPU
@@ -26,12 +29,17 @@ from _common import cpu_name, write_json
 from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 
 
-def bench_demo(fast: bool, out: Path) -> dict[str, Any]:
+def bench_demo(fast: bool, out: Path, threads: int | None = None) -> dict[str, Any]:
     """Run the demo once; its report.json already holds the stage times."""
+    from dataclasses import replace
+
     from training.experiments.demo import DemoSettings, run_demo
 
-    settings = DemoSettings.fast(out) if fast else DemoSettings(out=out)
-    return run_demo(settings).report
+    preset = DemoSettings.fast(out) if fast else DemoSettings(out=out)
+    settings = replace(preset, train_threads=threads)
+    report = run_demo(settings).report
+    report["train_threads"] = settings.threads
+    return report
 
 
 def bench_export(model: str, size: tuple[int, int], out: Path) -> dict[str, Any]:
@@ -53,7 +61,8 @@ def bench_export(model: str, size: tuple[int, int], out: Path) -> dict[str, Any]
 
 def print_demo(report: dict[str, Any]) -> None:
     total, total_cpu = report["total_seconds"], report["total_cpu_seconds"]
-    print(f"demo: {total:.1f} s wall, {total_cpu:.1f} s CPU")
+    print(f"demo ({report['train_threads']} training threads): {total:.1f} s wall, "
+          f"{total_cpu:.1f} s CPU")
     print(f"{'stage':14s}{'wall s':>9s}{'CPU s':>9s}{'share of wall':>15s}")
     for name, seconds in report["stage_seconds"].items():
         print(f"{name:14s}{seconds:9.1f}{report['stage_cpu_seconds'][name]:9.1f}"
@@ -63,6 +72,18 @@ def print_demo(report: dict[str, Any]) -> None:
           f"(ratio {model / const:.2f})")
     for name, stats in report.get("export", {}).get("float32_vs_float64", {}).items():
         print(f"float32 vs float64 on the {name}: p99.9 {stats['p999']:.2e}")
+
+
+def print_side_by_side(reports: list[dict[str, Any]]) -> None:
+    """Stage wall seconds of demo runs that differ in training threads; ratios to the first."""
+    print(f"{'threads':14s}" + "".join(f"{r['train_threads']:>10d}" for r in reports))
+    for name in reports[0]["stage_seconds"]:
+        print(f"{name:14s}" + "".join(f"{r['stage_seconds'][name]:10.1f}" for r in reports))
+    print(f"{'total':14s}" + "".join(f"{r['total_seconds']:10.1f}" for r in reports))
+    first = reports[0]["total_seconds"]
+    print(f"{'total / first':14s}" + "".join(f"{r['total_seconds'] / first:10.2f}"
+                                             for r in reports))
+    print(f"{'Abs Rel':14s}" + "".join(f"{r['model']['abs_rel']:10.3f}" for r in reports))
 
 
 def print_export(row: dict[str, Any]) -> None:
@@ -79,21 +100,32 @@ def print_export(row: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="the demo's --fast preset")
+    parser.add_argument("--threads", type=int, nargs="+", default=[None],
+                        help="training threads, one demo run per count (default: the demo's, "
+                             "every usable core)")
     parser.add_argument("--skip-demo", action="store_true", help="only the export part")
+    parser.add_argument("--skip-export", action="store_true", help="only the demo part")
     parser.add_argument("--export-model", default="oe_depth")
     parser.add_argument("--export-size", type=parse_size, default=DEFAULT_NETWORK_SIZE,
                         metavar="WxH")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
+    if any(n is not None and n < 1 for n in args.threads):
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     logging.basicConfig(level=logging.WARNING)
     result: dict[str, Any] = {"cpu": cpu_name()}
     with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
         if not args.skip_demo:
-            result["demo"] = bench_demo(args.fast, Path(tmp) / "demo")
-            print_demo(result["demo"])
-        result["export"] = bench_export(args.export_model, args.export_size,
-                                        Path(tmp) / "model.onnx")
-        print_export(result["export"])
+            result["demo"] = [bench_demo(args.fast, Path(tmp) / f"demo{i}", n)
+                              for i, n in enumerate(args.threads)]
+            for report in result["demo"]:
+                print_demo(report)
+            if len(result["demo"]) > 1:
+                print_side_by_side(result["demo"])
+        if not args.skip_export:
+            result["export"] = bench_export(args.export_model, args.export_size,
+                                            Path(tmp) / "model.onnx")
+            print_export(result["export"])
     if args.json is not None:
         write_json(args.json, result)
     return 0

@@ -71,16 +71,18 @@ def print_landscape(row: dict[str, Any]) -> None:
     print(f"  zero motion {first['identity']:.4f}")
 
 
-def run_recipe(seed: int, recipe: str, steps: int, out: Path) -> dict[str, Any]:
+def run_recipe(seed: int, recipe: str, steps: int, out: Path,
+               threads: int | None = None) -> dict[str, Any]:
     """One demo run; its held-out errors, the direction agreement and the times."""
     from training.experiments.demo import DemoSettings, run_demo
     from training.pose_agreement import direction_agreement
 
     wall, cpu = time.perf_counter(), time.process_time()
-    settings = DemoSettings(out=out, seed=seed, train_config=recipe, train_steps=steps)
+    settings = DemoSettings(out=out, seed=seed, train_config=recipe, train_steps=steps,
+                            train_threads=threads)
     report = run_demo(settings).report
     row: dict[str, Any] = {
-        "seed": seed, "recipe": recipe, "steps": steps,
+        "seed": seed, "recipe": recipe, "steps": steps, "threads": threads,
         "abs_rel": report["model"]["abs_rel"],
         "constant_abs_rel": report["constant_baseline"]["abs_rel"],
         "checkpoint": report["checkpoint"]["file"],
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=DemoSettings.train_steps,
                         help="training steps per run (default: the demo's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: the demo's, every usable core; "
+                             "1 when runs share the cores)")
     parser.add_argument("--recipes", nargs="+", default=[POSE_NET, OXTS],
                         help="training configs to compare")
     parser.add_argument("--landscape-only", action="store_true",
@@ -128,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     logging.basicConfig(level=logging.WARNING)
     rows, landscapes = [], []
     print(cpu_name())
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 for recipe in args.recipes:
                     rows.append(run_recipe(seed, recipe, args.steps,
-                                           root / f"seed{seed}" / recipe))
+                                           root / f"seed{seed}" / recipe, args.threads))
             print(f"{args.steps} training steps per run")
             print_table(rows, args.recipes)
     if args.json is not None:

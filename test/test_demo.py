@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from oe_depth_ros.bags.bagio import BagReader
 from oe_depth_ros.cli import plugin_commands
@@ -18,7 +20,7 @@ from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
 from training.experiments.baselines import best_constant_abs_rel
 from training.experiments.demo import (DemoSettings, _constant_errors, select_checkpoint,
-                                       versus_constant)
+                                       usable_cores, versus_constant)
 from training.experiments.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
@@ -90,6 +92,10 @@ def test_demo_fast_end_to_end(tmp_path):
     # the demo's model is metric: chosen by the error of its own metres (trainer.BEST_BY)
     assert chosen["validation"] == min(validation, key=lambda r: r["abs_rel_metric"])
     assert f"step {chosen['validation']['step']}" in report["model_source"]
+    # trained on every usable core by default (the demo runs alone), as the run recorded
+    trained = yaml.safe_load((out / "training" / "config.yaml").read_text())
+    assert trained["cpu_threads"] == usable_cores() == len(os.sched_getaffinity(0))
+    assert f"on {usable_cores()} torch thread(s)" in report["model_source"]
 
 
 def test_demo_rejects_missing_model(tmp_path):
@@ -98,6 +104,14 @@ def test_demo_rejects_missing_model(tmp_path):
                            "--kitti", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "model file not found" in proc.stderr
+
+
+def test_demo_rejects_fewer_than_one_thread(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--fast", "--out",
+                           str(tmp_path / "d"), "--threads", "0"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "train_threads must be at least 1, got 0" in proc.stderr
+    assert not (tmp_path / "d" / "data").exists()  # refused before rendering anything
 
 
 def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):
@@ -197,6 +211,7 @@ def test_constant_baseline_is_the_abs_rel_minimizer() -> None:
     (["--train-steps", "7", "--model", "m.onnx"], dict(train_steps=7, model=Path("m.onnx"))),
     (["--compressed"], dict(compressed="jpeg")), (["--compressed", "png"], dict(compressed="png")),
     ([], dict(compressed=None)),
+    ([], dict(train_threads=None)), (["--threads", "1"], dict(train_threads=1, threads=1)),
 ])
 def test_settings_from_arguments(argv: list[str], want: dict) -> None:
     parser = argparse.ArgumentParser()

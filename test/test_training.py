@@ -64,6 +64,9 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         load_train_config(cyc)
     with pytest.raises(ConfigError, match="unknown training config"):
         load_train_config("no_such_config")
+    with pytest.raises(ConfigError, match="cpu_threads must be >= 1, got 0"):
+        load_train_config("oe_depth", ["cpu_threads=0"])
+    assert load_train_config("oe_depth", ["cpu_threads=1"]).cpu_threads == 1
 
 
 def test_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:

@@ -266,6 +266,8 @@ class TrainConfig:
             raise ConfigError("checkpoint_every, log_every and image_log_every must be >= 1")
         if self.max_steps is not None and self.max_steps < 0:
             raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"cpu_threads must be >= 1, got {self.cpu_threads}")
         if self.data.stereo and not self.model.uses_pose_net:
             raise ConfigError("data.stereo needs model.ego_motion=pose_net: the stereo frame's "
                               "fixed transform is in the pose network's units (baseline 0.1), "

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,11 @@ LOG = logging.getLogger(__name__)
 DEMO_SIZE = (96, 288)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(kw_only=True)
 class DemoSettings:
     """What the demo runs on and how long it trains."""
@@ -70,6 +76,9 @@ class DemoSettings:
     train_steps: int = 800
     train_batch: int = 4
     net_size: tuple[int, int] = DEMO_SIZE
+    #: torch threads while training: None, every core this process may run on (the demo
+    #: runs alone); 1 where several runs share the cores (the config's own setting)
+    train_threads: int | None = None
     backend: str = "auto"
     #: metric scale of the published depth: auto (a metric model's own metres, the
     #: camera-height fit for a relative model), camera_height (1.65 m mount) or fixed
@@ -80,6 +89,11 @@ class DemoSettings:
     #: also write the representative panel (``panel.png``) here, e.g. the README's image
     panel: Path | None = None
 
+    @property
+    def threads(self) -> int:
+        """Torch threads for training: ``train_threads``, else every usable core."""
+        return usable_cores() if self.train_threads is None else self.train_threads
+
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
         """The quickest configuration that still runs every stage (used by the tests)."""
@@ -87,7 +101,10 @@ class DemoSettings:
                    train_batch=2, net_size=(64, 192))
 
     def check_inputs(self) -> None:
-        """Raise FileNotFoundError for a given --model or --kitti that does not exist."""
+        """Raise FileNotFoundError for a given --model or --kitti that does not exist, and
+        ValueError for fewer than one training thread."""
+        if self.train_threads is not None and self.train_threads < 1:
+            raise ValueError(f"train_threads must be at least 1, got {self.train_threads}")
         if self.model is not None and not Path(self.model).exists():
             raise FileNotFoundError(f"model file not found: {self.model}")
         if self.kitti is not None and not Path(self.kitti).is_dir():
@@ -194,9 +211,10 @@ def train_on_world(settings: DemoSettings, world: "SynthDataset | None") -> Trai
         f"data.val_split={world.split_files['val']}",
         f"data.height={h}", f"data.width={w}",
         f"optim.batch_size={settings.train_batch}",
-        f"max_steps={settings.train_steps}", f"seed={settings.seed}"])
-    LOG.info("no --model given: training one on the synthetic drives (%d steps at %dx%d)",
-             settings.train_steps, w, h)
+        f"max_steps={settings.train_steps}", f"seed={settings.seed}",
+        f"cpu_threads={settings.threads}"])
+    LOG.info("no --model given: training one on the synthetic drives (%d steps at %dx%d, "
+             "%d torch threads)", settings.train_steps, w, h, settings.threads)
     trainer = Trainer(cfg, out_dir=settings.out / "training")
     try:
         trainer.fit()
@@ -443,8 +461,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         extra["checkpoint"] = {"file": str(trained.checkpoint),
                                "validation": trained.validation}
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
-                      f"at {settings.net_size[1]}x{settings.net_size[0]}, "
-                      f"{trained.describe()}")
+                      f"at {settings.net_size[1]}x{settings.net_size[0]} on "
+                      f"{settings.threads} torch thread(s), {trained.describe()}")
     in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
     stages.run("kitti2bag", lambda: convert(drive_dir, in_bag, storage="mcap", distro="jazzy",
                                             max_frames=settings.max_frames, overwrite=True,

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         choices=BACKEND_NAMES)
     parser.add_argument("--train-steps", type=int, default=None,
                         help="training steps when no --model is given")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads while training (default: every usable core; "
+                             "give 1 when other work shares the cores)")
     parser.add_argument("--frames", type=int, default=None,
                         help="synthetic frames per drive")
     parser.add_argument("--max-frames", type=int, default=None,
@@ -55,7 +58,8 @@ def settings_from_args(args: argparse.Namespace) -> "DemoSettings":
     chosen = {"model": args.model, "kitti": args.kitti, "backend": args.backend,
               "seed": args.seed, "max_frames": args.max_frames, "compressed": args.compressed,
               "panel": args.panel}
-    optional = {"train_steps": args.train_steps, "frames": args.frames}  # None: the preset's
+    optional = {"train_steps": args.train_steps, "frames": args.frames,
+                "train_threads": args.threads}  # None: the preset's
     chosen.update({k: v for k, v in optional.items() if v is not None})
     return dataclasses.replace(base, **chosen)
 
