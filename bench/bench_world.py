@@ -1,6 +1,6 @@
 """Whether the synthetic world teaches the paper's recipe: direction of travel and depth, per seed.
 
-    .venv/bin/python bench/bench_world.py [--seeds 0 1 2] [--steps STEPS]
+    .venv/bin/python bench/bench_world.py [--seeds 0 1 2] [--steps STEPS] [--threads N]
         [--recipes synth_small synth_small_oxts] [--landscape-only] [--out DIR] [--json OUT]
 
 First, without training, the photometric loss of the held-out drive against the
@@ -14,6 +14,8 @@ drive's OXTS direction of travel (mean cosine over the held-out drive's consecut
 pairs, :mod:`training.pose_agreement`; recipes with a pose network only), the demo's
 held-out Abs Rel (median-scaled) of each recipe beside the best constant depth, and
 each run's wall and CPU seconds. ``--out`` keeps the runs (default: a temporary folder).
+Training uses the demo's threads (every usable core); give ``--threads 1`` to each of
+several bench processes that share the cores.
 """
 from __future__ import annotations
 
