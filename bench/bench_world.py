@@ -6,16 +6,16 @@
 First, without training, the photometric loss of the held-out drive against the
 direction of travel (:mod:`training.photometric_landscape`: the OXTS translation turned
 by -90..90 degrees, ground-truth and blurred depth), and whether it rises from the
-forward direction on both sides. Then (unless ``--landscape-only``)
-for every seed and recipe this runs ``oe-depth demo --seed N --config RECIPE
---train-steps STEPS`` in this process (the demo renders its world, trains, exports and
-scores the held-out drive) and prints, per seed: the pose network's agreement with the
-drive's OXTS direction of travel (mean cosine over the held-out drive's consecutive
-pairs, :mod:`training.pose_agreement`; recipes with a pose network only), the demo's
-held-out Abs Rel (median-scaled) of each recipe beside the best constant depth, and
-each run's wall and CPU seconds. ``--out`` keeps the runs (default: a temporary folder).
-Training uses the demo's threads (every usable core); give ``--threads 1`` to each of
-several bench processes that share the cores.
+forward direction on both sides. Then (unless ``--landscape-only``) for every seed and
+recipe this runs the demo in this process (``run_demo`` with seed N, the recipe as its
+training config and STEPS steps: it renders its world, trains, exports and scores the
+held-out drive) and prints, per seed: the pose network's agreement with the drive's
+OXTS direction of travel (mean cosine over the held-out drive's consecutive pairs,
+:mod:`training.pose_agreement`; recipes with a pose network only), the demo's held-out
+Abs Rel (median-scaled) of each recipe beside the best constant depth, and each run's
+wall and CPU seconds. ``--out`` keeps the runs (default: a temporary folder). Training
+uses the demo's threads (every usable core); give ``--threads 1`` to each of several
+bench processes that share the cores.
 """
 from __future__ import annotations
 

@@ -101,8 +101,10 @@ class DemoSettings:
                    train_batch=2, net_size=(64, 192))
 
     def check_inputs(self) -> None:
-        """Raise FileNotFoundError for a given --model or --kitti that does not exist, and
-        ValueError for fewer than one training thread."""
+        """Refuse a missing --model or --kitti path, or fewer than one training thread.
+
+        Raises FileNotFoundError for the paths and ValueError for the thread count.
+        """
         if self.train_threads is not None and self.train_threads < 1:
             raise ValueError(f"train_threads must be at least 1, got {self.train_threads}")
         if self.model is not None and not Path(self.model).exists():
