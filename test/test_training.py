@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -463,3 +465,31 @@ def test_velocity_options_are_validated() -> None:
         load_train_config("synth_small", ["model.init_pose=forward"])
     with pytest.raises(ConfigError, match="init_pose"):
         load_train_config("synth_small_velocity", ["model.init_pose=sideways"])
+
+
+_FILE_SIZE_LIMITED_SAVE = """
+import resource, signal, sys
+import torch
+from training.checkpointing import save_checkpoint
+path = sys.argv[1]
+save_checkpoint(path, {"step": 1, "w": torch.zeros(10)})  # small: fits
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    save_checkpoint(path, {"step": 2, "w": torch.zeros(1 << 20)})  # 4 MB: cannot be written
+except RuntimeError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_a_checkpoint_that_cannot_be_written_names_it_and_keeps_the_last(tmp_path) -> None:
+    """A full disk mid-save (a real 1 MB file-size limit here): a clear error, nothing lost."""
+    path = tmp_path / "last.pt"
+    proc = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMITED_SAVE, str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert f"could not write checkpoint {path}" in proc.stdout
+    assert "MB free on its file system; an earlier last.pt is unchanged" in proc.stdout
+    assert torch.load(path, weights_only=True)["step"] == 1  # the earlier one survived
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary left behind

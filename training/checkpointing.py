@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -64,8 +65,13 @@ def save_checkpoint(path: str | Path, state: Mapping[str, object]) -> Path:
     """Write ``state`` (with ``format`` added) to ``path`` atomically; return the path."""
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, **state}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:  # a full disk or a file-size limit mid-write
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        raise RuntimeError(f"could not write checkpoint {path} ({free / 1e6:.0f} MB free on its "
+                           f"file system; an earlier {path.name} is unchanged): {exc}") from exc
     LOG.debug("wrote checkpoint %s (step %s)", path, state.get("step"))
     return path
 
