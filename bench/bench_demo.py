@@ -9,8 +9,8 @@ prints each stage's wall and CPU seconds and their share of the total, the held-
 Abs Rel of the model next to the best constant depth, and the export's float32
 conditioning. With several ``--threads`` (training threads, e.g. ``1 2``) it runs the
 demo once per count, one after the other, and prints the stage times side by side with
-each total's ratio to the first. Part 2 exports ``--export-model`` (random weights, seeded) at
-``--export-size`` with verification and prints where the export's time goes: the
+each total's ratio to the first. Part 2 exports ``--export-model`` (random weights,
+seeded) at ``--export-size`` with verification and prints where the export's time goes: the
 PyTorch float32 + float64 references, the trace (torch.onnx.export), the ONNX checks and
 ONNX Runtime on every verification input, each as a share of the whole export. CPU
 seconds are the steadier figure on a shared machine.
@@ -36,10 +36,7 @@ def bench_demo(fast: bool, out: Path, threads: int | None = None) -> dict[str, A
     from training.experiments.demo import DemoSettings, run_demo
 
     preset = DemoSettings.fast(out) if fast else DemoSettings(out=out)
-    settings = replace(preset, train_threads=threads)
-    report = run_demo(settings).report
-    report["train_threads"] = settings.threads
-    return report
+    return run_demo(replace(preset, train_threads=threads)).report
 
 
 def bench_export(model: str, size: tuple[int, int], out: Path) -> dict[str, Any]:

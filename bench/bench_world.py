@@ -84,7 +84,7 @@ def run_recipe(seed: int, recipe: str, steps: int, out: Path,
                             train_threads=threads)
     report = run_demo(settings).report
     row: dict[str, Any] = {
-        "seed": seed, "recipe": recipe, "steps": steps, "threads": threads,
+        "seed": seed, "recipe": recipe, "steps": steps, "threads": report["train_threads"],
         "abs_rel": report["model"]["abs_rel"],
         "constant_abs_rel": report["constant_baseline"]["abs_rel"],
         "checkpoint": report["checkpoint"]["file"],

@@ -95,7 +95,7 @@ def test_demo_fast_end_to_end(tmp_path):
     # trained on every usable core by default (the demo runs alone), as the run recorded
     trained = yaml.safe_load((out / "training" / "config.yaml").read_text())
     cores = len(os.sched_getaffinity(0))
-    assert trained["cpu_threads"] == cores
+    assert trained["cpu_threads"] == report["train_threads"] == cores
     assert f"on {cores} torch thread(s)" in report["model_source"]
 
 

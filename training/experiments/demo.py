@@ -53,11 +53,6 @@ LOG = logging.getLogger(__name__)
 DEMO_SIZE = (96, 288)
 
 
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, not the machine's count)."""
-    return len(os.sched_getaffinity(0))
-
-
 @dataclass(kw_only=True)
 class DemoSettings:
     """What the demo runs on and how long it trains."""
@@ -91,8 +86,13 @@ class DemoSettings:
 
     @property
     def threads(self) -> int:
-        """Torch threads for training: ``train_threads``, else every usable core."""
-        return usable_cores() if self.train_threads is None else self.train_threads
+        """Torch threads for training: ``train_threads``, else every usable core.
+
+        Usable: the cores in this process's affinity, not the machine's count.
+        """
+        if self.train_threads is None:
+            return len(os.sched_getaffinity(0))
+        return self.train_threads
 
     @classmethod
     def fast(cls, out: Path) -> "DemoSettings":
@@ -462,6 +462,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         model_path, extra["export"] = exported.path, _export_summary(exported)
         extra["checkpoint"] = {"file": str(trained.checkpoint),
                                "validation": trained.validation}
+        extra["train_threads"] = settings.threads
         model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
                       f"at {settings.net_size[1]}x{settings.net_size[0]} on "
                       f"{settings.threads} torch thread(s), {trained.describe()}")
