@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from training.losses import (SSIM, BackprojectDepth, Project3D, ViewWarper,
+from training.losses import (SSIM, BackprojectDepth, Project3D, ViewWarper, box_mean3,
                              min_reprojection_loss, photometric_error, semantic_triplet_loss,
                              smoothness_loss, triplet_terms, velocity_loss)
 
@@ -157,6 +158,24 @@ def test_ssim_matches_direct_formula() -> None:
             np.testing.assert_allclose(got[b, c], naive_ssim_dissimilarity(x[b, c], y[b, c]),
                                        atol=1e-10)
     assert np.all(SSIM()(torch.from_numpy(x), torch.from_numpy(x)).numpy() < 1e-8)
+
+
+def test_box_mean3_is_the_3x3_window_mean_and_its_gradient() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.random((2, 3, 6, 8))
+    r = rng.random((2, 3, 4, 6))  # weights of the outputs: d(sum r * out)/dx by hand below
+    expected = np.zeros_like(r)
+    grad = np.zeros_like(x)
+    for i in range(4):
+        for j in range(6):
+            expected[..., i, j] = x[..., i:i + 3, j:j + 3].mean(axis=(-2, -1))
+            grad[..., i:i + 3, j:j + 3] += r[..., i, j, None, None] / 9
+    xt = torch.from_numpy(x).requires_grad_()
+    out = box_mean3(xt)
+    (out * torch.from_numpy(r)).sum().backward()
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-12)
+    np.testing.assert_allclose(xt.grad.numpy(), grad, atol=1e-12)
+    torch.testing.assert_close(box_mean3(xt.detach()), F.avg_pool2d(xt.detach(), 3, 1))
 
 
 def test_photometric_error_weights() -> None:

@@ -27,6 +27,17 @@ SSIM_C1 = 0.01 ** 2
 SSIM_C2 = 0.03 ** 2
 
 
+def box_mean3(x: torch.Tensor) -> torch.Tensor:
+    """Mean over every 3x3 window (no padding): [..., H, W] -> [..., H - 2, W - 2].
+
+    The same values as ``F.avg_pool2d(x, 3, 1)`` as two separable sums of shifted
+    slices; on the CPU it runs several times as fast, forward and backward, and SSIM
+    calls it five times per warped image, every step.
+    """
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    return (rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:]) / 9
+
+
 class SSIM(nn.Module):
     """Per-pixel structural dissimilarity (1 - SSIM) / 2 clamped to [0, 1].
 
@@ -35,18 +46,17 @@ class SSIM(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pool = nn.AvgPool2d(3, 1)
         self.pad = nn.ReflectionPad2d(1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return the dissimilarity map [B, C, H, W] of images ``x`` and ``y``."""
         x = self.pad(x)
         y = self.pad(y)
-        mu_x = self.pool(x)
-        mu_y = self.pool(y)
-        sigma_x = self.pool(x * x) - mu_x * mu_x
-        sigma_y = self.pool(y * y) - mu_y * mu_y
-        sigma_xy = self.pool(x * y) - mu_x * mu_y
+        mu_x = box_mean3(x)
+        mu_y = box_mean3(y)
+        sigma_x = box_mean3(x * x) - mu_x * mu_x
+        sigma_y = box_mean3(y * y) - mu_y * mu_y
+        sigma_xy = box_mean3(x * y) - mu_x * mu_y
         num = (2 * mu_x * mu_y + SSIM_C1) * (2 * sigma_xy + SSIM_C2)
         den = (mu_x * mu_x + mu_y * mu_y + SSIM_C1) * (sigma_x + sigma_y + SSIM_C2)
         return torch.clamp((1 - num / den) / 2, 0, 1)
