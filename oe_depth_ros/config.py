@@ -65,6 +65,9 @@ def _check_value(value: object, tp: object, where: str) -> object:
             raise ConfigError(f"{where}: expected null, got {value!r}")
         return None
     if typing.get_origin(tp) is typing.Literal:
+        # YAML 1.1 reads on/off (and yes/no, true/false) as booleans
+        if isinstance(value, bool) and ("on" if value else "off") in args:
+            return "on" if value else "off"
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")
         return value

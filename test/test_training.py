@@ -86,6 +86,19 @@ def test_numbers_in_exponent_notation_are_numbers(tmp_path: Path) -> None:
         load_train_config("oe_depth", ["optim.batch_size=1e1"])
 
 
+def test_on_and_off_read_as_yaml_booleans_are_the_words(tmp_path: Path) -> None:
+    """YAML 1.1 reads "on"/"off" as booleans; the on/off/auto options take them as the words."""
+    config = tmp_path / "cl.yaml"
+    base = config_dir() / "training" / "oe_depth.yaml"
+    config.write_text(f"inherit: {base}\nchannels_last: on\namp: off\n")
+    cfg = load_train_config(config)
+    assert (cfg.channels_last, cfg.amp) == ("on", "off")
+    assert load_train_config("oe_depth", ["channels_last=off", "amp=on"]).amp == "on"
+    assert load_train_config("oe_depth", ["channels_last='on'"]).channels_last == "on"
+    with pytest.raises(ConfigError, match="channels_last.*'fast' is not one of"):
+        load_train_config("oe_depth", ["channels_last=fast"])
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
