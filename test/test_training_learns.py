@@ -57,7 +57,7 @@ def test_tiny_proof_trains_the_whole_schedule_and_reports_each_seed(tmp_path: Pa
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # a hang guard above setup.cfg's 600 s: 3 runs of 350 steps
 def test_training_learns_over_seeds(tmp_path: Path) -> None:
-    """The documented proof (docs/training.md, record 2026-12-07-table3-synthetic.md)."""
+    """The documented proof (docs/training.md, record 2026-12-07-table3-box-mean3.md)."""
     # Margins: the 2026-12-07 ablation's oe_depth row (these runs: 3 seeds, 350 steps)
     # ended at 0.61 +- 0.03 of the best constant and 0.51 +- 0.03 of the untrained
     # network's 0.473 (seed-independent: an untrained net predicts one depth), every seed
