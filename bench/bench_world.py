@@ -8,10 +8,11 @@ direction of travel (:mod:`training.photometric_landscape`: the OXTS translation
 by -90..90 degrees, ground-truth and blurred depth), and whether it rises from the
 forward direction on both sides. Then (unless ``--landscape-only``) for every seed and
 recipe this runs the demo in this process (``run_demo`` with seed N, the recipe as its
-training config and STEPS steps: it renders its world, trains, exports and scores the
-held-out drive) and prints, per seed: the pose network's agreement with the drive's
-OXTS direction of travel (mean cosine over the held-out drive's consecutive pairs,
-:mod:`training.pose_agreement`; recipes with a pose network only), the demo's held-out
+training config and at most STEPS steps, fewer where the recipe's epochs end sooner:
+it renders its world, trains, exports and scores the held-out drive) and prints, per
+seed: the pose network's agreement with the drive's OXTS direction of travel (mean
+cosine over the held-out drive's consecutive pairs, :mod:`training.pose_agreement`;
+recipes with a pose network only), the demo's held-out
 Abs Rel (median-scaled) of each recipe beside the best constant depth, and each run's
 wall and CPU seconds. ``--out`` keeps the runs (default: a temporary folder). Training
 uses the demo's threads (every usable core); give ``--threads 1`` to each of several
@@ -84,7 +85,8 @@ def run_recipe(seed: int, recipe: str, steps: int, out: Path,
                             train_threads=threads)
     report = run_demo(settings).report
     row: dict[str, Any] = {
-        "seed": seed, "recipe": recipe, "steps": steps, "threads": report["train_threads"],
+        "seed": seed, "recipe": recipe, "steps": report["train_steps"],
+        "threads": report["train_threads"],
         "abs_rel": report["model"]["abs_rel"],
         "constant_abs_rel": report["constant_baseline"]["abs_rel"],
         "checkpoint": report["checkpoint"]["file"],
@@ -122,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=DemoSettings.train_steps,
-                        help="training steps per run (default: the demo's)")
+                        help="the most training steps per run; a recipe's epochs may end "
+                             "it sooner (default: the demo's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per run (default: the demo's, every usable core; "
                              "1 when runs share the cores)")
@@ -150,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
                 for recipe in args.recipes:
                     rows.append(run_recipe(seed, recipe, args.steps,
                                            root / f"seed{seed}" / recipe, args.threads))
-            print(f"{args.steps} training steps per run")
+            print("training steps: " + ", ".join(f"seed {r['seed']} {r['recipe']} {r['steps']}"
+                                                 for r in rows))
             print_table(rows, args.recipes)
     if args.json is not None:
-        write_json(args.json, {"cpu": cpu_name(), "steps": args.steps, "landscapes": landscapes,
+        write_json(args.json, {"cpu": cpu_name(), "max_steps": args.steps,
+                               "landscapes": landscapes,
                                "runs": rows})
     return 0
 

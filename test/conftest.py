@@ -26,10 +26,23 @@ def colcon_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_workspace(tmp_path_factory.mktemp("colcon_ws"))
 
 
+#: frames per drive of the session's synthetic world
+SYNTH_WORLD_FRAMES = 8
+
+
 @pytest.fixture(scope="session")
 def synth_world(tmp_path_factory: pytest.TempPathFactory):
     """A small synthetic KITTI world (2 drives x 8 frames, 416x128), made once per run."""
     from oe_depth_ros.synthetic.dataset import generate_dataset
 
     root = tmp_path_factory.mktemp("synth_world")
-    return generate_dataset(root, drives=2, frames=8, seed=7, width=416, height=128)
+    return generate_dataset(root, drives=2, frames=SYNTH_WORLD_FRAMES, seed=7, width=416,
+                            height=128)
+
+
+@pytest.fixture(scope="session")
+def oxts_splits(synth_world) -> dict[str, Path]:
+    """The session world's split files for synth_small_oxts's source frames (-2, +2)."""
+    from training.experiments.demo import recipe_splits
+
+    return recipe_splits("synth_small_oxts", synth_world, SYNTH_WORLD_FRAMES)

@@ -37,6 +37,10 @@ def test_demo_fast_end_to_end(tmp_path):
     # Every stage ran and was timed, in wall and CPU seconds, and so was the whole run.
     assert set(report["stage_seconds"]) == set(report["stage_cpu_seconds"]) == STAGES
     assert sum(report["stage_seconds"].values()) <= report["total_seconds"]
+    # the recipe's sources -2 and +2: it trained on the splits of the frames that have
+    # them, for the steps it ran (3)
+    assert report["model_source"].startswith("trained here: synth_small_oxts, 3 steps at ")
+    assert "splits/reach2/train_files.txt" in (out / "training" / "config.yaml").read_text()
     assert report["stage_cpu_seconds"]["train"] > 0 and report["total_cpu_seconds"] > 0
     # The export was verified against float64 on the pattern, the photograph and a frame.
     assert set(report["export"]["onnxruntime_vs_float64"]) == {"pattern", "photograph",

@@ -348,7 +348,8 @@ def test_first_conv_decoder_attention_and_head_kept_float(checkpoint: Path,
 
 
 @pytest.mark.slow
-def test_int8_export_of_a_trained_network_is_accepted(synth_world, tmp_path: Path) -> None:
+def test_int8_export_of_a_trained_network_is_accepted(synth_world, oxts_splits,
+                                                      tmp_path: Path) -> None:
     """A network trained on the synthetic drives, calibrated on them: within the bounds.
 
     Trained weights spread their activations unlike random ones; the bounds must not
@@ -358,9 +359,9 @@ def test_int8_export_of_a_trained_network_is_accepted(synth_world, tmp_path: Pat
     from training.train import main as train_main
 
     overrides = {
-        "data.data_path": synth_world.root, "data.train_split": synth_world.split_files["train"],
-        "data.val_split": synth_world.split_files["val"], "data.height": HEIGHT,
-        "data.width": WIDTH, "data.num_workers": 0, "optim.batch_size": 4, "max_steps": 150,
+        "data.data_path": synth_world.root, "data.train_split": oxts_splits["train"],
+        "data.val_split": oxts_splits["val"], "data.height": HEIGHT,
+        "data.width": WIDTH, "data.num_workers": 0, "optim.batch_size": 2, "max_steps": 150,
         "progress": False, "cpu_threads": 2, "validate": False}
     assert train_main(["--config", "synth_small_oxts", *(f"{k}={v}" for k, v in overrides.items()),
                        "--out", str(tmp_path / "run")]) == 0

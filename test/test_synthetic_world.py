@@ -12,7 +12,7 @@ from oe_depth_ros.cli import main as cli_main
 from oe_depth_ros.kitti.raw import KittiDrive
 from oe_depth_ros.synthetic.render import pinhole_grid
 from oe_depth_ros.synthetic.rig import IMU_HEIGHT, SPEED_RANGE
-from oe_depth_ros.synthetic.dataset import DATE, generate_dataset, plan_drive
+from oe_depth_ros.synthetic.dataset import DATE, generate_dataset, plan_drive, split_entries
 from oe_depth_ros.synthetic.world import LABEL_ROAD, LABEL_SKY
 
 SEED, FRAMES = 7, 8   # the synth_world fixture's parameters
@@ -248,6 +248,33 @@ def test_warping_with_gt_depth_and_pose_reproduces_the_neighbor(drive, src, tgt)
     assert err < 0.25 * identity, (err, identity)
 
 
+def test_splits_for_farther_source_frames(synth_world, oxts_splits) -> None:
+    """synth_small_oxts's sources -2 and +2: its splits hold the frames that have them.
+
+    8 frames: 2..5 (worked by hand), one of the four for val; the test split is the world's.
+    """
+    drive = f"{DATE}/{DATE}_drive_0001_sync"
+    lines = {k: Path(v).read_text().splitlines() for k, v in oxts_splits.items()}
+    assert sorted(lines["train"] + lines["val"], key=lambda line: int(line.split()[1])) == [
+        f"{drive} {f} l" for f in (2, 3, 4, 5)]
+    assert len(lines["val"]) == 1 and not set(lines["train"]) & set(lines["val"])
+    assert lines["test"] == Path(synth_world.split_files["test"]).read_text().splitlines()
+    assert oxts_splits["train"].parent == Path(synth_world.root) / "splits" / "reach2"
+    # the world's own split files are left as they were (both neighbours)
+    world_train = Path(synth_world.split_files["train"]).read_text().splitlines()
+    assert int(world_train[0].split()[1]) == 1
+
+
+def test_split_entries_reach() -> None:
+    frames = [[e.frame for e in split_entries(2, 9, reach=r)[s]] for r in (1, 3)
+              for s in ("train", "val")]
+    assert sorted(frames[0] + frames[1]) == list(range(1, 8))
+    assert sorted(frames[2] + frames[3]) == [3, 4, 5]
+    assert split_entries(1, 6, reach=3)["train"] == []   # no frame has both sources
+    with pytest.raises(ValueError, match="reach must be an integer >= 1, got 0"):
+        split_entries(2, 9, reach=0)
+
+
 def test_deterministic_for_a_seed(tmp_path: Path) -> None:
     a = generate_dataset(tmp_path / "a", drives=1, frames=2, seed=3, width=96, height=32)
     b = generate_dataset(tmp_path / "b", drives=1, frames=2, seed=3, width=96, height=32)
@@ -264,6 +291,9 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         generate_dataset(tmp_path, frames=0)
     with pytest.raises(ValueError, match="width"):
         generate_dataset(tmp_path, width=8)
+    with pytest.raises(ValueError, match="reach"):
+        generate_dataset(tmp_path / "r", reach=0)
+    assert not (tmp_path / "r").exists()    # refused before anything was rendered
 
 
 def test_synth_cli(tmp_path: Path) -> None:
@@ -275,3 +305,8 @@ def test_synth_cli(tmp_path: Path) -> None:
     assert d.num_frames == 2 and d.image(2, 1).shape == (32, 64, 3)
     assert (out / "splits" / "test_files.txt").read_text().splitlines() == [
         f"{DATE}/{DATE}_drive_0001_sync 0 l", f"{DATE}/{DATE}_drive_0001_sync 1 l"]
+    reach = tmp_path / "reach"
+    assert cli_main(["synth", str(reach), "--drives", "1", "--frames", "6", "--width", "64",
+                     "--height", "32", "--no-progress", "--reach", "2"]) == 0
+    listed = [(reach / "splits" / f"{s}_files.txt").read_text().split() for s in ("train", "val")]
+    assert sorted(int(f) for words in listed for f in words[1::3]) == [2, 3]

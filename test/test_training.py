@@ -280,7 +280,7 @@ def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
     from training.datasets import KittiRawMonoDataset
 
     cfg = load_train_config("oe_depth", tiny_overrides(
-        synth_world, max_steps=4, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+        synth_world, max_steps=2, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
                                      "optim.lr_milestones": [5]}))
     trainer = Trainer(cfg, out_dir=tmp_path)
     assert trainer.val_set is not None and trainer.val_set.has_gt  # the synthetic world has GT
@@ -297,7 +297,7 @@ def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
     assert best == min(losses, key=losses.get)
 
 
-def test_metric_model_validates_its_metres_and_best_is_by_them(synth_world,
+def test_metric_model_validates_its_metres_and_best_is_by_them(synth_world, oxts_splits,
                                                                tmp_path: Path) -> None:
     """A metric model's validation adds the unscaled Abs Rel and the median GT/pred ratio.
 
@@ -309,8 +309,10 @@ def test_metric_model_validates_its_metres_and_best_is_by_them(synth_world,
     from oe_depth_ros.metrics import EIGEN_MIN_DEPTH, valid_mask
 
     cfg = load_train_config("synth_small_oxts", tiny_overrides(
-        synth_world, max_steps=4, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
-                                     "optim.lr_milestones": [5]}))
+        synth_world, max_steps=2, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+                                     "optim.lr_milestones": [5],
+                                     "data.train_split": oxts_splits["train"],
+                                     "data.val_split": oxts_splits["val"]}))
     trainer = Trainer(cfg, out_dir=tmp_path)
     trainer.fit()
     val = json.loads((tmp_path / "validation.json").read_text())
@@ -335,22 +337,26 @@ def test_metric_model_validates_its_metres_and_best_is_by_them(synth_world,
     assert last["abs_rel_metric"] != pytest.approx(last["abs_rel"], rel=1e-3)
 
 
-def test_oxts_ego_motion_trains_without_a_pose_network(synth_world, tmp_path: Path) -> None:
+def test_oxts_ego_motion_trains_without_a_pose_network(synth_world, oxts_splits,
+                                                       tmp_path: Path) -> None:
     """model.ego_motion=oxts: the batch's drive motion replaces the pose network."""
     demo = load_train_config("synth_small_oxts")
     assert (demo.model.ego_motion, demo.model.init_depth) == ("oxts", 3.16)
+    assert demo.data.frame_ids == [0, -2, 2]
     cfg = load_train_config("synth_small_oxts", tiny_overrides(
         synth_world, max_steps=2, validate=False, **{"model.depth": "diffnet_small",
-                                                     "loss.triplet_weight": 0.0}))
+                                                     "loss.triplet_weight": 0.0,
+                                                     "data.train_split": oxts_splits["train"]}))
     trainer = Trainer(cfg, out_dir=tmp_path)
     assert trainer.pose_net is None and len(trainer.networks()) == 1
     assert len(trainer.params) == len(list(trainer.depth_net.parameters()))
     batch = next(iter(trainer.loader))
     _, transforms = trainer.forward(trainer._to_device(batch))
-    for f in (-1, 1):
+    for f in (-2, 2):
         torch.testing.assert_close(transforms[f], batch[("T", f)])
-    # the synthetic car drives forward: the previous camera is behind, the next ahead
-    assert (batch[("T", -1)][:, 2, 3] > 0.3).all() and (batch[("T", 1)][:, 2, 3] < -0.3).all()
+    # the synthetic car drives forward (0.25-0.5 m per frame): two frames back the camera
+    # is behind, two frames on ahead
+    assert (batch[("T", -2)][:, 2, 3] > 0.4).all() and (batch[("T", 2)][:, 2, 3] < -0.4).all()
     history = trainer.fit()
     trainer.close()
     assert [h["step"] for h in history] == [1, 2]
@@ -454,8 +460,10 @@ def test_velocity_and_oxts_refuse_drives_without_oxts_data(synth_world, tmp_path
              ).read_text().split()
     packet = root / first[0] / "oxts" / "data" / f"{int(first[1]) + 1:010d}.txt"
     packet.unlink()
+    # the world's splits are for the sources -1 and +1, which every config here then uses
     overrides = tiny_overrides(synth_world, validate=False,
-                               **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0})
+                               **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+                                  "data.frame_ids": [0, -1, 1]})
     overrides = [o.replace(str(synth_world.root), str(root)) for o in overrides]
     for config in ("synth_small_velocity", "synth_small_oxts"):
         with pytest.raises(FileNotFoundError, match=rf"missing.*\n.*{packet.name}"):

@@ -122,18 +122,22 @@ def _write_drive(plan: DrivePlan, rig: SensorRig, drive_dir: Path, seg_dir: Path
     (drive_dir / "oxts" / "dataformat.txt").write_text(writer.oxts_dataformat(), encoding="ascii")
 
 
-def split_entries(drives: int, frames: int, date: str = DATE) -> dict[str, list[SplitEntry]]:
+def split_entries(drives: int, frames: int, date: str = DATE,
+                  reach: int = 1) -> dict[str, list[SplitEntry]]:
     """The entries of the train, val and test split files.
 
-    train/val: frames with both neighbors (1 .. frames-2) of every drive but the last
-    (every drive when there is only one), about one in ten for val; test: every frame
-    of the last drive (with a single drive it overlaps train).
+    train/val: the frames whose source frames up to ``reach`` away on either side exist
+    (``reach`` .. frames-1-``reach``; 1 for the sources -1 and +1) of every drive but the
+    last (every drive when there is only one), about one in ten for val; test: every
+    frame of the last drive (with a single drive it overlaps train).
     """
+    if int(reach) != reach or reach < 1:
+        raise ValueError(f"reach must be an integer >= 1, got {reach!r}")
     train: list[SplitEntry] = []
     val: list[SplitEntry] = []
     pool = range(1, drives) if drives > 1 else range(1, 2)
     for index in pool:
-        eligible = list(range(1, frames - 1))
+        eligible = list(range(reach, frames - reach))
         n_val = max(1, len(eligible) // 10) if len(eligible) >= 2 else 0
         spots = np.linspace(0, len(eligible) - 1, n_val + 2)[1:-1]
         picks = {eligible[int(round(i))] for i in spots}
@@ -145,13 +149,14 @@ def split_entries(drives: int, frames: int, date: str = DATE) -> dict[str, list[
 
 def generate_dataset(out_dir: str | os.PathLike[str], drives: int = 2, frames: int = 20,
                      seed: int = 0, width: int = 1242, height: int = 375,
-                     progress: bool = False) -> SynthDataset:
+                     progress: bool = False, reach: int = 1) -> SynthDataset:
     """Render ``drives`` drives of ``frames`` frames at ``width`` x ``height`` into ``out_dir``.
 
     Deterministic for a seed (same bytes). Existing drives of the same names are replaced.
+    The split files list the frames whose source frames up to ``reach`` away exist.
     """
     for name, value, low in (("drives", drives, 1), ("frames", frames, 1), ("width", width, 16),
-                             ("height", height, 16)):
+                             ("height", height, 16), ("reach", reach, 1)):
         if int(value) != value or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     root = Path(out_dir)
@@ -169,6 +174,10 @@ def generate_dataset(out_dir: str | os.PathLike[str], drives: int = 2, frames: i
                     atomic_path(drive_dir) as drive_tmp:
                 _write_drive(plan, rig, drive_tmp, seg_tmp, bar)
             drive_dirs.append(drive_dir)
-    split_files = {split: write_split_file(root / "splits" / f"{split}_files.txt", entries)
-                   for split, entries in split_entries(drives, frames).items()}
-    return SynthDataset(root, drive_dirs, split_files)
+    return SynthDataset(root, drive_dirs, write_splits(root / "splits", drives, frames, reach))
+
+
+def write_splits(folder: Path, drives: int, frames: int, reach: int = 1) -> dict[str, Path]:
+    """Write the train/val/test split files of :func:`split_entries` into ``folder``."""
+    return {split: write_split_file(folder / f"{split}_files.txt", entries)
+            for split, entries in split_entries(drives, frames, reach=reach).items()}

@@ -67,8 +67,10 @@ class DemoSettings:
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small_oxts"
-    #: 800: the config's 20 epochs of 40 steps on the 8 training drives (lr drop after 15)
-    train_steps: int = 800
+    #: the most training steps; the recipe's epochs may end it sooner. synth_small_oxts:
+    #: 28 epochs of 36 steps on the 8 training drives (lr drop after 21), so 1000;
+    #: synth_small: 20 epochs of 40 steps (lr drop after 15), so 800
+    train_steps: int = 1000
     train_batch: int = 4
     net_size: tuple[int, int] = DEMO_SIZE
     #: torch threads while training: None, every core this process may run on (the demo
@@ -170,6 +172,8 @@ class TrainedModel:
     validation: dict[str, Any] | None = None
     #: the record's key that chose it (the trainer's BEST_BY order)
     chosen_by: str | None = None
+    #: steps trained (the run's, not the checkpoint's)
+    steps: int | None = None
 
     def describe(self) -> str:
         if self.validation is None or self.chosen_by is None:
@@ -199,6 +203,24 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
     return TrainedModel(run_dir / LAST_NAME)
 
 
+def recipe_splits(train_config: str, world: "SynthDataset", frames: int) -> dict[str, Path]:
+    """The world's split files, or ones for the recipe's farther source frames.
+
+    The world (of ``frames`` frames per drive) lists the frames with both neighbours; a
+    recipe whose source frames reach further (synth_small_oxts: -2 and +2) gets split
+    files of the frames that have them, written beside the world's (``splits/reach<N>/``).
+    """
+    from oe_depth_ros.synthetic.dataset import write_splits
+
+    from ..train_config import load_train_config
+
+    reach = max(abs(f) for f in load_train_config(train_config).data.frame_ids)
+    if reach <= 1:
+        return world.split_files
+    return write_splits(Path(world.root) / "splits" / f"reach{reach}", len(world.drive_dirs),
+                        frames, reach)
+
+
 def train_on_world(settings: DemoSettings, world: "SynthDataset | None") -> TrainedModel:
     """Short self-supervised training on the synthetic training drives; returns the model."""
     if world is None:
@@ -207,22 +229,24 @@ def train_on_world(settings: DemoSettings, world: "SynthDataset | None") -> Trai
     from ..trainer import Trainer
 
     h, w = settings.net_size
+    splits = recipe_splits(settings.train_config, world, settings.frames)
     cfg = load_train_config(settings.train_config, [
         f"data.data_path={world.root}",
-        f"data.train_split={world.split_files['train']}",
-        f"data.val_split={world.split_files['val']}",
+        f"data.train_split={splits['train']}",
+        f"data.val_split={splits['val']}",
         f"data.height={h}", f"data.width={w}",
         f"optim.batch_size={settings.train_batch}",
         f"max_steps={settings.train_steps}", f"seed={settings.seed}",
         f"cpu_threads={settings.threads}"])
-    LOG.info("no --model given: training one on the synthetic drives (%d steps at %dx%d, "
-             "%d torch threads)", settings.train_steps, w, h, settings.threads)
+    LOG.info("no --model given: training one on the synthetic drives (at most %d steps at "
+             "%dx%d, %d torch threads)", settings.train_steps, w, h, settings.threads)
     trainer = Trainer(cfg, out_dir=settings.out / "training")
     try:
         trainer.fit()
     finally:
         trainer.close()
-    trained = select_checkpoint(trainer.out_dir, trainer.val_history)
+    trained = replace(select_checkpoint(trainer.out_dir, trainer.val_history),
+                      steps=trainer.step)
     LOG.info("exporting %s", trained.describe())
     return trained
 
@@ -462,8 +486,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         model_path, extra["export"] = exported.path, _export_summary(exported)
         extra["checkpoint"] = {"file": str(trained.checkpoint),
                                "validation": trained.validation}
-        extra["train_threads"] = settings.threads
-        model_desc = (f"trained here: {settings.train_config}, {settings.train_steps} steps "
+        extra["train_threads"], extra["train_steps"] = settings.threads, trained.steps
+        model_desc = (f"trained here: {settings.train_config}, {trained.steps} steps "
                       f"at {settings.net_size[1]}x{settings.net_size[0]} on "
                       f"{settings.threads} torch thread(s), {trained.describe()}")
     in_bag, out_bag = settings.out / "input.bag", settings.out / "output.bag"
