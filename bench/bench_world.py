@@ -12,11 +12,11 @@ training config and at most STEPS steps, fewer where the recipe's epochs end soo
 it renders its world, trains, exports and scores the held-out drive) and prints, per
 seed: the pose network's agreement with the drive's OXTS direction of travel (mean
 cosine over the held-out drive's consecutive pairs, :mod:`training.pose_agreement`;
-recipes with a pose network only), the demo's held-out
-Abs Rel (median-scaled) of each recipe beside the best constant depth, and each run's
-wall and CPU seconds. ``--out`` keeps the runs (default: a temporary folder). Training
-uses the demo's threads (every usable core); give ``--threads 1`` to each of several
-bench processes that share the cores.
+recipes with a pose network only), the demo's held-out Abs Rel (median-scaled) of each
+recipe beside the best constant depth, and each run's wall and CPU seconds. ``--out``
+keeps the runs (default: a temporary folder). Training uses the demo's threads (every
+usable core); give ``--threads 1`` to each of several bench processes that share the
+cores.
 """
 from __future__ import annotations
 

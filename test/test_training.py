@@ -280,7 +280,7 @@ def test_best_checkpoint_by_photometric_loss_without_ground_truth(synth_world,
     from training.datasets import KittiRawMonoDataset
 
     cfg = load_train_config("oe_depth", tiny_overrides(
-        synth_world, max_steps=2, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
+        synth_world, max_steps=4, **{"model.depth": "diffnet_small", "loss.triplet_weight": 0.0,
                                      "optim.lr_milestones": [5]}))
     trainer = Trainer(cfg, out_dir=tmp_path)
     assert trainer.val_set is not None and trainer.val_set.has_gt  # the synthetic world has GT

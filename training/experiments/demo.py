@@ -67,9 +67,8 @@ class DemoSettings:
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small_oxts"
-    #: the most training steps; the recipe's epochs may end it sooner. synth_small_oxts:
-    #: 28 epochs of 36 steps on the 8 training drives (lr drop after 21), so 1000;
-    #: synth_small: 20 epochs of 40 steps (lr drop after 15), so 800
+    #: the most training steps; a recipe whose epochs end sooner stops there (on the
+    #: demo's world: synth_small_oxts 28 x 36 steps, synth_small 20 x 40 = 800)
     train_steps: int = 1000
     train_batch: int = 4
     net_size: tuple[int, int] = DEMO_SIZE
