@@ -67,8 +67,8 @@ class DemoSettings:
     seed: int = 0
     #: training without --model: config name, steps, network input size (H, W)
     train_config: str = "synth_small_oxts"
-    #: the most training steps; a recipe whose epochs end sooner stops there (on the
-    #: demo's world: synth_small_oxts 28 x 36 steps, synth_small 20 x 40 = 800)
+    #: the most training steps; a recipe whose own epochs (its config) end sooner stops
+    #: there, as the pose network's synth_small does
     train_steps: int = 1000
     train_batch: int = 4
     net_size: tuple[int, int] = DEMO_SIZE
