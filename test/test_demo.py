@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import json
 import os
 import subprocess
@@ -117,6 +118,26 @@ def test_demo_rejects_fewer_than_one_thread(tmp_path):
     assert proc.returncode == 1
     assert "train_threads must be at least 1, got 0" in proc.stderr
     assert not (tmp_path / "d" / "data").exists()  # refused before rendering anything
+
+
+def test_demo_refuses_frames_that_leave_less_than_one_batch(tmp_path):
+    # --fast: 2 drives (1 for training), batches of 2. synth_small_oxts' sources reach
+    # 2 frames either side: of 5 frames only frame 2 has them (train 1); of 6, frames 2-3
+    # (one goes to val, train 1); of 7, frames 2-4 (train 2).
+    proc = subprocess.run([sys.executable, "-m", "oe_depth_ros.cli", "demo", "--fast", "--out",
+                           str(tmp_path / "d"), "--frames", "5"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert ("--frames 5 leaves 1 training frame(s) for synth_small_oxts, whose source frames "
+            "reach 2 frame(s) either side, fewer than one batch of 2: give --frames 7 or more"
+            in proc.stderr)
+    assert not (tmp_path / "d" / "data").exists()  # refused before rendering anything
+    fast = DemoSettings.fast(tmp_path)
+    dataclasses.replace(fast, frames=7).check_inputs()
+    # synth_small's sources are -1 and +1: frames 1-3 of 5, one to val, train 2
+    dataclasses.replace(fast, frames=5, train_config="synth_small").check_inputs()
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"")
+    dataclasses.replace(fast, frames=5, model=model).check_inputs()  # nothing to train
 
 
 def test_lidar_ground_truth_matches_dense_depth(synth_world, tmp_path):

@@ -30,6 +30,7 @@ from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.inference.backends import BACKEND_NAMES
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
+from oe_depth_ros.progress import bar_disabled
 from oe_depth_ros.metrics import (
     EIGEN_MAX_DEPTH,
     EIGEN_MIN_DEPTH,
@@ -230,7 +231,7 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
     skipped: list[str] = []
     t_predict = t_metrics = 0.0
     for index, entry in enumerate(tqdm(entries, desc="evaluate", unit="img",
-                                       disable=not options.progress)):
+                                       disable=bar_disabled(options.progress))):
         gt = np.asarray(gt_source.get(index, entry), dtype=np.float32)
         image = images.get(entry)
         t0 = time.perf_counter()

@@ -32,6 +32,7 @@ from oe_depth_ros.atomic import atomic_path
 from oe_depth_ros.kitti.raw import KittiCalib, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.lidar_projection import PIXEL_OFFSETS, project_velodyne
+from oe_depth_ros.progress import bar_disabled
 
 LOG = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def iter_ground_truth(source: GroundTruth, entries: Sequence[SplitEntry],
     from tqdm import tqdm
 
     for i, entry in enumerate(tqdm(entries, desc="ground truth", unit="img",
-                                   disable=not progress)):
+                                   disable=bar_disabled(progress))):
         yield source.get(i, entry)
 
 

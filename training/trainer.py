@@ -34,6 +34,7 @@ from oe_depth_ros.metrics import evaluate_depth_map
 from oe_depth_ros.model import build_depth_net, build_pose_net, transformation_from_parameters
 from oe_depth_ros.model.checkpoint import load_state_dict_checked
 from oe_depth_ros.model.depth_net import DepthNet
+from oe_depth_ros.progress import bar_disabled
 from .checkpointing import (LAST_NAME, load_checkpoint, rng_state, save_checkpoint,
                             set_rng_state)
 from .datasets import STEREO_FRAME, Augmentation, FrameId, KittiRawMonoDataset, collate
@@ -477,7 +478,7 @@ class Trainer:
                  self.env.world_size, stop_at - self.step, self.device, self.use_amp,
                  self.channels_last)
         bar = tqdm(total=stop_at, initial=self.step, unit="step", dynamic_ncols=True,
-                   disable=not (self.env.is_main and cfg.progress))
+                   disable=bar_disabled(self.env.is_main and cfg.progress))
         try:
             while self.step < stop_at:
                 epoch = self.epoch

@@ -54,6 +54,7 @@ from oe_depth_ros.messages import (
     make_pointcloud2,
     numpy_to_image,
 )
+from oe_depth_ros.progress import bar_disabled
 
 __all__ = [
     "VELO_TOPIC",
@@ -266,7 +267,7 @@ def convert(drive_dir: str | Path, out: str | Path, storage: str = "mcap", distr
                                    compressed, typestore) for c in cameras]
         total = 1 + frames * (4 + 2 * len(cameras))
         with tqdm(total=total, unit="msg", desc=f"kitti2bag {drive.name}",
-                  disable=not progress) as bar:
+                  disable=bar_disabled(progress)) as bar:
             for stamp, _, topic, msg, qos in heapq.merge(*streams, key=lambda i: i[:2]):
                 bag.write(topic, stamp, msg, qos)
                 bar.update(1)

@@ -51,6 +51,7 @@ from oe_depth_ros.metrics import METRIC_NAMES
 from oe_depth_ros.node_params import COLORED_TOPIC, POINTS_TOPIC, TOPICS
 from oe_depth_ros.outputs import output_messages
 from oe_depth_ros.pipeline import Outputs
+from oe_depth_ros.progress import bar_disabled
 
 if TYPE_CHECKING:
     from oe_depth_ros.pipeline import DepthPipeline
@@ -324,7 +325,7 @@ def process_bag(in_bag: str | Path, out_bag: str | Path, pipeline: "DepthPipelin
                       if options.copy_input else {})
             run = _Run(dst, pipeline, options, evaluator, tree)
             with tqdm(total=n_images, unit="frame", desc=f"process-bag {src.path.name}",
-                      disable=not options.progress) as bar:
+                      disable=bar_disabled(options.progress)) as bar:
                 for conn, bag_time, raw in src.messages(read):
                     if options.max_frames is not None and run.images >= options.max_frames \
                             and (run.held is None or conn.topic != options.info_topic()):

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from oe_depth_ros.atomic import atomic_path, write_text_atomic
+from oe_depth_ros.progress import bar_disabled
 from oe_depth_ros.synthetic import writer
 from oe_depth_ros.synthetic.lidar import MAX_RANGE, Lidar
 from oe_depth_ros.kitti.raw import KittiCalib, read_calib
@@ -165,7 +166,8 @@ def generate_dataset(out_dir: str | os.PathLike[str], drives: int = 2, frames: i
     calib = write_calibration(date_dir, width, height)
     rig = SensorRig(calib, width, height, Lidar())
     drive_dirs = []
-    with tqdm(total=drives * frames, disable=not progress, unit="frame", desc="synth") as bar:
+    with tqdm(total=drives * frames, unit="frame", desc="synth",
+              disable=bar_disabled(progress)) as bar:
         for index in range(1, drives + 1):
             plan = plan_drive(seed, index, frames)
             logger.info("rendering %s: %d frames at %dx%d", plan.name, frames, width, height)

@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 from oe_depth_ros.atomic import write_text_atomic
 from oe_depth_ros.metrics import METRIC_NAMES, evaluate_depth_map, valid_mask
+from oe_depth_ros.progress import bar_disabled
 from .ablation_report import (PAPER_TABLE3, POINTS_NAME, REGION_COLUMNS,
                               ROWS, best_constant, curve_markdown,
                               curve_summary, label_check_text, learning_markdown,
@@ -399,7 +400,8 @@ def run_all(jobs: list[RunJob], parallel: int) -> None:
     """Train every job (``parallel`` processes at once), with an overall progress bar."""
     todo = [j for j in jobs if pending(j)]
     level = logging.getLogger().getEffectiveLevel()
-    with tqdm(total=len(todo), unit="run", desc="ablation") as bar:
+    with tqdm(total=len(todo), unit="run", desc="ablation",
+              disable=bar_disabled(True)) as bar:
         if parallel == 1:
             for job in todo:
                 train_run(job, level)

@@ -20,6 +20,7 @@ The demo lives in ``training`` because it trains; ``oe_depth_ros`` never imports
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -102,9 +103,11 @@ class DemoSettings:
                    train_batch=2, net_size=(64, 192))
 
     def check_inputs(self) -> None:
-        """Refuse a missing --model or --kitti path, or fewer than one training thread.
+        """Refuse bad inputs before anything is rendered or trained.
 
-        Raises FileNotFoundError for the paths and ValueError for the thread count.
+        A missing --model or --kitti path, fewer than one training thread, or too few
+        frames per drive for one training batch. Raises FileNotFoundError for the paths
+        and ValueError for the counts.
         """
         if self.train_threads is not None and self.train_threads < 1:
             raise ValueError(f"train_threads must be at least 1, got {self.train_threads}")
@@ -112,6 +115,26 @@ class DemoSettings:
             raise FileNotFoundError(f"model file not found: {self.model}")
         if self.kitti is not None and not Path(self.kitti).is_dir():
             raise FileNotFoundError(f"KITTI drive folder not found: {self.kitti}")
+        if self.model is None:
+            self._check_training_frames()
+
+    def _check_training_frames(self) -> None:
+        """Refuse --frames that leave the recipe fewer training frames than one batch."""
+        from oe_depth_ros.synthetic.dataset import split_entries
+
+        reach = recipe_reach(self.train_config)
+
+        def usable(frames: int) -> int:
+            return len(split_entries(self.drives, frames, reach=reach)["train"])
+
+        if usable(self.frames) >= self.train_batch:
+            return
+        need = next(f for f in itertools.count(self.frames + 1)
+                    if usable(f) >= self.train_batch)
+        raise ValueError(
+            f"--frames {self.frames} leaves {usable(self.frames)} training frame(s) for "
+            f"{self.train_config}, whose source frames reach {reach} frame(s) either side, "
+            f"fewer than one batch of {self.train_batch}: give --frames {need} or more")
 
 
 @dataclass
@@ -202,6 +225,13 @@ def select_checkpoint(run_dir: Path, records: list[dict[str, Any]]) -> TrainedMo
     return TrainedModel(run_dir / LAST_NAME)
 
 
+def recipe_reach(train_config: str) -> int:
+    """How many frames away the recipe's farthest source frame is (1 for -1 and +1)."""
+    from ..train_config import load_train_config
+
+    return max(abs(f) for f in load_train_config(train_config).data.frame_ids)
+
+
 def recipe_splits(train_config: str, world: "SynthDataset", frames: int) -> dict[str, Path]:
     """The world's split files, or ones for the recipe's farther source frames.
 
@@ -211,9 +241,7 @@ def recipe_splits(train_config: str, world: "SynthDataset", frames: int) -> dict
     """
     from oe_depth_ros.synthetic.dataset import write_splits
 
-    from ..train_config import load_train_config
-
-    reach = max(abs(f) for f in load_train_config(train_config).data.frame_ids)
+    reach = recipe_reach(train_config)
     if reach <= 1:
         return world.split_files
     return write_splits(Path(world.root) / "splits" / f"reach{reach}", len(world.drive_dirs),
