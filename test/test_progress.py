@@ -42,7 +42,7 @@ def _synth(tmp_path: Path, name: str) -> int:
 def test_command_bar_draws_on_a_terminal_and_stays_out_of_a_log(tmp_path, capsys,
                                                                 monkeypatch):
     assert _synth(tmp_path, "log") == 0
-    assert "frame" not in capsys.readouterr().err    # stderr captured: not a terminal
+    assert "2/2" not in capsys.readouterr().err    # stderr captured: not a terminal
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert _synth(tmp_path, "terminal") == 0
