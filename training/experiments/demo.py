@@ -127,12 +127,13 @@ class DemoSettings:
         def usable(frames: int) -> int:
             return len(split_entries(self.drives, frames, reach=reach)["train"])
 
-        if usable(self.frames) >= self.train_batch:
+        have = usable(self.frames)
+        if have >= self.train_batch:
             return
         need = next(f for f in itertools.count(self.frames + 1)
                     if usable(f) >= self.train_batch)
         raise ValueError(
-            f"--frames {self.frames} leaves {usable(self.frames)} training frame(s) for "
+            f"--frames {self.frames} leaves {have} training frame(s) for "
             f"{self.train_config}, whose source frames reach {reach} frame(s) either side, "
             f"fewer than one batch of {self.train_batch}: give --frames {need} or more")
 
