@@ -20,8 +20,8 @@ from oe_depth_ros.cli import plugin_commands
 from oe_depth_ros.metrics import evaluate_depth_map, valid_mask
 from oe_depth_ros.ply import read_ply
 from training.experiments.baselines import best_constant_abs_rel
-from training.experiments.demo import (DemoSettings, _constant_errors, select_checkpoint,
-                                       versus_constant)
+from training.experiments.demo import (DemoSettings, _constant_errors, class_summary,
+                                       drive_train_ids, select_checkpoint, versus_constant)
 from training.experiments.demo_command import add_arguments, settings_from_args
 
 STAGES = {"data", "train", "export", "kitti2bag", "process-bag", "report"}
@@ -80,6 +80,13 @@ def test_demo_fast_end_to_end(tmp_path):
     pooled = (near["abs_rel"] * near["n_pixels"] + away["abs_rel"] * away["n_pixels"])
     assert pooled / whole["n_pixels"] == pytest.approx(whole["abs_rel"], rel=1e-9)
     assert "Near depth discontinuities" in (out / "report.md").read_text()
+    # the world's labels split the evaluated pixels by class (void pixels in none of them)
+    classes = edges["classes"]
+    assert {"road", "car"} <= set(classes)
+    assert sum(c["n_pixels"] for c in classes.values()) <= whole["n_pixels"]
+    summed = sum(c["abs_rel"] * c["n_pixels"] for c in classes.values())
+    assert summed <= whole["abs_rel"] * whole["n_pixels"] * (1 + 1e-9)
+    assert class_summary(classes, whole["n_pixels"]) in (out / "report.md").read_text()
     cloud = read_ply(out / "cloud.ply")
     assert len(cloud) > 100 and np.all(np.isfinite(cloud["z"])) and np.all(cloud["z"] > 0)
     assert "| model, median-scaled |" in (out / "report.md").read_text()
@@ -194,6 +201,30 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, tra
         image_types = {t for t in reader.topics().values() if "Image" in t}
     assert image_types == {"sensor_msgs/msg/CompressedImage" if transport
                            else "sensor_msgs/msg/Image"}
+
+
+def test_drive_train_ids_reads_the_world_labels_and_none_elsewhere(
+        synth_world, tmp_path) -> None:
+    """The drive's labels come from the FSRE layout beside it; a bare drive has none."""
+    from training.semantic_labels import read_train_ids
+
+    drive = synth_world.drive_dirs[1]
+    ids = drive_train_ids(drive, 3, (64, 192))
+    assert ids is not None and ids.shape == (64, 192)
+    label_png = (drive.parents[1] / "segmentation" / drive.parent.name / drive.name
+                 / "image_02" / "0000000003.png")
+    np.testing.assert_array_equal(ids, read_train_ids(label_png, (64, 192)))
+    bare = tmp_path / "2011_09_26" / drive.name
+    bare.mkdir(parents=True)
+    assert drive_train_ids(bare, 3, (64, 192)) is None
+
+
+def test_class_summary_ranks_by_the_part_of_the_pooled_error() -> None:
+    """car: 0.3 x 100 px = 30 before road: 0.05 x 500 px = 25, though road is larger."""
+    classes = {"road": {"abs_rel": 0.05, "n_pixels": 500},
+               "car": {"abs_rel": 0.3, "n_pixels": 100}}
+    text = class_summary(classes, 1000)
+    assert text.endswith(": car 0.300 (10%), road 0.050 (50%).")
 
 
 def test_demo_is_registered_outside_the_library() -> None:

@@ -88,6 +88,13 @@ def test_oracle_is_accurate_against_lidar_and_dense_gt(synth_world, oracle):
     assert regions["near_depth_edges"]["abs_rel"] > regions["away_from_depth_edges"]["abs_rel"]
     assert dense["edge_metrics"]["images_with_labels"] == n
     assert regions["near_semantic_boundaries"]["n_pixels"] > 0
+    # the labels also split the pixels by class, which the summary prints
+    classes = dense["edge_metrics"]["classes"]
+    assert {"road", "car"} <= set(classes)
+    assert sum(c["n_pixels"] for c in classes.values()) <= regions["all"]["n_pixels"]
+    assert "pooled errors per semantic class:" in summary_text(dense)
+    assert "pooled errors per semantic class:" not in summary_text(
+        {**dense, "edge_metrics": {**dense["edge_metrics"], "classes": {}}})
 
 
 def test_velodyne_pixel_offset_zero_fits_the_synthetic_world(synth_world, oracle):

@@ -143,6 +143,12 @@ def test_region_report_hand_worked():
     # RMSE in the 40-50 m bin: one pixel off by 20 m
     assert bins["40-50m"]["rmse"] == pytest.approx(math.sqrt(400 / 32))
     assert res["images_with_labels"] == 1
+    # per class: road (rows 0-3) holds both wrong pixels, the car (rows 4-7) none
+    classes = res["classes"]
+    assert list(classes) == ["road", "car"]
+    assert classes["road"]["n_pixels"] == classes["car"]["n_pixels"] == 32
+    assert classes["road"]["abs_rel"] == pytest.approx((0.5 + 0.2) / 32)
+    assert classes["car"]["abs_rel"] == 0.0 and classes["car"]["a1"] == 1.0
     json.dumps(res)  # JSON-ready
 
 
@@ -154,6 +160,7 @@ def test_region_report_without_labels_and_radius():
     report.add(gt, pred, valid)
     res = report.result()
     assert "near_semantic_boundaries" not in res["regions"]
+    assert res["classes"] == {}
     assert res["regions"]["all"]["n_pixels"] == 56
     assert res["regions"]["near_depth_edges"]["n_pixels"] == 32  # columns 2..5
     with pytest.raises(ValueError, match="bin_edges"):

@@ -14,6 +14,8 @@ Definitions (all at the ground-truth resolution):
 * "near" = within ``radius`` pixels (Euclidean) of such a pixel; "away" = the rest of
   the evaluated pixels.
 * Distance bins: ground-truth depth in [lo, hi) meters.
+* Classes: the 19 Cityscapes trainIds of the label map (void pixels belong to none),
+  where labels are given.
 
 Region errors are pooled over all pixels of a split (each pixel weighs the same), unlike
 the standard table's mean of per-image errors; the pooled errors of all pixels are
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID
+from oe_depth_ros.kitti.labels import IGNORE_TRAIN_ID, TRAIN_CLASSES
 from oe_depth_ros.metrics import METRIC_NAMES
 
 
@@ -133,7 +135,7 @@ def bin_name(lo: float, hi: float) -> str:
 
 
 class RegionReport:
-    """Accumulates pooled errors per region and per distance bin over a split."""
+    """Accumulates pooled errors per region, distance bin and class over a split."""
 
     REGIONS = ("all", "near_depth_edges", "away_from_depth_edges",
                "near_semantic_boundaries", "away_from_semantic_boundaries")
@@ -143,6 +145,7 @@ class RegionReport:
         self.regions = {name: ErrorAccumulator() for name in self.REGIONS}
         edges = self.config.bin_edges
         self.bins = {bin_name(lo, hi): ErrorAccumulator() for lo, hi in zip(edges, edges[1:])}
+        self.classes = [ErrorAccumulator() for _ in TRAIN_CLASSES]
         self.images_with_labels = 0
 
     def region_masks(self, gt: np.ndarray, valid: np.ndarray,
@@ -172,6 +175,9 @@ class RegionReport:
             self.regions[name].add(gt[mask], pred[mask])
         if train_ids is not None:
             self.images_with_labels += 1
+            for train_id, acc in enumerate(self.classes):
+                mask = valid & (train_ids == train_id)
+                acc.add(gt[mask], pred[mask])
         edges = self.config.bin_edges
         for (lo, hi), acc in zip(zip(edges, edges[1:]), self.bins.values()):
             mask = valid & (gt >= lo) & (gt < hi)
@@ -179,7 +185,11 @@ class RegionReport:
         return masks
 
     def result(self) -> dict[str, Any]:
-        """JSON-ready pooled errors per region and per bin, with the definitions used."""
+        """JSON-ready pooled errors per region, bin and class, with the definitions used.
+
+        ``classes`` lists the classes with evaluated pixels, in trainId order (empty
+        without labels).
+        """
         regions = {name: acc.result() for name, acc in self.regions.items()}
         if self.images_with_labels == 0:
             for name in ("near_semantic_boundaries", "away_from_semantic_boundaries"):
@@ -189,4 +199,6 @@ class RegionReport:
             "images_with_labels": self.images_with_labels,
             "regions": regions,
             "distance_bins": {name: acc.result() for name, acc in self.bins.items()},
+            "classes": {name: acc.result() for (name, _), acc in zip(TRAIN_CLASSES, self.classes)
+                        if acc.n},
         }

@@ -349,6 +349,9 @@ def summary_text(results: dict[str, Any]) -> str:
                  + format_region_table(edge["regions"]))
     parts.append("pooled errors per ground-truth distance:\n"
                  + format_region_table(edge["distance_bins"]))
+    if edge["classes"]:
+        parts.append("pooled errors per semantic class:\n"
+                     + format_region_table(edge["classes"]))
     return "\n\n".join(parts)
 
 

@@ -312,6 +312,19 @@ def _ground_truth(drive: "KittiDrive", frame: int, size: tuple[int, int]) -> np.
     return project_to_depth(cam2, calib.rect_intrinsics(2), size)
 
 
+def drive_train_ids(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.ndarray | None:
+    """The frame's semantic trainIds at ``size``, where the drive has labels (FSRE layout).
+
+    The synthetic world writes them (``<root>/segmentation/<date>/<drive>``); a KITTI copy
+    has them where FSRE-Depth's pseudo-labels were added; otherwise None.
+    """
+    from oe_depth_ros.kitti.splits import SplitEntry
+    from ..semantic_labels import load_train_ids
+
+    entry = SplitEntry(folder=f"{drive_dir.parent.name}/{drive_dir.name}", frame=frame)
+    return load_train_ids(drive_dir.parents[1] / "segmentation", entry, size)
+
+
 def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Input | ground truth | median-scaled depth | abs-rel error, stacked vertically."""
     from oe_depth_ros.colormap import colorize_depth
@@ -346,11 +359,27 @@ def _write_panel(settings: DemoSettings, panel: np.ndarray) -> None:
 
 
 def _edge_summary(edges: RegionReport) -> dict[str, Any]:
-    """Median-scaled errors pooled near depth discontinuities and away from them."""
+    """Median-scaled errors pooled near depth discontinuities, away from them, per class.
+
+    ``classes`` is empty where the drive has no semantic labels.
+    """
     result = edges.result()
     return {"definition": result["definition"],
             **{name: result["regions"][name]
-               for name in ("all", "near_depth_edges", "away_from_depth_edges")}}
+               for name in ("all", "near_depth_edges", "away_from_depth_edges")},
+            "classes": result["classes"]}
+
+
+def class_summary(classes: dict[str, dict[str, Any]], total_pixels: int) -> str:
+    """One sentence: each class's pooled Abs Rel and share of the pixels.
+
+    The class with the largest part of the pooled error (Abs Rel x pixels) comes first.
+    """
+    ranked = sorted(classes.items(), key=lambda kv: -kv[1]["abs_rel"] * kv[1]["n_pixels"])
+    parts = [f"{name} {res['abs_rel']:.3f} ({res['n_pixels'] / total_pixels:.0%})"
+             for name, res in ranked]
+    return ("By semantic class, median-scaled Abs Rel (share of the pixels), the largest "
+            "part of the pooled error first: " + ", ".join(parts) + ".")
 
 
 def _constant_errors(gt: np.ndarray) -> dict[str, float]:
@@ -433,7 +462,8 @@ def _report(settings: DemoSettings, options: "ProcessOptions", in_bag: Path, out
         const_rows.append(_constant_errors(gt))
         per_frame.append({"frame": idx, "abs_rel": errors["abs_rel"], "ratio": ratio})
         mask = valid_mask(gt)
-        edges.add(gt, np.clip(pred * ratio, EIGEN_MIN_DEPTH, EIGEN_MAX_DEPTH), mask)
+        edges.add(gt, np.clip(pred * ratio, EIGEN_MIN_DEPTH, EIGEN_MAX_DEPTH), mask,
+                  drive_train_ids(drive_dir, idx, gt.shape))
         panel = _panel(rgb, depth * ratio, gt)
         cv2.imwrite(str(panels_dir / f"{idx:06d}.png"), panel[..., ::-1])
         if idx == len(images) // 2:
@@ -476,6 +506,8 @@ def _write_report(settings: DemoSettings, report: dict[str, Any]) -> None:
                   f"{near['n_pixels'] / edge['all']['n_pixels']:.0%} of the pixels), "
                   f"median-scaled Abs Rel {near['abs_rel']:.3f}, d1 {near['a1']:.3f}; away "
                   f"from them {away['abs_rel']:.3f}, d1 {away['a1']:.3f} (pooled over pixels)."]
+    if edge["classes"]:
+        lines += ["", class_summary(edge["classes"], edge["all"]["n_pixels"])]
     lines += ["", report["versus_constant"]["summary"], "",
               f"Stage times, wall s (CPU s): {stage_times}; total "
               f"{report['total_seconds']:.1f} ({report['total_cpu_seconds']:.1f})", "",
