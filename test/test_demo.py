@@ -222,9 +222,10 @@ def test_drive_train_ids_reads_the_world_labels_and_none_elsewhere(
 def test_class_summary_ranks_by_the_part_of_the_pooled_error() -> None:
     """car: 0.3 x 100 px = 30 before road: 0.05 x 500 px = 25, though road is larger."""
     classes = {"road": {"abs_rel": 0.05, "n_pixels": 500},
+               "pole": {"abs_rel": 0.9, "n_pixels": 4},
                "car": {"abs_rel": 0.3, "n_pixels": 100}}
     text = class_summary(classes, 1000)
-    assert text.endswith(": car 0.300 (10%), road 0.050 (50%).")
+    assert text.endswith(": car 0.300 (10%), road 0.050 (50%), pole 0.900 (<1%).")
 
 
 def test_demo_is_registered_outside_the_library() -> None:

@@ -376,8 +376,11 @@ def class_summary(classes: dict[str, dict[str, Any]], total_pixels: int) -> str:
     The class with the largest part of the pooled error (Abs Rel x pixels) comes first.
     """
     ranked = sorted(classes.items(), key=lambda kv: -kv[1]["abs_rel"] * kv[1]["n_pixels"])
-    parts = [f"{name} {res['abs_rel']:.3f} ({res['n_pixels'] / total_pixels:.0%})"
-             for name, res in ranked]
+
+    def share(n: int) -> str:
+        return f"{n / total_pixels:.0%}" if n / total_pixels >= 0.005 else "<1%"
+
+    parts = [f"{name} {res['abs_rel']:.3f} ({share(res['n_pixels'])})" for name, res in ranked]
     return ("By semantic class, median-scaled Abs Rel (share of the pixels), the largest "
             "part of the pooled error first: " + ", ".join(parts) + ".")
 
