@@ -204,7 +204,7 @@ def test_demo_with_user_model_on_a_kitti_layout_drive(synth_world, tmp_path, tra
 
 
 def test_drive_train_ids_reads_the_world_labels_and_none_elsewhere(
-        synth_world, tmp_path) -> None:
+        synth_world, tmp_path, monkeypatch) -> None:
     """The drive's labels come from the FSRE layout beside it; a bare drive has none."""
     from training.semantic_labels import read_train_ids
 
@@ -217,6 +217,11 @@ def test_drive_train_ids_reads_the_world_labels_and_none_elsewhere(
     bare = tmp_path / "2011_09_26" / drive.name
     bare.mkdir(parents=True)
     assert drive_train_ids(bare, 3, (64, 192)) is None
+    # a relative path is read from where it points; a drive at the file system's root has
+    # no folder for the labels above it
+    monkeypatch.chdir(drive.parent)
+    np.testing.assert_array_equal(drive_train_ids(Path(drive.name), 3, (64, 192)), ids)
+    assert drive_train_ids(Path("/"), 3, (64, 192)) is None
 
 
 def test_class_summary_ranks_by_the_part_of_the_pooled_error() -> None:

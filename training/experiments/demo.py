@@ -316,11 +316,15 @@ def drive_train_ids(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.nd
     """The frame's semantic trainIds at ``size``, where the drive has labels (FSRE layout).
 
     The synthetic world writes them (``<root>/segmentation/<date>/<drive>``); a KITTI copy
-    has them where FSRE-Depth's pseudo-labels were added; otherwise None.
+    has them where FSRE-Depth's pseudo-labels were added; otherwise (a drive not two
+    folders below a root, too) None.
     """
     from oe_depth_ros.kitti.splits import SplitEntry
     from ..semantic_labels import load_train_ids
 
+    drive_dir = drive_dir.resolve()
+    if len(drive_dir.parents) < 2:
+        return None
     entry = SplitEntry(folder=f"{drive_dir.parent.name}/{drive_dir.name}", frame=frame)
     return load_train_ids(drive_dir.parents[1] / "segmentation", entry, size)
 
