@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from _common import cpu_name, write_json
 from oe_depth_ros.image_size import DEFAULT_NETWORK_SIZE, parse_size
 from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels
-from oe_depth_ros.kitti.labels import labels_to_train_ids
+from oe_depth_ros.kitti.labels import SEGMENTATION_DIR, labels_to_train_ids
 from oe_depth_ros.kitti.splits import read_split_file
 from training.datasets import Augmentation, KittiRawMonoDataset, collate
 
@@ -50,7 +50,7 @@ def write_layout(root: Path, frames: int, ext: str = ".png") -> Path:
     """Smooth random color frames (``ext``), label PNGs and a split of the middle frames."""
     rng = np.random.default_rng(0)
     img_dir = root / DRIVE / "image_02" / "data"
-    seg_dir = root / "segmentation" / DRIVE / "image_02"
+    seg_dir = root / SEGMENTATION_DIR / DRIVE / "image_02"
     img_dir.mkdir(parents=True)
     seg_dir.mkdir(parents=True)
     h, w = KITTI_SIZE
@@ -105,7 +105,7 @@ class PilLoader(Dataset):
                                      self.size[0] // 2 ** scale)
             sample[("K", scale)] = torch.from_numpy(k.astype(np.float32))
             sample[("inv_K", scale)] = torch.from_numpy(np.linalg.inv(k).astype(np.float32))
-        label_path = (self.root / "segmentation" / entry.folder / f"image_0{entry.camera}"
+        label_path = (self.root / SEGMENTATION_DIR / entry.folder / f"image_0{entry.camera}"
                       / f"{entry.frame:010d}.png")
         with Image.open(label_path) as raw:
             labels = raw.resize((self.size[1], self.size[0]), Image.NEAREST)

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     from oe_depth_ros.inference.backends import create_backend
+    from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
     from oe_depth_ros.synthetic.dataset import generate_dataset
 
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as tmp:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         drive = KittiDrive(drive_dir)
         images = [drive.image(2, i) for i in range(args.frames)]
         gts = [gt_source.get(i, e) for i, e in enumerate(entries)]
-        seg_root = Path(world.root) / "segmentation"
+        seg_root = Path(world.root) / SEGMENTATION_DIR
         labels = [load_train_ids(seg_root, e, g.shape) for e, g in zip(entries, gts)]
         preds = [disparity_to_depth(predict_disparity(backend, im, False), g.shape)
                  for im, g in zip(images, gts)]

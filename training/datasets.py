@@ -35,6 +35,7 @@ from torchvision.transforms import ColorJitter
 
 from oe_depth_ros.geometry import KITTI_NORMALIZED_K, normalized_to_pixels, resize_intrinsics
 from oe_depth_ros.imageops import resize_rgb
+from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
 from oe_depth_ros.kitti.raw import IMAGE_EXTENSIONS, KittiDrive, read_depth_png
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from .ego_motion import camera_motion, mirrored
@@ -194,7 +195,7 @@ class KittiRawMonoDataset(Dataset):
         self.oxts_motion = oxts_motion
         self.epoch = 0
         self.semantics_root = (Path(semantics_root) if semantics_root
-                               else self.data_path / "segmentation")
+                               else self.data_path / SEGMENTATION_DIR)
         self._drives: dict[str, KittiDrive] = {}
         self._k_cache: dict[tuple[str, int, int, int], np.ndarray] = {}
         self._poses: dict[str, np.ndarray] = {}

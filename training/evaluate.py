@@ -28,6 +28,7 @@ import numpy as np
 from oe_depth_ros.image_size import parse_size
 from oe_depth_ros.imageops import to_network_input
 from oe_depth_ros.inference.backends import BACKEND_NAMES
+from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
 from oe_depth_ros.kitti.splits import SplitEntry, read_split_file
 from oe_depth_ros.pipeline import disparity_to_depth
 from oe_depth_ros.progress import bar_disabled
@@ -225,7 +226,8 @@ def evaluate(options: EvalOptions, backend: Backend | None = None) -> dict[str, 
     median_scaling, scale = options.scaling(units)
     gt_source = _ground_truth(options, entries)
     images = _Images(data_path)
-    sem_root = Path(options.semantic_root) if options.semantic_root else data_path / "segmentation"
+    sem_root = (Path(options.semantic_root) if options.semantic_root
+                else data_path / SEGMENTATION_DIR)
     report = RegionReport(options.edges)
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []

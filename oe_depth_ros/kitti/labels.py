@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The folder of label PNGs beside a dataset's date folders (FSRE-Depth's layout
+#: ``<root>/segmentation/<date>/<drive>/image_0X/%010d.png``).
+SEGMENTATION_DIR = "segmentation"
+
 #: trainId of void labels: neither anchor nor neighbor in the triplet loss, no boundary.
 IGNORE_TRAIN_ID = 255
 

@@ -23,6 +23,7 @@ from oe_depth_ros.atomic import atomic_path, write_text_atomic
 from oe_depth_ros.progress import bar_disabled
 from oe_depth_ros.synthetic import writer
 from oe_depth_ros.synthetic.lidar import MAX_RANGE, Lidar
+from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
 from oe_depth_ros.kitti.raw import KittiCalib, read_calib
 from oe_depth_ros.synthetic.rig import GeoReference, Trajectory, calibration_texts, oxts_packet
 from oe_depth_ros.synthetic.sensors import CAMERA_FAR, SensorRig, depth_to_png16
@@ -172,7 +173,7 @@ def generate_dataset(out_dir: str | os.PathLike[str], drives: int = 2, frames: i
             plan = plan_drive(seed, index, frames)
             logger.info("rendering %s: %d frames at %dx%d", plan.name, frames, width, height)
             drive_dir = date_dir / plan.name
-            with atomic_path(root / "segmentation" / DATE / plan.name) as seg_tmp, \
+            with atomic_path(root / SEGMENTATION_DIR / DATE / plan.name) as seg_tmp, \
                     atomic_path(drive_dir) as drive_tmp:
                 _write_drive(plan, rig, drive_tmp, seg_tmp, bar)
             drive_dirs.append(drive_dir)

@@ -319,6 +319,7 @@ def drive_train_ids(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.nd
     has them where FSRE-Depth's pseudo-labels were added; otherwise (a drive not two
     folders below a root, too) None.
     """
+    from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
     from oe_depth_ros.kitti.splits import SplitEntry
     from ..semantic_labels import load_train_ids
 
@@ -326,7 +327,7 @@ def drive_train_ids(drive_dir: Path, frame: int, size: tuple[int, int]) -> np.nd
     if len(drive_dir.parents) < 2:
         return None
     entry = SplitEntry(folder=f"{drive_dir.parent.name}/{drive_dir.name}", frame=frame)
-    return load_train_ids(drive_dir.parents[1] / "segmentation", entry, size)
+    return load_train_ids(drive_dir.parents[1] / SEGMENTATION_DIR, entry, size)
 
 
 def _panel(rgb: np.ndarray, depth: np.ndarray, gt: np.ndarray) -> np.ndarray:

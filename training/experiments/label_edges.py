@@ -78,6 +78,7 @@ def boundary_agreement(depth: np.ndarray, train_ids: np.ndarray, depth_jump: flo
 def world_agreement(root: Path, split_file: Path, depth_jump: float = 0.15,
                     tolerance: float = 1.0) -> BoundaryAgreement:
     """Sum of :func:`boundary_agreement` over a synthetic split (dense GT, sky filled)."""
+    from oe_depth_ros.kitti.labels import SEGMENTATION_DIR
     from oe_depth_ros.kitti.raw import read_depth_png
     from oe_depth_ros.kitti.splits import read_split_file
     from oe_depth_ros.synthetic.sensors import CAMERA_FAR
@@ -87,9 +88,9 @@ def world_agreement(root: Path, split_file: Path, depth_jump: float = 0.15,
     total = BoundaryAgreement()
     for entry in read_split_file(split_file):
         depth = read_depth_png(improved_gt_path(root, entry))
-        ids = load_train_ids(root / "segmentation", entry, depth.shape)
+        ids = load_train_ids(root / SEGMENTATION_DIR, entry, depth.shape)
         if ids is None:
             raise FileNotFoundError(f"no semantic label for {entry.line} under "
-                                    f"{root / 'segmentation'}")
+                                    f"{root / SEGMENTATION_DIR}")
         total = total + boundary_agreement(depth, ids, depth_jump, tolerance, CAMERA_FAR)
     return total
